@@ -1,0 +1,13 @@
+//! Nimbus: a cloud drive. See README.md for users; the module docs below
+//! are the design notes.
+//!
+//! - [`protocol`]: types shared by client and server (no I/O).
+//! - [`chunking`]: FastCDC + BLAKE3 manifests.
+//! - [`server`]: the HTTP API and its storage engines.
+//! - [`remote`]: the client's only way to the server.
+//! - [`vfs`]: the platform-neutral filesystem core.
+//! - [`sync`]: background uploader and change follower.
+//! - [`fuse`]: the thin kernel adapter.
+
+pub mod chunking;
+pub mod protocol;
