@@ -11,3 +11,5 @@
 
 pub mod chunking;
 pub mod protocol;
+pub mod remote;
+pub mod server;

@@ -1,0 +1,1 @@
+//! HTTP implementation of [`super::Remote`] (being written).
