@@ -13,3 +13,4 @@ pub mod chunking;
 pub mod protocol;
 pub mod remote;
 pub mod server;
+pub mod client;
