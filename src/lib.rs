@@ -10,7 +10,9 @@
 //! - [`fuse`]: the thin kernel adapter.
 
 pub mod chunking;
+pub mod client;
 pub mod protocol;
 pub mod remote;
 pub mod server;
-pub mod client;
+pub mod sync;
+pub mod vfs;

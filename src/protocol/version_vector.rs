@@ -73,9 +73,7 @@ impl VersionVector {
     /// committing device's counter is a replay of that device's own earlier
     /// commit, not a concurrent edit.
     pub fn others_seen_by(&self, base: &VersionVector, device: &DeviceId) -> bool {
-        self.0
-            .iter()
-            .all(|(d, c)| d == device || *c <= base.get(d))
+        self.0.iter().all(|(d, c)| d == device || *c <= base.get(d))
     }
     pub fn iter(&self) -> impl Iterator<Item = (&DeviceId, &u64)> {
         self.0.iter()
@@ -124,9 +122,8 @@ mod tests {
     }
 
     fn vv() -> impl Strategy<Value = VersionVector> {
-        proptest::collection::btree_map(0u8..4, 0u64..4, 0..4).prop_map(|m| {
-            VersionVector(m.into_iter().map(|(d, c)| (dev(d), c)).collect())
-        })
+        proptest::collection::btree_map(0u8..4, 0u64..4, 0..4)
+            .prop_map(|m| VersionVector(m.into_iter().map(|(d, c)| (dev(d), c)).collect()))
     }
 
     proptest! {

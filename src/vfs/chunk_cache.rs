@@ -1,0 +1,196 @@
+//! The chunk cache: verified chunk bytes on local disk under a size budget,
+//! with a small in-memory layer in front, and single-flight fetches from the
+//! server.
+//!
+//! - Disk: `chunks/<2 hex>/<64 hex>`, plain bytes. Written to a temporary
+//!   name and renamed, so a crash never leaves a half chunk under a real
+//!   name. Every chunk read from disk is verified against its hash; a
+//!   corrupt one is deleted and fetched again.
+//! - Memory: a `moka` cache of verified chunks weighted by bytes. Its
+//!   `try_get_with` coalesces concurrent loads of one chunk, so readers of
+//!   the same chunk share one disk read or one request.
+//! - Budget: a second `moka` cache indexes the disk files by size; when it
+//!   evicts an entry, the file is deleted. The budget excludes working
+//!   copies of files with pending changes, which live elsewhere (`work/`).
+
+use super::error::{VfsError, VfsResult};
+use crate::protocol::ChunkId;
+use crate::remote::{Remote, RemoteError};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub struct ChunkCache {
+    dir: PathBuf,
+    mem: moka::future::Cache<ChunkId, Bytes>,
+    disk: moka::sync::Cache<ChunkId, u32>,
+    remote: Arc<dyn Remote>,
+    limit: u64,
+    /// Chunks fetched from the server (for status and tests).
+    pub fetched: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+}
+
+fn chunk_path(dir: &Path, id: &ChunkId) -> PathBuf {
+    let hex = id.to_hex();
+    dir.join(&hex[..2]).join(hex)
+}
+
+impl ChunkCache {
+    /// Opens the cache in `dir`, indexing what is already there.
+    pub fn open(
+        dir: PathBuf,
+        limit: u64,
+        memory_limit: u64,
+        remote: Arc<dyn Remote>,
+    ) -> VfsResult<Arc<Self>> {
+        std::fs::create_dir_all(&dir)?;
+        let evict_dir = dir.clone();
+        let disk = moka::sync::Cache::builder()
+            .max_capacity(limit)
+            .weigher(|_k: &ChunkId, len: &u32| *len)
+            .eviction_listener(move |id: Arc<ChunkId>, _len, cause| {
+                if cause.was_evicted() {
+                    let _ = std::fs::remove_file(chunk_path(&evict_dir, &id));
+                }
+            })
+            .build();
+        let mem = moka::future::Cache::builder()
+            .max_capacity(memory_limit)
+            .weigher(|_k: &ChunkId, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .build();
+        let cache = Arc::new(ChunkCache {
+            dir,
+            mem,
+            disk,
+            remote,
+            limit,
+            fetched: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+        });
+        cache.index_existing()?;
+        Ok(cache)
+    }
+
+    fn index_existing(&self) -> VfsResult<()> {
+        for sub in std::fs::read_dir(&self.dir)? {
+            let sub = sub?;
+            if !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(sub.path())? {
+                let f = f?;
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                match ChunkId::from_hex(&name) {
+                    Ok(id) => {
+                        let len = f.metadata()?.len();
+                        self.disk.insert(id, len.min(u32::MAX as u64) as u32);
+                    }
+                    // Leftover temporary files from a crash.
+                    Err(_) => {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        self.disk.run_pending_tasks();
+        Ok(())
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes of chunks on disk.
+    pub fn used_bytes(&self) -> u64 {
+        self.disk.run_pending_tasks();
+        self.disk.weighted_size()
+    }
+
+    pub fn is_local(&self, id: &ChunkId) -> bool {
+        self.disk.contains_key(id) || self.mem.contains_key(id)
+    }
+
+    /// The chunk if it is in memory, without waiting on anything.
+    pub fn get_in_memory(&self, id: &ChunkId) -> Option<Bytes> {
+        futures::executor::block_on(self.mem.get(id))
+    }
+
+    /// The chunk's bytes, from memory, disk or the server (verified).
+    pub async fn get(&self, id: ChunkId) -> VfsResult<Bytes> {
+        self.mem
+            .try_get_with(id, self.load(id))
+            .await
+            .map_err(|e: Arc<VfsError>| match &*e {
+                VfsError::Unavailable(m) => VfsError::Unavailable(m.clone()),
+                other => VfsError::Unavailable(other.to_string()),
+            })
+    }
+
+    async fn load(&self, id: ChunkId) -> VfsResult<Bytes> {
+        let path = chunk_path(&self.dir, &id);
+        match tokio::fs::read(&path).await {
+            Ok(data) => {
+                if id.verify(&data) {
+                    // Touch the index so recently read chunks stay.
+                    let _ = self.disk.get(&id);
+                    return Ok(Bytes::from(data));
+                }
+                tracing::warn!(chunk = %id, "cached chunk failed its hash check; refetching");
+                let _ = tokio::fs::remove_file(&path).await;
+                self.disk.invalidate(&id);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let data = self.remote.get_chunk(id).await.map_err(|e| match e {
+            RemoteError::NotFound(_) => {
+                VfsError::Unavailable(format!("chunk {id} is not on the server"))
+            }
+            other => VfsError::Unavailable(other.to_string()),
+        })?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        self.fetched_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.store(id, &data).await?;
+        Ok(data)
+    }
+
+    /// Stores verified bytes (from a download or an upload) on disk.
+    pub async fn store(&self, id: ChunkId, data: &[u8]) -> VfsResult<()> {
+        if self.disk.contains_key(&id) {
+            return Ok(());
+        }
+        let path = chunk_path(&self.dir, &id);
+        let parent = path.parent().expect("chunk path has a parent");
+        tokio::fs::create_dir_all(parent).await?;
+        let tmp = parent.join(format!(".tmp-{}-{}", id.to_hex(), rand::random::<u32>()));
+        tokio::fs::write(&tmp, data).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        self.disk.insert(id, data.len() as u32);
+        Ok(())
+    }
+
+    /// Puts verified bytes in memory too (used right after an upload).
+    pub async fn remember(&self, id: ChunkId, data: Bytes) {
+        self.mem.insert(id, data).await;
+    }
+
+    /// Starts loading chunks in the background (read-ahead).
+    pub fn prefetch(self: &Arc<Self>, ids: Vec<ChunkId>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                if me.mem.contains_key(&id) {
+                    continue;
+                }
+                if let Err(e) = me.get(id).await {
+                    tracing::debug!(chunk = %id, "read-ahead failed: {e}");
+                    break;
+                }
+            }
+        });
+    }
+}

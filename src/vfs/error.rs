@@ -1,0 +1,64 @@
+//! The core's own error type. Each front end (fuse, WinFsp) maps every
+//! variant with an exhaustive `match`, so a new variant does not compile
+//! until each platform decides what it means.
+
+use crate::protocol::NameError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("invalid name: {0}")]
+    InvalidName(NameError),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("read-only mount")]
+    ReadOnly,
+    #[error("busy: {0}")]
+    Busy(&'static str),
+    #[error("no such attribute")]
+    NoAttribute,
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
+    #[error("buffer too small")]
+    Range,
+    /// Content is needed from the server and the server cannot give it now
+    /// (offline, unauthorized, corrupt): fails promptly instead of hanging.
+    #[error("content unavailable: {0}")]
+    Unavailable(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The local metadata store failed.
+    #[error("metadata store error: {0}")]
+    Store(String),
+}
+
+impl From<NameError> for VfsError {
+    fn from(e: NameError) -> Self {
+        VfsError::InvalidName(e)
+    }
+}
+
+impl From<sled::Error> for VfsError {
+    fn from(e: sled::Error) -> Self {
+        VfsError::Store(e.to_string())
+    }
+}
+
+impl From<postcard::Error> for VfsError {
+    fn from(e: postcard::Error) -> Self {
+        VfsError::Store(format!("corrupt record: {e}"))
+    }
+}
+
+pub type VfsResult<T> = Result<T, VfsError>;

@@ -1,0 +1,103 @@
+//! A narrow key-value interface over the local metadata store, so the core
+//! does not depend on sled directly (sled 1.0 is alpha and garage moved off
+//! it; swapping engines should touch only this file).
+
+use super::error::VfsResult;
+use std::path::Path;
+
+/// One write of an atomic batch: `None` deletes the key.
+pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
+
+pub trait Kv: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> VfsResult<Option<Vec<u8>>>;
+    /// Applies all writes atomically (all or none after a crash).
+    fn apply(&self, writes: Vec<KvWrite>) -> VfsResult<()>;
+    /// Keys and values starting with `prefix`, in key order, starting at
+    /// `start` (inclusive; must itself start with `prefix`), at most `limit`.
+    fn scan(&self, prefix: &[u8], start: &[u8], limit: usize)
+        -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Makes every applied write durable.
+    fn flush(&self) -> VfsResult<()>;
+}
+
+pub struct SledKv {
+    tree: sled::Db,
+}
+
+impl SledKv {
+    pub fn open(path: &Path) -> VfsResult<Self> {
+        let tree = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(Some(200))
+            .open()?;
+        Ok(SledKv { tree })
+    }
+}
+
+impl Kv for SledKv {
+    fn get(&self, key: &[u8]) -> VfsResult<Option<Vec<u8>>> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> VfsResult<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.tree.range(start.to_vec()..) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> VfsResult<()> {
+        self.tree.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_scan_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(&dir.path().join("db")).unwrap();
+            kv.apply(vec![
+                (b"a/1".to_vec(), Some(b"x".to_vec())),
+                (b"a/2".to_vec(), Some(b"y".to_vec())),
+                (b"b/1".to_vec(), Some(b"z".to_vec())),
+            ])
+            .unwrap();
+            kv.apply(vec![(b"a/1".to_vec(), None)]).unwrap();
+            kv.flush().unwrap();
+        }
+        let kv = SledKv::open(&dir.path().join("db")).unwrap();
+        assert_eq!(kv.get(b"a/1").unwrap(), None);
+        let all = kv.scan(b"a/", b"a/", 10).unwrap();
+        assert_eq!(all, vec![(b"a/2".to_vec(), b"y".to_vec())]);
+        assert_eq!(kv.scan(b"b/", b"b/", 10).unwrap().len(), 1);
+        assert!(kv.scan(b"a/", b"a/3", 10).unwrap().is_empty());
+    }
+}

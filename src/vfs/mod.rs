@@ -1,0 +1,1490 @@
+//! The platform-neutral filesystem core.
+//!
+//! Every front end (the fuse adapter, the WinFsp shim, tests) calls these
+//! methods with inode numbers and names; nothing here knows about the
+//! kernel. Metadata questions (lookup, getattr, readdir) are answered from
+//! the local metadata cache ([`meta::MetaCache`], sled behind [`kv::Kv`])
+//! and never touch the network. Content comes from the working copy of a
+//! file with local changes, else from the chunk cache, which fetches what
+//! is missing from the server.
+//!
+//! # Writes and the journal
+//! A file's first modification creates its working copy `work/<node id>`
+//! (empty on truncate-to-zero, otherwise filled from its chunks). Writes go
+//! to that file. `fsync`, `flush` (close) and `release` make the working
+//! copy durable (fdatasync) and then commit, in one atomic metadata batch,
+//! the new size and mtime together with a [`meta::JournalOp::Sync`] entry;
+//! the batch is flushed before the call returns. Namespace changes (create,
+//! mkdir, rename, unlink, symlink, setattr) commit their metadata and
+//! journal entry atomically too; sled writes them out within 200 ms, and
+//! `fsync`/`fsyncdir` force it. The uploader ([`crate::sync`]) drains the
+//! journal in order.
+//!
+//! # Lock order
+//! `ns` (namespace mutations) → `open` (map of open inodes) →
+//! `OpenInode::state`. `handles` is never held together with another lock.
+//! No lock is held across an `.await`; materialising a working copy takes
+//! the per-inode async `fill` lock alone.
+
+pub mod chunk_cache;
+pub mod error;
+pub mod kv;
+pub mod meta;
+
+use crate::protocol::{
+    validate_name_bytes, ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeRecord,
+};
+use chunk_cache::ChunkCache;
+pub use error::{VfsError, VfsResult};
+use meta::{Dentry, Inode, JournalOp, MetaCache, ROOT_INO};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a front end needs to answer stat-like calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub size: u64,
+    /// Bytes stored locally (for `st_blocks`).
+    pub local_bytes: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub nlink: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: NodeKind,
+}
+
+/// Lets the core tell the kernel that cached names or attributes/pages are
+/// stale after a remote change. The fuse adapter implements it.
+pub trait KernelNotifier: Send + Sync {
+    fn inval_entry(&self, parent: u64, name: &str);
+    fn inval_inode(&self, ino: u64);
+}
+
+/// Setattr request, platform-neutral.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+pub struct VfsConfig {
+    pub cache_dir: PathBuf,
+    pub device_id: DeviceId,
+    pub device_name: String,
+    pub read_only: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+struct OpenState {
+    handles: u32,
+    writers: u32,
+    /// The working copy, open read-write, once the inode has one.
+    work: Option<Arc<std::fs::File>>,
+    /// Size and mtime not yet recorded in the metadata cache.
+    unsaved: Option<(u64, i64)>,
+}
+
+struct OpenInode {
+    state: Mutex<OpenState>,
+    /// Serialises creating the working copy (may wait on the network).
+    fill: tokio::sync::Mutex<()>,
+}
+
+struct Handle {
+    ino: u64,
+    write: bool,
+    /// The manifest the handle reads when the inode has no working copy.
+    content: Option<Arc<ContentView>>,
+    /// End of the previous read, to detect sequential access.
+    last_end: AtomicU64,
+}
+
+struct ContentView {
+    manifest: Manifest,
+    offsets: Vec<u64>,
+}
+
+/// Sync state shown to the user (status xattr, `nimbus status`).
+#[derive(Clone, Debug, Default)]
+pub struct SyncState {
+    pub connection: &'static str,
+    pub last_sync_unix: Option<i64>,
+    pub failed: Vec<(String, String)>,
+    pub conflicts: u64,
+    pub server: String,
+}
+
+pub struct Vfs {
+    pub meta: MetaCache,
+    pub chunks: Arc<ChunkCache>,
+    work_dir: PathBuf,
+    pub device_id: DeviceId,
+    pub device_name: String,
+    read_only: bool,
+    uid: u32,
+    gid: u32,
+    ns: Mutex<()>,
+    open: Mutex<HashMap<u64, Arc<OpenInode>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    lookups: Mutex<HashMap<u64, u64>>,
+    notifier: Mutex<Option<Arc<dyn KernelNotifier>>>,
+    /// Wakes the uploader when the journal grows.
+    pub journal_notify: tokio::sync::Notify,
+    /// Wakes waiters when the journal shrinks.
+    pub drained_notify: tokio::sync::Notify,
+    pub sync_state: Mutex<SyncState>,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(name: &[u8]) -> VfsResult<&str> {
+    Ok(validate_name_bytes(name)?)
+}
+
+impl Vfs {
+    pub fn open(
+        cfg: VfsConfig,
+        kv: Arc<dyn kv::Kv>,
+        chunks: Arc<ChunkCache>,
+    ) -> VfsResult<Arc<Self>> {
+        let work_dir = cfg.cache_dir.join("work");
+        std::fs::create_dir_all(&work_dir)?;
+        let meta = MetaCache::open(kv)?;
+        let vfs = Vfs {
+            meta,
+            chunks,
+            work_dir,
+            device_id: cfg.device_id,
+            device_name: cfg.device_name,
+            read_only: cfg.read_only,
+            uid: cfg.uid,
+            gid: cfg.gid,
+            ns: Mutex::new(()),
+            open: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            lookups: Mutex::new(HashMap::new()),
+            notifier: Mutex::new(None),
+            journal_notify: tokio::sync::Notify::new(),
+            drained_notify: tokio::sync::Notify::new(),
+            sync_state: Mutex::new(SyncState {
+                connection: "offline",
+                ..Default::default()
+            }),
+        };
+        vfs.recover()?;
+        Ok(Arc::new(vfs))
+    }
+
+    /// Startup: make sure the root exists, drop inodes that were unlinked
+    /// while open before a crash, and delete working copies that no journal
+    /// entry refers to (writes never made durable by fsync/close).
+    fn recover(&self) -> VfsResult<()> {
+        if self.meta.inode(ROOT_INO)?.is_none() {
+            let root = Inode {
+                ino: ROOT_INO,
+                node_id: NodeId::ROOT,
+                parent: 0,
+                name: String::new(),
+                kind: NodeKind::Dir,
+                mode: 0o755,
+                size: 0,
+                mtime_ns: now_ns(),
+                ctime_ns: now_ns(),
+                content_hash: None,
+                symlink_target: None,
+                vv: Default::default(),
+                server_seq: 0,
+                dirty: false,
+                local_rev: 0,
+                synced_rev: 0,
+                unlinked: false,
+            };
+            let mut t = self.meta.txn();
+            t.create_inode(&root);
+            t.commit()?;
+        }
+        let mut keep = std::collections::HashSet::new();
+        let mut t = self.meta.txn();
+        for inode in self.meta.all_inodes()? {
+            if inode.unlinked {
+                t.remove_inode(&inode);
+                continue;
+            }
+            if inode.dirty {
+                keep.insert(inode.node_id.to_string());
+            }
+        }
+        t.commit()?;
+        for f in std::fs::read_dir(&self.work_dir)? {
+            let f = f?;
+            if !keep.contains(f.file_name().to_string_lossy().as_ref()) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        self.meta.flush()
+    }
+
+    pub fn set_notifier(&self, n: Arc<dyn KernelNotifier>) {
+        *self.notifier.lock() = Some(n);
+    }
+
+    fn notify_entry(&self, parent: u64, name: &str) {
+        let n = self.notifier.lock().clone();
+        if let Some(n) = n {
+            n.inval_entry(parent, name);
+        }
+    }
+
+    fn notify_inode(&self, ino: u64) {
+        let n = self.notifier.lock().clone();
+        if let Some(n) = n {
+            n.inval_inode(ino);
+        }
+    }
+
+    fn work_path(&self, node: &NodeId) -> PathBuf {
+        self.work_dir.join(node.to_string())
+    }
+
+    pub fn work_path_of(&self, inode: &Inode) -> PathBuf {
+        self.work_path(&inode.node_id)
+    }
+
+    fn writable(&self) -> VfsResult<()> {
+        if self.read_only {
+            Err(VfsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn open_inode(&self, ino: u64) -> Option<Arc<OpenInode>> {
+        self.open.lock().get(&ino).cloned()
+    }
+
+    // ------------------------------------------------------------ attributes
+
+    fn attr_of(&self, inode: &Inode) -> Attr {
+        let mut size = inode.size;
+        let mut mtime = inode.mtime_ns;
+        if let Some(o) = self.open_inode(inode.ino) {
+            if let Some((s, m)) = o.state.lock().unsaved {
+                size = s;
+                mtime = m;
+            }
+        }
+        let local_bytes = match inode.kind {
+            NodeKind::File if inode.dirty => size,
+            NodeKind::File => self.local_content_bytes(inode.ino),
+            _ => 0,
+        };
+        Attr {
+            ino: inode.ino,
+            kind: inode.kind,
+            mode: inode.mode,
+            size,
+            local_bytes,
+            mtime_ns: mtime,
+            ctime_ns: inode.ctime_ns.max(mtime),
+            nlink: if inode.unlinked {
+                0
+            } else if inode.is_dir() {
+                2
+            } else {
+                1
+            },
+        }
+    }
+
+    fn local_content_bytes(&self, ino: u64) -> u64 {
+        match self.meta.content(ino) {
+            Ok(Some(c)) => c
+                .manifest
+                .chunks
+                .iter()
+                .filter(|c| self.chunks.is_local(&c.id))
+                .map(|c| c.len as u64)
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    fn remember_lookup(&self, ino: u64) {
+        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let gone = {
+            let mut l = self.lookups.lock();
+            match l.get_mut(&ino) {
+                Some(c) => {
+                    *c = c.saturating_sub(n);
+                    if *c == 0 {
+                        l.remove(&ino);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => true,
+            }
+        };
+        if gone {
+            let _ = self.purge_if_unused(ino);
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        let name = check_name(name)?;
+        let p = self.meta.inode_required(parent)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
+        let inode = self.meta.inode_required(d.ino)?;
+        self.remember_lookup(inode.ino);
+        Ok(self.attr_of(&inode))
+    }
+
+    pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
+        Ok(self.attr_of(&self.meta.inode_required(ino)?))
+    }
+
+    pub fn readlink(&self, ino: u64) -> VfsResult<String> {
+        let inode = self.meta.inode_required(ino)?;
+        inode
+            .symlink_target
+            .ok_or(VfsError::InvalidArgument("not a symlink"))
+    }
+
+    /// Entries of a folder after `after`, up to `limit`, with `.`/`..` left
+    /// to the front end.
+    pub fn readdir(&self, ino: u64, after: Option<&str>, limit: usize) -> VfsResult<Vec<DirEntry>> {
+        let inode = self.meta.inode_required(ino)?;
+        if !inode.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        Ok(self
+            .meta
+            .list(ino, after, limit)?
+            .into_iter()
+            .map(|(name, d)| DirEntry {
+                ino: d.ino,
+                name,
+                kind: d.kind,
+            })
+            .collect())
+    }
+
+    /// Attributes for readdirplus; counts as a lookup.
+    pub fn entry_attr(&self, ino: u64) -> VfsResult<Attr> {
+        let a = self.getattr(ino)?;
+        self.remember_lookup(ino);
+        Ok(a)
+    }
+
+    pub fn parent_of(&self, ino: u64) -> VfsResult<u64> {
+        let inode = self.meta.inode_required(ino)?;
+        Ok(if inode.parent == 0 {
+            ROOT_INO
+        } else {
+            inode.parent
+        })
+    }
+
+    // ------------------------------------------------------------ namespace
+
+    fn new_inode(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> Inode {
+        let now = now_ns();
+        Inode {
+            ino: self.meta.alloc_ino(),
+            node_id: NodeId::random(),
+            parent,
+            name: name.to_string(),
+            kind,
+            mode: mode & 0o7777,
+            size: 0,
+            mtime_ns: now,
+            ctime_ns: now,
+            content_hash: None,
+            symlink_target: None,
+            vv: Default::default(),
+            server_seq: 0,
+            dirty: false,
+            local_rev: 1,
+            synced_rev: 0,
+            unlinked: false,
+        }
+    }
+
+    fn touch_dir(&self, t: &mut meta::Txn<'_>, parent: &mut Inode) {
+        let now = now_ns();
+        parent.mtime_ns = now;
+        parent.ctime_ns = now;
+        t.put_inode(parent);
+    }
+
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        target: Option<String>,
+    ) -> VfsResult<Attr> {
+        self.writable()?;
+        let name = check_name(name)?;
+        let _ns = self.ns.lock();
+        let mut p = self.meta.inode_required(parent)?;
+        if !p.is_dir() || p.unlinked {
+            return Err(if p.unlinked {
+                VfsError::NotFound
+            } else {
+                VfsError::NotDir
+            });
+        }
+        if self.meta.dentry(parent, name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        let mut inode = self.new_inode(parent, name, kind, mode);
+        if let Some(t) = target {
+            inode.size = t.len() as u64;
+            inode.symlink_target = Some(t);
+        }
+        let mut t = self.meta.txn();
+        t.create_inode(&inode)
+            .put_dentry(
+                parent,
+                name,
+                Dentry {
+                    ino: inode.ino,
+                    kind,
+                },
+            )
+            .journal(&JournalOp::Sync { ino: inode.ino });
+        self.touch_dir(&mut t, &mut p);
+        t.commit()?;
+        self.journal_notify.notify_one();
+        self.remember_lookup(inode.ino);
+        Ok(self.attr_of(&inode))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+        self.create_node(parent, name, NodeKind::Dir, mode, None)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> VfsResult<Attr> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(VfsError::InvalidArgument("symlink target length"));
+        }
+        let target = std::str::from_utf8(target)
+            .map_err(|_| VfsError::InvalidArgument("symlink target is not UTF-8"))?;
+        self.create_node(
+            parent,
+            name,
+            NodeKind::Symlink,
+            0o777,
+            Some(target.to_string()),
+        )
+    }
+
+    /// Creates an empty regular file and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        write: bool,
+    ) -> VfsResult<(Attr, u64)> {
+        let attr = self.create_node(parent, name, NodeKind::File, mode, None)?;
+        let fh = self.open_file(attr.ino, write, false)?;
+        Ok((attr, fh))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> VfsResult<()> {
+        self.writable()?;
+        let name = check_name(name)?;
+        let ino = {
+            let _ns = self.ns.lock();
+            let mut p = self.meta.inode_required(parent)?;
+            let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
+            let inode = self.meta.inode_required(d.ino)?;
+            match (dir, inode.is_dir()) {
+                (true, false) => return Err(VfsError::NotDir),
+                (false, true) => return Err(VfsError::IsDir),
+                (true, true) if !self.meta.is_empty_dir(inode.ino)? => {
+                    return Err(VfsError::NotEmpty)
+                }
+                _ => {}
+            }
+            let mut t = self.meta.txn();
+            self.unlink_inode(&mut t, inode, parent, name);
+            self.touch_dir(&mut t, &mut p);
+            t.commit()?;
+            d.ino
+        };
+        self.journal_notify.notify_one();
+        self.purge_if_unused(ino)?;
+        Ok(())
+    }
+
+    /// Removes the entry and journals the delete; the inode stays (marked
+    /// unlinked) until no handle or kernel reference uses it.
+    fn unlink_inode(&self, t: &mut meta::Txn<'_>, mut inode: Inode, parent: u64, name: &str) {
+        t.remove_dentry(parent, name);
+        if inode.server_seq > 0 || !inode.vv.is_empty() {
+            t.journal(&JournalOp::Delete {
+                node_id: inode.node_id,
+                base: inode.vv.clone(),
+                parent,
+                name: name.to_string(),
+            });
+        }
+        inode.unlinked = true;
+        inode.ctime_ns = now_ns();
+        t.put_inode(&inode);
+    }
+
+    /// Drops an unlinked inode once nothing uses it.
+    fn purge_if_unused(&self, ino: u64) -> VfsResult<()> {
+        let _ns = self.ns.lock();
+        let Some(inode) = self.meta.inode(ino)? else {
+            return Ok(());
+        };
+        if !inode.unlinked
+            || self.open.lock().contains_key(&ino)
+            || self.lookups.lock().contains_key(&ino)
+        {
+            return Ok(());
+        }
+        let mut t = self.meta.txn();
+        t.remove_inode(&inode);
+        t.commit()?;
+        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> VfsResult<()> {
+        self.writable()?;
+        let name = check_name(name)?.to_string();
+        let new_name = check_name(new_name)?.to_string();
+        let replaced = {
+            let _ns = self.ns.lock();
+            let d = self.meta.dentry(parent, &name)?.ok_or(VfsError::NotFound)?;
+            let mut np = self.meta.inode_required(new_parent)?;
+            if !np.is_dir() {
+                return Err(VfsError::NotDir);
+            }
+            if np.unlinked {
+                return Err(VfsError::NotFound);
+            }
+            let mut inode = self.meta.inode_required(d.ino)?;
+            if parent == new_parent && name == new_name {
+                return Ok(());
+            }
+            // A folder may not move below itself.
+            if inode.is_dir() {
+                let mut cur = new_parent;
+                while cur != 0 {
+                    if cur == inode.ino {
+                        return Err(VfsError::InvalidArgument(
+                            "cannot move a folder into itself",
+                        ));
+                    }
+                    cur = self.meta.inode_required(cur)?.parent;
+                }
+            }
+            let mut t = self.meta.txn();
+            let mut replaced = None;
+            if let Some(existing) = self.meta.dentry(new_parent, &new_name)? {
+                if no_replace {
+                    return Err(VfsError::Exists);
+                }
+                let target = self.meta.inode_required(existing.ino)?;
+                match (inode.is_dir(), target.is_dir()) {
+                    (true, false) => return Err(VfsError::NotDir),
+                    (false, true) => return Err(VfsError::IsDir),
+                    (true, true) if !self.meta.is_empty_dir(target.ino)? => {
+                        return Err(VfsError::NotEmpty)
+                    }
+                    _ => {}
+                }
+                replaced = Some(target.ino);
+                // The delete is journaled before the move so the server
+                // frees the name first.
+                self.unlink_inode(&mut t, target, new_parent, &new_name);
+            }
+            t.remove_dentry(parent, &name);
+            t.put_dentry(
+                new_parent,
+                &new_name,
+                Dentry {
+                    ino: inode.ino,
+                    kind: inode.kind,
+                },
+            );
+            inode.parent = new_parent;
+            inode.name = new_name.clone();
+            inode.ctime_ns = now_ns();
+            inode.local_rev += 1;
+            t.put_inode(&inode);
+            t.journal(&JournalOp::Sync { ino: inode.ino });
+            if parent != new_parent {
+                let mut op = self.meta.inode_required(parent)?;
+                self.touch_dir(&mut t, &mut op);
+            }
+            self.touch_dir(&mut t, &mut np);
+            t.commit()?;
+            replaced
+        };
+        self.journal_notify.notify_one();
+        if let Some(r) = replaced {
+            self.purge_if_unused(r)?;
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+        self.writable()?;
+        if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
+            return Err(VfsError::NotPermitted("files belong to the mounting user"));
+        }
+        if let Some(size) = set.size {
+            self.truncate_sync(ino, size)?;
+        }
+        let _ns = self.ns.lock();
+        let mut inode = self.meta.inode_required(ino)?;
+        if set.size.is_some() && inode.is_dir() {
+            return Err(VfsError::IsDir);
+        }
+        let mut changed = false;
+        if let Some(mode) = set.mode {
+            inode.mode = mode & 0o7777;
+            changed = true;
+        }
+        if let Some(m) = set.mtime_ns {
+            inode.mtime_ns = m;
+            // Keep an open writer's pending mtime in step.
+            if let Some(o) = self.open_inode(ino) {
+                if let Some((_, mt)) = o.state.lock().unsaved.as_mut() {
+                    *mt = m;
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            inode.ctime_ns = now_ns();
+            inode.local_rev += 1;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode).journal(&JournalOp::Sync { ino });
+            t.commit()?;
+            self.journal_notify.notify_one();
+        }
+        Ok(self.attr_of(&inode))
+    }
+
+    /// Truncate that needs no network: to zero, or on a file that already
+    /// has a working copy. Otherwise the caller must first await
+    /// [`Vfs::prepare_write`].
+    fn truncate_sync(&self, ino: u64, size: u64) -> VfsResult<()> {
+        let o = self.ensure_open_state(ino);
+        let file = self.work_file(ino, &o, size == 0)?;
+        let file = match file {
+            Some(f) => f,
+            None => return Err(VfsError::Unavailable("working copy not ready".into())),
+        };
+        file.set_len(size)?;
+        {
+            let mut st = o.state.lock();
+            st.unsaved = Some((size, now_ns()));
+        }
+        let r = self.save_work(ino, &o, true);
+        self.release_state_ref(ino, &o);
+        r
+    }
+
+    /// True when a truncate/write of `ino` can proceed without the network.
+    pub fn write_ready(&self, ino: u64, truncating_to_zero: bool) -> VfsResult<bool> {
+        if truncating_to_zero {
+            return Ok(true);
+        }
+        if let Some(o) = self.open_inode(ino) {
+            if o.state.lock().work.is_some() {
+                return Ok(true);
+            }
+        }
+        let inode = self.meta.inode_required(ino)?;
+        Ok(inode.dirty || inode.content_hash.is_none())
+    }
+
+    // ------------------------------------------------------------ open files
+
+    fn ensure_open_state(&self, ino: u64) -> Arc<OpenInode> {
+        let mut open = self.open.lock();
+        let o = open.entry(ino).or_insert_with(|| {
+            Arc::new(OpenInode {
+                state: Mutex::new(OpenState {
+                    handles: 0,
+                    writers: 0,
+                    work: None,
+                    unsaved: None,
+                }),
+                fill: tokio::sync::Mutex::new(()),
+            })
+        });
+        o.state.lock().handles += 1;
+        o.clone()
+    }
+
+    /// Drops one reference taken by `ensure_open_state`.
+    fn release_state_ref(&self, ino: u64, o: &Arc<OpenInode>) {
+        let mut open = self.open.lock();
+        let mut st = o.state.lock();
+        st.handles = st.handles.saturating_sub(1);
+        if st.handles == 0 {
+            drop(st);
+            open.remove(&ino);
+        }
+    }
+
+    pub fn open_file(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<u64> {
+        if write {
+            self.writable()?;
+        }
+        let inode = self.meta.inode_required(ino)?;
+        match inode.kind {
+            NodeKind::Dir => return Err(VfsError::IsDir),
+            NodeKind::Symlink => return Err(VfsError::InvalidArgument("cannot open a symlink")),
+            NodeKind::File => {}
+        }
+        let o = self.ensure_open_state(ino);
+        if write {
+            o.state.lock().writers += 1;
+        }
+        if inode.dirty {
+            if let Err(e) = self.work_file(ino, &o, false) {
+                self.release_handle_state(ino, &o, write);
+                return Err(e);
+            }
+        }
+        let content = match self.meta.content(ino)? {
+            Some(c) => Some(Arc::new(ContentView {
+                offsets: c.manifest.offsets(),
+                manifest: c.manifest,
+            })),
+            None => None,
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().insert(
+            fh,
+            Arc::new(Handle {
+                ino,
+                write,
+                content,
+                last_end: AtomicU64::new(u64::MAX),
+            }),
+        );
+        if truncate && write {
+            self.truncate_sync(ino, 0)?;
+        }
+        Ok(fh)
+    }
+
+    fn release_handle_state(&self, ino: u64, o: &Arc<OpenInode>, write: bool) {
+        if write {
+            let mut st = o.state.lock();
+            st.writers = st.writers.saturating_sub(1);
+        }
+        self.release_state_ref(ino, o);
+    }
+
+    fn handle(&self, fh: u64) -> VfsResult<Arc<Handle>> {
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::InvalidArgument("unknown file handle"))
+    }
+
+    /// The inode's working copy, opening an existing one (dirty inode) or
+    /// creating an empty one when `create_empty`. `None` when the content
+    /// must first be filled from chunks.
+    fn work_file(
+        &self,
+        ino: u64,
+        o: &Arc<OpenInode>,
+        create_empty: bool,
+    ) -> VfsResult<Option<Arc<std::fs::File>>> {
+        if let Some(f) = o.state.lock().work.clone() {
+            return Ok(Some(f));
+        }
+        let inode = self.meta.inode_required(ino)?;
+        let path = self.work_path(&inode.node_id);
+        let file = if inode.dirty {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?
+        } else if create_empty || inode.content_hash.is_none() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?
+        } else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        let mut st = o.state.lock();
+        Ok(Some(st.work.get_or_insert(file).clone()))
+    }
+
+    /// Makes sure `ino` has a working copy, filling it from its chunks
+    /// (which may need the server). Call before writes/truncates for which
+    /// [`Vfs::write_ready`] said no.
+    pub async fn prepare_write(&self, ino: u64) -> VfsResult<()> {
+        let o = self.ensure_open_state(ino);
+        let r = self.fill_work(ino, &o).await;
+        self.release_state_ref(ino, &o);
+        r
+    }
+
+    async fn fill_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
+        let _fill = o.fill.lock().await;
+        if self.work_file(ino, o, false)?.is_some() {
+            return Ok(());
+        }
+        let inode = self.meta.inode_required(ino)?;
+        let content = self.meta.content(ino)?.unwrap_or(FileContent {
+            manifest: Manifest::default(),
+        });
+        let path = self.work_path(&inode.node_id);
+        let tmp = path.with_extension("fill");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut pos = 0u64;
+        for c in &content.manifest.chunks {
+            let data = self.chunks.get(c.id).await?;
+            file.write_all_at(&data, pos)?;
+            pos += data.len() as u64;
+        }
+        std::fs::rename(&tmp, &path)?;
+        let mut st = o.state.lock();
+        st.work.get_or_insert(Arc::new(file));
+        Ok(())
+    }
+
+    /// Write without waiting on the network; `None` when the working copy
+    /// must first be prepared with [`Vfs::prepare_write`].
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<Option<u32>> {
+        self.writable()?;
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(VfsError::InvalidArgument("file not open for writing"));
+        }
+        let o = self
+            .open_inode(h.ino)
+            .ok_or(VfsError::InvalidArgument("file not open"))?;
+        let Some(file) = self.work_file(h.ino, &o, false)? else {
+            return Ok(None);
+        };
+        file.write_all_at(data, offset)?;
+        let end = offset + data.len() as u64;
+        let mut st = o.state.lock();
+        let size = match st.unsaved {
+            Some((s, _)) => s,
+            None => {
+                drop(st);
+                let s = self.meta.inode_required(h.ino)?.size;
+                st = o.state.lock();
+                st.unsaved.map(|u| u.0).unwrap_or(s)
+            }
+        };
+        st.unsaved = Some((size.max(end), now_ns()));
+        Ok(Some(data.len() as u32))
+    }
+
+    /// Records a handle's unsaved writes durably: fdatasync the working
+    /// copy, then size/mtime + a journal entry in one flushed batch.
+    pub fn flush(&self, fh: u64) -> VfsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Ok(());
+        }
+        let Some(o) = self.open_inode(h.ino) else {
+            return Ok(());
+        };
+        self.save_work(h.ino, &o, true)
+    }
+
+    fn save_work(&self, ino: u64, o: &Arc<OpenInode>, durable: bool) -> VfsResult<()> {
+        let (unsaved, file) = {
+            let st = o.state.lock();
+            (st.unsaved, st.work.clone())
+        };
+        let Some((size, mtime)) = unsaved else {
+            return Ok(());
+        };
+        if let Some(f) = &file {
+            if durable {
+                f.sync_data()?;
+            }
+        }
+        {
+            let _ns = self.ns.lock();
+            let mut inode = self.meta.inode_required(ino)?;
+            inode.size = size;
+            inode.mtime_ns = mtime;
+            inode.ctime_ns = now_ns();
+            inode.dirty = true;
+            inode.local_rev += 1;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode);
+            if !inode.unlinked {
+                t.journal(&JournalOp::Sync { ino });
+            }
+            t.commit()?;
+            let mut st = o.state.lock();
+            if st.unsaved == unsaved {
+                st.unsaved = None;
+            }
+        }
+        if durable {
+            self.meta.flush()?;
+        }
+        self.journal_notify.notify_one();
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> VfsResult<()> {
+        self.flush(fh)?;
+        self.meta.flush()
+    }
+
+    pub fn fsync_all(&self) -> VfsResult<()> {
+        self.meta.flush()
+    }
+
+    pub fn release(&self, fh: u64) -> VfsResult<()> {
+        let h = self.handles.lock().remove(&fh);
+        let Some(h) = h else { return Ok(()) };
+        let Some(o) = self.open_inode(h.ino) else {
+            return Ok(());
+        };
+        let r = if h.write {
+            self.save_work(h.ino, &o, true)
+        } else {
+            Ok(())
+        };
+        self.release_handle_state(h.ino, &o, h.write);
+        if h.write {
+            // The uploader defers files open for writing.
+            self.journal_notify.notify_one();
+        }
+        self.purge_if_unused(h.ino)?;
+        r
+    }
+
+    /// True while some handle has the file open for writing.
+    pub fn has_writers(&self, ino: u64) -> bool {
+        self.open_inode(ino)
+            .map(|o| o.state.lock().writers > 0)
+            .unwrap_or(false)
+    }
+
+    /// Read without waiting: `None` when some chunk must be loaded first
+    /// (then call [`Vfs::read`]).
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Option<Vec<u8>>> {
+        let h = self.handle(fh)?;
+        if let Some(r) = self.read_work(&h, offset, size)? {
+            return Ok(Some(r));
+        }
+        let Some(c) = &h.content else {
+            return Ok(Some(Vec::new()));
+        };
+        let slices = c.manifest.slices(&c.offsets, offset, size as u64);
+        let mut out = Vec::with_capacity(slices.iter().map(|s| s.len as usize).sum());
+        for s in &slices {
+            match self.chunks.get_in_memory(&s.id) {
+                Some(data) => out.extend_from_slice(
+                    &data[s.offset_in_chunk as usize..(s.offset_in_chunk + s.len) as usize],
+                ),
+                None => return Ok(None),
+            }
+        }
+        self.read_ahead(&h, c, offset, out.len() as u64);
+        Ok(Some(out))
+    }
+
+    fn read_work(&self, h: &Handle, offset: u64, size: u32) -> VfsResult<Option<Vec<u8>>> {
+        let Some(o) = self.open_inode(h.ino) else {
+            return Ok(None);
+        };
+        let (file, unsaved) = {
+            let st = o.state.lock();
+            (st.work.clone(), st.unsaved)
+        };
+        let Some(file) = file else { return Ok(None) };
+        let len = match unsaved {
+            Some((s, _)) => s,
+            None => self.meta.inode_required(h.ino)?.size,
+        };
+        if offset >= len {
+            return Ok(Some(Vec::new()));
+        }
+        let n = (size as u64).min(len - offset) as usize;
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            let r = file.read_at(&mut buf[done..], offset + done as u64)?;
+            if r == 0 {
+                break; // sparse tail past the working copy's end reads as zeros
+            }
+            done += r;
+        }
+        Ok(Some(buf))
+    }
+
+    /// Read that may wait on the chunk cache and the server.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        if let Some(r) = self.read_work(&h, offset, size)? {
+            return Ok(r);
+        }
+        let Some(c) = h.content.clone() else {
+            return Ok(Vec::new());
+        };
+        let slices = c.manifest.slices(&c.offsets, offset, size as u64);
+        let mut out = Vec::with_capacity(slices.iter().map(|s| s.len as usize).sum());
+        // Fetch all needed chunks concurrently (one request each, shared
+        // with any other reader of the same chunk).
+        let datas =
+            futures::future::try_join_all(slices.iter().map(|s| self.chunks.get(s.id))).await?;
+        for (s, data) in slices.iter().zip(datas) {
+            out.extend_from_slice(
+                &data[s.offset_in_chunk as usize..(s.offset_in_chunk + s.len) as usize],
+            );
+        }
+        self.read_ahead(&h, &c, offset, out.len() as u64);
+        Ok(out)
+    }
+
+    /// Sequential reads prefetch the next two chunks.
+    fn read_ahead(&self, h: &Handle, c: &ContentView, offset: u64, len: u64) {
+        let prev = h.last_end.swap(offset + len, Ordering::Relaxed);
+        if prev != offset && offset != 0 {
+            return;
+        }
+        let end = offset + len;
+        let next = c.offsets[..c.manifest.chunks.len()].partition_point(|&s| s < end);
+        let ids: Vec<ChunkId> = c
+            .manifest
+            .chunks
+            .iter()
+            .skip(next)
+            .take(2)
+            .map(|c| c.id)
+            .filter(|id| !self.chunks.is_local(id) || self.chunks.get_in_memory(id).is_none())
+            .collect();
+        if !ids.is_empty() {
+            self.chunks.prefetch(ids);
+        }
+    }
+
+    // ------------------------------------------------------------ paths & status
+
+    /// Path of an inode relative to the root ("" for the root).
+    pub fn path_of(&self, ino: u64) -> VfsResult<String> {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO && cur != 0 {
+            let inode = self.meta.inode_required(cur)?;
+            parts.push(inode.name);
+            cur = inode.parent;
+        }
+        parts.reverse();
+        Ok(parts.join("/"))
+    }
+
+    fn is_below(&self, mut ino: u64, ancestor: u64) -> bool {
+        if ancestor == ROOT_INO {
+            return true;
+        }
+        let mut guard = 0;
+        while ino != 0 && guard < 4096 {
+            if ino == ancestor {
+                return true;
+            }
+            ino = match self.meta.inode(ino) {
+                Ok(Some(i)) => i.parent,
+                _ => return false,
+            };
+            guard += 1;
+        }
+        false
+    }
+
+    /// Journal entries concerning `ino` or anything below it: count, bytes
+    /// of content to upload, and up to `max_paths` paths.
+    pub fn pending_below(&self, ino: u64, max_paths: usize) -> VfsResult<(u64, u64, Vec<String>)> {
+        let mut count = 0;
+        let mut bytes = 0;
+        let mut paths = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.meta.journal(from, 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            from = last + 1;
+            for (_, op) in page {
+                let (node, path) = match &op {
+                    JournalOp::Sync { ino: i } => {
+                        let Some(inode) = self.meta.inode(*i)? else {
+                            continue;
+                        };
+                        if inode.unlinked {
+                            continue;
+                        }
+                        if inode.dirty {
+                            bytes += inode.size;
+                        }
+                        (*i, self.path_of(*i).unwrap_or_default())
+                    }
+                    JournalOp::Delete { parent, name, .. } => {
+                        let p = self.path_of(*parent).unwrap_or_default();
+                        (
+                            *parent,
+                            if p.is_empty() {
+                                name.clone()
+                            } else {
+                                format!("{p}/{name}")
+                            },
+                        )
+                    }
+                };
+                if self.is_below(node, ino) {
+                    count += 1;
+                    if paths.len() < max_paths {
+                        paths.push(path);
+                    }
+                }
+            }
+        }
+        Ok((count, bytes, paths))
+    }
+
+    // ------------------------------------------------------------ remote changes
+
+    /// Applies a node record from the server to the local cache, unless the
+    /// node has local changes still to push (the uploader reconciles those)
+    /// or this device already has that state. Returns false when the record
+    /// must wait for its parent to arrive.
+    pub fn apply_remote(&self, rec: &NodeRecord) -> VfsResult<bool> {
+        let mut notify_entries: Vec<(u64, String)> = Vec::new();
+        let mut notify_inodes = Vec::new();
+        let applied = {
+            let _ns = self.ns.lock();
+            self.apply_remote_locked(rec, &mut notify_entries, &mut notify_inodes)?
+        };
+        for (p, n) in notify_entries {
+            self.notify_entry(p, &n);
+        }
+        for i in notify_inodes {
+            self.notify_inode(i);
+        }
+        Ok(applied)
+    }
+
+    fn apply_remote_locked(
+        &self,
+        rec: &NodeRecord,
+        notify_entries: &mut Vec<(u64, String)>,
+        notify_inodes: &mut Vec<u64>,
+    ) -> VfsResult<bool> {
+        let existing = match self.meta.ino_of(&rec.node_id)? {
+            Some(ino) => self.meta.inode(ino)?,
+            None => None,
+        };
+        if rec.node_id.is_root() {
+            if let Some(mut root) = existing {
+                if !root.vv.dominates(&rec.vv) {
+                    root.vv = rec.vv.clone();
+                    root.server_seq = rec.seq;
+                    root.mode = rec.meta.mode;
+                    let mut t = self.meta.txn();
+                    t.put_inode(&root);
+                    t.commit()?;
+                }
+            }
+            return Ok(true);
+        }
+        if let Some(inode) = &existing {
+            if inode.has_local_changes() || inode.unlinked {
+                return Ok(true);
+            }
+            if inode.vv.dominates(&rec.vv) && !rec.deleted {
+                return Ok(true);
+            }
+        }
+        let mut t = self.meta.txn();
+        if rec.deleted {
+            let Some(inode) = existing else {
+                return Ok(true);
+            };
+            if inode.is_dir() && !self.meta.is_empty_dir(inode.ino)? {
+                // Children still here (moved away later in the log, or
+                // created here and not yet pushed): keep the folder.
+                return Ok(true);
+            }
+            t.remove_dentry(inode.parent, &inode.name);
+            notify_entries.push((inode.parent, inode.name.clone()));
+            let mut gone = inode.clone();
+            gone.unlinked = true;
+            gone.vv = rec.vv.clone();
+            gone.server_seq = rec.seq;
+            t.put_inode(&gone);
+            t.commit()?;
+            // purge needs ns; we hold it, so do the same work inline.
+            if !self.open.lock().contains_key(&inode.ino)
+                && !self.lookups.lock().contains_key(&inode.ino)
+            {
+                let mut t = self.meta.txn();
+                t.remove_inode(&gone);
+                t.commit()?;
+            }
+            return Ok(true);
+        }
+        let Some(parent_id) = rec.parent else {
+            return Ok(true);
+        };
+        let Some(parent_ino) = self.meta.ino_of(&parent_id)? else {
+            return Ok(false);
+        };
+        let content = rec.meta.content.clone();
+        let mut inode = match existing {
+            Some(i) => i,
+            None => Inode {
+                ino: self.meta.alloc_ino(),
+                node_id: rec.node_id,
+                parent: parent_ino,
+                name: rec.name.clone(),
+                kind: rec.meta.kind,
+                mode: rec.meta.mode,
+                size: 0,
+                mtime_ns: rec.meta.mtime_ns,
+                ctime_ns: now_ns(),
+                content_hash: None,
+                symlink_target: None,
+                vv: Default::default(),
+                server_seq: 0,
+                dirty: false,
+                local_rev: 0,
+                synced_rev: 0,
+                unlinked: false,
+            },
+        };
+        let is_new = inode.server_seq == 0
+            && inode.vv.is_empty()
+            && self.meta.ino_of(&rec.node_id)?.is_none();
+        // Entry: move if parent or name changed.
+        if is_new || inode.parent != parent_ino || inode.name != rec.name {
+            if !is_new {
+                t.remove_dentry(inode.parent, &inode.name);
+                notify_entries.push((inode.parent, inode.name.clone()));
+            }
+            if let Some(other) = self.meta.dentry(parent_ino, &rec.name)? {
+                if other.ino != inode.ino {
+                    self.displace(&mut t, parent_ino, &rec.name, other.ino)?;
+                }
+            }
+            t.put_dentry(
+                parent_ino,
+                &rec.name,
+                Dentry {
+                    ino: inode.ino,
+                    kind: inode.kind,
+                },
+            );
+            notify_entries.push((parent_ino, rec.name.clone()));
+            inode.parent = parent_ino;
+            inode.name = rec.name.clone();
+        }
+        let new_hash = content.as_ref().map(|c| c.hash());
+        if new_hash != inode.content_hash {
+            t.put_content(inode.ino, content.as_ref());
+            inode.content_hash = new_hash;
+            notify_inodes.push(inode.ino);
+        }
+        if inode.mode != rec.meta.mode
+            || inode.mtime_ns != rec.meta.mtime_ns
+            || inode.size != rec.meta.size()
+        {
+            notify_inodes.push(inode.ino);
+        }
+        inode.mode = rec.meta.mode;
+        inode.mtime_ns = rec.meta.mtime_ns;
+        inode.size = rec.meta.size();
+        inode.symlink_target = rec.meta.symlink_target.clone();
+        inode.vv = rec.vv.clone();
+        inode.server_seq = rec.seq;
+        if is_new {
+            t.create_inode(&inode);
+        } else {
+            t.put_inode(&inode);
+        }
+        t.commit()?;
+        Ok(true)
+    }
+
+    /// A remote node takes a name a local node holds. If the local node has
+    /// changes to push, it moves aside under a conflict name (the first
+    /// commit wins the name); otherwise it is stale and loses its entry
+    /// until its own record arrives.
+    fn displace(&self, t: &mut meta::Txn<'_>, parent: u64, name: &str, ino: u64) -> VfsResult<()> {
+        let mut other = self.meta.inode_required(ino)?;
+        t.remove_dentry(parent, name);
+        if other.has_local_changes() {
+            let mut n = 1;
+            let new_name = loop {
+                let candidate =
+                    crate::protocol::conflict_name(name, &self.device_name, now_ns(), n);
+                if self.meta.dentry(parent, &candidate)?.is_none() {
+                    break candidate;
+                }
+                n += 1;
+            };
+            t.put_dentry(
+                parent,
+                &new_name,
+                Dentry {
+                    ino,
+                    kind: other.kind,
+                },
+            );
+            other.name = new_name;
+            other.local_rev += 1;
+            t.put_inode(&other).journal(&JournalOp::Sync { ino });
+        } else {
+            other.unlinked = true;
+            t.put_inode(&other);
+        }
+        Ok(())
+    }
+
+    /// After a commit: adopt the server's state for `ino` as of local
+    /// revision `rev`. Clears the dirty flag (and drops the working copy
+    /// when no handle uses it) only if nothing changed since `rev`.
+    pub fn commit_done(
+        &self,
+        ino: u64,
+        rev: u64,
+        rec: &NodeRecord,
+        content_pushed: bool,
+    ) -> VfsResult<()> {
+        let mut notify = Vec::new();
+        {
+            let _ns = self.ns.lock();
+            let Some(mut inode) = self.meta.inode(ino)? else {
+                return Ok(());
+            };
+            let mut t = self.meta.txn();
+            inode.vv = rec.vv.clone();
+            inode.server_seq = rec.seq;
+            let unchanged = inode.local_rev == rev;
+            if unchanged {
+                inode.synced_rev = rev;
+            }
+            // The server may have renamed it (name taken).
+            if !rec.deleted && (inode.name != rec.name) && !inode.unlinked {
+                if let Some(parent_ino) =
+                    rec.parent.and_then(|p| self.meta.ino_of(&p).ok().flatten())
+                {
+                    if self.meta.dentry(parent_ino, &rec.name)?.is_none() {
+                        t.remove_dentry(inode.parent, &inode.name);
+                        notify.push((inode.parent, inode.name.clone()));
+                        t.put_dentry(
+                            parent_ino,
+                            &rec.name,
+                            Dentry {
+                                ino,
+                                kind: inode.kind,
+                            },
+                        );
+                        inode.parent = parent_ino;
+                        inode.name = rec.name.clone();
+                    }
+                }
+            }
+            let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
+            if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
+            {
+                t.put_content(ino, rec.meta.content.as_ref());
+                inode.content_hash = server_hash;
+                if unchanged && inode.dirty {
+                    inode.dirty = false;
+                    inode.size = rec.meta.size();
+                }
+            }
+            t.put_inode(&inode);
+            t.commit()?;
+            if !inode.dirty && !self.open.lock().contains_key(&ino) {
+                let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+            }
+        }
+        for (p, n) in notify {
+            self.notify_entry(p, &n);
+        }
+        Ok(())
+    }
+}
