@@ -30,6 +30,7 @@ pub mod chunk_cache;
 pub mod error;
 pub mod kv;
 pub mod meta;
+pub mod xattr;
 
 use crate::protocol::{
     validate_name_bytes, ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeRecord,

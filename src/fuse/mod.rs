@@ -1,0 +1,654 @@
+//! The thin fuser adapter: translates kernel requests into [`Vfs`] calls
+//! and [`VfsError`]s into errno values. It holds no filesystem logic.
+//!
+//! Calls that can be answered from local state reply inline on the FUSE
+//! thread; a read of a chunk that is not in memory, or a first write that
+//! must fill a working copy from the server, moves to a tokio task that
+//! replies when done, so the FUSE threads never wait on the network.
+
+use crate::protocol::NodeKind;
+use crate::vfs::{Attr, DirEntry, KernelNotifier, SetAttr, Vfs, VfsError};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may cache names and attributes. Remote changes
+/// invalidate them explicitly through the notifier.
+const TTL: Duration = Duration::from_secs(30);
+
+/// Maps every core error to an errno. Exhaustive on purpose.
+pub fn errno(e: &VfsError) -> Errno {
+    use crate::protocol::NameError;
+    let code = match e {
+        VfsError::NotFound => libc::ENOENT,
+        VfsError::Exists => libc::EEXIST,
+        VfsError::NotDir => libc::ENOTDIR,
+        VfsError::IsDir => libc::EISDIR,
+        VfsError::NotEmpty => libc::ENOTEMPTY,
+        VfsError::InvalidName(NameError::TooLong) => libc::ENAMETOOLONG,
+        VfsError::InvalidName(
+            NameError::Empty
+            | NameError::Reserved
+            | NameError::Slash
+            | NameError::Nul
+            | NameError::NotUtf8,
+        ) => libc::EINVAL,
+        VfsError::InvalidArgument(_) => libc::EINVAL,
+        VfsError::NotPermitted(_) => libc::EPERM,
+        VfsError::ReadOnly => libc::EROFS,
+        VfsError::Busy(_) => libc::EBUSY,
+        VfsError::NoAttribute => libc::ENODATA,
+        VfsError::NotSupported(_) => libc::ENOTSUP,
+        VfsError::Range => libc::ERANGE,
+        VfsError::Unavailable(_) => libc::EIO,
+        VfsError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+        VfsError::Store(_) => libc::EIO,
+    };
+    Errno::from_i32(code)
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn time_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+pub struct NimbusFs {
+    vfs: Arc<Vfs>,
+    rt: tokio::runtime::Handle,
+    /// Directory listings snapshotted at opendir, served by offset.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_dir: AtomicU64,
+}
+
+impl NimbusFs {
+    pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle) -> Self {
+        NimbusFs {
+            vfs,
+            rt,
+            dirs: Mutex::new(HashMap::new()),
+            next_dir: AtomicU64::new(1),
+        }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        file_attr(a, self.vfs.uid(), self.vfs.gid())
+    }
+
+    fn reply_entry(&self, r: Result<Attr, VfsError>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn reply_empty(r: Result<(), VfsError>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listing(&self, ino: u64, fh: u64) -> Result<Arc<Vec<DirEntry>>, VfsError> {
+        if let Some(l) = self.dirs.lock().get(&fh) {
+            return Ok(l.clone());
+        }
+        Ok(Arc::new(self.vfs.readdir(ino, None, usize::MAX)?))
+    }
+
+    /// `.`, `..`, then the snapshot; offsets are positions + 1.
+    fn dir_item(&self, ino: u64, list: &[DirEntry], i: usize) -> Option<(u64, FileType, Vec<u8>)> {
+        match i {
+            0 => Some((ino, FileType::Directory, b".".to_vec())),
+            1 => Some((
+                self.vfs.parent_of(ino).unwrap_or(ino),
+                FileType::Directory,
+                b"..".to_vec(),
+            )),
+            n => list
+                .get(n - 2)
+                .map(|e| (e.ino, file_type(e.kind), e.name.as_bytes().to_vec())),
+        }
+    }
+}
+
+/// Sends invalidations to the kernel from outside FUSE threads.
+pub struct FuseNotifier(pub Notifier);
+
+impl KernelNotifier for FuseNotifier {
+    fn inval_entry(&self, parent: u64, name: &str) {
+        let _ = self.0.inval_entry(INodeNo(parent), OsStr::new(name));
+    }
+    fn inval_inode(&self, ino: u64) {
+        let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
+    }
+}
+
+fn to_ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => time_ns(t),
+        TimeOrNow::Now => crate::vfs::now_ns(),
+    }
+}
+
+impl fuser::Filesystem for NimbusFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS
+                | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let _ = self.vfs.fsync_all();
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            size,
+            mtime_ns: mtime.map(to_ns),
+            uid,
+            gid,
+        };
+        let ready = match size {
+            Some(s) => self.vfs.write_ready(ino.0, s == 0),
+            None => Ok(true),
+        };
+        let ttl = TTL;
+        match ready {
+            Ok(true) => match self.vfs.setattr(ino.0, set) {
+                Ok(a) => reply.attr(&ttl, &self.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Ok(false) => {
+                let vfs = self.vfs.clone();
+                let (uid, gid) = (vfs.uid(), vfs.gid());
+                self.rt.spawn(async move {
+                    let r = match vfs.prepare_write(ino.0).await {
+                        Ok(()) => vfs.setattr(ino.0, set),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                });
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files arrive through create; special files are not
+        // supported yet.
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(
+            self.vfs.mkdir(parent.0, name.as_bytes(), mode & !umask),
+            reply,
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.vfs.unlink(parent.0, name.as_bytes()), reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.vfs.rmdir(parent.0, name.as_bytes()), reply);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(
+            self.vfs.symlink(
+                parent.0,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+            ),
+            reply,
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::from_i32(libc::EINVAL));
+        }
+        Self::reply_empty(
+            self.vfs.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                flags.contains(RenameFlags::RENAME_NOREPLACE),
+            ),
+            reply,
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.vfs.open_file(ino.0, write, truncate) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read_now(fh.0, offset, size) {
+            Ok(Some(data)) => reply.data(&data),
+            Ok(None) => {
+                let vfs = self.vfs.clone();
+                self.rt.spawn(async move {
+                    match vfs.read(fh.0, offset, size).await {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                });
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vfs.write(fh.0, offset, data) {
+            Ok(Some(n)) => reply.written(n),
+            Ok(None) => {
+                let vfs = self.vfs.clone();
+                let data = data.to_vec();
+                self.rt.spawn(async move {
+                    let r = match vfs.prepare_write(ino.0).await {
+                        Ok(()) => vfs.write(fh.0, offset, &data),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(Some(n)) => reply.written(n),
+                        Ok(None) => reply.error(Errno::from_i32(libc::EIO)),
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                });
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.vfs.flush(fh.0), reply);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.vfs.release(fh.0), reply);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let vfs = self.vfs.clone();
+        // fsync --remote waits for the server; do it off the FUSE thread.
+        self.rt
+            .spawn_blocking(move || Self::reply_empty(vfs.fsync(fh.0), reply));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.readdir(ino.0, None, usize::MAX) {
+            Ok(list) => {
+                let fh = self.next_dir.fetch_add(1, Ordering::SeqCst);
+                self.dirs.lock().insert(fh, Arc::new(list));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let list = match self.listing(ino.0, fh.0) {
+            Ok(l) => l,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let mut i = offset as usize;
+        while let Some((child, kind, name)) = self.dir_item(ino.0, &list, i) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                kind,
+                OsStr::from_bytes(&name),
+            ) {
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.listing(ino.0, fh.0) {
+            Ok(l) => l,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let mut i = offset as usize;
+        while let Some((child, _kind, name)) = self.dir_item(ino.0, &list, i) {
+            let attr = if i < 2 {
+                self.vfs.getattr(child)
+            } else {
+                self.vfs.entry_attr(child)
+            };
+            let Ok(attr) = attr else {
+                i += 1;
+                continue; // removed since the snapshot
+            };
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                OsStr::from_bytes(&name),
+                &TTL,
+                &self.attr(&attr),
+                Generation(0),
+            ) {
+                if i >= 2 {
+                    // Not sent: the kernel did not take the reference.
+                    self.vfs.forget(child, 1);
+                }
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.vfs.fsync_all(), reply);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.vfs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, 4096, 255, 4096,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) => {
+                if size == 0 {
+                    reply.size(v.len() as u32);
+                } else if (size as usize) < v.len() {
+                    reply.error(Errno::from_i32(libc::ERANGE));
+                } else {
+                    reply.data(&v);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32);
+                } else if (size as usize) < buf.len() {
+                    reply.error(Errno::from_i32(libc::ERANGE));
+                } else {
+                    reply.data(&buf);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.vfs.setxattr(ino.0, name.as_bytes(), value), reply);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.vfs.removexattr(ino.0, name.as_bytes()), reply);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission bits are checked by the kernel (default_permissions).
+        Self::reply_empty(self.vfs.getattr(ino.0).map(|_| ()), reply);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        match self
+            .vfs
+            .create(parent.0, name.as_bytes(), mode & !umask, write)
+        {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &self.attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+    let t = time(a.mtime_ns);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.local_bytes.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: time(a.ctime_ns),
+        crtime: t,
+        kind: file_type(a.kind),
+        perm: a.mode as u16,
+        nlink: a.nlink,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}

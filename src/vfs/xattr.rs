@@ -1,0 +1,155 @@
+//! Extended attributes of the mount (DESIGN §5):
+//! - `user.nimbus.status` on the root: JSON with connection state, pending
+//!   operations and bytes, last sync, conflicts, cache use and limit.
+//! - `user.nimbus.pending` on any node: JSON `{count, bytes, paths}` for
+//!   the journal entries at or below it (what `nimbus sync --wait` polls).
+//! - `user.nimbus.state` on any node: `pending` when it has local changes
+//!   not yet uploaded, else `cached` / `partial` / `placeholder` by how
+//!   much of its content is local (folders: `cached`).
+//!
+//! Other attributes are not stored yet: setting one fails with ENOTSUP
+//! rather than pretending it was kept.
+
+use super::error::{VfsError, VfsResult};
+use super::meta::{JournalOp, ROOT_INO};
+use super::Vfs;
+use crate::protocol::NodeKind;
+
+pub const STATUS: &str = "user.nimbus.status";
+pub const PENDING: &str = "user.nimbus.pending";
+pub const STATE: &str = "user.nimbus.state";
+
+/// Numbers for statfs.
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+}
+
+impl Vfs {
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        let inode = self.meta.inode_required(ino)?;
+        match name {
+            n if n == STATUS.as_bytes() && ino == ROOT_INO => Ok(self.status_json().into_bytes()),
+            n if n == PENDING.as_bytes() => {
+                let (count, bytes, paths) = self.pending_below(ino, 50)?;
+                Ok(
+                    serde_json::json!({"count": count, "bytes": bytes, "paths": paths})
+                        .to_string()
+                        .into_bytes(),
+                )
+            }
+            n if n == STATE.as_bytes() => Ok(self.state_of(&inode).as_bytes().to_vec()),
+            _ => Err(VfsError::NoAttribute),
+        }
+    }
+
+    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<&'static str>> {
+        self.meta.inode_required(ino)?;
+        let mut names = vec![STATE, PENDING];
+        if ino == ROOT_INO {
+            names.push(STATUS);
+        }
+        Ok(names)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], _value: &[u8]) -> VfsResult<()> {
+        self.meta.inode_required(ino)?;
+        if name.starts_with(b"user.nimbus.") {
+            return Err(VfsError::NotPermitted("this attribute is read-only"));
+        }
+        Err(VfsError::NotSupported(
+            "extended attributes are not stored yet",
+        ))
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> VfsResult<()> {
+        self.meta.inode_required(ino)?;
+        if name.starts_with(b"user.nimbus.") {
+            return Err(VfsError::NotPermitted("this attribute is read-only"));
+        }
+        Err(VfsError::NoAttribute)
+    }
+
+    fn state_of(&self, inode: &super::meta::Inode) -> &'static str {
+        if inode.has_local_changes() || self.is_journaled(inode.ino) {
+            return "pending";
+        }
+        if inode.kind != NodeKind::File {
+            return "cached";
+        }
+        let Ok(Some(c)) = self.meta.content(inode.ino) else {
+            return "cached";
+        };
+        let total = c.manifest.chunks.len();
+        let local = c
+            .manifest
+            .chunks
+            .iter()
+            .filter(|c| self.chunks.is_local(&c.id))
+            .count();
+        match local {
+            0 if total > 0 => "placeholder",
+            n if n == total => "cached",
+            _ => "partial",
+        }
+    }
+
+    /// True when a journal entry still refers to `ino`.
+    pub fn is_journaled(&self, ino: u64) -> bool {
+        let mut from = 0;
+        loop {
+            let Ok(page) = self.meta.journal(from, 1024) else {
+                return false;
+            };
+            let Some((last, _)) = page.last() else {
+                return false;
+            };
+            from = last + 1;
+            if page
+                .iter()
+                .any(|(_, op)| matches!(op, JournalOp::Sync { ino: i } if *i == ino))
+            {
+                return true;
+            }
+        }
+    }
+
+    pub fn status_json(&self) -> String {
+        let (count, bytes, _) = self
+            .pending_below(ROOT_INO, 0)
+            .unwrap_or((0, 0, Vec::new()));
+        let st = self.sync_state.lock().clone();
+        let last_sync = st.last_sync_unix.map(|s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64),
+            )
+            .to_string()
+        });
+        serde_json::json!({
+            "connection": st.connection,
+            "server": st.server,
+            "device": self.device_name,
+            "pending_ops": count,
+            "pending_bytes": bytes,
+            "last_sync": last_sync,
+            "conflicts": st.conflicts,
+            "cache_bytes": self.chunks.used_bytes(),
+            "cache_limit": self.chunks.limit(),
+            "failed": st.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let limit = self.chunks.limit();
+        let used = self.chunks.used_bytes();
+        StatFs {
+            blocks: limit / 4096,
+            bfree: limit.saturating_sub(used) / 4096,
+            files: 1 << 32,
+            ffree: 1 << 31,
+        }
+    }
+}
