@@ -8,9 +8,14 @@
 //! - [`vfs`]: the platform-neutral filesystem core.
 //! - [`sync`]: background uploader and change follower.
 //! - [`fuse`]: the thin kernel adapter.
+//! - [`config`]: the client's config, data and cache folders and files.
+//! - [`cli`]: what each `nimbus` command does (`main.rs` only parses).
 
 pub mod chunking;
+pub mod cli;
 pub mod client;
+pub mod config;
+pub mod fuse;
 pub mod protocol;
 pub mod remote;
 pub mod server;

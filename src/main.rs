@@ -1,1 +1,251 @@
-fn main(){}
+//! The `nimbus` command: parses arguments (clap), calls `nimbus::cli`,
+//! prints errors as one line. No logic lives here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nimbus::cli;
+use nimbus::client::FsyncMode;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Nimbus: a cloud drive mounted as an ordinary folder.
+///
+/// `nimbus mount ~/Nimbus` alone gives a working drive: without a login it
+/// starts an embedded server in the same process, with a local account and
+/// its data under ~/.local/share/nimbus.
+#[derive(Parser, Debug)]
+#[command(name = "nimbus", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a Nimbus server until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Administer a server's accounts, working directly on its storage.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Log in to a server and register this device (saved to login.json in
+    /// the config directory).
+    Login(LoginArgs),
+    /// Mount the drive on a folder (stays in the foreground unless --daemon).
+    Mount(MountArgs),
+    /// Unmount a Nimbus mount, waiting until it is gone.
+    Unmount(UnmountArgs),
+    /// Show a mount's connection, pending uploads, conflicts and cache use.
+    Status(StatusArgs),
+    /// Wait until local changes have reached the server.
+    Sync(SyncArgs),
+}
+
+/// Where a server keeps its state.
+#[derive(Args, Debug)]
+struct StorageArgs {
+    /// Server data directory [default: ~/.local/share/nimbus]; metadata and
+    /// chunks live below it unless --metadata / --chunks say otherwise.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Metadata store, e.g. sqlite:/var/lib/nimbus/meta.db [default: SQLite
+    /// in the data directory].
+    #[arg(long, value_name = "sqlite:PATH")]
+    metadata: Option<String>,
+    /// Chunk store directory [default: chunks/ in the data directory].
+    #[arg(long, value_name = "DIR")]
+    chunks: Option<PathBuf>,
+}
+
+impl From<StorageArgs> for cli::server::StorageArgs {
+    fn from(a: StorageArgs) -> Self {
+        cli::server::StorageArgs {
+            data: a.data,
+            metadata: a.metadata,
+            chunks: a.chunks,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8420")]
+    listen: String,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Manage user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account; the password is the first line of standard input.
+    Add(UserAddArgs),
+}
+
+#[derive(Args, Debug)]
+struct UserAddArgs {
+    /// Name of the new account.
+    name: String,
+    /// Read the password from the first line of standard input (required).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// Server URL, e.g. http://127.0.0.1:8420.
+    server_url: String,
+    /// Account name.
+    #[arg(long, value_name = "NAME")]
+    user: String,
+    /// Read the password from the first line of standard input (required).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+    /// Name for this device, shown in conflict copies [default: host name].
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// Existing empty directory to mount the drive on.
+    mountpoint: PathBuf,
+    /// Server URL [default: the saved login, else an embedded server].
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Where cached content, the journal and mount.log live
+    /// [default: ~/.cache/nimbus].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Chunk cache budget, e.g. 10GiB, 512MiB, 1G or a number of bytes.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = cli::size::parse_cache_size)]
+    cache_size: u64,
+    /// Run in the background; returns once the folder is mounted and logs
+    /// to mount.log in the cache directory.
+    #[arg(long)]
+    daemon: bool,
+    /// Let other users access the mount (needs user_allow_other in
+    /// /etc/fuse.conf unless run as root).
+    #[arg(long)]
+    allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// What fsync waits for: durable in the local journal, or acknowledged
+    /// by the server.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = FsyncArg::Local)]
+    fsync: FsyncArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FsyncArg {
+    /// Durable in the local journal.
+    Local,
+    /// Acknowledged by the server.
+    Remote,
+}
+
+#[derive(Args, Debug)]
+struct UnmountArgs {
+    /// Mount point of a Nimbus mount.
+    mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// A path inside a mount; also shows what is pending below it
+    /// [default: the mount of the current directory, or the only mount].
+    path: Option<PathBuf>,
+    /// Print JSON (the mount's status, plus "mount", and "path"/"pending"
+    /// when PATH is given).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SyncArgs {
+    /// Wait until nothing below PATH is pending (required).
+    #[arg(long, required = true)]
+    wait: bool,
+    /// A path inside a mount [default: the root of the mount of the current
+    /// directory, or of the only mount].
+    path: Option<PathBuf>,
+    /// Give up after this long (e.g. 60s, 5m, 1h 30m); then list what is
+    /// still pending and exit 1.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(a) => {
+            cli::init_logging("info");
+            cli::server::serve(a.listen, a.storage.into())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::User {
+                    command: UserCommand::Add(a),
+                },
+        } => {
+            cli::init_logging("warn");
+            cli::server::admin_user_add(a.name, a.storage.into())
+        }
+        Command::Login(a) => {
+            cli::init_logging("warn");
+            cli::server::login(a.server_url, a.user, a.device)
+        }
+        Command::Mount(a) => {
+            cli::init_logging(if a.daemon { "warn" } else { "info" });
+            cli::mount::mount(cli::mount::MountArgs {
+                mountpoint: a.mountpoint,
+                server: a.server,
+                cache_dir: a.cache_dir,
+                cache_size: a.cache_size,
+                daemon: a.daemon,
+                allow_other: a.allow_other,
+                read_only: a.read_only,
+                fsync: match a.fsync {
+                    FsyncArg::Local => FsyncMode::Local,
+                    FsyncArg::Remote => FsyncMode::Remote,
+                },
+            })
+        }
+        Command::Unmount(a) => {
+            cli::init_logging("warn");
+            cli::mount::unmount(&a.mountpoint)
+        }
+        Command::Status(a) => {
+            cli::init_logging("warn");
+            cli::status::status(a.path.as_deref(), a.json)
+        }
+        Command::Sync(a) => {
+            cli::init_logging("warn");
+            cli::status::sync_wait(a.path.as_deref(), a.timeout)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let parsed = Cli::parse();
+    match run(parsed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli::status::is_already_reported(&e) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("nimbus: {}", cli::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! `nimbus mount` (foreground or `--daemon`) and `nimbus unmount`.
+
+use super::mountinfo::{self, absolute_no_follow, mount_at, read_mounts};
+use crate::client::{FsyncMode, MountOptions};
+use crate::config;
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `--daemon` and `unmount` wait for the mount table to change.
+pub const MOUNT_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Arguments of `nimbus mount`, as parsed.
+#[derive(Clone, Debug)]
+pub struct MountArgs {
+    pub mountpoint: PathBuf,
+    pub server: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: u64,
+    pub daemon: bool,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub fsync: FsyncMode,
+}
+
+/// `nimbus mount`: checks the mount point, then either serves the mount in
+/// the foreground ([`crate::client::run_mount`]) or detaches a copy of
+/// itself and waits until the folder is mounted.
+pub fn mount(args: MountArgs) -> Result<()> {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let server = args
+        .server
+        .as_deref()
+        .map(super::server::normalize_server_url)
+        .transpose()?;
+    let cache_dir = args
+        .cache_dir
+        .as_deref()
+        .map(|d| std::path::absolute(d).with_context(|| format!("cannot resolve {}", d.display())))
+        .transpose()?;
+    let opts = MountOptions {
+        mountpoint,
+        server,
+        cache_dir,
+        cache_size: args.cache_size,
+        allow_other: args.allow_other,
+        read_only: args.read_only,
+        fsync: args.fsync,
+    };
+    if args.daemon {
+        daemonize(&opts)
+    } else {
+        crate::client::run_mount(opts)
+    }
+}
+
+/// The mount point must be an existing directory that is not already a
+/// Nimbus mount. Returns its canonical path.
+fn check_mountpoint(path: &Path) -> Result<PathBuf> {
+    let shown = path.display();
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("mount point {shown} is not a directory"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist (create it first: mkdir -p {shown})")
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {shown} is a stale mount (transport endpoint is not connected); \
+             run `nimbus unmount {shown}` first"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot use mount point {shown}")),
+    }
+    let canon = path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve mount point {shown}"))?;
+    let mounts = read_mounts()?;
+    if mount_at(&mounts, &canon).is_some_and(|m| m.is_nimbus()) {
+        bail!("{} is already a nimbus mount", canon.display());
+    }
+    Ok(canon)
+}
+
+/// The arguments a detached child gets: the same mount, without
+/// `--daemon`, with absolute paths (the child runs in `/`).
+fn child_args(opts: &MountOptions) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["mount".into(), opts.mountpoint.clone().into()];
+    if let Some(s) = &opts.server {
+        a.extend(["--server".into(), s.into()]);
+    }
+    if let Some(d) = &opts.cache_dir {
+        a.extend(["--cache-dir".into(), d.clone().into()]);
+    }
+    a.extend(["--cache-size".into(), opts.cache_size.to_string().into()]);
+    if opts.allow_other {
+        a.push("--allow-other".into());
+    }
+    if opts.read_only {
+        a.push("--read-only".into());
+    }
+    let fsync = match opts.fsync {
+        FsyncMode::Local => "local",
+        FsyncMode::Remote => "remote",
+    };
+    a.extend(["--fsync".into(), fsync.into()]);
+    a
+}
+
+/// Starts the mount in a new session with its stderr appended to
+/// `<cache dir>/mount.log`, then waits until the mount point shows up in
+/// the mount table (success), the child exits (failure: its last log line
+/// is the error), or [`MOUNT_WAIT`] passes.
+fn daemonize(opts: &MountOptions) -> Result<()> {
+    let cache_dir = match &opts.cache_dir {
+        Some(d) => d.clone(),
+        None => config::cache_dir()?,
+    };
+    config::ensure_private_dir(&cache_dir)?;
+    let log_path = cache_dir.join(config::MOUNT_LOG_FILE);
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open log file {}", log_path.display()))?;
+    let start_offset = log.seek(SeekFrom::End(0)).unwrap_or(0);
+    writeln!(
+        log,
+        "--- {} nimbus mount {} (detached)",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        opts.mountpoint.display()
+    )
+    .with_context(|| format!("cannot write log file {}", log_path.display()))?;
+    let header_end = log.stream_position().unwrap_or(start_offset);
+
+    let exe = std::env::current_exe().context("cannot find the nimbus executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(child_args(opts))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+    }
+    let mut child = cmd.spawn().context("cannot start the background mount")?;
+    let pid = child.id();
+
+    let deadline = Instant::now() + MOUNT_WAIT;
+    loop {
+        if is_mounted(&opts.mountpoint)? {
+            println!(
+                "mounted {} (background process {pid}; log: {})",
+                opts.mountpoint.display(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child
+            .try_wait()
+            .context("cannot watch the background mount")?
+        {
+            let last = last_log_line(&log_path, header_end);
+            return Err(match last {
+                Some(line) => anyhow!("{line} (log: {})", log_path.display()),
+                None => anyhow!(
+                    "the background mount exited ({status}) without mounting (log: {})",
+                    log_path.display()
+                ),
+            });
+        }
+        if Instant::now() >= deadline {
+            // Do not leave a half-started mount behind.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            bail!(
+                "{} was not mounted within {} s; stopped the background mount (log: {})",
+                opts.mountpoint.display(),
+                MOUNT_WAIT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The last non-empty line written to the log after `offset`, without a
+/// leading `nimbus: ` (the error printer adds its own).
+fn last_log_line(path: &Path, offset: u64) -> Option<String> {
+    let mut f = fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    Some(line.strip_prefix("nimbus: ").unwrap_or(line).to_string())
+}
+
+fn is_mounted(path: &Path) -> Result<bool> {
+    Ok(mount_at(&read_mounts()?, path).is_some())
+}
+
+/// `nimbus unmount MOUNTPOINT`: refuses anything that is not a Nimbus
+/// mount, unmounts with `fusermount3 -u` when installed (else
+/// `umount(2)`), and waits until the mount table no longer lists it.
+pub fn unmount(path: &Path) -> Result<()> {
+    if let Err(e) = fs::symlink_metadata(path) {
+        if e.kind() == io::ErrorKind::NotFound {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    let abs = absolute_no_follow(path)?;
+    let mounts = read_mounts()?;
+    match mount_at(&mounts, &abs) {
+        Some(m) if m.is_nimbus() => {}
+        Some(m) => bail!(
+            "{} is not a nimbus mount (it is a {} mount of {})",
+            abs.display(),
+            m.fstype,
+            m.source
+        ),
+        None => match mountinfo::nimbus_mount_containing(&mounts, &abs) {
+            Some(m) => bail!(
+                "{} is not a mount point; the nimbus mount containing it is {}",
+                abs.display(),
+                m.mount_point.display()
+            ),
+            None => bail!(
+                "{} is not a nimbus mount (nothing is mounted there)",
+                abs.display()
+            ),
+        },
+    }
+
+    let busy = || {
+        anyhow!(
+            "mount point {} is busy (a program is using it; close it and try again)",
+            abs.display()
+        )
+    };
+    let mut done = false;
+    if let Some(fusermount) = find_in_path("fusermount3") {
+        let out = Command::new(&fusermount)
+            .arg("-u")
+            .arg(&abs)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", fusermount.display()))?;
+        if out.status.success() {
+            done = true;
+        } else {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if msg.contains("busy") {
+                return Err(busy());
+            }
+            // fusermount3 refuses mounts it did not make (e.g. made by root
+            // with mount(2)); root can still unmount them directly.
+            if !nix::unistd::geteuid().is_root() {
+                bail!("cannot unmount {}: {}", abs.display(), msg);
+            }
+            tracing::debug!("fusermount3 failed ({msg}); trying umount(2)");
+        }
+    }
+    if !done {
+        match nix::mount::umount(&abs) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) => return Err(busy()),
+            Err(nix::errno::Errno::EPERM) => bail!(
+                "cannot unmount {}: not permitted (install fuse3 for fusermount3, or run as root)",
+                abs.display()
+            ),
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| format!("cannot unmount {}", abs.display()))
+            }
+        }
+    }
+
+    let deadline = Instant::now() + MOUNT_WAIT;
+    while is_mounted(&abs)? {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} is still mounted {} s after unmounting",
+                abs.display(),
+                MOUNT_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// An executable named `name` in `$PATH` (or the usual system folders).
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_args_drop_daemon_and_keep_the_rest() {
+        let opts = MountOptions {
+            mountpoint: "/m".into(),
+            server: Some("http://h:1".into()),
+            cache_dir: Some("/c".into()),
+            cache_size: 1024,
+            allow_other: true,
+            read_only: false,
+            fsync: FsyncMode::Remote,
+        };
+        let a: Vec<String> = child_args(&opts)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            a,
+            [
+                "mount",
+                "/m",
+                "--server",
+                "http://h:1",
+                "--cache-dir",
+                "/c",
+                "--cache-size",
+                "1024",
+                "--allow-other",
+                "--fsync",
+                "remote"
+            ]
+        );
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let t = tempfile::tempdir().unwrap();
+        let e = check_mountpoint(&t.path().join("nope")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        fs::write(t.path().join("f"), b"").unwrap();
+        let e = check_mountpoint(&t.path().join("f")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert_eq!(
+            check_mountpoint(t.path()).unwrap(),
+            t.path().canonicalize().unwrap()
+        );
+    }
+
+    #[test]
+    fn unmount_refuses_non_mounts() {
+        let t = tempfile::tempdir().unwrap();
+        let e = unmount(t.path()).unwrap_err();
+        assert!(e.to_string().contains("is not a nimbus mount"), "{e}");
+        let e = unmount(Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("is not a nimbus mount"), "{e}");
+        let e = unmount(&t.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn last_line_of_log() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("log");
+        fs::write(&p, "old\n--- header\nINFO x\nnimbus: mount point busy\n\n").unwrap();
+        assert_eq!(last_log_line(&p, 4).unwrap(), "mount point busy");
+        assert_eq!(last_log_line(&p, 1000), None);
+    }
+}

@@ -1,0 +1,286 @@
+//! `nimbus status` and `nimbus sync --wait`: both read what the mount
+//! publishes in extended attributes (see [`super::xattr`]).
+
+use super::mountinfo::{nimbus_mount_containing, nimbus_mounts, read_mounts};
+use super::size::format_bytes;
+use super::xattr::{self, MountStatus, Pending, PENDING_XATTR, STATUS_XATTR};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// An error whose message the command already printed; `main` exits 1
+/// without printing it again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AlreadyReported(pub String);
+
+/// How often `sync --wait` looks.
+const SYNC_POLL: Duration = Duration::from_millis(100);
+
+/// The Nimbus mount root for `path`, and `path` made absolute. Without a
+/// path: the mount containing the current directory, else the only Nimbus
+/// mount there is.
+fn locate(path: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    let mounts = read_mounts()?;
+    if let Some(p) = path {
+        let abs = p.canonicalize().map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => anyhow!("{} does not exist", p.display()),
+            Some(libc::ENOTCONN) => anyhow!(
+                "{} is on a nimbus mount that is not responding (transport endpoint is not \
+                 connected); run `nimbus unmount` on it",
+                p.display()
+            ),
+            _ => anyhow!(e).context(format!("cannot resolve {}", p.display())),
+        })?;
+        let root = nimbus_mount_containing(&mounts, &abs)
+            .with_context(|| format!("{} is not inside a nimbus mount", abs.display()))?;
+        return Ok((root.mount_point.clone(), abs));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(m) = nimbus_mount_containing(&mounts, &cwd) {
+            return Ok((m.mount_point.clone(), m.mount_point.clone()));
+        }
+    }
+    match nimbus_mounts(&mounts).as_slice() {
+        [] => bail!("no nimbus mount found (start one with `nimbus mount DIR`)"),
+        [one] => Ok((one.mount_point.clone(), one.mount_point.clone())),
+        several => bail!(
+            "there are several nimbus mounts ({}); give a path inside one",
+            several
+                .iter()
+                .map(|m| m.mount_point.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Reads one of our JSON attributes with errors that say what to do.
+fn read_attr(path: &Path, name: &str) -> Result<Vec<u8>> {
+    xattr::get(path, name).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENODATA) => anyhow!(
+            "{} has no {name} attribute (is this mount served by an older nimbus?)",
+            path.display()
+        ),
+        Some(libc::ENOTCONN) => anyhow!(
+            "the nimbus mount at {} is not responding (transport endpoint is not connected); \
+             run `nimbus unmount` on it",
+            path.display()
+        ),
+        Some(libc::ENOTSUP) => anyhow!(
+            "{} does not support extended attributes (is it on a nimbus mount?)",
+            path.display()
+        ),
+        _ => anyhow!(e).context(format!("cannot read {name} of {}", path.display())),
+    })
+}
+
+fn parse_attr<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path, name: &str) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .with_context(|| format!("{name} of {} is not valid JSON", path.display()))
+}
+
+fn read_pending(path: &Path) -> Result<Pending> {
+    let raw = read_attr(path, PENDING_XATTR)?;
+    parse_attr(&raw, path, PENDING_XATTR)
+}
+
+/// `nimbus status [PATH] [--json]`.
+pub fn status(path: Option<&Path>, json: bool) -> Result<()> {
+    let (root, target) = locate(path)?;
+    let raw = read_attr(&root, STATUS_XATTR)?;
+    let status: MountStatus = parse_attr(&raw, &root, STATUS_XATTR)?;
+    let pending = match path {
+        Some(_) => Some(read_pending(&target)?),
+        None => None,
+    };
+    if json {
+        // The status attribute as published, plus where it came from.
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            parse_attr(&raw, &root, STATUS_XATTR)?;
+        obj.insert("mount".into(), root.display().to_string().into());
+        if let Some(p) = &pending {
+            obj.insert("path".into(), target.display().to_string().into());
+            obj.insert("pending".into(), serde_json::to_value(p)?);
+        }
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        print!("{}", render_status(&root, &status));
+        if let Some(p) = &pending {
+            print!("{}", render_pending(&root, &target, p));
+        }
+    }
+    Ok(())
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The human form of a mount's status.
+pub fn render_status(root: &Path, s: &MountStatus) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<11} {v}\n"));
+    line(&mut out, "mount:", root.display().to_string());
+    let conn = match s.connection.as_str() {
+        "unauthorized" => "unauthorized: log in again with `nimbus login`".to_string(),
+        "" => "unknown".to_string(),
+        c => c.to_string(),
+    };
+    line(&mut out, "server:", format!("{} ({conn})", s.server));
+    line(&mut out, "device:", s.device.clone());
+    line(
+        &mut out,
+        "pending:",
+        format!(
+            "{} ({})",
+            plural(s.pending_ops, "operation", "operations"),
+            format_bytes(s.pending_bytes)
+        ),
+    );
+    line(
+        &mut out,
+        "last sync:",
+        s.last_sync.clone().unwrap_or_else(|| "never".into()),
+    );
+    line(&mut out, "conflicts:", s.conflicts.to_string());
+    line(
+        &mut out,
+        "cache:",
+        format!(
+            "{} used of {}",
+            format_bytes(s.cache_bytes),
+            format_bytes(s.cache_limit)
+        ),
+    );
+    if !s.failed.is_empty() {
+        line(
+            &mut out,
+            "failed:",
+            plural(s.failed.len() as u64, "operation", "operations"),
+        );
+        for f in &s.failed {
+            out.push_str(&format!("  {}: {}\n", f.path, f.error));
+        }
+    }
+    out
+}
+
+/// The human form of what is pending below `target`.
+pub fn render_pending(root: &Path, target: &Path, p: &Pending) -> String {
+    let rel = target.strip_prefix(root).unwrap_or(target);
+    let shown = if rel.as_os_str().is_empty() {
+        "the mount".to_string()
+    } else {
+        rel.display().to_string()
+    };
+    let mut out = format!(
+        "pending below {shown}: {} ({})\n",
+        plural(p.count, "operation", "operations"),
+        format_bytes(p.bytes)
+    );
+    for path in &p.paths {
+        out.push_str(&format!("  {path}\n"));
+    }
+    out
+}
+
+/// `nimbus sync --wait [PATH] [--timeout D]`: returns when nothing below
+/// PATH is pending; on timeout prints what still is and fails.
+pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
+    let (root, target) = locate(path)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = read_pending(&target)?;
+        if p.count == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut msg = format!(
+                "still pending: {} ({} bytes)",
+                plural(p.count, "operation", "operations"),
+                p.bytes
+            );
+            if let Some(note) = connection_note(&root) {
+                msg.push_str(&format!("; {note}"));
+            }
+            eprintln!("nimbus: {msg}");
+            for path in &p.paths {
+                eprintln!("  {path}");
+            }
+            return Err(AlreadyReported(msg).into());
+        }
+        std::thread::sleep(SYNC_POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Why nothing moves, when the status says so (best effort).
+fn connection_note(root: &Path) -> Option<String> {
+    let raw = xattr::get(root, STATUS_XATTR).ok()?;
+    let s: MountStatus = serde_json::from_slice(&raw).ok()?;
+    match s.connection.as_str() {
+        "offline" => Some(format!("the server {} is unreachable", s.server)),
+        "unauthorized" => Some("the server refuses this device; log in again".into()),
+        _ => None,
+    }
+}
+
+/// Is `e` an [`AlreadyReported`] error?
+pub fn is_already_reported(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<AlreadyReported>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_status() {
+        let s = MountStatus {
+            connection: "online".into(),
+            server: "http://h:1".into(),
+            device: "laptop".into(),
+            pending_ops: 1,
+            pending_bytes: 2048,
+            last_sync: None,
+            conflicts: 0,
+            cache_bytes: 0,
+            cache_limit: 10 << 30,
+            failed: vec![xattr::FailedOp {
+                path: "a/b".into(),
+                error: "bad".into(),
+            }],
+        };
+        let out = render_status(Path::new("/m"), &s);
+        assert!(out.contains("server:     http://h:1 (online)"), "{out}");
+        assert!(out.contains("pending:    1 operation (2 KiB)"), "{out}");
+        assert!(out.contains("last sync:  never"), "{out}");
+        assert!(out.contains("0 B used of 10 GiB"), "{out}");
+        assert!(out.contains("  a/b: bad"), "{out}");
+    }
+
+    #[test]
+    fn renders_pending() {
+        let p = Pending {
+            count: 2,
+            bytes: 10,
+            paths: vec!["d/x".into(), "d/y".into()],
+        };
+        let out = render_pending(Path::new("/m"), Path::new("/m/d"), &p);
+        assert_eq!(out, "pending below d: 2 operations (10 B)\n  d/x\n  d/y\n");
+        let out = render_pending(Path::new("/m"), Path::new("/m"), &p);
+        assert!(out.starts_with("pending below the mount:"));
+    }
+
+    #[test]
+    fn status_outside_a_mount_is_clear() {
+        let t = tempfile::tempdir().unwrap();
+        let e = status(Some(t.path()), false).unwrap_err();
+        assert!(
+            e.to_string().contains("is not inside a nimbus mount"),
+            "{e}"
+        );
+        let e = sync_wait(Some(&t.path().join("nope")), Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+}

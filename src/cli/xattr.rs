@@ -1,0 +1,116 @@
+//! Reading extended attributes (`lgetxattr(2)`), and the JSON the mount
+//! publishes through them.
+
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `user.nimbus.status` on the mount root.
+pub const STATUS_XATTR: &str = "user.nimbus.status";
+/// `user.nimbus.pending` on any file or folder of the mount.
+pub const PENDING_XATTR: &str = "user.nimbus.pending";
+
+/// Reads attribute `name` of `path` (not following a final symlink).
+pub fn get(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    loop {
+        // SAFETY: both strings are NUL-terminated; a null buffer with size 0
+        // asks for the size.
+        let size =
+            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize + 1];
+        // SAFETY: `buf` is writable for `buf.len()` bytes.
+        let n = unsafe {
+            libc::lgetxattr(
+                cpath.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue; // grew between the two calls
+            }
+            return Err(e);
+        }
+        buf.truncate(n as usize);
+        return Ok(buf);
+    }
+}
+
+/// The mount's status (`user.nimbus.status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MountStatus {
+    /// `online`, `offline` or `unauthorized`.
+    pub connection: String,
+    pub server: String,
+    pub device: String,
+    pub pending_ops: u64,
+    pub pending_bytes: u64,
+    /// RFC 3339, or `None` before the first sync.
+    pub last_sync: Option<String>,
+    pub conflicts: u64,
+    pub cache_bytes: u64,
+    pub cache_limit: u64,
+    pub failed: Vec<FailedOp>,
+}
+
+/// An operation the server refused for good.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailedOp {
+    pub path: String,
+    pub error: String,
+}
+
+/// What is not yet uploaded below a path (`user.nimbus.pending`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Pending {
+    pub count: u64,
+    pub bytes: u64,
+    /// Relative to the mount root; at most 50.
+    pub paths: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_attribute_is_an_os_error() {
+        let t = tempfile::tempdir().unwrap();
+        let e = get(t.path(), "user.nimbus.nothing-here").unwrap_err();
+        // ENODATA on filesystems with user xattrs, ENOTSUP on others.
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOTSUP)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parses_the_contract_shapes() {
+        let s: MountStatus = serde_json::from_str(
+            r#"{"connection":"online","server":"http://h","device":"d","pending_ops":2,
+                "pending_bytes":10,"last_sync":null,"conflicts":1,"cache_bytes":5,
+                "cache_limit":100,"failed":[{"path":"a/b","error":"bad name"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.pending_ops, 2);
+        assert_eq!(s.failed[0].path, "a/b");
+        let p: Pending =
+            serde_json::from_str(r#"{"count":1,"bytes":3,"paths":["a.txt"]}"#).unwrap();
+        assert_eq!(p.paths, vec!["a.txt".to_string()]);
+    }
+}
