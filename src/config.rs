@@ -7,7 +7,8 @@
 //!   - `embedded.json` ([`EmbeddedAccount`]): the local account of the
 //!     embedded default (a mount with neither `--server` nor a login).
 //! - **Data dir** (`$XDG_DATA_HOME/nimbus`, usually `~/.local/share/nimbus`):
-//!   default `--data` of `nimbus serve` and the embedded server's storage.
+//!   its `server/` folder ([`server_data_dir`]) is the default `--data` of
+//!   `nimbus serve` and the embedded server's storage.
 //! - **Cache dir** (`$XDG_CACHE_HOME/nimbus`, usually `~/.cache/nimbus`):
 //!   default `--cache-dir` of `nimbus mount` (chunk cache, metadata cache,
 //!   journal, and `mount.log` of `--daemon`).
@@ -56,6 +57,12 @@ pub fn data_dir() -> Result<PathBuf> {
     dirs::data_dir()
         .map(|d| d.join("nimbus"))
         .ok_or_else(|| anyhow!("cannot find the data directory: set $HOME or pass --data"))
+}
+
+/// Default server storage: [`data_dir`] + `/server`. Both `nimbus serve`
+/// (without `--data`) and the embedded default keep their server data here.
+pub fn server_data_dir() -> Result<PathBuf> {
+    Ok(data_dir()?.join("server"))
 }
 
 /// Default cache dir: the XDG cache dir + `/nimbus`.

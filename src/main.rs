@@ -45,7 +45,8 @@ enum Command {
 /// Where a server keeps its state.
 #[derive(Args, Debug)]
 struct StorageArgs {
-    /// Server data directory [default: ~/.local/share/nimbus]; metadata and
+    /// Server data directory [default: ~/.local/share/nimbus/server, which
+    /// the embedded default of `nimbus mount` also uses]; metadata and
     /// chunks live below it unless --metadata / --chunks say otherwise.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,

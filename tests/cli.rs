@@ -37,8 +37,14 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) -> String {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     assert!(lines[0].starts_with("nimbus: "), "{stderr}");
-    assert!(lines[0].contains(needle), "expected '{needle}' in: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected '{needle}' in: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
     lines[0].to_string()
 }
 
@@ -48,9 +54,14 @@ fn help_of_every_command_exits_0_and_names_its_flags() {
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["--help"],
-            &["serve", "admin", "login", "mount", "unmount", "status", "sync"],
+            &[
+                "serve", "admin", "login", "mount", "unmount", "status", "sync",
+            ],
         ),
-        (&["serve", "--help"], &["--listen", "--data", "--metadata", "--chunks"]),
+        (
+            &["serve", "--help"],
+            &["--listen", "--data", "--metadata", "--chunks"],
+        ),
         (&["admin", "--help"], &["user"]),
         (&["admin", "user", "--help"], &["add"]),
         (
@@ -83,7 +94,10 @@ fn help_of_every_command_exits_0_and_names_its_flags() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {text}");
         for f in *flags {
-            assert!(text.contains(f), "{args:?} help does not mention {f}: {text}");
+            assert!(
+                text.contains(f),
+                "{args:?} help does not mention {f}: {text}"
+            );
         }
     }
 }
@@ -93,7 +107,15 @@ fn admin_user_add_with_empty_stdin_fails_in_one_line() {
     let cfg = tempfile::tempdir().unwrap();
     let data = cfg.path().join("data");
     let out = run(
-        &["admin", "user", "add", "ann", "--password-stdin", "--data", data.to_str().unwrap()],
+        &[
+            "admin",
+            "user",
+            "add",
+            "ann",
+            "--password-stdin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
         b"",
         cfg.path(),
     );
@@ -104,7 +126,13 @@ fn admin_user_add_with_empty_stdin_fails_in_one_line() {
 fn login_to_an_unreachable_server_fails_in_one_line() {
     let cfg = tempfile::tempdir().unwrap();
     let out = run(
-        &["login", "http://127.0.0.1:1", "--user", "ann", "--password-stdin"],
+        &[
+            "login",
+            "http://127.0.0.1:1",
+            "--user",
+            "ann",
+            "--password-stdin",
+        ],
         b"pw\n",
         cfg.path(),
     );
@@ -116,7 +144,13 @@ fn login_to_an_unreachable_server_fails_in_one_line() {
 fn login_with_a_bad_url_fails_in_one_line() {
     let cfg = tempfile::tempdir().unwrap();
     let out = run(
-        &["login", "localhost:8420", "--user", "ann", "--password-stdin"],
+        &[
+            "login",
+            "localhost:8420",
+            "--user",
+            "ann",
+            "--password-stdin",
+        ],
         b"pw\n",
         cfg.path(),
     );
@@ -148,7 +182,12 @@ fn mount_of_a_missing_directory_fails_in_one_line() {
 fn bad_cache_size_is_a_usage_error() {
     let cfg = tempfile::tempdir().unwrap();
     let out = run(
-        &["mount", cfg.path().to_str().unwrap(), "--cache-size", "10XB"],
+        &[
+            "mount",
+            cfg.path().to_str().unwrap(),
+            "--cache-size",
+            "10XB",
+        ],
         b"",
         cfg.path(),
     );
@@ -211,7 +250,10 @@ impl Served {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "serve did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -235,9 +277,10 @@ fn healthy(addr: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .is_err()
+    if s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
     {
         return false;
     }
@@ -259,7 +302,10 @@ fn wait_healthy(addr: &str, served: &mut Served) {
             let err = std::fs::read_to_string(&served.log).unwrap_or_default();
             panic!("serve exited early ({st}): {err}");
         }
-        assert!(Instant::now() < deadline, "server at {addr} never became healthy");
+        assert!(
+            Instant::now() < deadline,
+            "server at {addr} never became healthy"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -277,15 +323,35 @@ fn serve_add_user_login_end_to_end() {
 
     let data_s = data.to_str().unwrap();
     let out = run(
-        &["admin", "user", "add", "ann", "--password-stdin", "--data", data_s],
+        &[
+            "admin",
+            "user",
+            "add",
+            "ann",
+            "--password-stdin",
+            "--data",
+            data_s,
+        ],
         b"correct horse\n",
         &cfg,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Wrong password: one line, exit 1, nothing saved.
     let out = run(
-        &["login", &url, "--user", "ann", "--password-stdin", "--device", "laptop"],
+        &[
+            "login",
+            &url,
+            "--user",
+            "ann",
+            "--password-stdin",
+            "--device",
+            "laptop",
+        ],
         b"wrong\n",
         &cfg,
     );
@@ -293,12 +359,24 @@ fn serve_add_user_login_end_to_end() {
     assert!(!cfg.join("login.json").exists());
 
     let out = run(
-        &["login", &format!("{url}/"), "--user", "ann", "--password-stdin", "--device", "laptop"],
+        &[
+            "login",
+            &format!("{url}/"),
+            "--user",
+            "ann",
+            "--password-stdin",
+            "--device",
+            "laptop",
+        ],
         b"correct horse\n",
         &cfg,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.starts_with(&format!("logged in as ann on {url} (device laptop, id ")),
         "{stdout}"
@@ -308,17 +386,26 @@ fn serve_add_user_login_end_to_end() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&login), 0o600);
     assert_eq!(mode(&cfg), 0o700);
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&login).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&login).unwrap()).unwrap();
     assert_eq!(saved["server"], url.as_str());
     assert_eq!(saved["user"], "ann");
     assert_eq!(saved["device_name"], "laptop");
-    assert!(saved["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(saved["refresh_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
     assert!(stdout.contains(saved["device_id"].as_str().unwrap()));
 
     // Adding the same user again is an error, not a silent overwrite.
     let out = run(
-        &["admin", "user", "add", "ann", "--password-stdin", "--data", data_s],
+        &[
+            "admin",
+            "user",
+            "add",
+            "ann",
+            "--password-stdin",
+            "--data",
+            data_s,
+        ],
         b"other\n",
         &cfg,
     );

@@ -11,6 +11,7 @@ mod backend {
     use std::net::SocketAddr;
     use std::path::PathBuf;
 
+    #[allow(dead_code)]
     pub struct ServerConfig {
         pub listen: SocketAddr,
         pub data_dir: PathBuf,
@@ -47,7 +48,7 @@ mod backend {
 /// Where a server keeps its state (`serve` and `admin` share these flags).
 #[derive(Clone, Debug, Default)]
 pub struct StorageArgs {
-    /// `--data`; default: the user's data dir ([`config::data_dir`]).
+    /// `--data`; default: [`config::server_data_dir`].
     pub data: Option<PathBuf>,
     /// `--metadata`, e.g. `sqlite:/var/lib/nimbus/meta.db`.
     pub metadata: Option<String>,
@@ -58,7 +59,7 @@ pub struct StorageArgs {
 fn server_config(listen: String, storage: StorageArgs) -> Result<backend::ServerConfig> {
     let data_dir = match storage.data {
         Some(d) => d,
-        None => config::data_dir()?,
+        None => config::server_data_dir()?,
     };
     let listen = resolve_listen(&listen)?;
     Ok(backend::ServerConfig {
