@@ -121,13 +121,14 @@ struct LoginArgs {
 
 #[derive(Args, Debug)]
 struct MountArgs {
-    /// Existing empty directory to mount the drive on.
+    /// Existing directory to mount the drive on.
     mountpoint: PathBuf,
     /// Server URL [default: the saved login, else an embedded server].
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// Where cached content, the journal and mount.log live
-    /// [default: ~/.cache/nimbus].
+    /// This device's cached content and local state [default:
+    /// ~/.cache/nimbus/<device id>]; --daemon appends its log to mount.log
+    /// here (default: ~/.cache/nimbus/mount.log).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Chunk cache budget, e.g. 10GiB, 512MiB, 1G or a number of bytes.
@@ -240,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    cli::install_panic_hook();
     let parsed = Cli::parse();
     match run(parsed) {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,6 +50,30 @@ pub fn init_logging(default: &str) {
     }
 }
 
+/// Makes a panic (always a bug, never a user mistake) print one line,
+/// `nimbus: internal error at FILE:LINE: MESSAGE`, instead of Rust's
+/// multi-line report. With `RUST_BACKTRACE` set, the default report (and
+/// backtrace) is kept for debugging.
+pub fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let line = format!("internal error{at}: {msg}").replace(['\n', '\r'], " ");
+        eprintln!("nimbus: {line} (please report this bug)");
+    }));
+}
+
 /// The one line printed for an error: its context chain joined by `: `,
 /// with any line breaks inside messages folded into spaces.
 pub fn error_line(err: &anyhow::Error) -> String {
