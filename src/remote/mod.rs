@@ -6,6 +6,7 @@
 //! remote.
 
 pub mod http;
+pub mod memory;
 
 use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
 use async_trait::async_trait;

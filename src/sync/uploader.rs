@@ -116,6 +116,12 @@ impl Uploader {
         }
     }
 
+    /// Runs one round; `Ok(false)` when there was nothing it could push.
+    /// (Tests drive the uploader with this instead of [`Uploader::run`].)
+    pub async fn run_once(&self) -> anyhow::Result<bool> {
+        Ok(self.round().await?)
+    }
+
     /// One round; `Ok(false)` when there was nothing it could push.
     async fn round(&self) -> Result<bool, RoundError> {
         let entries = self.vfs.meta.journal(0, BATCH)?;
@@ -345,10 +351,15 @@ impl Uploader {
             .await?
             .into_iter()
             .collect();
-        let uploads = chunks
+        let remote = self.remote.clone();
+        let uploads: Vec<_> = chunks
             .iter()
             .filter(|(id, _)| missing.contains(id))
-            .map(|(id, data)| self.remote.put_chunk(*id, data.clone()));
+            .map(|(id, data)| {
+                let (remote, id, data) = (remote.clone(), *id, data.clone());
+                async move { remote.put_chunk(id, data).await }
+            })
+            .collect();
         let results: Vec<Result<(), RemoteError>> = futures::stream::iter(uploads)
             .buffer_unordered(PARALLEL_PUTS)
             .collect()

@@ -280,8 +280,7 @@ impl Txn<'_> {
         self
     }
     pub fn put_content(&mut self, ino: u64, content: Option<&FileContent>) -> &mut Self {
-        self.writes
-            .push((ino_key(b'c', ino), content.map(|c| enc(c))));
+        self.writes.push((ino_key(b'c', ino), content.map(enc)));
         self
     }
     pub fn put_dentry(&mut self, parent: u64, name: &str, d: Dentry) -> &mut Self {

@@ -91,6 +91,8 @@ pub struct VfsConfig {
     pub read_only: bool,
     pub uid: u32,
     pub gid: u32,
+    /// `fsync` waits until the server has the file (`--fsync remote`).
+    pub fsync_remote: bool,
 }
 
 struct OpenState {
@@ -139,6 +141,7 @@ pub struct Vfs {
     pub device_id: DeviceId,
     pub device_name: String,
     read_only: bool,
+    fsync_remote: bool,
     uid: u32,
     gid: u32,
     ns: Mutex<()>,
@@ -181,6 +184,7 @@ impl Vfs {
             device_id: cfg.device_id,
             device_name: cfg.device_name,
             read_only: cfg.read_only,
+            fsync_remote: cfg.fsync_remote,
             uid: cfg.uid,
             gid: cfg.gid,
             ns: Mutex::new(()),
@@ -583,6 +587,7 @@ impl Vfs {
         }
         inode.unlinked = true;
         inode.ctime_ns = now_ns();
+        inode.local_rev += 1;
         t.put_inode(&inode);
     }
 
@@ -698,13 +703,16 @@ impl Vfs {
             return Err(VfsError::NotPermitted("files belong to the mounting user"));
         }
         if let Some(size) = set.size {
-            self.truncate_sync(ino, size)?;
+            match self.meta.inode_required(ino)?.kind {
+                NodeKind::Dir => return Err(VfsError::IsDir),
+                NodeKind::Symlink => {
+                    return Err(VfsError::InvalidArgument("cannot truncate a symlink"))
+                }
+                NodeKind::File => self.truncate_sync(ino, size)?,
+            }
         }
         let _ns = self.ns.lock();
         let mut inode = self.meta.inode_required(ino)?;
-        if set.size.is_some() && inode.is_dir() {
-            return Err(VfsError::IsDir);
-        }
         let mut changed = false;
         if let Some(mode) = set.mode {
             inode.mode = mode & 0o7777;
@@ -736,19 +744,18 @@ impl Vfs {
     /// [`Vfs::prepare_write`].
     fn truncate_sync(&self, ino: u64, size: u64) -> VfsResult<()> {
         let o = self.ensure_open_state(ino);
-        let file = self.work_file(ino, &o, size == 0)?;
-        let file = match file {
-            Some(f) => f,
-            None => return Err(VfsError::Unavailable("working copy not ready".into())),
-        };
-        file.set_len(size)?;
-        {
-            let mut st = o.state.lock();
-            st.unsaved = Some((size, now_ns()));
-        }
-        let r = self.save_work(ino, &o, true);
+        let r = self.truncate_open(ino, &o, size);
         self.release_state_ref(ino, &o);
         r
+    }
+
+    fn truncate_open(&self, ino: u64, o: &Arc<OpenInode>, size: u64) -> VfsResult<()> {
+        let Some(file) = self.work_file(ino, o, size == 0)? else {
+            return Err(VfsError::Unavailable("working copy not ready".into()));
+        };
+        file.set_len(size)?;
+        o.state.lock().unsaved = Some((size, now_ns()));
+        self.save_work(ino, o, true)
     }
 
     /// True when a truncate/write of `ino` can proceed without the network.
@@ -1009,9 +1016,36 @@ impl Vfs {
         Ok(())
     }
 
+    /// Makes the handle's writes durable locally; with `--fsync remote`
+    /// also waits (up to a minute) until the server has them. Call from a
+    /// thread that may block (not a FUSE or async worker thread).
     pub fn fsync(&self, fh: u64) -> VfsResult<()> {
         self.flush(fh)?;
-        self.meta.flush()
+        self.meta.flush()?;
+        if !self.fsync_remote {
+            return Ok(());
+        }
+        let ino = self.handle(fh)?.ino;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.is_journaled(ino) {
+            if std::time::Instant::now() > deadline {
+                return Err(VfsError::Unavailable(
+                    "the server did not acknowledge the file in time".into(),
+                ));
+            }
+            self.journal_notify.notify_one();
+            let wait = self.drained_notify.notified();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let _ = rt.block_on(tokio::time::timeout(
+                        std::time::Duration::from_millis(100),
+                        wait,
+                    ));
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        Ok(())
     }
 
     pub fn fsync_all(&self) -> VfsResult<()> {
@@ -1271,7 +1305,9 @@ impl Vfs {
             return Ok(true);
         }
         if let Some(inode) = &existing {
-            if inode.has_local_changes() || inode.unlinked {
+            // Local changes win until the uploader has reconciled them; a
+            // node unlinked here has its delete queued (local_rev moved).
+            if inode.has_local_changes() {
                 return Ok(true);
             }
             if inode.vv.dominates(&rec.vv) && !rec.deleted {
@@ -1288,8 +1324,10 @@ impl Vfs {
                 // created here and not yet pushed): keep the folder.
                 return Ok(true);
             }
-            t.remove_dentry(inode.parent, &inode.name);
-            notify_entries.push((inode.parent, inode.name.clone()));
+            if self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino) {
+                t.remove_dentry(inode.parent, &inode.name);
+                notify_entries.push((inode.parent, inode.name.clone()));
+            }
             let mut gone = inode.clone();
             gone.unlinked = true;
             gone.vv = rec.vv.clone();
@@ -1340,10 +1378,15 @@ impl Vfs {
             && self.meta.ino_of(&rec.node_id)?.is_none();
         // Entry: move if parent or name changed.
         if is_new || inode.parent != parent_ino || inode.name != rec.name {
-            if !is_new {
+            // The old entry goes only if it still points here (a displaced
+            // node already lost it, maybe to another node).
+            if !is_new
+                && self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino)
+            {
                 t.remove_dentry(inode.parent, &inode.name);
                 notify_entries.push((inode.parent, inode.name.clone()));
             }
+            inode.unlinked = false;
             if let Some(other) = self.meta.dentry(parent_ino, &rec.name)? {
                 if other.ino != inode.ino {
                     self.displace(&mut t, parent_ino, &rec.name, other.ino)?;
@@ -1489,3 +1532,6 @@ impl Vfs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! An in-memory [`Remote`] for core tests: keeps chunks and node records in
+//! maps, applies every commit as a fast-forward (it does not implement the
+//! server's conflict rules, which the server's own tests cover), and can be
+//! switched offline to inject failures.
+
+use super::{Remote, RemoteError};
+use crate::protocol::{
+    ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeMeta, NodeRecord, PullResponse,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct MemoryRemote {
+    pub device: Mutex<Option<DeviceId>>,
+    chunks: Mutex<HashMap<ChunkId, Bytes>>,
+    nodes: Mutex<Vec<NodeRecord>>,
+    seq: AtomicU64,
+    pub offline: AtomicBool,
+    pub puts: AtomicU64,
+    pub gets: AtomicU64,
+}
+
+impl MemoryRemote {
+    pub fn new(device: DeviceId) -> Self {
+        let m = MemoryRemote::default();
+        *m.device.lock() = Some(device);
+        m
+    }
+    fn check(&self) -> Result<(), RemoteError> {
+        if self.offline.load(Ordering::SeqCst) {
+            Err(RemoteError::Unreachable("offline (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+    pub fn node(&self, name: &str) -> Option<NodeRecord> {
+        self.nodes.lock().iter().find(|n| n.name == name).cloned()
+    }
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.lock().len()
+    }
+    /// Injects a change as if another device had committed it.
+    pub fn inject(&self, mut rec: NodeRecord) {
+        rec.seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|n| n.node_id != rec.node_id);
+        nodes.push(rec);
+    }
+}
+
+#[async_trait]
+impl Remote for MemoryRemote {
+    async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RemoteError> {
+        self.check()?;
+        let c = self.chunks.lock();
+        Ok(ids.iter().filter(|i| !c.contains_key(i)).copied().collect())
+    }
+    async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<(), RemoteError> {
+        self.check()?;
+        if !id.verify(&data) {
+            return Err(RemoteError::Rejected {
+                status: 400,
+                code: "hash_mismatch".into(),
+                message: "hash mismatch".into(),
+            });
+        }
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.chunks.lock().insert(id, data);
+        Ok(())
+    }
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, RemoteError> {
+        self.check()?;
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.chunks
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RemoteError::NotFound(id.to_hex()))
+    }
+    async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
+        self.check()?;
+        let device = self.device.lock().unwrap_or(DeviceId(uuid::Uuid::nil()));
+        let mut out = Vec::new();
+        for op in ops {
+            let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut nodes = self.nodes.lock();
+            let existing = nodes.iter().position(|n| n.node_id == op.node_id);
+            match op.change {
+                NodeChange::Upsert { parent, name, meta } => {
+                    let mut vv = existing.map(|i| nodes[i].vv.clone()).unwrap_or_default();
+                    vv.merge(&op.base);
+                    vv.increment(device);
+                    let rec = NodeRecord {
+                        node_id: op.node_id,
+                        parent: Some(parent),
+                        name,
+                        deleted: false,
+                        meta,
+                        vv,
+                        seq,
+                    };
+                    if let Some(i) = existing {
+                        nodes.remove(i);
+                    }
+                    nodes.push(rec.clone());
+                    out.push(CommitOutcome::Applied { node: rec });
+                }
+                NodeChange::Delete => match existing {
+                    None => out.push(CommitOutcome::AlreadyGone),
+                    Some(i) => {
+                        let mut rec = nodes.remove(i);
+                        rec.deleted = true;
+                        rec.seq = seq;
+                        rec.vv.increment(device);
+                        nodes.push(rec.clone());
+                        out.push(CommitOutcome::Applied { node: rec });
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+    async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
+        self.check()?;
+        let nodes = self.nodes.lock();
+        let mut changes: Vec<NodeRecord> =
+            nodes.iter().filter(|n| n.seq > cursor).cloned().collect();
+        changes.sort_by_key(|n| n.seq);
+        let has_more = changes.len() > limit as usize;
+        changes.truncate(limit as usize);
+        let cursor = changes.last().map(|n| n.seq).unwrap_or(cursor);
+        Ok(PullResponse {
+            changes,
+            cursor,
+            has_more,
+        })
+    }
+}
+
+/// A plain folder record, for tests that inject remote changes.
+pub fn folder_meta() -> NodeMeta {
+    NodeMeta {
+        kind: crate::protocol::NodeKind::Dir,
+        mode: 0o755,
+        mtime_ns: 0,
+        content: None,
+        symlink_target: None,
+    }
+}

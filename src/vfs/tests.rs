@@ -1,0 +1,250 @@
+//! Core tests without a kernel: the vfs over a real sled store and chunk
+//! cache, with the in-memory remote.
+
+use super::*;
+use crate::remote::memory::{folder_meta, MemoryRemote};
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    remote: Arc<MemoryRemote>,
+    device: DeviceId,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let device = DeviceId::random();
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            remote: Arc::new(MemoryRemote::new(device)),
+            device,
+        }
+    }
+    fn open(&self) -> Arc<Vfs> {
+        let cache = self.dir.path().to_path_buf();
+        let kv = kv::SledKv::open(&cache.join("meta")).unwrap();
+        let chunks =
+            ChunkCache::open(cache.join("chunks"), 1 << 30, 64 << 20, self.remote.clone()).unwrap();
+        Vfs::open(
+            VfsConfig {
+                cache_dir: cache,
+                device_id: self.device,
+                device_name: "test".into(),
+                read_only: false,
+                uid: 0,
+                gid: 0,
+                fsync_remote: false,
+            },
+            Arc::new(kv),
+            chunks,
+        )
+        .unwrap()
+    }
+}
+
+fn write_file(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = vfs.create(parent, name.as_bytes(), 0o644, true).unwrap();
+    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    vfs.flush(fh).unwrap();
+    vfs.release(fh).unwrap();
+    attr.ino
+}
+
+async fn read_all(vfs: &Vfs, ino: u64) -> Vec<u8> {
+    let fh = vfs.open_file(ino, false, false).unwrap();
+    let size = vfs.getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let part = vfs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
+        assert!(!part.is_empty());
+        out.extend_from_slice(&part);
+    }
+    vfs.release(fh).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn journal_survives_reopen_and_drains() {
+    let fx = Fixture::new();
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let ino;
+    {
+        let vfs = fx.open();
+        let d = vfs.mkdir(meta::ROOT_INO, b"docs", 0o755).unwrap();
+        ino = write_file(&vfs, d.ino, "a.bin", &payload);
+        assert!(vfs.meta.journal_len() >= 2);
+        vfs.fsync_all().unwrap();
+    } // "crash": nothing uploaded yet
+    let vfs = fx.open();
+    assert!(vfs.meta.journal_len() >= 2, "journal lost on reopen");
+    assert_eq!(vfs.getattr(ino).unwrap().size, payload.len() as u64);
+    assert_eq!(read_all(&vfs, ino).await, payload);
+    let up = Uploader::new(vfs.clone(), fx.remote.clone());
+    while up.run_once().await.unwrap() {}
+    assert_eq!(vfs.meta.journal_len(), 0);
+    let rec = fx.remote.node("a.bin").expect("file committed");
+    assert_eq!(rec.meta.size(), payload.len() as u64);
+    assert!(!vfs.meta.inode(ino).unwrap().unwrap().dirty);
+    // The working copy is gone; reads now come from chunks.
+    assert_eq!(read_all(&vfs, ino).await, payload);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_keeps_everything_queued() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    write_file(&vfs, meta::ROOT_INO, "f", b"hello");
+    fx.remote
+        .offline
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let up = Uploader::new(vfs.clone(), fx.remote.clone());
+    assert!(up.run_once().await.is_err());
+    assert!(vfs.meta.journal_len() > 0);
+    fx.remote
+        .offline
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    while up.run_once().await.unwrap() {}
+    assert_eq!(vfs.meta.journal_len(), 0);
+    assert!(fx.remote.node("f").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_then_deleted_never_reaches_server() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    write_file(&vfs, meta::ROOT_INO, "tmp", b"x");
+    vfs.unlink(meta::ROOT_INO, b"tmp").unwrap();
+    let up = Uploader::new(vfs.clone(), fx.remote.clone());
+    while up.run_once().await.unwrap() {}
+    assert!(fx.remote.node("tmp").is_none());
+    assert_eq!(vfs.meta.journal_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn child_of_renamed_new_folder_is_pushed_after_its_parent() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    let a = vfs.mkdir(meta::ROOT_INO, b"a", 0o755).unwrap();
+    write_file(&vfs, a.ino, "f", b"content");
+    let c = vfs.mkdir(meta::ROOT_INO, b"c", 0o755).unwrap();
+    vfs.rename(a.ino, b"f", c.ino, b"g", false).unwrap();
+    let up = Uploader::new(vfs.clone(), fx.remote.clone());
+    while up.run_once().await.unwrap() {}
+    let g = fx.remote.node("g").unwrap();
+    let c_rec = fx.remote.node("c").unwrap();
+    assert_eq!(g.parent, Some(c_rec.node_id));
+    assert!(c_rec.seq < g.seq, "parent must be committed first");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_changes_apply_and_wait_for_parents() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    let dir = crate::protocol::NodeId::random();
+    let child = crate::protocol::NodeId::random();
+    // Child first (its folder was moved later, so the folder's record
+    // comes after it in the log).
+    fx.remote.inject(NodeRecord {
+        node_id: child,
+        parent: Some(dir),
+        name: "inner".into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    });
+    fx.remote.inject(NodeRecord {
+        node_id: dir,
+        parent: Some(crate::protocol::NodeId::ROOT),
+        name: "outer".into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    });
+    Follower::new(vfs.clone(), fx.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let outer = vfs.lookup(meta::ROOT_INO, b"outer").unwrap();
+    let inner = vfs.lookup(outer.ino, b"inner").unwrap();
+    assert_eq!(inner.kind, NodeKind::Dir);
+    assert_eq!(vfs.path_of(inner.ino).unwrap(), "outer/inner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_readers_share_one_fetch() {
+    let fx = Fixture::new();
+    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        let vfs = fx.open();
+        write_file(&vfs, meta::ROOT_INO, "shared", &payload);
+        let up = Uploader::new(vfs.clone(), fx.remote.clone());
+        while up.run_once().await.unwrap() {}
+    }
+    // Fresh cache dir, same remote: every chunk must come from the remote.
+    let fx2 = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+        remote: fx.remote.clone(),
+        device: fx.device,
+    };
+    let vfs = fx2.open();
+    Follower::new(vfs.clone(), fx2.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let ino = vfs.lookup(meta::ROOT_INO, b"shared").unwrap().ino;
+    let before = fx.remote.gets.load(std::sync::atomic::Ordering::SeqCst);
+    let reads = (0..8).map(|_| read_all(&vfs, ino));
+    for got in futures::future::join_all(reads).await {
+        assert_eq!(got, payload);
+    }
+    let chunks = vfs
+        .meta
+        .content(ino)
+        .unwrap()
+        .unwrap()
+        .manifest
+        .chunks
+        .len() as u64;
+    let gets = fx.remote.gets.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(gets, chunks, "each chunk fetched exactly once");
+}
+
+#[test]
+fn names_and_namespace_errors() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    assert!(matches!(
+        vfs.mkdir(1, b"a/b", 0o755),
+        Err(VfsError::InvalidName(_))
+    ));
+    assert!(matches!(
+        vfs.mkdir(1, b"..", 0o755),
+        Err(VfsError::InvalidName(_))
+    ));
+    assert!(matches!(
+        vfs.mkdir(1, &[b'x'; 256], 0o755),
+        Err(VfsError::InvalidName(crate::protocol::NameError::TooLong))
+    ));
+    let d = vfs.mkdir(1, b"d", 0o755).unwrap();
+    assert!(matches!(vfs.mkdir(1, b"d", 0o755), Err(VfsError::Exists)));
+    write_file(&vfs, d.ino, "f", b"1");
+    assert!(matches!(vfs.rmdir(1, b"d"), Err(VfsError::NotEmpty)));
+    assert!(matches!(vfs.unlink(1, b"d"), Err(VfsError::IsDir)));
+    assert!(matches!(vfs.rmdir(d.ino, b"f"), Err(VfsError::NotDir)));
+    let sub = vfs.mkdir(d.ino, b"sub", 0o755).unwrap();
+    assert!(matches!(
+        vfs.rename(1, b"d", sub.ino, b"x", false),
+        Err(VfsError::InvalidArgument(_))
+    ));
+    // Nothing invalid reached the journal or the namespace.
+    let names: Vec<String> = vfs
+        .readdir(1, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["d"]);
+}

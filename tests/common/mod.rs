@@ -1,0 +1,258 @@
+//! Harness for integration tests: a real `nimbus serve` on a loopback port
+//! and real mounts through the kernel, each device with its own config and
+//! cache dir. Every wait polls with a deadline.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nimbus");
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nimbus serve");
+        let health = format!("{url}/healthz");
+        wait_for("server health", Duration::from_secs(30), || {
+            reqwest::blocking::get(&health)
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        Server {
+            child,
+            url,
+            data,
+            _dir: dir,
+        }
+    }
+
+    pub fn add_user(&self, name: &str, password: &str) {
+        let mut c = Command::new(BIN)
+            .args(["admin", "user", "add", name, "--password-stdin", "--data"])
+            .arg(&self.data)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+        assert!(c.wait().unwrap().success(), "admin user add failed");
+    }
+
+    /// Bytes stored in the server's chunk directory.
+    pub fn chunk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            rd.flatten()
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        walk(&e.path())
+                    } else {
+                        m.len()
+                    }
+                })
+                .sum()
+        }
+        walk(&self.data.join("chunks"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One device: its own config dir, cache dir and mount point.
+pub struct Device {
+    pub name: String,
+    pub mnt: PathBuf,
+    pub config: PathBuf,
+    pub cache: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Device {
+    pub fn login(server: &Server, user: &str, password: &str, name: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let mut c = Command::new(BIN)
+            .env("NIMBUS_CONFIG_DIR", &config)
+            .args([
+                "login",
+                &server.url,
+                "--user",
+                user,
+                "--password-stdin",
+                "--device",
+                name,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+        assert!(c.wait().unwrap().success(), "login failed");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        Device {
+            name: name.into(),
+            mnt,
+            config,
+            cache: dir.path().join("cache"),
+            child: None,
+            _dir: dir,
+        }
+    }
+
+    pub fn mount(&mut self, extra: &[&str]) {
+        let child = Command::new(BIN)
+            .env("NIMBUS_CONFIG_DIR", &self.config)
+            .arg("mount")
+            .arg(&self.mnt)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let mnt = self.mnt.clone();
+        wait_for("mount", Duration::from_secs(30), || {
+            is_mounted(&mnt).then_some(())
+        });
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// `nimbus sync --wait` on the mount root.
+    pub fn sync(&self) {
+        let out = Command::new(BIN)
+            .env("NIMBUS_CONFIG_DIR", &self.config)
+            .args(["sync", "--wait", "--timeout", "120s"])
+            .arg(&self.mnt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sync --wait failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn unmount(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new(BIN)
+                .arg("unmount")
+                .arg(&self.mnt)
+                .status()
+                .unwrap();
+            assert!(status.success(), "nimbus unmount failed");
+            let st = wait_for("mount process exit", Duration::from_secs(60), || {
+                child.try_wait().unwrap()
+            });
+            assert!(st.success(), "mount exited with {st}");
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if is_mounted(&self.mnt) {
+                let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Waits until `path` exists with exactly `want` as content.
+pub fn wait_content(path: &Path, want: &[u8], limit: Duration) {
+    wait_for(
+        &format!("{} to arrive", path.display()),
+        limit,
+        || match std::fs::read(path) {
+            Ok(got) if got == want => Some(()),
+            _ => None,
+        },
+    );
+}
