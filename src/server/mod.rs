@@ -1,1 +1,356 @@
-//! The HTTP server (being written).
+//! The Nimbus server: an HTTP API (axum) over two storage engines, a
+//! metadata store ([`meta_store`]) and a chunk store ([`chunk_store`]).
+//!
+//! [`start`] runs it (the CLI's `nimbus serve`, and in-process for the
+//! embedded default); [`add_user`] / [`ensure_user`] create accounts.
+//!
+//! # Routes
+//! Every error is `{"error": code, "message": sentence}`; the code list is
+//! [`error::ServerError::status_and_code`], the one place errors meet HTTP.
+//!
+//! | Route | Body → answer | Errors |
+//! |---|---|---|
+//! | `GET /healthz` | `ok` | |
+//! | `GET /metrics` | Prometheus text | |
+//! | `GET /api/v1/openapi.json` | OpenAPI 3.0 description | |
+//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse` | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name |
+//! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, same refresh token) | 401 `unauthorized` |
+//! | `POST /api/v1/chunks/missing` | `MissingChunksRequest` → `MissingChunksResponse` | 413 over [`MAX_MISSING_QUERY`](crate::protocol::MAX_MISSING_QUERY) ids |
+//! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
+//! | `GET /api/v1/chunks/{hex}` | → plain bytes | 404 unless this account uploaded the chunk |
+//! | `POST /api/v1/sync/commit` | `CommitRequest` → `CommitResponse` | see below |
+//! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` | 400 bad query |
+//! | `GET /api/v1/files/content?path=/a/b` | → file bytes; `Range: bytes=a-b` → 206 | 400 `invalid_path`/`not_a_file`, 404, 416 |
+//!
+//! Every `/api/v1` route except login and refresh takes
+//! `Authorization: Bearer <access token>`: 401 `unauthorized` when missing,
+//! unknown or revoked, 401 `token_expired` after 15 minutes (refresh then).
+//! A route sees only its own account: another account's node ids are
+//! simply unknown. Body limits: chunk uploads `MAX_CHUNK_LEN` + 64 KiB,
+//! commits 16 MiB, other JSON 1 MiB; beyond → 413 `payload_too_large`.
+//! A locked database answers 503 `busy` with `Retry-After`.
+//!
+//! # Chunks
+//! A chunk is stored once per server, but an account may reference it (in
+//! a commit) or read it only after uploading it itself: knowing a hash is
+//! not possession. `chunks/missing` therefore lists every id this account
+//! has not uploaded, even if another account has, and also owned chunks
+//! the store lost (quarantined as corrupt), so they get uploaded again.
+//!
+//! # Commit rules
+//! A commit's ops are all validated first without touching the store
+//! (name per `protocol::validate_name` → 400 `invalid_name`; mode ≤ 0o7777,
+//! files carry content, symlinks a target, folders neither → 400
+//! `invalid_node`; root → 400 `root_immutable`): a malformed request stores
+//! nothing. Then each op is applied **in its own transaction**, in order.
+//! A check that needs the store stops the request at that op with its
+//! error (message `op N: ...`) and **the ops before it stay applied**
+//! (replaying them is harmless). Those checks: the parent exists in this
+//! account (409 `parent_not_found`) and is a folder (409
+//! `parent_not_dir`); every chunk of the manifest was uploaded by this
+//! account with that length (409 `missing_chunks` listing them, 400
+//! `invalid_node`); a folder does not move into its own subtree (400
+//! `invalid_move`); a node keeps its kind (409 `kind_mismatch`). The server
+//! computes content hashes itself.
+//!
+//! With S the server's version vector, B the op's base and d the committing
+//! device:
+//! - **Upsert, unknown node**: created, vv `{d: 1}` → `applied`.
+//! - **Upsert, known node**, `S.others_seen_by(B, d)` (fast-forward; a
+//!   device's own earlier commit is not a conflict) or the node is in the
+//!   trash (edit beats delete): applied, vv = merge(S, B) + 1 for d.
+//! - **Upsert, concurrent**: if both are files with different content, the
+//!   server node is left as is and the incoming state becomes a new node
+//!   (vv `{d: 1}`) in the op's parent, named
+//!   `<stem> (conflict <device name> <YYYY-MM-DD HH.MM.SS>)<.ext>` (commit
+//!   time, UTC; ` 2`, ` 3`... inside the parenthesis if taken) →
+//!   `conflict_copy`. Otherwise (same content, folders, symlinks) the
+//!   incoming fields win, vv = merge + 1 → `applied`.
+//! - If the asked `(parent, name)` is held by another live node, the node
+//!   gets the conflict name instead → `renamed`.
+//! - If the parent (or an ancestor) is in the trash, it is restored first
+//!   (the edit wins), under a conflict name if its old one was taken.
+//! - **Delete**: unknown node → `already_gone`; already in the trash →
+//!   `applied` with no change; server changed concurrently (S not seen by
+//!   B) → `superseded` (the edit wins, nothing deleted); a folder with
+//!   live entries → `superseded`; else the node is tombstoned (kept, with
+//!   its last parent and name, `deleted: true`) → `applied`.
+//! - Every change takes the next number of the account's change log
+//!   (`seq`); `pull(cursor)` returns the nodes whose last change is after
+//!   the cursor, ascending. Every committed file manifest that differs
+//!   from the node's previous one is appended to its version history.
+//!
+//! # Layers
+//! `api` / `content` (handlers) → `commit` and `auth` (rules, once) →
+//! `MetaStore` / `ChunkStore` (engines, behind traits, each with a shared
+//! conformance suite).
+
+pub mod auth;
+pub mod chunk_store;
+pub mod commit;
+pub mod error;
+pub mod meta_store;
+pub mod metrics;
+
+mod api;
+mod content;
+mod openapi;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use chunk_store::ChunkStore;
+use meta_store::{MetaError, MetaStore};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+pub use error::ServerError;
+
+/// Body limit of chunk uploads.
+pub const CHUNK_BODY_LIMIT: usize = crate::protocol::MAX_CHUNK_LEN as usize + 64 * 1024;
+/// Body limit of commits.
+pub const COMMIT_BODY_LIMIT: usize = 16 << 20;
+/// Body limit of the other JSON requests.
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+/// How long a graceful shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where a server listens and keeps its state.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Default home of the metadata database and the chunks.
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH`; default `DATA/meta.sqlite`.
+    pub metadata: Option<String>,
+    /// Chunk directory; default `DATA/chunks`.
+    pub chunks: Option<PathBuf>,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub meta: Arc<dyn MetaStore>,
+    pub chunks: Arc<dyn ChunkStore>,
+    pub metrics: metrics::Metrics,
+    /// Bounds concurrent password hashing.
+    pub hash_permits: Semaphore,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(meta: Arc<dyn MetaStore>, chunks: Arc<dyn ChunkStore>) -> Self {
+        AppState(Arc::new(AppInner {
+            meta,
+            chunks,
+            metrics: metrics::Metrics::default(),
+            hash_permits: Semaphore::new(auth::MAX_CONCURRENT_HASHES),
+        }))
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The whole route table.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
+        .route("/api/v1/auth/login", post(api::login))
+        .route("/api/v1/auth/refresh", post(api::refresh))
+        .route("/api/v1/chunks/missing", post(api::missing_chunks))
+        .route(
+            "/api/v1/chunks/{hex}",
+            get(api::get_chunk)
+                .put(api::put_chunk)
+                .layer(DefaultBodyLimit::max(CHUNK_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/sync/commit",
+            post(api::commit).layer(DefaultBodyLimit::max(COMMIT_BODY_LIMIT)),
+        )
+        .route("/api/v1/sync/pull", get(api::pull))
+        .route("/api/v1/files/content", get(content::file_content))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), track_requests))
+        .with_state(state)
+}
+
+/// Counts every request by method, matched route and status.
+async fn track_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    st.metrics
+        .record_request(&method, &route, resp.status().as_u16());
+    tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// A server accepting requests; [`RunningServer::shutdown`] stops it.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    housekeeping: tokio::task::JoinHandle<()>,
+    state: AppState,
+}
+
+impl RunningServer {
+    /// The bound address (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), then
+    /// closes the stores.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let RunningServer {
+            stop,
+            mut task,
+            housekeeping,
+            state,
+            ..
+        } = self;
+        housekeeping.abort();
+        let _ = stop.send(());
+        let result = match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(joined) => joined
+                .context("server task panicked")?
+                .context("server stopped with an error"),
+            Err(_) => {
+                tracing::warn!("requests still running after the shutdown grace period; aborting them");
+                task.abort();
+                Ok(())
+            }
+        };
+        state.meta.close().await;
+        result
+    }
+}
+
+async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    meta_store::open(cfg.metadata.as_deref(), &cfg.data_dir).await
+}
+
+/// Opens the stores, binds `cfg.listen` and serves in a background task.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    let meta = open_meta(&cfg).await?;
+    let chunks = chunk_store::open(cfg.chunks.as_deref(), &cfg.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(meta, chunks);
+    let app = router(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    tracing::info!(%addr, data = %cfg.data_dir.display(), "server listening");
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        housekeeping,
+        state,
+    })
+}
+
+/// Hourly: forget tokens that expired more than a day ago.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let cutoff = now_ns().saturating_sub(24 * 3600 * 1_000_000_000);
+        if let Err(e) = state.meta.delete_expired_tokens(cutoff).await {
+            tracing::warn!(error = %e, "token cleanup failed");
+        }
+    }
+}
+
+fn check_new_user(name: &str, password: &str) -> anyhow::Result<()> {
+    auth::validate_user_name(name).map_err(|e| anyhow::anyhow!("invalid user name '{name}': {e}"))?;
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    if password.len() > auth::MAX_PASSWORD_BYTES {
+        anyhow::bail!(
+            "the password is longer than {} bytes",
+            auth::MAX_PASSWORD_BYTES
+        );
+    }
+    Ok(())
+}
+
+/// Creates an account (`nimbus admin user add`). Fails with a clear error
+/// if the user exists or the name is not 1–64 characters of
+/// `[A-Za-z0-9._-]`.
+pub async fn add_user(cfg: &ServerConfig, name: &str, password: &str) -> anyhow::Result<()> {
+    check_new_user(name, password)?;
+    let meta = open_meta(cfg).await?;
+    let result = create_user(meta.as_ref(), name, password).await;
+    meta.close().await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(MetaError::AccountExists(_)) => anyhow::bail!("user '{name}' already exists"),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create user '{name}'"))),
+    }
+}
+
+/// Creates the account if it does not exist yet (the embedded default);
+/// an existing account is left as it is, password included.
+pub async fn ensure_user(cfg: &ServerConfig, name: &str, password: &str) -> anyhow::Result<()> {
+    check_new_user(name, password)?;
+    let meta = open_meta(cfg).await?;
+    let result = match meta.account_by_name(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => match create_user(meta.as_ref(), name, password).await {
+            Ok(()) | Err(MetaError::AccountExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    meta.close().await;
+    result.with_context(|| format!("cannot create user '{name}'"))
+}
+
+async fn create_user(meta: &dyn MetaStore, name: &str, password: &str) -> Result<(), MetaError> {
+    let hash = auth::hash_password(password)
+        .await
+        .map_err(|e| MetaError::Backend(e.into()))?;
+    meta.create_account(name, &hash, now_ns()).await.map(|_| ())
+}

@@ -1,0 +1,368 @@
+//! Handlers of the JSON and chunk routes (the route table and status codes
+//! are documented on the `server` module).
+
+use super::auth::{self, Auth, ACCESS_TOKEN_TTL, MAX_PASSWORD_BYTES, REFRESH_TOKEN_TTL};
+use super::chunk_store::encode_for_storage;
+use super::commit::{self, CommitCtx};
+use super::error::ServerError;
+use super::meta_store::{AccountId, NewToken, TokenKind};
+use super::{now_ns, AppState};
+use crate::protocol::{
+    ChunkId, CommitRequest, CommitResponse, DeviceId, LoginRequest, LoginResponse,
+    MissingChunksRequest, MissingChunksResponse, PullResponse, RefreshRequest, MAX_CHUNK_LEN,
+    MAX_MISSING_QUERY, MAX_PULL_LIMIT,
+};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// `Json` whose rejections are [`ServerError`]s (413 for oversized bodies,
+/// 400 for malformed ones), so every error has the same body shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ServerError))]
+pub struct ApiJson<T>(pub T);
+
+/// Default page size of a pull.
+pub const DEFAULT_PULL_LIMIT: u32 = 1000;
+/// Expired tokens are deleted this long after they expire (until then an
+/// expired access token still gets the precise `token_expired`).
+const TOKEN_GRACE_NS: i64 = 24 * 3600 * 1_000_000_000;
+
+fn ttl_ns(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+async fn issue_access_token(
+    st: &AppState,
+    account: AccountId,
+    device: DeviceId,
+) -> Result<String, ServerError> {
+    let (token, hash) = auth::new_token(TokenKind::Access);
+    st.meta
+        .insert_token(&NewToken {
+            hash,
+            account,
+            device,
+            kind: TokenKind::Access,
+            expires_ns: now_ns().saturating_add(ttl_ns(ACCESS_TOKEN_TTL)),
+        })
+        .await?;
+    Ok(token)
+}
+
+pub async fn login(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ServerError> {
+    auth::validate_device_name(&req.device).map_err(ServerError::BadRequest)?;
+    if req.password.len() > MAX_PASSWORD_BYTES || req.user.len() > 256 {
+        st.metrics.login_failures.inc();
+        return Err(ServerError::BadCredentials);
+    }
+    let account = st.meta.account_by_name(&req.user).await?;
+    let ok = {
+        let _permit = st
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(ServerError::internal)?;
+        auth::verify_password(account.as_ref().map(|a| a.password_hash.clone()), &req.password)
+            .await
+    };
+    let account = match account {
+        Some(a) if ok => a,
+        _ => {
+            st.metrics.login_failures.inc();
+            return Err(ServerError::BadCredentials);
+        }
+    };
+    let now = now_ns();
+    // Housekeeping, cheap with the expiry index.
+    st.meta
+        .delete_expired_tokens(now.saturating_sub(TOKEN_GRACE_NS))
+        .await?;
+    let device = st.meta.create_device(account.id, &req.device, now).await?;
+    let access_token = issue_access_token(&st, account.id, device).await?;
+    let (refresh_token, hash) = auth::new_token(TokenKind::Refresh);
+    st.meta
+        .insert_token(&NewToken {
+            hash,
+            account: account.id,
+            device,
+            kind: TokenKind::Refresh,
+            expires_ns: now.saturating_add(ttl_ns(REFRESH_TOKEN_TTL)),
+        })
+        .await?;
+    st.metrics.logins.inc();
+    tracing::info!(user = %account.name, device = %device, name = %req.device, "login");
+    Ok(Json(LoginResponse {
+        access_token,
+        refresh_token,
+        expires_in: ACCESS_TOKEN_TTL.as_secs(),
+        device_id: device,
+    }))
+}
+
+pub async fn refresh(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<LoginResponse>, ServerError> {
+    let info = st
+        .meta
+        .token(&auth::hash_token(req.refresh_token.trim()))
+        .await?
+        .filter(|t| t.kind == TokenKind::Refresh && !t.device_revoked && t.expires_ns > now_ns())
+        .ok_or(ServerError::BadRefreshToken)?;
+    let access_token = issue_access_token(&st, info.account, info.device).await?;
+    Ok(Json(LoginResponse {
+        access_token,
+        refresh_token: req.refresh_token,
+        expires_in: ACCESS_TOKEN_TTL.as_secs(),
+        device_id: info.device,
+    }))
+}
+
+pub async fn missing_chunks(
+    auth: Auth,
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<MissingChunksRequest>,
+) -> Result<Json<MissingChunksResponse>, ServerError> {
+    if req.ids.len() > MAX_MISSING_QUERY {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "{} ids in one query; at most {MAX_MISSING_QUERY}",
+            req.ids.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    let ids: Vec<ChunkId> = req.ids.into_iter().filter(|i| seen.insert(*i)).collect();
+    let owned = st.meta.owned_chunks(auth.account, &ids).await?;
+    // An owned chunk the store lost (quarantined as corrupt) must be
+    // uploaded again: report it as missing too.
+    let owned_ids: Vec<ChunkId> = ids.iter().filter(|i| owned.contains_key(i)).copied().collect();
+    let mut present = HashSet::new();
+    for batch in owned_ids.chunks(64) {
+        let checks = batch.iter().map(|id| st.chunks.contains(*id));
+        for (id, found) in batch.iter().zip(futures::future::join_all(checks).await) {
+            if found? {
+                present.insert(*id);
+            }
+        }
+    }
+    let missing = ids.into_iter().filter(|i| !present.contains(i)).collect();
+    Ok(Json(MissingChunksResponse { missing }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WireEncoding {
+    Identity,
+    Zstd,
+}
+
+fn wire_encoding(headers: &HeaderMap) -> Result<WireEncoding, ServerError> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(WireEncoding::Identity);
+    };
+    let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match v.as_str() {
+        "" | "identity" => Ok(WireEncoding::Identity),
+        "zstd" => Ok(WireEncoding::Zstd),
+        other => Err(ServerError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+/// Decodes (with a hard output cap) and verifies an uploaded chunk body.
+/// Returns the plain bytes and, for zstd uploads, the wire frame.
+fn decode_upload(
+    id: ChunkId,
+    body: Bytes,
+    encoding: WireEncoding,
+) -> Result<(Bytes, Option<Bytes>), ServerError> {
+    let (plain, wire) = match encoding {
+        WireEncoding::Identity => (body, None),
+        WireEncoding::Zstd => {
+            use std::io::Read;
+            let decoder = zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| ServerError::BadEncoding(e.to_string()))?;
+            let mut out = Vec::new();
+            decoder
+                .take(u64::from(MAX_CHUNK_LEN) + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ServerError::BadEncoding(e.to_string()))?;
+            (Bytes::from(out), Some(body))
+        }
+    };
+    if plain.len() > MAX_CHUNK_LEN as usize {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "chunk is larger than {MAX_CHUNK_LEN} bytes"
+        )));
+    }
+    if !id.verify(&plain) {
+        return Err(ServerError::HashMismatch(id));
+    }
+    Ok((plain, wire))
+}
+
+fn parse_chunk_id(path: Result<Path<String>, PathRejection>) -> Result<ChunkId, ServerError> {
+    let Path(hex) = path?;
+    ChunkId::from_hex(&hex).map_err(|_| ServerError::InvalidChunkId)
+}
+
+pub async fn put_chunk(
+    auth: Auth,
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ServerError> {
+    let id = parse_chunk_id(path)?;
+    let encoding = wire_encoding(&headers)?;
+    let body = body?;
+    st.metrics.chunk_wire_bytes_in.add(body.len() as u64);
+    let decoded = tokio::task::spawn_blocking(move || decode_upload(id, body, encoding))
+        .await
+        .map_err(ServerError::internal)?;
+    let (plain, wire) = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            if matches!(e, ServerError::HashMismatch(_)) {
+                st.metrics.hash_mismatches.inc();
+            }
+            return Err(e);
+        }
+    };
+    let len = plain.len() as u32;
+    st.metrics.chunk_bytes_in.add(u64::from(len));
+    if st.chunks.contains(id).await? {
+        st.metrics.chunks_deduplicated.inc();
+    } else {
+        let (stored, compressed) =
+            tokio::task::spawn_blocking(move || encode_for_storage(&plain, wire))
+                .await
+                .map_err(ServerError::internal)?;
+        st.chunks.put(id, len, stored, compressed).await?;
+        st.metrics.chunks_stored.inc();
+    }
+    st.meta
+        .add_account_chunk(auth.account, id, len, now_ns())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn get_chunk(
+    auth: Auth,
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ServerError> {
+    let id = parse_chunk_id(path)?;
+    // Owned ⊇ referenced by a file of the account (commits only accept
+    // owned chunks), so ownership is the whole read check.
+    if st.meta.owned_chunks(auth.account, &[id]).await?.is_empty() {
+        return Err(ServerError::NotFound(format!("chunk {id} not found")));
+    }
+    let data = st.chunks.get(id).await?;
+    st.metrics.chunk_bytes_out.add(data.len() as u64);
+    let mut resp = data.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    Ok(resp)
+}
+
+pub async fn commit(
+    auth: Auth,
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<CommitRequest>,
+) -> Result<Json<CommitResponse>, ServerError> {
+    let device = st
+        .meta
+        .device(auth.device)
+        .await?
+        .ok_or(ServerError::Unauthorized)?;
+    let ctx = CommitCtx {
+        account: auth.account,
+        device: auth.device,
+        device_name: device.name,
+        now_ns: now_ns(),
+    };
+    let results = commit::commit(st.meta.as_ref(), &ctx, &req.ops).await?;
+    st.metrics.record_commit(&results);
+    Ok(Json(CommitResponse { results }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PullQuery {
+    #[serde(default)]
+    cursor: u64,
+    limit: Option<u32>,
+}
+
+pub async fn pull(
+    auth: Auth,
+    State(st): State<AppState>,
+    query: Result<Query<PullQuery>, QueryRejection>,
+) -> Result<Json<PullResponse>, ServerError> {
+    let Query(q) = query?;
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_PULL_LIMIT)
+        .clamp(1, MAX_PULL_LIMIT);
+    let mut changes = st
+        .meta
+        .changes_since(auth.account, q.cursor, limit + 1)
+        .await?;
+    let has_more = changes.len() > limit as usize;
+    changes.truncate(limit as usize);
+    let cursor = changes.last().map_or(q.cursor, |n| n.seq);
+    Ok(Json(PullResponse {
+        changes,
+        cursor,
+        has_more,
+    }))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let counts = st.meta.counts().await.ok();
+    let usage = match st.metrics.cached_usage() {
+        Some(u) => Some(u),
+        None => match st.chunks.usage().await {
+            Ok(u) => {
+                st.metrics.set_usage(u);
+                Some(u)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure chunk store usage");
+                None
+            }
+        },
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        st.metrics.render(counts, usage),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ServerError {
+    ServerError::NotFound("no such route".into())
+}
+
+pub async fn method_not_allowed() -> ServerError {
+    ServerError::MethodNotAllowed
+}

@@ -1,0 +1,514 @@
+//! The commit and conflict rules, once, above every metadata engine.
+//!
+//! [`commit`] validates every op of a request without touching the store
+//! (names, modes, kinds, chunk lengths): a request with a malformed op
+//! stores nothing. It then applies the ops in order, each in its own
+//! [`MetaTxn`]. An op that fails a check that needs the store (unknown
+//! parent, chunks not uploaded, folder moved into itself, ...) stops the
+//! request with that error (its message starts with `op N:`); the ops
+//! before it **stay applied**. Replaying them is harmless: a device's own
+//! earlier commit is never a conflict (`VersionVector::others_seen_by`).
+//!
+//! The rules themselves are listed in the `server` module docs.
+
+use super::error::ServerError;
+use super::meta_store::{AccountId, MetaStore, MetaTxn, NewVersion};
+use crate::protocol::{
+    validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeId, NodeKind,
+    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_NAME_BYTES,
+};
+use std::collections::HashSet;
+
+/// Longest symlink target accepted, in bytes (Linux `PATH_MAX`).
+pub const MAX_SYMLINK_TARGET: usize = 4096;
+/// How deep a folder tree may be (guards the ancestor walks).
+const MAX_DEPTH: usize = 4096;
+/// How many ` 2`, ` 3`, ... suffixes are tried for a conflict name.
+const MAX_CONFLICT_SUFFIX: u32 = 1000;
+
+/// Who commits, and when.
+#[derive(Clone, Debug)]
+pub struct CommitCtx {
+    pub account: AccountId,
+    pub device: DeviceId,
+    /// Human device name, used in conflict names.
+    pub device_name: String,
+    /// Commit time (conflict names use it, in UTC).
+    pub now_ns: i64,
+}
+
+/// Validates all ops, then applies them in order (see the module docs).
+pub async fn commit(
+    store: &dyn MetaStore,
+    ctx: &CommitCtx,
+    ops: &[CommitOp],
+) -> Result<Vec<CommitOutcome>, ServerError> {
+    if ops.len() > MAX_COMMIT_OPS {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "{} ops in one commit; at most {MAX_COMMIT_OPS}",
+            ops.len()
+        )));
+    }
+    for (i, op) in ops.iter().enumerate() {
+        validate_op(op).map_err(|e| e.in_op(i))?;
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        results.push(apply_op(store, ctx, op).await.map_err(|e| e.in_op(i))?);
+    }
+    Ok(results)
+}
+
+/// The checks that need no store: name, mode, kind consistency, chunk
+/// lengths, symlink target.
+pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
+    if op.node_id.is_root() {
+        return Err(ServerError::RootImmutable);
+    }
+    let NodeChange::Upsert { name, meta, .. } = &op.change else {
+        return Ok(());
+    };
+    validate_name(name).map_err(|reason| ServerError::InvalidName {
+        name: name.clone(),
+        reason,
+    })?;
+    if meta.mode > 0o7777 {
+        return Err(ServerError::InvalidNode(format!(
+            "mode {:o} has bits outside 0o7777",
+            meta.mode
+        )));
+    }
+    match (meta.kind, &meta.content, &meta.symlink_target) {
+        (NodeKind::File, Some(content), None) => {
+            for c in &content.manifest.chunks {
+                if c.len == 0 || c.len > MAX_CHUNK_LEN {
+                    return Err(ServerError::InvalidNode(format!(
+                        "chunk {} has length {}; chunks are 1..={MAX_CHUNK_LEN} bytes",
+                        c.id, c.len
+                    )));
+                }
+            }
+            Ok(())
+        }
+        (NodeKind::Dir, None, None) => Ok(()),
+        (NodeKind::Symlink, None, Some(target)) => {
+            if target.is_empty() || target.len() > MAX_SYMLINK_TARGET || target.contains('\0') {
+                Err(ServerError::InvalidNode(format!(
+                    "symlink target must be 1..={MAX_SYMLINK_TARGET} bytes without NUL"
+                )))
+            } else {
+                Ok(())
+            }
+        }
+        (NodeKind::File, _, _) => Err(ServerError::InvalidNode(
+            "a file carries content and no symlink target".into(),
+        )),
+        (NodeKind::Dir, _, _) => Err(ServerError::InvalidNode(
+            "a folder carries neither content nor a symlink target".into(),
+        )),
+        (NodeKind::Symlink, _, _) => Err(ServerError::InvalidNode(
+            "a symlink carries a target and no content".into(),
+        )),
+    }
+}
+
+/// Applies one (validated) op in its own transaction.
+pub async fn apply_op(
+    store: &dyn MetaStore,
+    ctx: &CommitCtx,
+    op: &CommitOp,
+) -> Result<CommitOutcome, ServerError> {
+    let mut txn = store.begin(ctx.account).await?;
+    let outcome = match &op.change {
+        NodeChange::Upsert { parent, name, meta } => {
+            upsert(txn.as_mut(), ctx, op.node_id, &op.base, *parent, name, meta).await?
+        }
+        NodeChange::Delete => delete(txn.as_mut(), ctx, op.node_id, &op.base).await?,
+    };
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "folder",
+        NodeKind::Symlink => "symlink",
+    }
+}
+
+async fn upsert(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    node_id: NodeId,
+    base: &VersionVector,
+    parent: NodeId,
+    name: &str,
+    meta: &NodeMeta,
+) -> Result<CommitOutcome, ServerError> {
+    if node_id.is_root() {
+        return Err(ServerError::RootImmutable);
+    }
+    let existing = txn.node(node_id).await?;
+    if let Some(s) = &existing {
+        if s.meta.kind != meta.kind {
+            return Err(ServerError::KindMismatch {
+                node: node_id,
+                existing: kind_name(s.meta.kind),
+                requested: kind_name(meta.kind),
+            });
+        }
+    }
+    let parent_rec = txn
+        .node(parent)
+        .await?
+        .ok_or(ServerError::ParentNotFound(parent))?;
+    if parent_rec.meta.kind != NodeKind::Dir {
+        return Err(ServerError::ParentNotDir(parent));
+    }
+    if parent == node_id {
+        return Err(ServerError::InvalidMove(
+            "a folder cannot be moved into itself".into(),
+        ));
+    }
+    if meta.kind == NodeKind::Dir && existing.is_some() && is_ancestor(txn, node_id, parent).await?
+    {
+        return Err(ServerError::InvalidMove(
+            "a folder cannot be moved into its own subtree".into(),
+        ));
+    }
+    if let Some(content) = &meta.content {
+        check_chunks_owned(txn, content).await?;
+    }
+
+    match existing {
+        None => {
+            let mut vv = VersionVector::new();
+            vv.increment(ctx.device);
+            write_state(txn, ctx, node_id, None, parent, name, meta, vv).await
+        }
+        Some(s) => {
+            let fast_forward = s.deleted || s.vv.others_seen_by(base, &ctx.device);
+            let content_differs = match (&s.meta.content, &meta.content) {
+                (Some(a), Some(b)) => a.hash() != b.hash(),
+                _ => false,
+            };
+            if !fast_forward && content_differs {
+                return conflict_copy(txn, ctx, s, parent, name, meta).await;
+            }
+            // Fast-forward, an edit that revives a tombstone (the edit
+            // wins), or a concurrent edit without a content clash
+            // (last writer wins field by field: take the incoming state).
+            let mut vv = s.vv.clone();
+            vv.merge(base);
+            vv.increment(ctx.device);
+            write_state(txn, ctx, node_id, Some(&s), parent, name, meta, vv).await
+        }
+    }
+}
+
+/// Writes the node's new state under `(parent, name)` — or a conflict name
+/// if that is taken — reviving deleted ancestors first.
+#[allow(clippy::too_many_arguments)]
+async fn write_state(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    node_id: NodeId,
+    previous: Option<&NodeRecord>,
+    parent: NodeId,
+    name: &str,
+    meta: &NodeMeta,
+    vv: VersionVector,
+) -> Result<CommitOutcome, ServerError> {
+    restore_ancestors(txn, ctx, parent).await?;
+    let final_name = free_name(txn, ctx, parent, name, meta.kind, node_id).await?;
+    let renamed = final_name != name;
+    let node = NodeRecord {
+        node_id,
+        parent: Some(parent),
+        name: final_name,
+        deleted: false,
+        meta: meta.clone(),
+        vv,
+        seq: txn.next_seq().await?,
+    };
+    txn.write_node(&node).await?;
+    let previous_hash = previous.and_then(|p| p.meta.content.as_ref().map(|c| c.hash()));
+    if let Some(content) = &meta.content {
+        if previous_hash != Some(content.hash()) {
+            txn.append_version(&NewVersion {
+                node: node_id,
+                manifest: content.manifest.clone(),
+                device: ctx.device,
+                created_ns: ctx.now_ns,
+            })
+            .await?;
+        }
+    }
+    Ok(if renamed {
+        CommitOutcome::Renamed { node }
+    } else {
+        CommitOutcome::Applied { node }
+    })
+}
+
+/// Concurrent content edit: the server's node stays as it is; the incoming
+/// content becomes a new node beside it under a conflict name, in the
+/// parent the committing device asked for.
+async fn conflict_copy(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    server_node: NodeRecord,
+    parent: NodeId,
+    name: &str,
+    meta: &NodeMeta,
+) -> Result<CommitOutcome, ServerError> {
+    restore_ancestors(txn, ctx, parent).await?;
+    let copy_id = NodeId::random();
+    let copy_name = first_free_conflict_name(txn, ctx, parent, name, meta.kind).await?;
+    let mut vv = VersionVector::new();
+    vv.increment(ctx.device);
+    let copy = NodeRecord {
+        node_id: copy_id,
+        parent: Some(parent),
+        name: copy_name,
+        deleted: false,
+        meta: meta.clone(),
+        vv,
+        seq: txn.next_seq().await?,
+    };
+    txn.write_node(&copy).await?;
+    if let Some(content) = &meta.content {
+        txn.append_version(&NewVersion {
+            node: copy_id,
+            manifest: content.manifest.clone(),
+            device: ctx.device,
+            created_ns: ctx.now_ns,
+        })
+        .await?;
+    }
+    Ok(CommitOutcome::ConflictCopy {
+        node: server_node,
+        copy,
+    })
+}
+
+async fn delete(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    node_id: NodeId,
+    base: &VersionVector,
+) -> Result<CommitOutcome, ServerError> {
+    if node_id.is_root() {
+        return Err(ServerError::RootImmutable);
+    }
+    let Some(s) = txn.node(node_id).await? else {
+        return Ok(CommitOutcome::AlreadyGone);
+    };
+    if s.deleted {
+        // Already in the trash: nothing changes (a replayed delete).
+        return Ok(CommitOutcome::Applied { node: s });
+    }
+    if !s.vv.others_seen_by(base, &ctx.device) {
+        // Edit vs delete: the edit wins.
+        return Ok(CommitOutcome::Superseded { node: s });
+    }
+    if s.meta.kind == NodeKind::Dir && txn.has_live_children(node_id).await? {
+        return Ok(CommitOutcome::Superseded { node: s });
+    }
+    let mut node = s;
+    node.vv.merge(base);
+    node.vv.increment(ctx.device);
+    node.deleted = true;
+    node.seq = txn.next_seq().await?;
+    txn.write_node(&node).await?;
+    Ok(CommitOutcome::Applied { node })
+}
+
+/// True when `ancestor` is `start` or one of its ancestors.
+async fn is_ancestor(
+    txn: &mut dyn MetaTxn,
+    ancestor: NodeId,
+    start: NodeId,
+) -> Result<bool, ServerError> {
+    let mut cur = Some(start);
+    for _ in 0..MAX_DEPTH {
+        let Some(id) = cur else {
+            return Ok(false);
+        };
+        if id == ancestor {
+            return Ok(true);
+        }
+        cur = match txn.node(id).await? {
+            Some(n) => n.parent,
+            None => None,
+        };
+    }
+    Err(ServerError::internal(format!(
+        "folder tree deeper than {MAX_DEPTH} levels (or a cycle) above {start}"
+    )))
+}
+
+/// Revives `dir` and its deleted ancestors, top-down, each under its last
+/// name (or a conflict name if that was taken meanwhile).
+async fn restore_ancestors(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    dir: NodeId,
+) -> Result<(), ServerError> {
+    let mut chain = Vec::new();
+    let mut cur = dir;
+    loop {
+        let node = txn
+            .node(cur)
+            .await?
+            .ok_or_else(|| ServerError::internal(format!("ancestor {cur} is missing")))?;
+        if !node.deleted {
+            break;
+        }
+        let parent = node
+            .parent
+            .ok_or_else(|| ServerError::internal("the root folder is marked deleted"))?;
+        chain.push(node);
+        if chain.len() > MAX_DEPTH {
+            return Err(ServerError::internal("deleted ancestors form a cycle"));
+        }
+        cur = parent;
+    }
+    while let Some(mut node) = chain.pop() {
+        let parent = node.parent.unwrap_or(NodeId::ROOT);
+        node.name = free_name(txn, ctx, parent, &node.name, node.meta.kind, node.node_id).await?;
+        node.deleted = false;
+        node.seq = txn.next_seq().await?;
+        txn.write_node(&node).await?;
+    }
+    Ok(())
+}
+
+/// `name` if it is free in `parent` (or held by `node_id` itself), else
+/// the first free conflict name.
+async fn free_name(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    parent: NodeId,
+    name: &str,
+    kind: NodeKind,
+    node_id: NodeId,
+) -> Result<String, ServerError> {
+    match txn.lookup(parent, name).await? {
+        None => Ok(name.to_owned()),
+        Some(holder) if holder == node_id => Ok(name.to_owned()),
+        Some(_) => first_free_conflict_name(txn, ctx, parent, name, kind).await,
+    }
+}
+
+async fn first_free_conflict_name(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    parent: NodeId,
+    name: &str,
+    kind: NodeKind,
+) -> Result<String, ServerError> {
+    for n in 1..=MAX_CONFLICT_SUFFIX {
+        let candidate = conflict_name(name, kind, &ctx.device_name, ctx.now_ns, n);
+        if txn.lookup(parent, &candidate).await?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    Err(ServerError::internal(format!(
+        "no free conflict name for {name:?} after {MAX_CONFLICT_SUFFIX} tries"
+    )))
+}
+
+/// `<stem> (conflict <device> <YYYY-MM-DD HH.MM.SS>[ n])<.ext>`, UTC, with
+/// ` n` only for `n ≥ 2`. Folders keep their whole name as the stem. The
+/// stem is shortened (on a character boundary) so the result stays within
+/// [`MAX_NAME_BYTES`]; `/`, NUL and control characters of the device name
+/// become `_`.
+pub fn conflict_name(name: &str, kind: NodeKind, device: &str, now_ns: i64, n: u32) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(pos) if pos > 0 && kind != NodeKind::Dir && name.len() - pos <= 32 => {
+            name.split_at(pos)
+        }
+        _ => (name, ""),
+    };
+    let mut device: String = device
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    truncate_to(&mut device, 64);
+    if device.trim().is_empty() {
+        device = "unknown device".into();
+    }
+    let suffix = if n >= 2 {
+        format!(" (conflict {device} {} {n})", utc_stamp(now_ns))
+    } else {
+        format!(" (conflict {device} {})", utc_stamp(now_ns))
+    };
+    let mut stem = stem.to_owned();
+    truncate_to(
+        &mut stem,
+        MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len()),
+    );
+    format!("{stem}{suffix}{ext}")
+}
+
+fn truncate_to(s: &mut String, max_bytes: usize) {
+    if s.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// `YYYY-MM-DD HH.MM.SS` in UTC.
+pub fn utc_stamp(now_ns: i64) -> String {
+    let secs = u64::try_from(now_ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // "YYYY-MM-DDTHH:MM:SSZ"
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .trim_end_matches('Z')
+        .replace('T', " ")
+        .replace(':', ".")
+}
+
+/// Every chunk of the manifest must be owned by the account, with the
+/// length the account uploaded.
+async fn check_chunks_owned(
+    txn: &mut dyn MetaTxn,
+    content: &crate::protocol::FileContent,
+) -> Result<(), ServerError> {
+    let mut seen = HashSet::new();
+    let ids: Vec<ChunkId> = content
+        .manifest
+        .chunks
+        .iter()
+        .map(|c| c.id)
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let owned = txn.owned_chunks(&ids).await?;
+    let missing: Vec<ChunkId> = ids
+        .iter()
+        .filter(|id| !owned.contains_key(id))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ServerError::MissingChunks(missing));
+    }
+    for c in &content.manifest.chunks {
+        let real = owned[&c.id];
+        if real != c.len {
+            return Err(ServerError::InvalidNode(format!(
+                "chunk {} is {real} bytes, the manifest says {}",
+                c.id, c.len
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! The metadata store: accounts, devices, tokens, nodes, entries, file
+//! versions, per-account chunk ownership and the change log.
+//!
+//! # Two layers (juicefs-style)
+//! [`MetaStore`] is the *engine* interface: small, storage-shaped
+//! operations with no policy. Everything that decides something — the
+//! commit and conflict rules, validation, token expiry — lives once above it
+//! (`server::commit`, `server::auth`) and reaches the engine only through
+//! this trait, so a new engine (PostgreSQL) implements storage, not rules.
+//! Every engine must pass the shared conformance suite
+//! (`meta_store::suite`).
+//!
+//! # Atomicity
+//! Commit operations run inside a [`MetaTxn`] opened by [`MetaStore::begin`]
+//! for one account. A transaction holds that account's write lock until it
+//! is committed or dropped (dropped = rolled back), so sequence numbers are
+//! handed out and made visible in order: a reader never sees seq `n + 1`
+//! committed while seq `n` is still pending. SQLite gets this from
+//! `BEGIN IMMEDIATE` (one writer per database); PostgreSQL will lock the
+//! account row (`SELECT ... FOR UPDATE`).
+//!
+//! # Data model
+//! - *nodes* hold a node's attributes (kind, mode, mtime, size, manifest,
+//!   content hash, symlink target, version vector, seq, tombstone);
+//! - *entries* map `(parent, name)` to a node, separately from the node.
+//!   Today a node has exactly one entry; a tombstoned node keeps its last
+//!   entry marked *not live*, so a pull can report where it was. Names are
+//!   unique among the live entries of a folder.
+//! - *versions* keep every committed manifest of every file.
+//! - *account chunks* record the chunks an account proved it has by
+//!   uploading them, with their plain length. A commit may only reference
+//!   owned chunks, so "owned by the account" is a superset of "referenced
+//!   by a file of the account": the chunk read check only needs ownership.
+//!
+//! Times are nanoseconds since the Unix epoch (`i64`).
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod suite;
+
+use crate::protocol::{ChunkId, ContentHash, DeviceId, Manifest, NodeId, NodeRecord};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use sqlite::SqliteMetaStore;
+
+/// Internal id of an account (never sent to clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub account: AccountId,
+    pub name: String,
+    pub created_ns: i64,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// BLAKE3 of a bearer token: the store never sees the token itself.
+pub type TokenHash = [u8; 32];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    pub hash: TokenHash,
+    pub account: AccountId,
+    pub device: DeviceId,
+    pub kind: TokenKind,
+    pub expires_ns: i64,
+}
+
+/// A stored token joined with the state of its device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub account: AccountId,
+    pub device: DeviceId,
+    pub kind: TokenKind,
+    pub expires_ns: i64,
+    pub device_revoked: bool,
+}
+
+/// One committed version of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// 1, 2, 3, ... per node.
+    pub version: u64,
+    pub manifest: Manifest,
+    pub size: u64,
+    pub content_hash: ContentHash,
+    pub device: DeviceId,
+    pub created_ns: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewVersion {
+    pub node: NodeId,
+    pub manifest: Manifest,
+    pub device: DeviceId,
+    pub created_ns: i64,
+}
+
+/// Totals for the metrics gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaCounts {
+    pub accounts: u64,
+    pub devices: u64,
+    pub live_nodes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("user '{0}' already exists")]
+    AccountExists(String),
+    /// The database is locked by another writer for longer than the busy
+    /// timeout: retry later.
+    #[error("metadata store busy: {0}")]
+    Busy(String),
+    /// A stored value does not decode (bad JSON, wrong blob length...).
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    #[error("metadata store: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The storage engine for metadata. Object-safe: used as
+/// `Arc<dyn MetaStore>`.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Creates an account and its root folder ([`NodeId::ROOT`], seq 0).
+    async fn create_account(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now_ns: i64,
+    ) -> Result<AccountId, MetaError>;
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, MetaError>;
+
+    /// Registers a new device with a fresh random id.
+    async fn create_device(
+        &self,
+        account: AccountId,
+        name: &str,
+        now_ns: i64,
+    ) -> Result<DeviceId, MetaError>;
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, MetaError>;
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<Device>, MetaError>;
+    /// Marks the device revoked; its tokens stop working. False if the
+    /// account has no such device.
+    async fn revoke_device(&self, account: AccountId, id: DeviceId) -> Result<bool, MetaError>;
+
+    async fn insert_token(&self, token: &NewToken) -> Result<(), MetaError>;
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenInfo>, MetaError>;
+    /// Removes tokens that expired before `before_ns`; returns how many.
+    async fn delete_expired_tokens(&self, before_ns: i64) -> Result<u64, MetaError>;
+
+    /// Records that `account` uploaded chunk `id` (idempotent).
+    async fn add_account_chunk(
+        &self,
+        account: AccountId,
+        id: ChunkId,
+        len: u32,
+        now_ns: i64,
+    ) -> Result<(), MetaError>;
+    /// The plain lengths of those of `ids` the account owns.
+    async fn owned_chunks(
+        &self,
+        account: AccountId,
+        ids: &[ChunkId],
+    ) -> Result<HashMap<ChunkId, u32>, MetaError>;
+
+    /// A node with its (last) entry, live or tombstoned.
+    async fn node(&self, account: AccountId, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
+    /// The node behind the live entry `name` of folder `parent`.
+    async fn lookup(
+        &self,
+        account: AccountId,
+        parent: NodeId,
+        name: &str,
+    ) -> Result<Option<NodeRecord>, MetaError>;
+    /// Live children of a folder, by name.
+    async fn children(&self, account: AccountId, dir: NodeId) -> Result<Vec<NodeRecord>, MetaError>;
+    /// Nodes with `seq > cursor`, ascending by seq, at most `limit`.
+    async fn changes_since(
+        &self,
+        account: AccountId,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<Vec<NodeRecord>, MetaError>;
+    /// Every committed version of a file, oldest first.
+    async fn versions(
+        &self,
+        account: AccountId,
+        node: NodeId,
+    ) -> Result<Vec<VersionRecord>, MetaError>;
+    async fn counts(&self) -> Result<MetaCounts, MetaError>;
+
+    /// Opens a write transaction on one account (see the module docs).
+    async fn begin(&self, account: AccountId) -> Result<Box<dyn MetaTxn>, MetaError>;
+
+    /// Closes connections (graceful shutdown).
+    async fn close(&self);
+}
+
+/// A write transaction on one account. Dropping it without
+/// [`MetaTxn::commit`] rolls everything back.
+#[async_trait]
+pub trait MetaTxn: Send {
+    fn account(&self) -> AccountId;
+    async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
+    /// The node id behind a live entry.
+    async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError>;
+    async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError>;
+    /// The plain lengths of those of `ids` the account owns.
+    async fn owned_chunks(&mut self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, u32>, MetaError>;
+    /// Takes the next number of the account's change log.
+    async fn next_seq(&mut self) -> Result<u64, MetaError>;
+    /// Inserts or replaces the node and its entry (the entry is live unless
+    /// `node.deleted`). The engine derives size and content hash from
+    /// `node.meta`. The caller guarantees the live name is free.
+    async fn write_node(&mut self, node: &NodeRecord) -> Result<(), MetaError>;
+    /// Appends a version to the node's history; returns its number.
+    async fn append_version(&mut self, version: &NewVersion) -> Result<u64, MetaError>;
+    async fn commit(self: Box<Self>) -> Result<(), MetaError>;
+}
+
+/// Opens the metadata store named by `--metadata` (`sqlite:PATH`), or the
+/// default `DATA/meta.sqlite`.
+pub async fn open(
+    spec: Option<&str>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let path = match spec {
+        None => data_dir.join("meta.sqlite"),
+        Some(s) => {
+            if let Some(p) = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")) {
+                if p.is_empty() {
+                    anyhow::bail!("--metadata sqlite: needs a path, e.g. sqlite:/var/lib/nimbus/meta.sqlite");
+                }
+                std::path::PathBuf::from(p)
+            } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                anyhow::bail!("PostgreSQL metadata is not supported by this build yet (use sqlite:PATH)");
+            } else {
+                anyhow::bail!("unsupported --metadata '{s}' (expected sqlite:PATH)");
+            }
+        }
+    };
+    Ok(Arc::new(SqliteMetaStore::open(&path).await?))
+}
