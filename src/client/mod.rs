@@ -1,8 +1,33 @@
 //! Running a mount: resolves the login (or starts the embedded server),
 //! opens the core, spawns the background workers and serves FUSE until
 //! unmounted or signalled.
+//!
+//! Where things live for one device (`--cache-dir`, default
+//! `~/.cache/nimbus/<device id>`): `meta/` (sled: metadata cache and
+//! journal), `chunks/` (verified chunk cache), `work/` (working copies of
+//! files with local changes) and `identity.json` (which server and device
+//! the cache belongs to, so one cache is never mixed with another account).
+//!
+//! Shutdown (SIGINT/SIGTERM or `nimbus unmount`): the journal is flushed to
+//! disk, the uploader gets a few seconds to drain what it can, the folder
+//! is unmounted, and the embedded server (if any) stops gracefully.
+//! Whatever was not uploaded stays in the journal for the next mount.
 
-use std::path::PathBuf;
+use crate::config::{self, EmbeddedAccount, Login};
+use crate::protocol::DeviceId;
+use crate::remote::http::{HttpRemote, Tokens};
+use crate::remote::Remote;
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
+use crate::vfs::chunk_cache::ChunkCache;
+use crate::vfs::kv::SledKv;
+use crate::vfs::{Vfs, VfsConfig};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// What `fsync` promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -28,8 +53,310 @@ pub struct MountOptions {
     pub fsync: FsyncMode,
 }
 
+/// In-memory layer of the chunk cache.
+const MEMORY_CACHE: u64 = 256 << 20;
+/// How long shutdown lets the uploader drain.
+const DRAIN_ON_EXIT: Duration = Duration::from_secs(10);
+
+/// A connected account: how to reach it and who this device is.
+struct Connection {
+    remote: Arc<dyn Remote>,
+    server: String,
+    device_id: DeviceId,
+    device_name: String,
+    embedded: Option<crate::server::RunningServer>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Identity {
+    server: String,
+    device_id: DeviceId,
+}
+
 /// Mounts and serves in the foreground until the folder is unmounted or the
 /// process gets SIGINT/SIGTERM.
-pub fn run_mount(_opts: MountOptions) -> anyhow::Result<()> {
-    anyhow::bail!("mount is being written")
+pub fn run_mount(opts: MountOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .thread_name("nimbus-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    // Lets the core capture the runtime for work started on FUSE threads.
+    let _rt_guard = rt.enter();
+    let conn = rt.block_on(connect(&opts))?;
+    let cache_dir = match &opts.cache_dir {
+        Some(d) => d.clone(),
+        None => config::cache_dir()?.join(conn.device_id.to_string()),
+    };
+    check_identity(&cache_dir, &conn)?;
+
+    let kv = SledKv::open(&cache_dir.join("meta")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the metadata cache in {} (is another mount using this cache dir?): {e}",
+            cache_dir.display()
+        )
+    })?;
+    let chunks = ChunkCache::open(
+        cache_dir.join("chunks"),
+        opts.cache_size,
+        MEMORY_CACHE,
+        conn.remote.clone(),
+    )
+    .with_context(|| format!("cannot open the chunk cache in {}", cache_dir.display()))?;
+    let vfs = Vfs::open(
+        VfsConfig {
+            cache_dir: cache_dir.clone(),
+            device_id: conn.device_id,
+            device_name: conn.device_name.clone(),
+            read_only: opts.read_only,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            fsync_remote: opts.fsync == FsyncMode::Remote,
+        },
+        Arc::new(kv),
+        chunks,
+    )
+    .context("cannot open the local state")?;
+    vfs.sync_state.lock().server = conn.server.clone();
+
+    // First listing before the folder appears, so `ls` right after mount
+    // shows the account (best effort: offline mounts show the cache).
+    let follower = Follower::new(vfs.clone(), conn.remote.clone());
+    if let Err(e) = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), follower.pull_all())
+            .await
+            .unwrap_or(Err(crate::remote::RemoteError::Unreachable(
+                "initial listing timed out".into(),
+            )))
+    }) {
+        tracing::warn!("starting offline: {e}");
+    }
+    let stop = CancellationToken::new();
+    rt.spawn(follower.run(stop.clone()));
+    let uploader_stop = CancellationToken::new();
+    rt.spawn(Uploader::new(vfs.clone(), conn.remote.clone()).run(uploader_stop.clone()));
+
+    let mut options = vec![
+        fuser::MountOption::FSName("nimbus".into()),
+        fuser::MountOption::Subtype("nimbus".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if opts.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(4);
+    let fs = crate::fuse::NimbusFs::new(vfs.clone(), rt.handle().clone());
+    let session = fuser::spawn_mount(fs, &opts.mountpoint, &config).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot mount {}: {}",
+            opts.mountpoint.display(),
+            match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENODEV) =>
+                    "FUSE is not available (is /dev/fuse present and the fuse module loaded?)"
+                        .to_string(),
+                Some(libc::EBUSY) => "mount point is busy".to_string(),
+                Some(libc::EPERM) | Some(libc::EACCES) => format!("permission denied ({e})"),
+                _ => e.to_string(),
+            }
+        )
+    })?;
+    vfs.set_notifier(Arc::new(crate::fuse::FuseNotifier(session.notifier())));
+    tracing::info!(
+        "mounted {} (server {}, device {})",
+        opts.mountpoint.display(),
+        conn.server,
+        conn.device_name
+    );
+
+    // Serve until a signal arrives or the folder is unmounted elsewhere.
+    let signalled = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return true,
+                _ = term.recv() => return true,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if session.guard.is_finished() {
+                        return false;
+                    }
+                }
+            }
+        }
+    });
+
+    // Shutdown: make the journal durable, let the uploader drain briefly.
+    let _ = vfs.fsync_all();
+    stop.cancel();
+    rt.block_on(async {
+        let deadline = Instant::now() + DRAIN_ON_EXIT;
+        while vfs.meta.journal_len() > 0 && Instant::now() < deadline {
+            tokio::select! {
+                _ = vfs.drained_notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    uploader_stop.cancel();
+    if signalled {
+        if let Err(e) = session.umount_and_join() {
+            tracing::warn!("unmount: {e}");
+        }
+    } else {
+        let _ = session.join();
+    }
+    let _ = vfs.fsync_all();
+    if let Some(server) = conn.embedded {
+        if let Err(e) = rt.block_on(server.shutdown()) {
+            tracing::warn!("embedded server shutdown: {e}");
+        }
+    }
+    let left = vfs.meta.journal_len();
+    if left > 0 {
+        eprintln!(
+            "nimbus: unmounted; {left} change(s) not yet uploaded stay queued for the next mount"
+        );
+    }
+    Ok(())
+}
+
+fn check_identity(cache_dir: &Path, conn: &Connection) -> Result<()> {
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("cannot create cache dir {}", cache_dir.display()))?;
+    let path = cache_dir.join("identity.json");
+    let want = Identity {
+        server: if conn.embedded.is_some() {
+            "embedded".into()
+        } else {
+            conn.server.clone()
+        },
+        device_id: conn.device_id,
+    };
+    match config::read_json::<Identity>(&path)? {
+        Some(have) if have == want => Ok(()),
+        Some(have) => bail!(
+            "cache dir {} belongs to another device ({} on {}); use another --cache-dir",
+            cache_dir.display(),
+            have.device_id,
+            have.server
+        ),
+        None => config::write_json_atomic(&path, &want),
+    }
+}
+
+async fn connect(opts: &MountOptions) -> Result<Connection> {
+    let cfg_dir = config::config_dir()?;
+    let login = Login::load(&cfg_dir)?;
+    match (&opts.server, login) {
+        (Some(url), Some(l)) if &l.server == url => Ok(from_login(l)),
+        (Some(url), _) => bail!(
+            "not logged in to {url}: run `nimbus login {url} --user NAME --password-stdin` first"
+        ),
+        (None, Some(l)) => Ok(from_login(l)),
+        (None, None) => embedded(&cfg_dir).await,
+    }
+}
+
+fn from_login(l: Login) -> Connection {
+    let remote = HttpRemote::new(
+        &l.server,
+        Tokens {
+            access_token: l.access_token.clone(),
+            refresh_token: l.refresh_token.clone(),
+            device_id: l.device_id,
+        },
+    );
+    Connection {
+        remote: Arc::new(remote),
+        server: l.server,
+        device_id: l.device_id,
+        device_name: l.device_name,
+        embedded: None,
+    }
+}
+
+/// The embedded default: a server inside this process on a loopback port,
+/// with its data under the user's data dir and a local account.
+async fn embedded(cfg_dir: &Path) -> Result<Connection> {
+    let data_dir = config::data_dir()?.join("server");
+    let cfg = crate::server::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        data_dir,
+        metadata: None,
+        chunks: None,
+    };
+    let mut account = match EmbeddedAccount::load(cfg_dir)? {
+        Some(a) => a,
+        None => {
+            let a = EmbeddedAccount {
+                user: "local".into(),
+                password: random_password(),
+                device_id: None,
+                device_name: hostname(),
+                refresh_token: None,
+            };
+            a.save(cfg_dir)?;
+            a
+        }
+    };
+    crate::server::ensure_user(&cfg, &account.user, &account.password).await?;
+    let server = crate::server::start(cfg).await?;
+    let url = format!("http://{}", server.local_addr());
+    let tokens = match (&account.device_id, &account.refresh_token) {
+        (Some(id), Some(rt)) => Tokens {
+            access_token: String::new(),
+            refresh_token: rt.clone(),
+            device_id: *id,
+        },
+        _ => {
+            let r = crate::remote::http::login(
+                &url,
+                &account.user,
+                &account.password,
+                &account.device_name,
+            )
+            .await
+            .context("cannot log in to the embedded server")?;
+            account.device_id = Some(r.device_id);
+            account.refresh_token = Some(r.refresh_token.clone());
+            account.save(cfg_dir)?;
+            Tokens {
+                access_token: r.access_token,
+                refresh_token: r.refresh_token,
+                device_id: r.device_id,
+            }
+        }
+    };
+    let device_id = tokens.device_id;
+    Ok(Connection {
+        remote: Arc::new(HttpRemote::new(&url, tokens)),
+        server: url,
+        device_id,
+        device_name: account.device_name,
+        embedded: Some(server),
+    })
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this device".into())
 }

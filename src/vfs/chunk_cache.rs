@@ -27,6 +27,9 @@ pub struct ChunkCache {
     disk: moka::sync::Cache<ChunkId, u32>,
     remote: Arc<dyn Remote>,
     limit: u64,
+    /// Runtime for background loads started from threads without one
+    /// (FUSE threads).
+    rt: tokio::runtime::Handle,
     /// Chunks fetched from the server (for status and tests).
     pub fetched: AtomicU64,
     pub fetched_bytes: AtomicU64,
@@ -38,7 +41,8 @@ fn chunk_path(dir: &Path, id: &ChunkId) -> PathBuf {
 }
 
 impl ChunkCache {
-    /// Opens the cache in `dir`, indexing what is already there.
+    /// Opens the cache in `dir`, indexing what is already there. Must be
+    /// called within a tokio runtime (its handle runs read-ahead).
     pub fn open(
         dir: PathBuf,
         limit: u64,
@@ -66,6 +70,8 @@ impl ChunkCache {
             disk,
             remote,
             limit,
+            rt: tokio::runtime::Handle::try_current()
+                .map_err(|_| VfsError::Store("the chunk cache needs a tokio runtime".into()))?,
             fetched: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
         });
@@ -181,7 +187,7 @@ impl ChunkCache {
     /// Starts loading chunks in the background (read-ahead).
     pub fn prefetch(self: &Arc<Self>, ids: Vec<ChunkId>) {
         let me = self.clone();
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             for id in ids {
                 if me.mem.contains_key(&id) {
                     continue;
