@@ -212,8 +212,8 @@ async fn concurrent_readers_share_one_fetch() {
     assert_eq!(gets, chunks, "each chunk fetched exactly once");
 }
 
-#[test]
-fn names_and_namespace_errors() {
+#[tokio::test(flavor = "multi_thread")]
+async fn names_and_namespace_errors() {
     let fx = Fixture::new();
     let vfs = fx.open();
     assert!(matches!(
