@@ -311,7 +311,6 @@ fn wait_healthy(addr: &str, served: &mut Served) {
 }
 
 #[test]
-#[ignore = "needs the server, being written"]
 fn serve_add_user_login_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config");

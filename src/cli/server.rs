@@ -4,47 +4,6 @@ use crate::config::{self, Login};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-// Temporary stand-ins with the announced signatures of `crate::server` and
-// `crate::remote::http::login`, until those land; then these go away.
-mod backend {
-    use anyhow::{bail, Result};
-    use std::net::SocketAddr;
-    use std::path::PathBuf;
-
-    #[allow(dead_code)]
-    pub struct ServerConfig {
-        pub listen: SocketAddr,
-        pub data_dir: PathBuf,
-        pub metadata: Option<String>,
-        pub chunks: Option<PathBuf>,
-    }
-    pub struct RunningServer;
-    impl RunningServer {
-        pub fn local_addr(&self) -> SocketAddr {
-            unreachable!()
-        }
-        pub async fn shutdown(self) -> Result<()> {
-            Ok(())
-        }
-    }
-    pub async fn start(_: ServerConfig) -> Result<RunningServer> {
-        bail!("the server is being written")
-    }
-    pub async fn add_user(_: &ServerConfig, _: &str, _: &str) -> Result<()> {
-        bail!("the server is being written")
-    }
-    pub async fn login(
-        _: &str,
-        _: &str,
-        _: &str,
-        _: &str,
-    ) -> Result<crate::protocol::LoginResponse, crate::remote::RemoteError> {
-        Err(crate::remote::RemoteError::Unreachable(
-            "the HTTP client is being written".into(),
-        ))
-    }
-}
-
 /// Where a server keeps its state (`serve` and `admin` share these flags).
 #[derive(Clone, Debug, Default)]
 pub struct StorageArgs {
@@ -56,13 +15,13 @@ pub struct StorageArgs {
     pub chunks: Option<PathBuf>,
 }
 
-fn server_config(listen: String, storage: StorageArgs) -> Result<backend::ServerConfig> {
+fn server_config(listen: String, storage: StorageArgs) -> Result<crate::server::ServerConfig> {
     let data_dir = match storage.data {
         Some(d) => d,
         None => config::server_data_dir()?,
     };
     let listen = resolve_listen(&listen)?;
-    Ok(backend::ServerConfig {
+    Ok(crate::server::ServerConfig {
         listen,
         data_dir,
         metadata: storage.metadata,
@@ -89,7 +48,7 @@ pub fn serve(listen: String, storage: StorageArgs) -> Result<()> {
     rt.block_on(async move {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
-        let running = backend::start(cfg)
+        let running = crate::server::start(cfg)
             .await
             .context("cannot start the server")?;
         eprintln!("listening on http://{}", running.local_addr());
@@ -112,8 +71,7 @@ pub fn admin_user_add(name: String, storage: StorageArgs) -> Result<()> {
     let password = super::read_password_stdin()?;
     let cfg = server_config("127.0.0.1:0".into(), storage)?;
     let rt = super::runtime()?;
-    rt.block_on(backend::add_user(&cfg, &name, &password))
-        .with_context(|| format!("cannot add user '{name}'"))?;
+    rt.block_on(crate::server::add_user(&cfg, &name, &password))?;
     eprintln!("added user {name}");
     Ok(())
 }
@@ -148,7 +106,12 @@ pub fn login(server: String, user: String, device: Option<String>) -> Result<()>
     let dir = config::config_dir()?;
     let rt = super::runtime()?;
     let resp = rt
-        .block_on(backend::login(&server, &user, &password, &device_name))
+        .block_on(crate::remote::http::login(
+            &server,
+            &user,
+            &password,
+            &device_name,
+        ))
         .with_context(|| format!("cannot log in to {server}"))?;
     let login = Login {
         server: server.clone(),
