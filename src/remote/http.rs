@@ -214,9 +214,9 @@ impl HttpRemote {
             .map_err(transport)?;
         if !resp.status().is_success() {
             return Err(match error_from(resp).await {
-                RemoteError::Unauthorized(m) => {
-                    RemoteError::Unauthorized(format!("the server refused the refresh token ({m}); log in again"))
-                }
+                RemoteError::Unauthorized(m) => RemoteError::Unauthorized(format!(
+                    "the server refused the refresh token ({m}); log in again"
+                )),
                 other => other,
             });
         }

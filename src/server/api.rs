@@ -71,8 +71,11 @@ pub async fn login(
             .acquire()
             .await
             .map_err(ServerError::internal)?;
-        auth::verify_password(account.as_ref().map(|a| a.password_hash.clone()), &req.password)
-            .await
+        auth::verify_password(
+            account.as_ref().map(|a| a.password_hash.clone()),
+            &req.password,
+        )
+        .await
     };
     let account = match account {
         Some(a) if ok => a,
@@ -143,7 +146,11 @@ pub async fn missing_chunks(
     let owned = st.meta.owned_chunks(auth.account, &ids).await?;
     // An owned chunk the store lost (quarantined as corrupt) must be
     // uploaded again: report it as missing too.
-    let owned_ids: Vec<ChunkId> = ids.iter().filter(|i| owned.contains_key(i)).copied().collect();
+    let owned_ids: Vec<ChunkId> = ids
+        .iter()
+        .filter(|i| owned.contains_key(i))
+        .copied()
+        .collect();
     let mut present = HashSet::new();
     for batch in owned_ids.chunks(64) {
         let checks = batch.iter().map(|id| st.chunks.contains(*id));

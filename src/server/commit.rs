@@ -121,12 +121,20 @@ pub async fn apply_op(
     let mut txn = store.begin(ctx.account).await?;
     let outcome = match &op.change {
         NodeChange::Upsert { parent, name, meta } => {
-            upsert(txn.as_mut(), ctx, op.node_id, &op.base, *parent, name, meta).await?
+            upsert(txn.as_mut(), ctx, op.node_id, &op.base, *parent, name, meta).await
         }
-        NodeChange::Delete => delete(txn.as_mut(), ctx, op.node_id, &op.base).await?,
+        NodeChange::Delete => delete(txn.as_mut(), ctx, op.node_id, &op.base).await,
     };
-    txn.commit().await?;
-    Ok(outcome)
+    match outcome {
+        Ok(outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            txn.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 fn kind_name(k: NodeKind) -> &'static str {

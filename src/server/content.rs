@@ -71,7 +71,10 @@ pub struct ByteRange {
 /// Parses a `Range` header for a file of `size` bytes. `Ok(None)`: serve
 /// the whole file (no header, another unit, several ranges or an invalid
 /// spec, which RFC 9110 lets a server ignore). `Err`: 416.
-pub fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Option<ByteRange>, ServerError> {
+pub fn parse_range(
+    value: Option<&HeaderValue>,
+    size: u64,
+) -> Result<Option<ByteRange>, ServerError> {
     let Some(spec) = value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))

@@ -98,7 +98,10 @@ pub enum ServerError {
 }
 
 fn join_ids(ids: &[ChunkId]) -> String {
-    ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|i| i.to_hex())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ServerError {

@@ -121,7 +121,12 @@ impl Metrics {
         };
 
         let n = "nimbus_http_requests_total";
-        family(&mut text, n, "counter", "HTTP requests by method, route and status.");
+        family(
+            &mut text,
+            n,
+            "counter",
+            "HTTP requests by method, route and status.",
+        );
         for ((method, route, status), count) in self.requests.lock().iter() {
             let _ = writeln!(
                 text,

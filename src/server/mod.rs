@@ -195,7 +195,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), track_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_requests,
+        ))
         .with_state(state)
 }
 
@@ -245,7 +248,9 @@ impl RunningServer {
                 .context("server task panicked")?
                 .context("server stopped with an error"),
             Err(_) => {
-                tracing::warn!("requests still running after the shutdown grace period; aborting them");
+                tracing::warn!(
+                    "requests still running after the shutdown grace period; aborting them"
+                );
                 task.abort();
                 Ok(())
             }
@@ -303,7 +308,8 @@ async fn housekeeping(state: AppState) {
 }
 
 fn check_new_user(name: &str, password: &str) -> anyhow::Result<()> {
-    auth::validate_user_name(name).map_err(|e| anyhow::anyhow!("invalid user name '{name}': {e}"))?;
+    auth::validate_user_name(name)
+        .map_err(|e| anyhow::anyhow!("invalid user name '{name}': {e}"))?;
     if password.is_empty() {
         anyhow::bail!("the password is empty");
     }

@@ -138,7 +138,10 @@ mod tests {
         let text = doc.to_string();
         for r in text.split("#/components/schemas/").skip(1) {
             let name = r.split('"').next().unwrap();
-            assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling $ref {name}"
+            );
         }
     }
 }

@@ -362,12 +362,18 @@ mod tests {
         let path = store.path_of(&id);
         let raw = fs::read(&path).unwrap();
         fs::write(&path, &raw[..raw.len() - 3]).unwrap();
-        assert!(matches!(store.get(id).await, Err(ChunkStoreError::Corrupt(_))));
+        assert!(matches!(
+            store.get(id).await,
+            Err(ChunkStoreError::Corrupt(_))
+        ));
         store.put(id, 100_000, data.clone(), false).await.unwrap();
         let mut raw = fs::read(&path).unwrap();
         raw[0] = b'X';
         fs::write(&path, raw).unwrap();
-        assert!(matches!(store.get(id).await, Err(ChunkStoreError::Corrupt(_))));
+        assert!(matches!(
+            store.get(id).await,
+            Err(ChunkStoreError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]
@@ -380,7 +386,12 @@ mod tests {
         let tmp = store.dir_of(&id).join(format!("{TEMP_PREFIX}leftover"));
         fs::write(&tmp, b"partial").unwrap();
         assert_eq!(store.usage().await.unwrap().chunks, 1);
-        assert_eq!(store.remove_stale_temp_files(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(
+            store
+                .remove_stale_temp_files(Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
         assert!(tmp.exists(), "a young temp file may be a write in progress");
         assert_eq!(store.remove_stale_temp_files(Duration::ZERO).unwrap(), 1);
         assert!(!tmp.exists());

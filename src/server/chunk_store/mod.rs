@@ -99,7 +99,9 @@ pub fn open(
         Some(p) => {
             let s = p.to_string_lossy();
             if s.starts_with("s3://") {
-                anyhow::bail!("S3 chunk storage is not supported by this build yet (use a directory)");
+                anyhow::bail!(
+                    "S3 chunk storage is not supported by this build yet (use a directory)"
+                );
             }
             p.to_path_buf()
         }

@@ -81,7 +81,10 @@ pub(crate) async fn put_get_compressed(store: Store) {
     let id = ChunkId::of(&data);
     let (stored, compressed) = encode_for_storage(&data, None);
     assert!(compressed && stored.len() < data.len() / 2);
-    store.put(id, data.len() as u32, stored, true).await.unwrap();
+    store
+        .put(id, data.len() as u32, stored, true)
+        .await
+        .unwrap();
     assert_eq!(store.get(id).await.unwrap(), data);
     assert!(store.usage().await.unwrap().stored_bytes < data.len() as u64 / 2);
     // Incompressible data is kept plain.
@@ -126,7 +129,10 @@ pub(crate) async fn delete_removes(store: Store) {
     let keep_id = put_plain(&store, &keep).await;
     assert!(store.delete(id).await.unwrap());
     assert!(!store.contains(id).await.unwrap());
-    assert!(matches!(store.get(id).await, Err(ChunkStoreError::NotFound(_))));
+    assert!(matches!(
+        store.get(id).await,
+        Err(ChunkStoreError::NotFound(_))
+    ));
     assert_eq!(store.get(keep_id).await.unwrap(), keep);
     assert_eq!(store.usage().await.unwrap().chunks, 1);
 }

@@ -194,7 +194,8 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
     ) -> Result<Option<NodeRecord>, MetaError>;
     /// Live children of a folder, by name.
-    async fn children(&self, account: AccountId, dir: NodeId) -> Result<Vec<NodeRecord>, MetaError>;
+    async fn children(&self, account: AccountId, dir: NodeId)
+        -> Result<Vec<NodeRecord>, MetaError>;
     /// Nodes with `seq > cursor`, ascending by seq, at most `limit`.
     async fn changes_since(
         &self,
@@ -237,6 +238,8 @@ pub trait MetaTxn: Send {
     /// Appends a version to the node's history; returns its number.
     async fn append_version(&mut self, version: &NewVersion) -> Result<u64, MetaError>;
     async fn commit(self: Box<Self>) -> Result<(), MetaError>;
+    /// Rolls back now (dropping also rolls back, but possibly later).
+    async fn rollback(self: Box<Self>);
 }
 
 /// Opens the metadata store named by `--metadata` (`sqlite:PATH`), or the
@@ -248,13 +251,20 @@ pub async fn open(
     let path = match spec {
         None => data_dir.join("meta.sqlite"),
         Some(s) => {
-            if let Some(p) = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")) {
+            if let Some(p) = s
+                .strip_prefix("sqlite://")
+                .or_else(|| s.strip_prefix("sqlite:"))
+            {
                 if p.is_empty() {
-                    anyhow::bail!("--metadata sqlite: needs a path, e.g. sqlite:/var/lib/nimbus/meta.sqlite");
+                    anyhow::bail!(
+                        "--metadata sqlite: needs a path, e.g. sqlite:/var/lib/nimbus/meta.sqlite"
+                    );
                 }
                 std::path::PathBuf::from(p)
             } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                anyhow::bail!("PostgreSQL metadata is not supported by this build yet (use sqlite:PATH)");
+                anyhow::bail!(
+                    "PostgreSQL metadata is not supported by this build yet (use sqlite:PATH)"
+                );
             } else {
                 anyhow::bail!("unsupported --metadata '{s}' (expected sqlite:PATH)");
             }

@@ -15,8 +15,7 @@ use super::{
     TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord,
-    VersionVector,
+    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -197,9 +196,7 @@ fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     };
     Ok(NodeRecord {
         node_id: NodeId(uuid_from_blob(&id)?),
-        parent: parent
-            .map(|p| uuid_from_blob(&p).map(NodeId))
-            .transpose()?,
+        parent: parent.map(|p| uuid_from_blob(&p).map(NodeId)).transpose()?,
         name: name.unwrap_or_default(),
         deleted,
         meta: NodeMeta {
@@ -588,7 +585,11 @@ impl MetaStore for SqliteMetaStore {
             .transpose()
     }
 
-    async fn children(&self, account: AccountId, dir: NodeId) -> Result<Vec<NodeRecord>, MetaError> {
+    async fn children(
+        &self,
+        account: AccountId,
+        dir: NodeId,
+    ) -> Result<Vec<NodeRecord>, MetaError> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} {NODE_FROM} \
              WHERE e.account = ? AND e.parent = ? AND e.live = 1 ORDER BY e.name"
@@ -830,5 +831,60 @@ impl MetaTxn for SqliteTxn {
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
         let SqliteTxn { tx, _guard, .. } = *self;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn rollback(self: Box<Self>) {
+        let SqliteTxn { tx, _guard, .. } = *self;
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(error = %e, "rollback failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::server::meta_store::suite::meta_store_suite!(
+        sqlite_suite,
+        |dir: std::path::PathBuf| async move {
+            std::sync::Arc::new(SqliteMetaStore::open(&dir.join("meta.sqlite")).await.unwrap())
+                as std::sync::Arc<dyn MetaStore>
+        }
+    );
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/meta.sqlite");
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        let a = store.create_account("alice", "h", 1).await.unwrap();
+        store.close().await;
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        assert_eq!(store.account_by_name("alice").await.unwrap().unwrap().id, a);
+        let (v,): (i64,) = sqlx::query_as("PRAGMA user_version")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        sqlx::raw_sql("PRAGMA user_version = 99")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let err = SqliteMetaStore::open(&path).await.err().unwrap();
+        assert!(format!("{err:#}").contains("newer"), "{err:#}");
     }
 }
