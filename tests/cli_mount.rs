@@ -1,0 +1,278 @@
+//! The mount-side commands against a real FUSE mount of the embedded
+//! default: `mount --daemon`, `status`, `sync --wait`, `unmount` (busy and
+//! not). Every wait polls with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nimbus");
+
+/// One isolated user: config, data and cache dirs under a temp dir.
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+    fn nimbus(&self, args: &[&str], cwd: Option<&Path>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("NIMBUS_CONFIG_DIR", self.path("config"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null());
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+fn mounted(p: &Path) -> bool {
+    let want = p.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Unmounts on drop if a test failed halfway.
+struct MountGuard(PathBuf);
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn daemon_mount_status_sync_unmount() {
+    let env = Env::new();
+    let mnt = env.path("Nimbus");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let m = mnt.to_str().unwrap();
+    let _guard = MountGuard(mnt.clone());
+
+    let out = env.nimbus(&["mount", m, "--daemon", "--cache-size", "64MiB"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(mounted(&mnt), "--daemon returned before the mount appeared");
+    assert!(
+        text(&out.stdout).contains("mount.log"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Mounting again on the same folder is refused in one line.
+    let out = env.nimbus(&["mount", m], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("already a nimbus mount"));
+
+    std::fs::create_dir(mnt.join("docs")).unwrap();
+    std::fs::write(mnt.join("docs/a.txt"), b"hello nimbus").unwrap();
+
+    let out = env.nimbus(&["sync", "--wait", m, "--timeout", "60s"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // status from inside the mount (no PATH), human and JSON.
+    let out = env.nimbus(&["status"], Some(&mnt.join("docs")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    assert!(human.contains(&format!("mount:      {m}")), "{human}");
+    assert!(human.contains("pending:    0 operations"), "{human}");
+
+    let out = env.nimbus(
+        &["status", "--json", mnt.join("docs").to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mount"], m);
+    assert_eq!(v["connection"], "online");
+    assert_eq!(v["pending_ops"], 0);
+    assert_eq!(v["pending"]["count"], 0);
+
+    // A program inside the mount keeps it busy.
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .current_dir(&mnt)
+        .spawn()
+        .unwrap();
+    let out = env.nimbus(&["unmount", m], None);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is busy"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(mounted(&mnt));
+
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!mounted(&mnt), "unmount returned before the mount was gone");
+
+    // Nothing left to unmount.
+    let out = env.nimbus(&["unmount", m], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not a nimbus mount"));
+}
+
+/// `GET /healthz` answers 200.
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = Vec::new();
+    let _ = s.take(12).read_to_end(&mut head);
+    head.starts_with(b"HTTP/1.1 200")
+}
+
+fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sync_wait_times_out_listing_what_is_pending_while_offline() {
+    let env = Env::new();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{addr}");
+    let data = env.path("server");
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--data", data.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    poll_until("server health", || healthy(&addr));
+
+    let run_stdin = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut c = Command::new(BIN)
+            .args(args)
+            .env("NIMBUS_CONFIG_DIR", env.path("config"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    run_stdin(
+        &[
+            "admin",
+            "user",
+            "add",
+            "bo",
+            "--password-stdin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        b"pw\n",
+    );
+    run_stdin(
+        &[
+            "login",
+            &url,
+            "--user",
+            "bo",
+            "--password-stdin",
+            "--device",
+            "desk",
+        ],
+        b"pw\n",
+    );
+
+    let mnt = env.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let m = mnt.to_str().unwrap();
+    let _guard = MountGuard(mnt.clone());
+    let cache = env.path("devcache");
+    let out = env.nimbus(
+        &[
+            "mount",
+            m,
+            "--daemon",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The server goes away; a new file cannot be uploaded.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    std::fs::write(mnt.join("d/new.txt"), b"offline bytes").unwrap();
+
+    let out = env.nimbus(
+        &[
+            "sync",
+            "--wait",
+            mnt.join("d").to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("nimbus: still pending: "), "{err}");
+    assert!(first.contains("bytes)"), "{err}");
+    assert!(err.lines().any(|l| l.trim() == "d/new.txt"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Status says so too.
+    let out = env.nimbus(&["status", m, "--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["pending_ops"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        v["pending"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "d/new.txt"),
+        "{v}"
+    );
+
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!mounted(&mnt));
+}
