@@ -1,0 +1,779 @@
+//! The real server on a loopback port with a temporary data dir, driven
+//! through `HttpRemote` and plain `reqwest`.
+
+use bytes::Bytes;
+use nimbus::protocol::{
+    ChunkId, ChunkRef, CommitOp, CommitOutcome, ErrorBody, FileContent, Manifest, NodeChange,
+    NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_MISSING_QUERY,
+};
+use nimbus::remote::http::{login, HttpRemote, Tokens};
+use nimbus::remote::{Remote, RemoteError};
+use nimbus::server::{self, RunningServer, ServerConfig};
+use rand::{RngCore, SeedableRng};
+use reqwest::{header, StatusCode};
+
+struct Fx {
+    cfg: ServerConfig,
+    server: Option<RunningServer>,
+    url: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Fx {
+    async fn new() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            metadata: None,
+            chunks: None,
+        };
+        server::add_user(&cfg, "alice", "alice-pw").await.unwrap();
+        server::add_user(&cfg, "bob", "bob-pw").await.unwrap();
+        let running = server::start(cfg.clone()).await.unwrap();
+        let url = format!("http://{}", running.local_addr());
+        Fx {
+            cfg,
+            server: Some(running),
+            url,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let running = server::start(self.cfg.clone()).await.unwrap();
+        self.url = format!("http://{}", running.local_addr());
+        self.server = Some(running);
+    }
+
+    async fn remote(&self, user: &str, device: &str) -> HttpRemote {
+        let r = login(&self.url, user, &format!("{user}-pw"), device)
+            .await
+            .unwrap();
+        HttpRemote::new(&self.url, Tokens::from(r))
+    }
+
+    async fn token(&self, user: &str) -> String {
+        login(&self.url, user, &format!("{user}-pw"), "curl")
+            .await
+            .unwrap()
+            .access_token
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/v1/{path}", self.url)
+    }
+
+    fn chunk_path(&self, id: &ChunkId) -> std::path::PathBuf {
+        let hex = id.to_hex();
+        self.cfg.data_dir.join("chunks").join(&hex[..2]).join(hex)
+    }
+}
+
+async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body: ErrorBody = resp.json().await.expect("error body is JSON ErrorBody");
+    assert!(!body.message.is_empty());
+    (status, body.error)
+}
+
+fn random(len: usize, seed: u64) -> Bytes {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    Bytes::from(v)
+}
+
+fn text(len: usize) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| b"lorem ipsum dolor sit amet "[i % 27])
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn content_of(parts: &[&Bytes]) -> FileContent {
+    FileContent {
+        manifest: Manifest {
+            chunks: parts
+                .iter()
+                .map(|p| ChunkRef {
+                    id: ChunkId::of(p),
+                    len: p.len() as u32,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn file(content: FileContent) -> NodeMeta {
+    NodeMeta {
+        kind: NodeKind::File,
+        mode: 0o644,
+        mtime_ns: 1_700_000_000_000_000_000,
+        content: Some(content),
+        symlink_target: None,
+    }
+}
+
+fn dir() -> NodeMeta {
+    NodeMeta {
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        mtime_ns: 1_700_000_000_000_000_000,
+        content: None,
+        symlink_target: None,
+    }
+}
+
+fn upsert(node: NodeId, base: &VersionVector, parent: NodeId, name: &str, meta: NodeMeta) -> CommitOp {
+    CommitOp {
+        node_id: node,
+        base: base.clone(),
+        change: NodeChange::Upsert {
+            parent,
+            name: name.into(),
+            meta,
+        },
+    }
+}
+
+fn applied(o: &CommitOutcome) -> &NodeRecord {
+    match o {
+        CommitOutcome::Applied { node } => node,
+        other => panic!("expected applied, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_unknown_routes() {
+    let fx = Fx::new().await;
+    let r = fx.http.get(format!("{}/healthz", fx.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    let r = fx.http.get(fx.api("openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(doc["paths"]["/api/v1/sync/commit"].is_object());
+
+    let (s, code) = error_of(fx.http.get(fx.api("nope")).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (404, "not_found"));
+    let (s, code) = error_of(fx.http.delete(fx.api("sync/commit")).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (405, "method_not_allowed"));
+
+    // Some traffic, then the counters show it.
+    let remote = fx.remote("alice", "laptop").await;
+    let data = random(10_000, 1);
+    remote.put_chunk(ChunkId::of(&data), data.clone()).await.unwrap();
+    remote.get_chunk(ChunkId::of(&data)).await.unwrap();
+    let r = fx.http.get(format!("{}/metrics", fx.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    let m = r.text().await.unwrap();
+    assert!(
+        m.contains(r#"nimbus_http_requests_total{method="GET",route="/healthz",status="200"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"route="/api/v1/chunks/{hex}",status="204"} 1"#), "{m}");
+    assert!(m.contains(r#"route="unmatched",status="404"} 1"#), "{m}");
+    assert!(m.contains("nimbus_chunk_bytes_received_total 10000"), "{m}");
+    assert!(m.contains("nimbus_chunk_bytes_sent_total 10000"), "{m}");
+    assert!(m.contains("nimbus_chunk_store_chunks 1"), "{m}");
+    assert!(m.contains("nimbus_accounts 2"), "{m}");
+    assert!(m.contains("nimbus_logins_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn login_refresh_and_token_checks() {
+    let fx = Fx::new().await;
+    let ok = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
+    assert_eq!(ok.expires_in, 900);
+    let again = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
+    assert_ne!(ok.device_id, again.device_id, "every login registers a device");
+
+    // Wrong password and unknown user: the same 401, word for word.
+    let bodies = futures::future::join_all([("alice", "wrong"), ("mallory", "alice-pw")].map(
+        |(user, password)| {
+            fx.http
+                .post(fx.api("auth/login"))
+                .json(&serde_json::json!({"user": user, "password": password, "device": "x"}))
+                .send()
+        },
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for r in bodies {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 401);
+        seen.push(r.text().await.unwrap());
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(matches!(
+        login(&fx.url, "alice", "wrong", "x").await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        login(&fx.url, "mallory", "x", "x").await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    // A bad device name is a 400.
+    assert!(matches!(
+        login(&fx.url, "alice", "alice-pw", "a/b").await,
+        Err(RemoteError::Rejected { status: 400, .. })
+    ));
+
+    // Refresh: a new access token for the same device, same refresh token.
+    let r = fx
+        .http
+        .post(fx.api("auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": ok.refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refreshed: nimbus::protocol::LoginResponse = r.json().await.unwrap();
+    assert_eq!(refreshed.device_id, ok.device_id);
+    assert_eq!(refreshed.refresh_token, ok.refresh_token);
+    assert_ne!(refreshed.access_token, ok.access_token);
+    let r = fx
+        .http
+        .post(fx.api("auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": ok.access_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "unauthorized".into()));
+
+    // Missing, garbage, refresh-as-access tokens.
+    let pull = fx.api("sync/pull");
+    let (s, code) = error_of(fx.http.get(&pull).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (401, "unauthorized"));
+    for bad in ["garbage", ok.refresh_token.as_str()] {
+        let r = fx.http.get(&pull).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "unauthorized".into()));
+    }
+    let r = fx
+        .http
+        .get(&pull)
+        .bearer_auth(&refreshed.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An expired access token: planted in the store, an hour old.
+    let meta = server::meta_store::SqliteMetaStore::open(&fx.cfg.data_dir.join("meta.sqlite"))
+        .await
+        .unwrap();
+    let alice = server::meta_store::MetaStore::account_by_name(&meta, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let (expired, hash) = server::auth::new_token(server::meta_store::TokenKind::Access);
+    server::meta_store::MetaStore::insert_token(
+        &meta,
+        &server::meta_store::NewToken {
+            hash,
+            account: alice.id,
+            device: ok.device_id,
+            kind: server::meta_store::TokenKind::Access,
+            expires_ns: server::now_ns() - 3_600_000_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    server::meta_store::MetaStore::close(&meta).await;
+    let r = fx.http.get(&pull).bearer_auth(&expired).send().await.unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "token_expired".into()));
+
+    // HttpRemote refreshes on its own...
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: expired.clone(),
+            refresh_token: ok.refresh_token.clone(),
+            device_id: ok.device_id,
+        },
+    );
+    assert_eq!(remote.pull(0, 10).await.unwrap().cursor, 0);
+    // ...also from no access token at all...
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: String::new(),
+            refresh_token: ok.refresh_token.clone(),
+            device_id: ok.device_id,
+        },
+    );
+    assert!(remote.missing_chunks(&[ChunkId::of(b"x")]).await.is_ok());
+    // ...and reports a refused refresh as Unauthorized.
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: expired,
+            refresh_token: "nrt_bogus".into(),
+            device_id: ok.device_id,
+        },
+    );
+    assert!(matches!(remote.pull(0, 10).await, Err(RemoteError::Unauthorized(_))));
+}
+
+#[tokio::test]
+async fn chunk_upload_download_and_verification() {
+    let fx = Fx::new().await;
+    let remote = fx.remote("alice", "laptop").await;
+    let token = fx.token("alice").await;
+
+    // Compressible (sent as zstd) and random (sent plain).
+    let squashy = text(1 << 20);
+    let noise = random(300_000, 2);
+    for data in [&squashy, &noise] {
+        let id = ChunkId::of(data);
+        assert_eq!(remote.missing_chunks(&[id]).await.unwrap(), vec![id]);
+        remote.put_chunk(id, data.clone()).await.unwrap();
+        assert!(remote.missing_chunks(&[id]).await.unwrap().is_empty());
+        assert_eq!(&remote.get_chunk(id).await.unwrap(), data);
+        assert!(fx.chunk_path(&id).exists());
+    }
+    // Stored compressed: the file is much smaller than the chunk.
+    let stored = std::fs::metadata(fx.chunk_path(&ChunkId::of(&squashy))).unwrap().len();
+    assert!(stored < squashy.len() as u64 / 4, "stored {stored} bytes");
+    // Uploading again is fine (idempotent).
+    remote.put_chunk(ChunkId::of(&noise), noise.clone()).await.unwrap();
+
+    // Raw zstd upload, as curl would send it.
+    let data = text(50_000);
+    let id = ChunkId::of(&data);
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{id}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(zstd::bulk::compress(&data, 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(remote.get_chunk(id).await.unwrap(), data);
+
+    // Hash mismatch: 400 and nothing stored.
+    let claimed = ChunkId::of(b"what I claim");
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .body("something else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "hash_mismatch".into()));
+    assert!(!fx.chunk_path(&claimed).exists());
+    assert_eq!(remote.missing_chunks(&[claimed]).await.unwrap(), vec![claimed]);
+    assert!(matches!(remote.get_chunk(claimed).await, Err(RemoteError::NotFound(_))));
+    // The same through zstd.
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(zstd::bulk::compress(b"something else", 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "hash_mismatch".into()));
+
+    // Bad ids, bad encodings.
+    for bad in ["xyz", &"g".repeat(64), &"a".repeat(63)] {
+        let r = fx
+            .http
+            .put(fx.api(&format!("chunks/{bad}")))
+            .bearer_auth(&token)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "invalid_chunk_id".into()));
+    }
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body("not zstd at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_encoding".into()));
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "br")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let fx = Fx::new().await;
+    let token = fx.token("alice").await;
+    let id = ChunkId::of(b"x");
+    // Over the body limit.
+    let big = vec![0u8; MAX_CHUNK_LEN as usize + 65 * 1024];
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{id}")))
+        .bearer_auth(&token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into()));
+    // Within the body limit but over the chunk limit.
+    let big = random(MAX_CHUNK_LEN as usize + 1, 3);
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{}", ChunkId::of(&big))))
+        .bearer_auth(&token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // A zstd bomb: tiny on the wire, over the limit once decoded.
+    let bomb = vec![0u8; MAX_CHUNK_LEN as usize + 1];
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{}", ChunkId::of(&bomb))))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(zstd::bulk::compress(&bomb, 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // JSON over 1 MiB.
+    let r = fx
+        .http
+        .post(fx.api("auth/login"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(format!(r#"{{"user":"alice","password":"{}","device":"x"}}"#, "p".repeat(2 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // Too many ids in one missing-chunks query.
+    let ids: Vec<ChunkId> = (0..=MAX_MISSING_QUERY as u32)
+        .map(|i| ChunkId::of(&i.to_le_bytes()))
+        .collect();
+    let r = fx
+        .http
+        .post(fx.api("chunks/missing"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "ids": ids }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // HttpRemote splits such queries itself.
+    let remote = fx.remote("alice", "laptop").await;
+    assert_eq!(remote.missing_chunks(&ids).await.unwrap().len(), ids.len());
+    // Malformed JSON is a 400 with an ErrorBody.
+    let r = fx
+        .http
+        .post(fx.api("sync/commit"))
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_request".into()));
+}
+
+#[tokio::test]
+async fn accounts_are_isolated() {
+    let fx = Fx::new().await;
+    let alice = fx.remote("alice", "laptop").await;
+    let bob = fx.remote("bob", "laptop").await;
+    let secret = random(20_000, 4);
+    let id = ChunkId::of(&secret);
+    alice.put_chunk(id, secret.clone()).await.unwrap();
+    let folder = NodeId::random();
+    let r = alice
+        .commit(vec![
+            upsert(folder, &VersionVector::new(), NodeId::ROOT, "private", dir()),
+            upsert(NodeId::random(), &VersionVector::new(), folder, "s.bin", file(content_of(&[&secret]))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+
+    // Bob knows the hash, but cannot read the chunk...
+    assert!(matches!(bob.get_chunk(id).await, Err(RemoteError::NotFound(_))));
+    // ...must upload it himself...
+    assert_eq!(bob.missing_chunks(&[id]).await.unwrap(), vec![id]);
+    // ...cannot reference it in a commit...
+    let e = bob
+        .commit(vec![upsert(NodeId::random(), &VersionVector::new(), NodeId::ROOT, "mine", file(content_of(&[&secret])))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::Rejected { status: 409, code, .. } if code == "missing_chunks"),
+        "{e:?}"
+    );
+    // ...cannot put things in Alice's folder...
+    let e = bob
+        .commit(vec![upsert(NodeId::random(), &VersionVector::new(), folder, "x", dir())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::Rejected { status: 409, code, .. } if code == "parent_not_found"),
+        "{e:?}"
+    );
+    // ...sees none of her changes or paths.
+    assert!(bob.pull(0, 100).await.unwrap().changes.is_empty());
+    let r = fx
+        .http
+        .get(fx.api("files/content"))
+        .query(&[("path", "/private/s.bin")])
+        .bearer_auth(fx.token("bob").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // After uploading it, Bob has it too (stored once).
+    bob.put_chunk(id, secret.clone()).await.unwrap();
+    assert_eq!(bob.get_chunk(id).await.unwrap(), secret);
+    assert!(bob.missing_chunks(&[id]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn commit_pull_round_trip_and_conflicts() {
+    let fx = Fx::new().await;
+    let laptop = fx.remote("alice", "laptop").await;
+    let phone = fx.remote("alice", "phone").await;
+    let v1 = text(5000);
+    laptop.put_chunk(ChunkId::of(&v1), v1.clone()).await.unwrap();
+    let (docs, report) = (NodeId::random(), NodeId::random());
+    let empty = VersionVector::new();
+    let r = laptop
+        .commit(vec![
+            upsert(docs, &empty, NodeId::ROOT, "docs", dir()),
+            upsert(report, &empty, docs, "report.txt", file(content_of(&[&v1]))),
+        ])
+        .await
+        .unwrap();
+    let report_v1 = applied(&r[1]).clone();
+    assert_eq!(report_v1.vv.get(&laptop.device_id()), 1);
+
+    // The phone pulls everything, in order.
+    let p = phone.pull(0, 1000).await.unwrap();
+    assert_eq!(p.changes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![docs, report]);
+    assert!(!p.has_more);
+    assert_eq!(p.cursor, report_v1.seq);
+    assert_eq!(p.changes[1], report_v1);
+    let p1 = phone.pull(0, 1).await.unwrap();
+    assert!(p1.has_more);
+    assert_eq!(p1.changes.len(), 1);
+    let p2 = phone.pull(p1.cursor, 1).await.unwrap();
+    assert_eq!(p2.changes[0].node_id, report);
+    assert!(!p2.has_more);
+    assert!(phone.pull(p.cursor, 1000).await.unwrap().changes.is_empty());
+
+    // Both edit report.txt from v1: the second is a conflict copy.
+    let (pv, lv) = (text(6000), text(7000));
+    phone.put_chunk(ChunkId::of(&pv), pv.clone()).await.unwrap();
+    laptop.put_chunk(ChunkId::of(&lv), lv.clone()).await.unwrap();
+    let r = phone
+        .commit(vec![upsert(report, &report_v1.vv, docs, "report.txt", file(content_of(&[&pv])))])
+        .await
+        .unwrap();
+    applied(&r[0]);
+    let r = laptop
+        .commit(vec![upsert(report, &report_v1.vv, docs, "report.txt", file(content_of(&[&lv])))])
+        .await
+        .unwrap();
+    let CommitOutcome::ConflictCopy { node, copy } = &r[0] else {
+        panic!("expected a conflict copy, got {:?}", r[0]);
+    };
+    assert_eq!(node.meta.content, Some(content_of(&[&pv])));
+    assert!(copy.name.starts_with("report (conflict laptop "), "{}", copy.name);
+    assert!(copy.name.ends_with(").txt"));
+    // The phone sees the copy arrive.
+    let p = phone.pull(p.cursor, 1000).await.unwrap();
+    assert!(p.changes.iter().any(|n| n.node_id == copy.node_id));
+
+    // A delete shows up as a tombstone with its last place.
+    let current = phone.pull(0, 1000).await.unwrap();
+    let copy_now = current.changes.iter().find(|n| n.node_id == copy.node_id).unwrap();
+    let r = laptop
+        .commit(vec![CommitOp {
+            node_id: copy.node_id,
+            base: copy_now.vv.clone(),
+            change: NodeChange::Delete,
+        }])
+        .await
+        .unwrap();
+    assert!(applied(&r[0]).deleted);
+    let p = phone.pull(current.cursor, 1000).await.unwrap();
+    assert_eq!(p.changes.len(), 1);
+    let gone = &p.changes[0];
+    assert!(gone.deleted);
+    assert_eq!((gone.parent, gone.name.as_str()), (Some(docs), copy.name.as_str()));
+    // Deleting something unknown.
+    let r = laptop
+        .commit(vec![CommitOp {
+            node_id: NodeId::random(),
+            base: empty.clone(),
+            change: NodeChange::Delete,
+        }])
+        .await
+        .unwrap();
+    assert!(matches!(r[0], CommitOutcome::AlreadyGone));
+    // A bad name is refused with a 400 and nothing is stored.
+    let before = laptop.pull(0, 1000).await.unwrap().cursor;
+    let e = laptop
+        .commit(vec![
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "ok", dir()),
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "a/b", dir()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::Rejected { status: 400, code, .. } if code == "invalid_name"),
+        "{e:?}"
+    );
+    assert_eq!(laptop.pull(0, 1000).await.unwrap().cursor, before);
+
+    // State survives a restart.
+    let mut fx = fx;
+    fx.restart().await;
+    let again = fx.remote("alice", "tablet").await;
+    let p = again.pull(0, 1000).await.unwrap();
+    assert_eq!(p.cursor, before);
+    // Chunks belong to the account, not the device.
+    assert_eq!(again.get_chunk(ChunkId::of(&lv)).await.unwrap(), lv);
+    let laptop_again = fx.remote("alice", "laptop-2").await;
+    laptop_again.put_chunk(ChunkId::of(&v1), v1.clone()).await.unwrap();
+    assert_eq!(laptop_again.get_chunk(ChunkId::of(&v1)).await.unwrap(), v1);
+}
+
+#[tokio::test]
+async fn file_content_with_and_without_range() {
+    let fx = Fx::new().await;
+    let remote = fx.remote("alice", "laptop").await;
+    let parts = [random(1000, 10), random(1500, 11), random(700, 12)];
+    for p in &parts {
+        remote.put_chunk(ChunkId::of(p), p.clone()).await.unwrap();
+    }
+    let whole: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let (d, f) = (NodeId::random(), NodeId::random());
+    let empty = VersionVector::new();
+    let content = content_of(&[&parts[0], &parts[1], &parts[2]]);
+    remote
+        .commit(vec![
+            upsert(d, &empty, NodeId::ROOT, "my docs", dir()),
+            upsert(f, &empty, d, "b ü.bin", file(content.clone())),
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "empty", file(content_of(&[]))),
+        ])
+        .await
+        .unwrap();
+    let token = fx.token("alice").await;
+    let get = |path: &str, range: Option<&str>| {
+        let mut req = fx
+            .http
+            .get(fx.api("files/content"))
+            .query(&[("path", path)])
+            .bearer_auth(&token);
+        if let Some(r) = range {
+            req = req.header(header::RANGE, r);
+        }
+        req.send()
+    };
+
+    let r = get("/my docs/b ü.bin", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "3200");
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(
+        r.headers()[header::ETAG].to_str().unwrap(),
+        format!("\"{}\"", content.hash().to_hex())
+    );
+    assert_eq!(r.bytes().await.unwrap(), whole);
+
+    // A range across all three chunks.
+    let r = get("/my docs/b ü.bin", Some("bytes=900-2600")).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 900-2600/3200");
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "1701");
+    assert_eq!(r.bytes().await.unwrap(), &whole[900..=2600]);
+    // Suffix and open-ended ranges.
+    let r = get("/my docs/b ü.bin", Some("bytes=-5")).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), &whole[3195..]);
+    let r = get("/my docs/b ü.bin", Some("bytes=3000-")).await.unwrap();
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 3000-3199/3200");
+    assert_eq!(r.bytes().await.unwrap(), &whole[3000..]);
+    // Unsatisfiable.
+    let r = get("/my docs/b ü.bin", Some("bytes=3200-")).await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */3200");
+    // An empty file.
+    let r = get("/empty", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // Errors.
+    for (path, status, code) in [
+        ("/my docs/nope", 404, "not_found"),
+        ("/nope/b ü.bin", 404, "not_found"),
+        ("/my docs/b ü.bin/deeper", 404, "not_found"),
+        ("my docs/b ü.bin", 400, "invalid_path"),
+        ("/my docs/../my docs/b ü.bin", 400, "invalid_path"),
+        ("/my docs//b ü.bin", 400, "invalid_path"),
+        ("/my docs", 400, "not_a_file"),
+        ("/", 400, "not_a_file"),
+    ] {
+        let r = get(path, None).await.unwrap();
+        assert_eq!(error_of(r).await, (StatusCode::from_u16(status).unwrap(), code.into()), "{path}");
+    }
+    let r = fx
+        .http
+        .get(fx.api("files/content"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_request".into()));
+}
+
+#[tokio::test]
+async fn users_and_shutdown() {
+    let fx = Fx::new().await;
+    let e = server::add_user(&fx.cfg, "alice", "x").await.unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    for bad in ["", "al ice", "a/b", &"a".repeat(65)] {
+        let e = server::add_user(&fx.cfg, bad, "x").await.unwrap_err();
+        assert!(e.to_string().contains("invalid user name"), "{e}");
+    }
+    // ensure_user: creates once, then leaves it (and its password) alone.
+    server::ensure_user(&fx.cfg, "local", "pw1").await.unwrap();
+    server::ensure_user(&fx.cfg, "local", "pw2").await.unwrap();
+    assert!(login(&fx.url, "local", "pw1", "box").await.is_ok());
+    assert!(login(&fx.url, "local", "pw2", "box").await.is_err());
+
+    let remote = fx.remote("alice", "laptop").await;
+    let Fx { server, .. } = fx;
+    server.unwrap().shutdown().await.unwrap();
+    // After shutdown the remote reports the server unreachable.
+    let e = remote.pull(0, 10).await.unwrap_err();
+    assert!(matches!(e, RemoteError::Unreachable(_)), "{e:?}");
+    assert!(e.is_transient());
+}
