@@ -128,7 +128,13 @@ fn dir() -> NodeMeta {
     }
 }
 
-fn upsert(node: NodeId, base: &VersionVector, parent: NodeId, name: &str, meta: NodeMeta) -> CommitOp {
+fn upsert(
+    node: NodeId,
+    base: &VersionVector,
+    parent: NodeId,
+    name: &str,
+    meta: NodeMeta,
+) -> CommitOp {
     CommitOp {
         node_id: node,
         base: base.clone(),
@@ -150,7 +156,12 @@ fn applied(o: &CommitOutcome) -> &NodeRecord {
 #[tokio::test]
 async fn health_metrics_openapi_and_unknown_routes() {
     let fx = Fx::new().await;
-    let r = fx.http.get(format!("{}/healthz", fx.url)).send().await.unwrap();
+    let r = fx
+        .http
+        .get(format!("{}/healthz", fx.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok");
 
@@ -167,17 +178,31 @@ async fn health_metrics_openapi_and_unknown_routes() {
     // Some traffic, then the counters show it.
     let remote = fx.remote("alice", "laptop").await;
     let data = random(10_000, 1);
-    remote.put_chunk(ChunkId::of(&data), data.clone()).await.unwrap();
+    remote
+        .put_chunk(ChunkId::of(&data), data.clone())
+        .await
+        .unwrap();
     remote.get_chunk(ChunkId::of(&data)).await.unwrap();
-    let r = fx.http.get(format!("{}/metrics", fx.url)).send().await.unwrap();
+    let r = fx
+        .http
+        .get(format!("{}/metrics", fx.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let m = r.text().await.unwrap();
     assert!(
         m.contains(r#"nimbus_http_requests_total{method="GET",route="/healthz",status="200"} 1"#),
         "{m}"
     );
-    assert!(m.contains(r#"route="/api/v1/chunks/{hex}",status="204"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"route="/api/v1/chunks/{hex}",status="204"} 1"#),
+        "{m}"
+    );
     assert!(m.contains(r#"route="unmatched",status="404"} 1"#), "{m}");
     assert!(m.contains("nimbus_chunk_bytes_received_total 10000"), "{m}");
     assert!(m.contains("nimbus_chunk_bytes_sent_total 10000"), "{m}");
@@ -192,7 +217,10 @@ async fn login_refresh_and_token_checks() {
     let ok = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
     assert_eq!(ok.expires_in, 900);
     let again = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
-    assert_ne!(ok.device_id, again.device_id, "every login registers a device");
+    assert_ne!(
+        ok.device_id, again.device_id,
+        "every login registers a device"
+    );
 
     // Wrong password and unknown user: the same 401, word for word.
     let bodies = futures::future::join_all([("alice", "wrong"), ("mallory", "alice-pw")].map(
@@ -245,7 +273,10 @@ async fn login_refresh_and_token_checks() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "unauthorized".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
 
     // Missing, garbage, refresh-as-access tokens.
     let pull = fx.api("sync/pull");
@@ -253,7 +284,10 @@ async fn login_refresh_and_token_checks() {
     assert_eq!((s.as_u16(), code.as_str()), (401, "unauthorized"));
     for bad in ["garbage", ok.refresh_token.as_str()] {
         let r = fx.http.get(&pull).bearer_auth(bad).send().await.unwrap();
-        assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "unauthorized".into()));
+        assert_eq!(
+            error_of(r).await,
+            (StatusCode::UNAUTHORIZED, "unauthorized".into())
+        );
     }
     let r = fx
         .http
@@ -286,8 +320,17 @@ async fn login_refresh_and_token_checks() {
     .await
     .unwrap();
     server::meta_store::MetaStore::close(&meta).await;
-    let r = fx.http.get(&pull).bearer_auth(&expired).send().await.unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::UNAUTHORIZED, "token_expired".into()));
+    let r = fx
+        .http
+        .get(&pull)
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::UNAUTHORIZED, "token_expired".into())
+    );
 
     // HttpRemote refreshes on its own...
     let remote = HttpRemote::new(
@@ -318,7 +361,10 @@ async fn login_refresh_and_token_checks() {
             device_id: ok.device_id,
         },
     );
-    assert!(matches!(remote.pull(0, 10).await, Err(RemoteError::Unauthorized(_))));
+    assert!(matches!(
+        remote.pull(0, 10).await,
+        Err(RemoteError::Unauthorized(_))
+    ));
 }
 
 #[tokio::test]
@@ -339,10 +385,15 @@ async fn chunk_upload_download_and_verification() {
         assert!(fx.chunk_path(&id).exists());
     }
     // Stored compressed: the file is much smaller than the chunk.
-    let stored = std::fs::metadata(fx.chunk_path(&ChunkId::of(&squashy))).unwrap().len();
+    let stored = std::fs::metadata(fx.chunk_path(&ChunkId::of(&squashy)))
+        .unwrap()
+        .len();
     assert!(stored < squashy.len() as u64 / 4, "stored {stored} bytes");
     // Uploading again is fine (idempotent).
-    remote.put_chunk(ChunkId::of(&noise), noise.clone()).await.unwrap();
+    remote
+        .put_chunk(ChunkId::of(&noise), noise.clone())
+        .await
+        .unwrap();
 
     // Raw zstd upload, as curl would send it.
     let data = text(50_000);
@@ -369,10 +420,19 @@ async fn chunk_upload_download_and_verification() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "hash_mismatch".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "hash_mismatch".into())
+    );
     assert!(!fx.chunk_path(&claimed).exists());
-    assert_eq!(remote.missing_chunks(&[claimed]).await.unwrap(), vec![claimed]);
-    assert!(matches!(remote.get_chunk(claimed).await, Err(RemoteError::NotFound(_))));
+    assert_eq!(
+        remote.missing_chunks(&[claimed]).await.unwrap(),
+        vec![claimed]
+    );
+    assert!(matches!(
+        remote.get_chunk(claimed).await,
+        Err(RemoteError::NotFound(_))
+    ));
     // The same through zstd.
     let r = fx
         .http
@@ -383,7 +443,10 @@ async fn chunk_upload_download_and_verification() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "hash_mismatch".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "hash_mismatch".into())
+    );
 
     // Bad ids, bad encodings.
     for bad in ["xyz", &"g".repeat(64), &"a".repeat(63)] {
@@ -395,7 +458,10 @@ async fn chunk_upload_download_and_verification() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "invalid_chunk_id".into()));
+        assert_eq!(
+            error_of(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_chunk_id".into())
+        );
     }
     let r = fx
         .http
@@ -406,7 +472,10 @@ async fn chunk_upload_download_and_verification() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_encoding".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "bad_encoding".into())
+    );
     let r = fx
         .http
         .put(fx.api(&format!("chunks/{claimed}")))
@@ -434,7 +503,10 @@ async fn oversized_bodies_are_413() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
+    );
     // Within the body limit but over the chunk limit.
     let big = random(MAX_CHUNK_LEN as usize + 1, 3);
     let r = fx
@@ -463,7 +535,10 @@ async fn oversized_bodies_are_413() {
         .http
         .post(fx.api("auth/login"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(format!(r#"{{"user":"alice","password":"{}","device":"x"}}"#, "p".repeat(2 << 20)))
+        .body(format!(
+            r#"{{"user":"alice","password":"{}","device":"x"}}"#,
+            "p".repeat(2 << 20)
+        ))
         .send()
         .await
         .unwrap();
@@ -494,7 +569,10 @@ async fn oversized_bodies_are_413() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_request".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
 }
 
 #[tokio::test]
@@ -508,20 +586,41 @@ async fn accounts_are_isolated() {
     let folder = NodeId::random();
     let r = alice
         .commit(vec![
-            upsert(folder, &VersionVector::new(), NodeId::ROOT, "private", dir()),
-            upsert(NodeId::random(), &VersionVector::new(), folder, "s.bin", file(content_of(&[&secret]))),
+            upsert(
+                folder,
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "private",
+                dir(),
+            ),
+            upsert(
+                NodeId::random(),
+                &VersionVector::new(),
+                folder,
+                "s.bin",
+                file(content_of(&[&secret])),
+            ),
         ])
         .await
         .unwrap();
     assert_eq!(r.len(), 2);
 
     // Bob knows the hash, but cannot read the chunk...
-    assert!(matches!(bob.get_chunk(id).await, Err(RemoteError::NotFound(_))));
+    assert!(matches!(
+        bob.get_chunk(id).await,
+        Err(RemoteError::NotFound(_))
+    ));
     // ...must upload it himself...
     assert_eq!(bob.missing_chunks(&[id]).await.unwrap(), vec![id]);
     // ...cannot reference it in a commit...
     let e = bob
-        .commit(vec![upsert(NodeId::random(), &VersionVector::new(), NodeId::ROOT, "mine", file(content_of(&[&secret])))])
+        .commit(vec![upsert(
+            NodeId::random(),
+            &VersionVector::new(),
+            NodeId::ROOT,
+            "mine",
+            file(content_of(&[&secret])),
+        )])
         .await
         .unwrap_err();
     assert!(
@@ -530,7 +629,13 @@ async fn accounts_are_isolated() {
     );
     // ...cannot put things in Alice's folder...
     let e = bob
-        .commit(vec![upsert(NodeId::random(), &VersionVector::new(), folder, "x", dir())])
+        .commit(vec![upsert(
+            NodeId::random(),
+            &VersionVector::new(),
+            folder,
+            "x",
+            dir(),
+        )])
         .await
         .unwrap_err();
     assert!(
@@ -560,7 +665,10 @@ async fn commit_pull_round_trip_and_conflicts() {
     let laptop = fx.remote("alice", "laptop").await;
     let phone = fx.remote("alice", "phone").await;
     let v1 = text(5000);
-    laptop.put_chunk(ChunkId::of(&v1), v1.clone()).await.unwrap();
+    laptop
+        .put_chunk(ChunkId::of(&v1), v1.clone())
+        .await
+        .unwrap();
     let (docs, report) = (NodeId::random(), NodeId::random());
     let empty = VersionVector::new();
     let r = laptop
@@ -575,7 +683,10 @@ async fn commit_pull_round_trip_and_conflicts() {
 
     // The phone pulls everything, in order.
     let p = phone.pull(0, 1000).await.unwrap();
-    assert_eq!(p.changes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![docs, report]);
+    assert_eq!(
+        p.changes.iter().map(|n| n.node_id).collect::<Vec<_>>(),
+        vec![docs, report]
+    );
     assert!(!p.has_more);
     assert_eq!(p.cursor, report_v1.seq);
     assert_eq!(p.changes[1], report_v1);
@@ -590,21 +701,40 @@ async fn commit_pull_round_trip_and_conflicts() {
     // Both edit report.txt from v1: the second is a conflict copy.
     let (pv, lv) = (text(6000), text(7000));
     phone.put_chunk(ChunkId::of(&pv), pv.clone()).await.unwrap();
-    laptop.put_chunk(ChunkId::of(&lv), lv.clone()).await.unwrap();
+    laptop
+        .put_chunk(ChunkId::of(&lv), lv.clone())
+        .await
+        .unwrap();
     let r = phone
-        .commit(vec![upsert(report, &report_v1.vv, docs, "report.txt", file(content_of(&[&pv])))])
+        .commit(vec![upsert(
+            report,
+            &report_v1.vv,
+            docs,
+            "report.txt",
+            file(content_of(&[&pv])),
+        )])
         .await
         .unwrap();
     applied(&r[0]);
     let r = laptop
-        .commit(vec![upsert(report, &report_v1.vv, docs, "report.txt", file(content_of(&[&lv])))])
+        .commit(vec![upsert(
+            report,
+            &report_v1.vv,
+            docs,
+            "report.txt",
+            file(content_of(&[&lv])),
+        )])
         .await
         .unwrap();
     let CommitOutcome::ConflictCopy { node, copy } = &r[0] else {
         panic!("expected a conflict copy, got {:?}", r[0]);
     };
     assert_eq!(node.meta.content, Some(content_of(&[&pv])));
-    assert!(copy.name.starts_with("report (conflict laptop "), "{}", copy.name);
+    assert!(
+        copy.name.starts_with("report (conflict laptop "),
+        "{}",
+        copy.name
+    );
     assert!(copy.name.ends_with(").txt"));
     // The phone sees the copy arrive.
     let p = phone.pull(p.cursor, 1000).await.unwrap();
@@ -612,7 +742,11 @@ async fn commit_pull_round_trip_and_conflicts() {
 
     // A delete shows up as a tombstone with its last place.
     let current = phone.pull(0, 1000).await.unwrap();
-    let copy_now = current.changes.iter().find(|n| n.node_id == copy.node_id).unwrap();
+    let copy_now = current
+        .changes
+        .iter()
+        .find(|n| n.node_id == copy.node_id)
+        .unwrap();
     let r = laptop
         .commit(vec![CommitOp {
             node_id: copy.node_id,
@@ -626,7 +760,10 @@ async fn commit_pull_round_trip_and_conflicts() {
     assert_eq!(p.changes.len(), 1);
     let gone = &p.changes[0];
     assert!(gone.deleted);
-    assert_eq!((gone.parent, gone.name.as_str()), (Some(docs), copy.name.as_str()));
+    assert_eq!(
+        (gone.parent, gone.name.as_str()),
+        (Some(docs), copy.name.as_str())
+    );
     // Deleting something unknown.
     let r = laptop
         .commit(vec![CommitOp {
@@ -661,7 +798,10 @@ async fn commit_pull_round_trip_and_conflicts() {
     // Chunks belong to the account, not the device.
     assert_eq!(again.get_chunk(ChunkId::of(&lv)).await.unwrap(), lv);
     let laptop_again = fx.remote("alice", "laptop-2").await;
-    laptop_again.put_chunk(ChunkId::of(&v1), v1.clone()).await.unwrap();
+    laptop_again
+        .put_chunk(ChunkId::of(&v1), v1.clone())
+        .await
+        .unwrap();
     assert_eq!(laptop_again.get_chunk(ChunkId::of(&v1)).await.unwrap(), v1);
 }
 
@@ -681,7 +821,13 @@ async fn file_content_with_and_without_range() {
         .commit(vec![
             upsert(d, &empty, NodeId::ROOT, "my docs", dir()),
             upsert(f, &empty, d, "b ü.bin", file(content.clone())),
-            upsert(NodeId::random(), &empty, NodeId::ROOT, "empty", file(content_of(&[]))),
+            upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                "empty",
+                file(content_of(&[])),
+            ),
         ])
         .await
         .unwrap();
@@ -709,7 +855,9 @@ async fn file_content_with_and_without_range() {
     assert_eq!(r.bytes().await.unwrap(), whole);
 
     // A range across all three chunks.
-    let r = get("/my docs/b ü.bin", Some("bytes=900-2600")).await.unwrap();
+    let r = get("/my docs/b ü.bin", Some("bytes=900-2600"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 900-2600/3200");
     assert_eq!(r.headers()[header::CONTENT_LENGTH], "1701");
@@ -742,7 +890,11 @@ async fn file_content_with_and_without_range() {
         ("/", 400, "not_a_file"),
     ] {
         let r = get(path, None).await.unwrap();
-        assert_eq!(error_of(r).await, (StatusCode::from_u16(status).unwrap(), code.into()), "{path}");
+        assert_eq!(
+            error_of(r).await,
+            (StatusCode::from_u16(status).unwrap(), code.into()),
+            "{path}"
+        );
     }
     let r = fx
         .http
@@ -751,7 +903,10 @@ async fn file_content_with_and_without_range() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (StatusCode::BAD_REQUEST, "bad_request".into()));
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
 }
 
 #[tokio::test]

@@ -72,7 +72,11 @@ impl Fx {
         file_meta(self.owned(self.account, &[text.as_bytes()]).await)
     }
 
-    async fn run(&self, ctx: &CommitCtx, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, ServerError> {
+    async fn run(
+        &self,
+        ctx: &CommitCtx,
+        ops: Vec<CommitOp>,
+    ) -> Result<Vec<CommitOutcome>, ServerError> {
         commit(self.store.as_ref(), ctx, &ops).await
     }
 
@@ -119,7 +123,13 @@ fn dir_meta() -> NodeMeta {
     }
 }
 
-fn upsert(node: NodeId, base: &VersionVector, parent: NodeId, name: &str, meta: NodeMeta) -> CommitOp {
+fn upsert(
+    node: NodeId,
+    base: &VersionVector,
+    parent: NodeId,
+    name: &str,
+    meta: NodeMeta,
+) -> CommitOp {
     CommitOp {
         node_id: node,
         base: base.clone(),
@@ -165,12 +175,27 @@ async fn create_then_fast_forward() {
     let fx = Fx::new().await;
     let id = NodeId::random();
     let v1 = fx.file("one").await;
-    let n = applied(fx.one(&fx.laptop, upsert(id, &VersionVector::new(), NodeId::ROOT, "a.txt", v1)).await);
+    let n = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &VersionVector::new(), NodeId::ROOT, "a.txt", v1),
+        )
+        .await,
+    );
     assert_eq!(n.vv, vv(&[(dev(1), 1)]));
-    assert_eq!((n.seq, n.parent, n.name.as_str()), (1, Some(NodeId::ROOT), "a.txt"));
+    assert_eq!(
+        (n.seq, n.parent, n.name.as_str()),
+        (1, Some(NodeId::ROOT), "a.txt")
+    );
     // The phone saw it and edits: fast-forward.
     let v2 = fx.file("two").await;
-    let n = applied(fx.one(&fx.phone, upsert(id, &n.vv, NodeId::ROOT, "a.txt", v2.clone())).await);
+    let n = applied(
+        fx.one(
+            &fx.phone,
+            upsert(id, &n.vv, NodeId::ROOT, "a.txt", v2.clone()),
+        )
+        .await,
+    );
     assert_eq!(n.vv, vv(&[(dev(1), 1), (dev(2), 1)]));
     assert_eq!(n.seq, 2);
     assert_eq!(fx.node(id).await.meta, v2);
@@ -184,15 +209,27 @@ async fn own_counter_replay_is_not_a_conflict() {
     let fx = Fx::new().await;
     let id = NodeId::random();
     let base = VersionVector::new();
-    fx.one(&fx.laptop, upsert(id, &base, NodeId::ROOT, "a.txt", fx.file("one").await))
-        .await;
+    fx.one(
+        &fx.laptop,
+        upsert(id, &base, NodeId::ROOT, "a.txt", fx.file("one").await),
+    )
+    .await;
     // The laptop commits again from the same base (a replay after a lost
     // answer, or its next edit before it pulled): still its own line.
     let v2 = fx.file("two").await;
-    let n = applied(fx.one(&fx.laptop, upsert(id, &base, NodeId::ROOT, "a.txt", v2.clone())).await);
+    let n = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &base, NodeId::ROOT, "a.txt", v2.clone()),
+        )
+        .await,
+    );
     assert_eq!(n.vv, vv(&[(dev(1), 2)]));
     assert_eq!(n.meta, v2);
-    assert!(fx.lookup(NodeId::ROOT, &format!("a (conflict laptop {STAMP}).txt")).await.is_none());
+    assert!(fx
+        .lookup(NodeId::ROOT, &format!("a (conflict laptop {STAMP}).txt"))
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -200,17 +237,35 @@ async fn concurrent_content_edit_makes_a_conflict_copy() {
     let fx = Fx::new().await;
     let id = NodeId::random();
     let created = applied(
-        fx.one(&fx.laptop, upsert(id, &VersionVector::new(), NodeId::ROOT, "report.txt", fx.file("v1").await))
-            .await,
+        fx.one(
+            &fx.laptop,
+            upsert(
+                id,
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "report.txt",
+                fx.file("v1").await,
+            ),
+        )
+        .await,
     );
     let base = created.vv.clone();
     let phone_v = fx.file("phone edit").await;
-    let after_phone = applied(fx.one(&fx.phone, upsert(id, &base, NodeId::ROOT, "report.txt", phone_v.clone())).await);
+    let after_phone = applied(
+        fx.one(
+            &fx.phone,
+            upsert(id, &base, NodeId::ROOT, "report.txt", phone_v.clone()),
+        )
+        .await,
+    );
     let seq_before = after_phone.seq;
     // The laptop edited the same version concurrently.
     let laptop_v = fx.file("laptop edit").await;
     let o = fx
-        .one(&fx.laptop, upsert(id, &base, NodeId::ROOT, "report.txt", laptop_v.clone()))
+        .one(
+            &fx.laptop,
+            upsert(id, &base, NodeId::ROOT, "report.txt", laptop_v.clone()),
+        )
         .await;
     let CommitOutcome::ConflictCopy { node, copy } = o else {
         panic!("expected a conflict copy, got {o:?}");
@@ -226,11 +281,27 @@ async fn concurrent_content_edit_makes_a_conflict_copy() {
     assert_eq!(copy.vv, vv(&[(dev(1), 1)]));
     assert!(copy.seq > seq_before);
     assert_eq!(fx.lookup(NodeId::ROOT, &copy.name).await.unwrap(), copy);
-    assert_eq!(fx.store.versions(fx.account, copy.node_id).await.unwrap().len(), 1);
+    assert_eq!(
+        fx.store
+            .versions(fx.account, copy.node_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Another clash in the same second: ` 2`.
     let o = fx
-        .one(&fx.laptop, upsert(id, &base, NodeId::ROOT, "report.txt", fx.file("again").await))
+        .one(
+            &fx.laptop,
+            upsert(
+                id,
+                &base,
+                NodeId::ROOT,
+                "report.txt",
+                fx.file("again").await,
+            ),
+        )
         .await;
     let CommitOutcome::ConflictCopy { copy, .. } = o else {
         panic!("expected a conflict copy, got {o:?}");
@@ -243,15 +314,33 @@ async fn concurrent_edit_with_same_content_merges() {
     let fx = Fx::new().await;
     let id = NodeId::random();
     let created = applied(
-        fx.one(&fx.laptop, upsert(id, &VersionVector::new(), NodeId::ROOT, "a.txt", fx.file("v1").await))
-            .await,
+        fx.one(
+            &fx.laptop,
+            upsert(
+                id,
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "a.txt",
+                fx.file("v1").await,
+            ),
+        )
+        .await,
     );
     let same = fx.file("same").await;
-    fx.one(&fx.phone, upsert(id, &created.vv, NodeId::ROOT, "a.txt", same.clone()))
-        .await;
+    fx.one(
+        &fx.phone,
+        upsert(id, &created.vv, NodeId::ROOT, "a.txt", same.clone()),
+    )
+    .await;
     let mut laptop = same.clone();
     laptop.mode = 0o600;
-    let n = applied(fx.one(&fx.laptop, upsert(id, &created.vv, NodeId::ROOT, "b.txt", laptop.clone())).await);
+    let n = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &created.vv, NodeId::ROOT, "b.txt", laptop.clone()),
+        )
+        .await,
+    );
     assert_eq!(n.vv, vv(&[(dev(1), 2), (dev(2), 1)]));
     assert_eq!((n.name.as_str(), n.meta.mode), ("b.txt", 0o600));
     assert_eq!(fx.log_len().await, 1, "no conflict copy");
@@ -263,10 +352,25 @@ async fn concurrent_edit_with_same_content_merges() {
 async fn concurrent_folder_rename_last_writer_wins() {
     let fx = Fx::new().await;
     let id = NodeId::random();
-    let created = applied(fx.one(&fx.laptop, upsert(id, &VersionVector::new(), NodeId::ROOT, "d", dir_meta())).await);
-    fx.one(&fx.phone, upsert(id, &created.vv, NodeId::ROOT, "phone-name", dir_meta()))
-        .await;
-    let n = applied(fx.one(&fx.laptop, upsert(id, &created.vv, NodeId::ROOT, "laptop-name", dir_meta())).await);
+    let created = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &VersionVector::new(), NodeId::ROOT, "d", dir_meta()),
+        )
+        .await,
+    );
+    fx.one(
+        &fx.phone,
+        upsert(id, &created.vv, NodeId::ROOT, "phone-name", dir_meta()),
+    )
+    .await;
+    let n = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &created.vv, NodeId::ROOT, "laptop-name", dir_meta()),
+        )
+        .await,
+    );
     assert_eq!(n.name, "laptop-name");
     assert_eq!(n.vv, vv(&[(dev(1), 2), (dev(2), 1)]));
 }
@@ -275,28 +379,73 @@ async fn concurrent_folder_rename_last_writer_wins() {
 async fn name_taken_by_another_node_is_renamed() {
     let fx = Fx::new().await;
     let empty = VersionVector::new();
-    fx.one(&fx.laptop, upsert(NodeId::random(), &empty, NodeId::ROOT, "notes.md", fx.file("a").await))
-        .await;
+    fx.one(
+        &fx.laptop,
+        upsert(
+            NodeId::random(),
+            &empty,
+            NodeId::ROOT,
+            "notes.md",
+            fx.file("a").await,
+        ),
+    )
+    .await;
     let o = fx
-        .one(&fx.phone, upsert(NodeId::random(), &empty, NodeId::ROOT, "notes.md", fx.file("b").await))
+        .one(
+            &fx.phone,
+            upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                "notes.md",
+                fx.file("b").await,
+            ),
+        )
         .await;
     let CommitOutcome::Renamed { node } = o else {
         panic!("expected renamed, got {o:?}");
     };
     assert_eq!(node.name, format!("notes (conflict phone {STAMP}).md"));
-    assert_eq!(fx.lookup(NodeId::ROOT, &node.name).await.unwrap().node_id, node.node_id);
+    assert_eq!(
+        fx.lookup(NodeId::ROOT, &node.name).await.unwrap().node_id,
+        node.node_id
+    );
     // A folder keeps its whole name as the stem.
-    fx.one(&fx.laptop, upsert(NodeId::random(), &empty, NodeId::ROOT, "my.album", dir_meta()))
-        .await;
+    fx.one(
+        &fx.laptop,
+        upsert(
+            NodeId::random(),
+            &empty,
+            NodeId::ROOT,
+            "my.album",
+            dir_meta(),
+        ),
+    )
+    .await;
     let o = fx
-        .one(&fx.phone, upsert(NodeId::random(), &empty, NodeId::ROOT, "my.album", dir_meta()))
+        .one(
+            &fx.phone,
+            upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                "my.album",
+                dir_meta(),
+            ),
+        )
         .await;
     let CommitOutcome::Renamed { node } = o else {
         panic!("expected renamed, got {o:?}");
     };
     assert_eq!(node.name, format!("my.album (conflict phone {STAMP})"));
     // Renaming a node onto its own name is not a clash.
-    let n = applied(fx.one(&fx.phone, upsert(node.node_id, &node.vv, NodeId::ROOT, &node.name, dir_meta())).await);
+    let n = applied(
+        fx.one(
+            &fx.phone,
+            upsert(node.node_id, &node.vv, NodeId::ROOT, &node.name, dir_meta()),
+        )
+        .await,
+    );
     assert_eq!(n.name, node.name);
 }
 
@@ -305,11 +454,26 @@ async fn delete_against_concurrent_edit_is_superseded() {
     let fx = Fx::new().await;
     let id = NodeId::random();
     let created = applied(
-        fx.one(&fx.laptop, upsert(id, &VersionVector::new(), NodeId::ROOT, "a.txt", fx.file("v1").await))
-            .await,
+        fx.one(
+            &fx.laptop,
+            upsert(
+                id,
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "a.txt",
+                fx.file("v1").await,
+            ),
+        )
+        .await,
     );
     let edit = fx.file("phone edit").await;
-    let edited = applied(fx.one(&fx.phone, upsert(id, &created.vv, NodeId::ROOT, "a.txt", edit.clone())).await);
+    let edited = applied(
+        fx.one(
+            &fx.phone,
+            upsert(id, &created.vv, NodeId::ROOT, "a.txt", edit.clone()),
+        )
+        .await,
+    );
     let o = fx.one(&fx.laptop, delete(id, &created.vv)).await;
     let CommitOutcome::Superseded { node } = o else {
         panic!("expected superseded, got {o:?}");
@@ -321,7 +485,10 @@ async fn delete_against_concurrent_edit_is_superseded() {
     // Having seen the edit, the delete goes through.
     let gone = applied(fx.one(&fx.laptop, delete(id, &edited.vv)).await);
     assert!(gone.deleted);
-    assert_eq!((gone.parent, gone.name.as_str()), (Some(NodeId::ROOT), "a.txt"));
+    assert_eq!(
+        (gone.parent, gone.name.as_str()),
+        (Some(NodeId::ROOT), "a.txt")
+    );
     assert!(gone.seq > edited.seq);
     assert!(fx.lookup(NodeId::ROOT, "a.txt").await.is_none());
     // Replayed delete: nothing changes.
@@ -335,11 +502,14 @@ async fn edit_after_delete_wins_and_restores_parents() {
     let empty = VersionVector::new();
     let (a, b, f) = (NodeId::random(), NodeId::random(), NodeId::random());
     let res = fx
-        .run(&fx.laptop, vec![
-            upsert(a, &empty, NodeId::ROOT, "a", dir_meta()),
-            upsert(b, &empty, a, "b", dir_meta()),
-            upsert(f, &empty, b, "f.txt", fx.file("v1").await),
-        ])
+        .run(
+            &fx.laptop,
+            vec![
+                upsert(a, &empty, NodeId::ROOT, "a", dir_meta()),
+                upsert(b, &empty, a, "b", dir_meta()),
+                upsert(f, &empty, b, "f.txt", fx.file("v1").await),
+            ],
+        )
         .await
         .unwrap();
     let f_vv = applied(res[2].clone()).vv;
@@ -349,25 +519,40 @@ async fn edit_after_delete_wins_and_restores_parents() {
         assert!(applied(fx.one(&fx.laptop, delete(id, base)).await).deleted);
     }
     // Meanwhile a new "a" appeared at the root.
-    fx.one(&fx.laptop, upsert(NodeId::random(), &empty, NodeId::ROOT, "a", dir_meta()))
-        .await;
+    fx.one(
+        &fx.laptop,
+        upsert(NodeId::random(), &empty, NodeId::ROOT, "a", dir_meta()),
+    )
+    .await;
     // The phone had edited f.txt before seeing the deletes: the edit wins.
     let edit = fx.file("phone edit").await;
-    let n = applied(fx.one(&fx.phone, upsert(f, &f_vv, b, "f.txt", edit.clone())).await);
+    let n = applied(
+        fx.one(&fx.phone, upsert(f, &f_vv, b, "f.txt", edit.clone()))
+            .await,
+    );
     assert!(!n.deleted);
     assert_eq!(n.meta, edit);
     let b_now = fx.node(b).await;
     let a_now = fx.node(a).await;
     assert!(!b_now.deleted && !a_now.deleted);
-    assert_eq!(a_now.name, format!("a (conflict phone {STAMP})"), "old name was taken");
+    assert_eq!(
+        a_now.name,
+        format!("a (conflict phone {STAMP})"),
+        "old name was taken"
+    );
     assert_eq!(b_now.name, "b");
-    assert!(a_now.seq < b_now.seq && b_now.seq < n.seq, "restored top-down, each logged");
+    assert!(
+        a_now.seq < b_now.seq && b_now.seq < n.seq,
+        "restored top-down, each logged"
+    );
 }
 
 #[tokio::test]
 async fn delete_unknown_node_is_already_gone() {
     let fx = Fx::new().await;
-    let o = fx.one(&fx.laptop, delete(NodeId::random(), &VersionVector::new())).await;
+    let o = fx
+        .one(&fx.laptop, delete(NodeId::random(), &VersionVector::new()))
+        .await;
     assert!(matches!(o, CommitOutcome::AlreadyGone));
     // Another account's node is unknown too.
     let theirs = NodeId::random();
@@ -375,11 +560,23 @@ async fn delete_unknown_node_is_already_gone() {
         account: fx.other,
         ..fx.laptop.clone()
     };
-    fx.one(&bob, upsert(theirs, &VersionVector::new(), NodeId::ROOT, "x", dir_meta()))
+    fx.one(
+        &bob,
+        upsert(theirs, &VersionVector::new(), NodeId::ROOT, "x", dir_meta()),
+    )
+    .await;
+    let o = fx
+        .one(&fx.laptop, delete(theirs, &VersionVector::new()))
         .await;
-    let o = fx.one(&fx.laptop, delete(theirs, &VersionVector::new())).await;
     assert!(matches!(o, CommitOutcome::AlreadyGone));
-    assert!(!fx.store.node(fx.other, theirs).await.unwrap().unwrap().deleted);
+    assert!(
+        !fx.store
+            .node(fx.other, theirs)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
 }
 
 #[tokio::test]
@@ -387,9 +584,15 @@ async fn delete_of_folder_with_entries_is_superseded() {
     let fx = Fx::new().await;
     let empty = VersionVector::new();
     let d = NodeId::random();
-    let dn = applied(fx.one(&fx.laptop, upsert(d, &empty, NodeId::ROOT, "d", dir_meta())).await);
-    fx.one(&fx.laptop, upsert(NodeId::random(), &empty, d, "x", dir_meta()))
-        .await;
+    let dn = applied(
+        fx.one(&fx.laptop, upsert(d, &empty, NodeId::ROOT, "d", dir_meta()))
+            .await,
+    );
+    fx.one(
+        &fx.laptop,
+        upsert(NodeId::random(), &empty, d, "x", dir_meta()),
+    )
+    .await;
     let o = fx.one(&fx.laptop, delete(d, &dn.vv)).await;
     assert!(matches!(o, CommitOutcome::Superseded { node } if !node.deleted));
 }
@@ -400,11 +603,14 @@ async fn folder_into_its_own_subtree_is_refused() {
     let empty = VersionVector::new();
     let (a, b, c) = (NodeId::random(), NodeId::random(), NodeId::random());
     let r = fx
-        .run(&fx.laptop, vec![
-            upsert(a, &empty, NodeId::ROOT, "a", dir_meta()),
-            upsert(b, &empty, a, "b", dir_meta()),
-            upsert(c, &empty, b, "c", dir_meta()),
-        ])
+        .run(
+            &fx.laptop,
+            vec![
+                upsert(a, &empty, NodeId::ROOT, "a", dir_meta()),
+                upsert(b, &empty, a, "b", dir_meta()),
+                upsert(c, &empty, b, "c", dir_meta()),
+            ],
+        )
         .await
         .unwrap();
     let a_vv = applied(r[0].clone()).vv;
@@ -418,7 +624,10 @@ async fn folder_into_its_own_subtree_is_refused() {
     }
     assert_eq!(fx.node(a).await.parent, Some(NodeId::ROOT));
     // Moving the other way is fine.
-    let n = applied(fx.one(&fx.laptop, upsert(c, &empty, NodeId::ROOT, "c", dir_meta())).await);
+    let n = applied(
+        fx.one(&fx.laptop, upsert(c, &empty, NodeId::ROOT, "c", dir_meta()))
+            .await,
+    );
     assert_eq!(n.parent, Some(NodeId::ROOT));
 }
 
@@ -434,10 +643,13 @@ async fn bad_names_are_refused_and_nothing_is_stored() {
         ("a\0b", NameError::Nul),
     ] {
         let e = fx
-            .run(&fx.laptop, vec![
-                upsert(NodeId::random(), &empty, NodeId::ROOT, "fine", dir_meta()),
-                upsert(NodeId::random(), &empty, NodeId::ROOT, bad, dir_meta()),
-            ])
+            .run(
+                &fx.laptop,
+                vec![
+                    upsert(NodeId::random(), &empty, NodeId::ROOT, "fine", dir_meta()),
+                    upsert(NodeId::random(), &empty, NodeId::ROOT, bad, dir_meta()),
+                ],
+            )
             .await
             .unwrap_err();
         assert_eq!(err_code(&e), "invalid_name");
@@ -446,11 +658,24 @@ async fn bad_names_are_refused_and_nothing_is_stored() {
         assert!(e.to_string().starts_with("op 1: "), "{e}");
     }
     let e = fx
-        .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, NodeId::ROOT, &"x".repeat(256), dir_meta())])
+        .run(
+            &fx.laptop,
+            vec![upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                &"x".repeat(256),
+                dir_meta(),
+            )],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "invalid_name");
-    assert_eq!(fx.log_len().await, 0, "a request with a bad op stores nothing");
+    assert_eq!(
+        fx.log_len().await,
+        0,
+        "a request with a bad op stores nothing"
+    );
 }
 
 #[tokio::test]
@@ -481,7 +706,16 @@ async fn malformed_nodes_are_refused() {
         file_meta(huge_chunk),
     ] {
         let e = fx
-            .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, NodeId::ROOT, "n", meta.clone())])
+            .run(
+                &fx.laptop,
+                vec![upsert(
+                    NodeId::random(),
+                    &empty,
+                    NodeId::ROOT,
+                    "n",
+                    meta.clone(),
+                )],
+            )
             .await
             .unwrap_err();
         assert_eq!(err_code(&e), "invalid_node", "{meta:?}");
@@ -490,7 +724,16 @@ async fn malformed_nodes_are_refused() {
     let mut wrong_len = content;
     wrong_len.manifest.chunks[0].len = 2;
     let e = fx
-        .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, NodeId::ROOT, "n", file_meta(wrong_len))])
+        .run(
+            &fx.laptop,
+            vec![upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                "n",
+                file_meta(wrong_len),
+            )],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "invalid_node");
@@ -504,9 +747,16 @@ async fn malformed_nodes_are_refused() {
     }
     // A node keeps its kind.
     let id = NodeId::random();
-    fx.one(&fx.laptop, upsert(id, &empty, NodeId::ROOT, "k", dir_meta())).await;
+    fx.one(
+        &fx.laptop,
+        upsert(id, &empty, NodeId::ROOT, "k", dir_meta()),
+    )
+    .await;
     let e = fx
-        .run(&fx.laptop, vec![upsert(id, &empty, NodeId::ROOT, "k", fx.file("x").await)])
+        .run(
+            &fx.laptop,
+            vec![upsert(id, &empty, NodeId::ROOT, "k", fx.file("x").await)],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "kind_mismatch");
@@ -523,7 +773,16 @@ async fn chunks_not_owned_by_the_account_are_refused() {
     let mut mixed = bobs.clone();
     mixed.manifest.chunks.insert(0, mine.manifest.chunks[0]);
     let e = fx
-        .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, NodeId::ROOT, "steal", file_meta(mixed))])
+        .run(
+            &fx.laptop,
+            vec![upsert(
+                NodeId::random(),
+                &empty,
+                NodeId::ROOT,
+                "steal",
+                file_meta(mixed),
+            )],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "missing_chunks");
@@ -549,18 +808,30 @@ async fn parent_must_exist_in_this_account_and_be_a_folder() {
         ..fx.laptop.clone()
     };
     let bobs_dir = NodeId::random();
-    fx.one(&bob, upsert(bobs_dir, &empty, NodeId::ROOT, "shared?", dir_meta()))
-        .await;
+    fx.one(
+        &bob,
+        upsert(bobs_dir, &empty, NodeId::ROOT, "shared?", dir_meta()),
+    )
+    .await;
     let e = fx
-        .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, bobs_dir, "x", dir_meta())])
+        .run(
+            &fx.laptop,
+            vec![upsert(NodeId::random(), &empty, bobs_dir, "x", dir_meta())],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "parent_not_found");
     let file = NodeId::random();
-    fx.one(&fx.laptop, upsert(file, &empty, NodeId::ROOT, "f", fx.file("x").await))
-        .await;
+    fx.one(
+        &fx.laptop,
+        upsert(file, &empty, NodeId::ROOT, "f", fx.file("x").await),
+    )
+    .await;
     let e = fx
-        .run(&fx.laptop, vec![upsert(NodeId::random(), &empty, file, "x", dir_meta())])
+        .run(
+            &fx.laptop,
+            vec![upsert(NodeId::random(), &empty, file, "x", dir_meta())],
+        )
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), "parent_not_dir");
@@ -572,11 +843,20 @@ async fn a_failing_op_keeps_the_ops_before_it() {
     let empty = VersionVector::new();
     let ok = NodeId::random();
     let e = fx
-        .run(&fx.laptop, vec![
-            upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta()),
-            upsert(NodeId::random(), &empty, NodeId::random(), "orphan", dir_meta()),
-            upsert(NodeId::random(), &empty, NodeId::ROOT, "never", dir_meta()),
-        ])
+        .run(
+            &fx.laptop,
+            vec![
+                upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta()),
+                upsert(
+                    NodeId::random(),
+                    &empty,
+                    NodeId::random(),
+                    "orphan",
+                    dir_meta(),
+                ),
+                upsert(NodeId::random(), &empty, NodeId::ROOT, "never", dir_meta()),
+            ],
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ServerError::InOp { index: 1, .. }), "{e:?}");
@@ -584,7 +864,13 @@ async fn a_failing_op_keeps_the_ops_before_it() {
     assert!(fx.lookup(NodeId::ROOT, "never").await.is_none());
     assert_eq!(fx.log_len().await, 1);
     // Replaying the request's first op is harmless.
-    let n = applied(fx.one(&fx.laptop, upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta())).await);
+    let n = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta()),
+        )
+        .await,
+    );
     assert_eq!(n.vv, vv(&[(dev(1), 2)]));
 }
 
@@ -594,19 +880,38 @@ async fn seq_is_monotonic_and_versions_only_on_new_content() {
     let empty = VersionVector::new();
     let id = NodeId::random();
     let v1 = fx.file("one").await;
-    let mut last = applied(fx.one(&fx.laptop, upsert(id, &empty, NodeId::ROOT, "a", v1.clone())).await);
+    let mut last = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &empty, NodeId::ROOT, "a", v1.clone()),
+        )
+        .await,
+    );
     let mut seqs = vec![last.seq];
     // Rename and chmod: no new version.
     let mut m = v1.clone();
     m.mode = 0o600;
-    last = applied(fx.one(&fx.laptop, upsert(id, &last.vv, NodeId::ROOT, "b", m)).await);
+    last = applied(
+        fx.one(&fx.laptop, upsert(id, &last.vv, NodeId::ROOT, "b", m))
+            .await,
+    );
     seqs.push(last.seq);
-    last = applied(fx.one(&fx.laptop, upsert(id, &last.vv, NodeId::ROOT, "b", fx.file("two").await)).await);
+    last = applied(
+        fx.one(
+            &fx.laptop,
+            upsert(id, &last.vv, NodeId::ROOT, "b", fx.file("two").await),
+        )
+        .await,
+    );
     seqs.push(last.seq);
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(fx.store.versions(fx.account, id).await.unwrap().len(), 2);
     let log = fx.store.changes_since(fx.account, 0, 10).await.unwrap();
-    assert_eq!(log.len(), 1, "one node, reported once with its latest state");
+    assert_eq!(
+        log.len(),
+        1,
+        "one node, reported once with its latest state"
+    );
     assert_eq!(log[0], last);
 }
 
@@ -614,7 +919,15 @@ async fn seq_is_monotonic_and_versions_only_on_new_content() {
 async fn too_many_ops_are_refused() {
     let fx = Fx::new().await;
     let ops: Vec<CommitOp> = (0..=MAX_COMMIT_OPS)
-        .map(|i| upsert(NodeId::random(), &VersionVector::new(), NodeId::ROOT, &format!("n{i}"), dir_meta()))
+        .map(|i| {
+            upsert(
+                NodeId::random(),
+                &VersionVector::new(),
+                NodeId::ROOT,
+                &format!("n{i}"),
+                dir_meta(),
+            )
+        })
         .collect();
     let e = fx.run(&fx.laptop, ops).await.unwrap_err();
     assert_eq!(err_code(&e), "payload_too_large");

@@ -848,8 +848,11 @@ mod tests {
     crate::server::meta_store::suite::meta_store_suite!(
         sqlite_suite,
         |dir: std::path::PathBuf| async move {
-            std::sync::Arc::new(SqliteMetaStore::open(&dir.join("meta.sqlite")).await.unwrap())
-                as std::sync::Arc<dyn MetaStore>
+            std::sync::Arc::new(
+                SqliteMetaStore::open(&dir.join("meta.sqlite"))
+                    .await
+                    .unwrap(),
+            ) as std::sync::Arc<dyn MetaStore>
         }
     );
 
