@@ -50,11 +50,11 @@ struct StorageArgs {
     /// chunks live below it unless --metadata / --chunks say otherwise.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Metadata store, e.g. sqlite:/var/lib/nimbus/meta.db [default: SQLite
-    /// in the data directory].
+    /// Metadata store, e.g. sqlite:/var/lib/nimbus/meta.sqlite [default:
+    /// DATA/meta.sqlite].
     #[arg(long, value_name = "sqlite:PATH")]
     metadata: Option<String>,
-    /// Chunk store directory [default: chunks/ in the data directory].
+    /// Chunk store directory [default: DATA/chunks].
     #[arg(long, value_name = "DIR")]
     chunks: Option<PathBuf>,
 }

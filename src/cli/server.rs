@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub struct StorageArgs {
     /// `--data`; default: [`config::server_data_dir`].
     pub data: Option<PathBuf>,
-    /// `--metadata`, e.g. `sqlite:/var/lib/nimbus/meta.db`.
+    /// `--metadata`, e.g. `sqlite:/var/lib/nimbus/meta.sqlite`.
     pub metadata: Option<String>,
     /// `--chunks`, a directory.
     pub chunks: Option<PathBuf>,
