@@ -200,7 +200,10 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     stop.cancel();
     rt.block_on(async {
         let deadline = Instant::now() + DRAIN_ON_EXIT;
-        while vfs.meta.journal_len() > 0 && Instant::now() < deadline {
+        while vfs.meta.journal_len() > 0
+            && Instant::now() < deadline
+            && vfs.sync_state.lock().connection == "online"
+        {
             tokio::select! {
                 _ = vfs.drained_notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
