@@ -489,6 +489,62 @@ async fn chunk_upload_download_and_verification() {
 }
 
 #[tokio::test]
+async fn corrupt_chunks_are_never_served_and_heal_on_upload() {
+    let fx = Fx::new().await;
+    let remote = fx.remote("alice", "laptop").await;
+    let data = random(50_000, 30);
+    let id = ChunkId::of(&data);
+    remote.put_chunk(id, data.clone()).await.unwrap();
+    remote
+        .commit(vec![upsert(
+            NodeId::random(),
+            &VersionVector::new(),
+            NodeId::ROOT,
+            "f",
+            file(content_of(&[&data])),
+        )])
+        .await
+        .unwrap();
+    // Bit rot on disk.
+    let path = fx.chunk_path(&id);
+    let mut raw = std::fs::read(&path).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x40;
+    std::fs::write(&path, raw).unwrap();
+    let r = fx
+        .http
+        .get(fx.api("files/content"))
+        .query(&[("path", "/f")])
+        .bearer_auth(fx.token("alice").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::INTERNAL_SERVER_ERROR, "chunk_corrupt".into())
+    );
+    assert!(!path.exists(), "quarantined");
+    let e = remote.get_chunk(id).await.unwrap_err();
+    assert!(
+        matches!(e, RemoteError::Server { status: 500, .. }),
+        "{e:?}"
+    );
+    // The account must upload it again, which heals it.
+    assert_eq!(remote.missing_chunks(&[id]).await.unwrap(), vec![id]);
+    remote.put_chunk(id, data.clone()).await.unwrap();
+    assert_eq!(remote.get_chunk(id).await.unwrap(), data);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&fx.cfg.data_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "data dir is private");
+    }
+}
+
+#[tokio::test]
 async fn oversized_bodies_are_413() {
     let fx = Fx::new().await;
     let token = fx.token("alice").await;
@@ -697,6 +753,12 @@ async fn commit_pull_round_trip_and_conflicts() {
     assert_eq!(p2.changes[0].node_id, report);
     assert!(!p2.has_more);
     assert!(phone.pull(p.cursor, 1000).await.unwrap().changes.is_empty());
+    // A cursor past the log (the server was reset) is refused.
+    let e = phone.pull(p.cursor + 1, 1000).await.unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::Rejected { status: 409, code, .. } if code == "cursor_ahead"),
+        "{e:?}"
+    );
 
     // Both edit report.txt from v1: the second is a conflict copy.
     let (pv, lv) = (text(6000), text(7000));

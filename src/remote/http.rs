@@ -12,6 +12,8 @@
 //! - Chunks go up zstd-compressed (`Content-Encoding: zstd`) when that
 //!   makes them smaller, and come down verified against their BLAKE3 hash
 //!   (`Corrupt` otherwise).
+//! - Lock order: `refreshing` (async, held across the refresh request),
+//!   then `access_token` (sync, never held across an await).
 //! - Requests over the server's per-request caps (`MAX_MISSING_QUERY` ids,
 //!   `MAX_COMMIT_OPS` ops) are split into several requests, in order.
 

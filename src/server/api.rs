@@ -327,6 +327,15 @@ pub async fn pull(
         .meta
         .changes_since(auth.account, q.cursor, limit + 1)
         .await?;
+    if changes.is_empty() && q.cursor > 0 {
+        let last = st.meta.last_seq(auth.account).await?;
+        if q.cursor > last {
+            return Err(ServerError::CursorAhead {
+                cursor: q.cursor,
+                last,
+            });
+        }
+    }
     let has_more = changes.len() > limit as usize;
     changes.truncate(limit as usize);
     let cursor = changes.last().map_or(q.cursor, |n| n.seq);

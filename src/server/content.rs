@@ -3,10 +3,11 @@
 //! with single-range `Range: bytes=` support so `curl` is a client too.
 
 use super::auth::Auth;
+use super::chunk_store::ChunkStore;
 use super::error::ServerError;
 use super::meta_store::{AccountId, MetaStore};
 use super::AppState;
-use crate::protocol::{validate_name, NodeId, NodeKind, NodeRecord};
+use crate::protocol::{validate_name, ChunkSlice, NodeId, NodeKind, NodeRecord};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -122,6 +123,23 @@ pub fn parse_range(
     }))
 }
 
+/// The bytes of one slice of a chunk.
+async fn read_slice(
+    chunks: std::sync::Arc<dyn ChunkStore>,
+    s: ChunkSlice,
+) -> Result<Bytes, ServerError> {
+    let data = chunks.get(s.id).await?;
+    let from = s.offset_in_chunk as usize;
+    let to = from + s.len as usize;
+    if data.len() < to {
+        return Err(ServerError::internal(format!(
+            "chunk {} is shorter than its manifest entry",
+            s.id
+        )));
+    }
+    Ok(data.slice(from..to))
+}
+
 pub async fn file_content(
     auth: Auth,
     State(st): State<AppState>,
@@ -141,32 +159,32 @@ pub async fn file_content(
         None => (0, size),
     };
     let offsets = content.manifest.offsets();
-    let slices = content.manifest.slices(&offsets, start, len);
+    let mut slices = content.manifest.slices(&offsets, start, len).into_iter();
+    // The first piece is read before answering, so a missing or corrupt
+    // chunk there is a proper 500; later failures can only cut the body
+    // short (the client sees fewer bytes than Content-Length).
+    let first = match slices.next() {
+        Some(s) => Some(read_slice(st.chunks.clone(), s).await?),
+        None => None,
+    };
     let chunks = st.chunks.clone();
-    let metrics = st.clone();
-    let stream = futures::stream::iter(slices)
+    let counter = st.clone();
+    let rest = futures::stream::iter(slices)
         .map(move |s| {
             let chunks = chunks.clone();
             async move {
-                let data = chunks.get(s.id).await.map_err(|e| {
-                    tracing::error!(chunk = %s.id, error = %e, "file download aborted");
-                    std::io::Error::other(e)
-                })?;
-                let from = s.offset_in_chunk as usize;
-                let to = from + s.len as usize;
-                if data.len() < to {
-                    return Err(std::io::Error::other(format!(
-                        "chunk {} is shorter than its manifest entry",
-                        s.id
-                    )));
-                }
-                Ok::<Bytes, std::io::Error>(data.slice(from..to))
+                read_slice(chunks, s).await.map_err(|e| {
+                    tracing::error!(chunk = %s.id, error = %e, "file download cut short");
+                    std::io::Error::other(e.to_string())
+                })
             }
         })
-        .buffered(2)
+        .buffered(2);
+    let stream = futures::stream::iter(first.map(Ok))
+        .chain(rest)
         .inspect(move |r| {
             if let Ok(b) = r {
-                metrics.metrics.chunk_bytes_out.add(b.len() as u64);
+                counter.metrics.chunk_bytes_out.add(b.len() as u64);
             }
         });
 

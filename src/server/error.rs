@@ -66,6 +66,10 @@ pub enum ServerError {
     MissingChunks(Vec<ChunkId>),
     #[error("user '{0}' already exists")]
     UserExists(String),
+    /// The device's cursor is past the end of the change log (the server's
+    /// data was reset or restored): pull again from 0.
+    #[error("cursor {cursor} is ahead of the server's change log (last change {last}); pull again from 0")]
+    CursorAhead { cursor: u64, last: u64 },
 
     // ---- 413 ----
     #[error("{0}")]
@@ -141,6 +145,7 @@ impl ServerError {
             KindMismatch { .. } => (StatusCode::CONFLICT, "kind_mismatch"),
             MissingChunks(_) => (StatusCode::CONFLICT, "missing_chunks"),
             UserExists(_) => (StatusCode::CONFLICT, "user_exists"),
+            CursorAhead { .. } => (StatusCode::CONFLICT, "cursor_ahead"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             RangeNotSatisfiable { .. } => {

@@ -19,7 +19,7 @@
 //! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
 //! | `GET /api/v1/chunks/{hex}` | → plain bytes | 404 unless this account uploaded the chunk |
 //! | `POST /api/v1/sync/commit` | `CommitRequest` → `CommitResponse` | see below |
-//! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` | 400 bad query |
+//! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` (limit default 1000, capped at `MAX_PULL_LIMIT`) | 400 bad query, 409 `cursor_ahead` (cursor past the log: the server was reset; pull from 0) |
 //! | `GET /api/v1/files/content?path=/a/b` | → file bytes; `Range: bytes=a-b` → 206 | 400 `invalid_path`/`not_a_file`, 404, 416 |
 //!
 //! Every `/api/v1` route except login and refresh takes
@@ -260,9 +260,24 @@ impl RunningServer {
     }
 }
 
+/// Creates the data directory, private to its owner, if it is missing.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    create_data_dir(&cfg.data_dir)?;
     meta_store::open(cfg.metadata.as_deref(), &cfg.data_dir).await
 }
 

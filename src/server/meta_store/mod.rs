@@ -203,6 +203,8 @@ pub trait MetaStore: Send + Sync + 'static {
         cursor: u64,
         limit: u32,
     ) -> Result<Vec<NodeRecord>, MetaError>;
+    /// The account's latest change-log number (0 before any change).
+    async fn last_seq(&self, account: AccountId) -> Result<u64, MetaError>;
     /// Every committed version of a file, oldest first.
     async fn versions(
         &self,

@@ -5,6 +5,10 @@
 //! covers other processes on the same file (`nimbus admin user add` while
 //! the server runs). Readers never wait for writers (WAL).
 //!
+//! Lock order: `write_lock`, then a pool connection. Readers take only a
+//! connection and never the lock; a transaction runs every query on its
+//! own connection, so it never waits for a second one.
+//!
 //! The SQL sticks to what PostgreSQL also accepts (partial unique index,
 //! `ON CONFLICT`, `INSERT ... RETURNING`); identifiers are BLOBs (16 bytes
 //! for UUIDs, 32 for hashes), JSON is stored as TEXT, times as integer
@@ -625,6 +629,16 @@ impl MetaStore for SqliteMetaStore {
             .iter()
             .map(node_from_row)
             .collect()
+    }
+
+    async fn last_seq(&self, account: AccountId) -> Result<u64, MetaError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT next_seq - 1 FROM accounts WHERE id = ?")
+            .bind(account.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        let (seq,) = row.ok_or_else(|| corrupt(format!("no account {}", account.0)))?;
+        u64::try_from(seq).map_err(corrupt)
     }
 
     async fn versions(

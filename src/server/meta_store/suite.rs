@@ -410,6 +410,9 @@ pub(crate) async fn changes_since_pages(store: Store) {
     assert_eq!(rest.len(), 6);
     assert!(rest[0].seq > page[3].seq);
     assert!(store.changes_since(a, 11, 100).await.unwrap().is_empty());
+    assert_eq!(store.last_seq(a).await.unwrap(), 11);
+    let b = account(&store, "bob").await;
+    assert_eq!(store.last_seq(b).await.unwrap(), 0);
     assert!(store
         .changes_since(a, u64::MAX, 100)
         .await
