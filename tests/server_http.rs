@@ -563,6 +563,39 @@ async fn oversized_bodies_are_413() {
         error_of(r).await,
         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
     );
+    // The largest chunk, and a commit over the generic 1 MiB JSON limit,
+    // both fit their routes' limits.
+    let remote = fx.remote("alice", "laptop").await;
+    let largest = random(MAX_CHUNK_LEN as usize, 5);
+    remote
+        .put_chunk(ChunkId::of(&largest), largest.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        remote.get_chunk(ChunkId::of(&largest)).await.unwrap(),
+        largest
+    );
+    let target = "t".repeat(4000);
+    let ops: Vec<CommitOp> = (0..300)
+        .map(|i| {
+            let meta = NodeMeta {
+                kind: NodeKind::Symlink,
+                mode: 0o777,
+                mtime_ns: 0,
+                content: None,
+                symlink_target: Some(target.clone()),
+            };
+            upsert(
+                NodeId::random(),
+                &VersionVector::new(),
+                NodeId::ROOT,
+                &format!("l{i}"),
+                meta,
+            )
+        })
+        .collect();
+    assert!(serde_json::to_vec(&ops).unwrap().len() > 1 << 20);
+    assert_eq!(remote.commit(ops).await.unwrap().len(), 300);
     // Within the body limit but over the chunk limit.
     let big = random(MAX_CHUNK_LEN as usize + 1, 3);
     let r = fx
@@ -613,7 +646,6 @@ async fn oversized_bodies_are_413() {
         .unwrap();
     assert_eq!(error_of(r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     // HttpRemote splits such queries itself.
-    let remote = fx.remote("alice", "laptop").await;
     assert_eq!(remote.missing_chunks(&ids).await.unwrap().len(), ids.len());
     // Malformed JSON is a 400 with an ErrorBody.
     let r = fx
