@@ -112,8 +112,9 @@ pub async fn hash_password(password: &str) -> anyhow::Result<String> {
 pub async fn verify_password(hash: Option<String>, password: &str) -> bool {
     let password = password.to_owned();
     let known = hash.is_some();
-    let phc = hash.unwrap_or_else(|| dummy_hash().to_owned());
     let ok = tokio::task::spawn_blocking(move || {
+        // The dummy hash is computed on first use: on this blocking thread.
+        let phc = hash.unwrap_or_else(|| dummy_hash().to_owned());
         PasswordHash::new(&phc)
             .map(|parsed| {
                 Argon2::default()
