@@ -61,7 +61,11 @@ fn offline_reads_of_uncached_content_fail_promptly_and_writes_queue() {
     fs::write(a.path("remote-only.bin"), &bytes).unwrap();
     fs::write(a.path("small.txt"), b"cached on b").unwrap();
     a.sync();
-    wait_content(&b.path("small.txt"), b"cached on b", Duration::from_secs(60));
+    wait_content(
+        &b.path("small.txt"),
+        b"cached on b",
+        Duration::from_secs(60),
+    );
     wait_for("listing on b", Duration::from_secs(60), || {
         b.path("remote-only.bin").exists().then_some(())
     });
@@ -70,12 +74,19 @@ fn offline_reads_of_uncached_content_fail_promptly_and_writes_queue() {
     server.child.wait().unwrap();
     // Cached content still reads; listings still work.
     assert_eq!(fs::read(b.path("small.txt")).unwrap(), b"cached on b");
-    assert_eq!(fs::metadata(b.path("remote-only.bin")).unwrap().len(), bytes.len() as u64);
+    assert_eq!(
+        fs::metadata(b.path("remote-only.bin")).unwrap().len(),
+        bytes.len() as u64
+    );
     // Uncached content fails with EIO, promptly.
     let t0 = Instant::now();
     let err = fs::read(b.path("remote-only.bin")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
     // Writes are accepted and stay queued.
     fs::write(b.path("offline.txt"), b"written offline").unwrap();
     assert_eq!(fs::read(b.path("offline.txt")).unwrap(), b"written offline");

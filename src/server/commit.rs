@@ -13,9 +13,10 @@
 
 use super::error::ServerError;
 use super::meta_store::{AccountId, MetaStore, MetaTxn, NewVersion};
+pub use crate::protocol::{conflict_name, utc_stamp};
 use crate::protocol::{
     validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeId, NodeKind,
-    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_NAME_BYTES,
+    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS,
 };
 use std::collections::HashSet;
 
@@ -426,61 +427,6 @@ async fn first_free_conflict_name(
     Err(ServerError::internal(format!(
         "no free conflict name for {name:?} after {MAX_CONFLICT_SUFFIX} tries"
     )))
-}
-
-/// `<stem> (conflict <device> <YYYY-MM-DD HH.MM.SS>[ n])<.ext>`, UTC, with
-/// ` n` only for `n ≥ 2`. Folders keep their whole name as the stem. The
-/// stem is shortened (on a character boundary) so the result stays within
-/// [`MAX_NAME_BYTES`]; `/`, NUL and control characters of the device name
-/// become `_`.
-pub fn conflict_name(name: &str, kind: NodeKind, device: &str, now_ns: i64, n: u32) -> String {
-    let (stem, ext) = match name.rfind('.') {
-        Some(pos) if pos > 0 && kind != NodeKind::Dir && name.len() - pos <= 32 => {
-            name.split_at(pos)
-        }
-        _ => (name, ""),
-    };
-    let mut device: String = device
-        .chars()
-        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
-        .collect();
-    truncate_to(&mut device, 64);
-    if device.trim().is_empty() {
-        device = "unknown device".into();
-    }
-    let suffix = if n >= 2 {
-        format!(" (conflict {device} {} {n})", utc_stamp(now_ns))
-    } else {
-        format!(" (conflict {device} {})", utc_stamp(now_ns))
-    };
-    let mut stem = stem.to_owned();
-    truncate_to(
-        &mut stem,
-        MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len()),
-    );
-    format!("{stem}{suffix}{ext}")
-}
-
-fn truncate_to(s: &mut String, max_bytes: usize) {
-    if s.len() > max_bytes {
-        let mut cut = max_bytes;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-}
-
-/// `YYYY-MM-DD HH.MM.SS` in UTC.
-pub fn utc_stamp(now_ns: i64) -> String {
-    let secs = u64::try_from(now_ns.div_euclid(1_000_000_000)).unwrap_or(0);
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    // "YYYY-MM-DDTHH:MM:SSZ"
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .trim_end_matches('Z')
-        .replace('T', " ")
-        .replace(':', ".")
 }
 
 /// Every chunk of the manifest must be owned by the account, with the

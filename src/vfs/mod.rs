@@ -1441,8 +1441,13 @@ impl Vfs {
         if other.has_local_changes() {
             let mut n = 1;
             let new_name = loop {
-                let candidate =
-                    crate::protocol::conflict_name(name, &self.device_name, now_ns(), n);
+                let candidate = crate::protocol::conflict_name(
+                    name,
+                    other.kind,
+                    &self.device_name,
+                    now_ns(),
+                    n,
+                );
                 if self.meta.dentry(parent, &candidate)?.is_none() {
                     break candidate;
                 }

@@ -969,7 +969,7 @@ fn conflict_names() {
     // Long names are shortened to stay valid, keeping the extension.
     let long = format!("{}.jpeg", "é".repeat(125));
     let c = conflict_name(&long, f, "laptop", NOW, 12);
-    assert!(c.len() <= MAX_NAME_BYTES, "{}", c.len());
+    assert!(c.len() <= crate::protocol::MAX_NAME_BYTES, "{}", c.len());
     assert!(c.ends_with(&format!("(conflict laptop {STAMP} 12).jpeg")));
     assert!(validate_name(&c).is_ok());
 }
