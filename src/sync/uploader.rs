@@ -20,7 +20,7 @@
 
 use super::follower::set_connection;
 use super::Backoff;
-use crate::chunking::chunk_stream;
+use crate::chunking::{chunk_bytes, chunk_stream};
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, FileContent, Manifest, NodeChange, NodeId, NodeKind,
     NodeMeta, MAX_COMMIT_OPS,
@@ -37,10 +37,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Journal entries per round.
 pub const BATCH: usize = 512;
+/// Pause after a round, so that changes made close together share one.
+const COALESCE: Duration = Duration::from_millis(30);
+/// Longest sleep with an empty journal (a wake-up also comes with every
+/// journal append).
+const IDLE: Duration = Duration::from_secs(2);
 /// Chunks per missing-chunks query / upload group.
 const GROUP_CHUNKS: usize = 64;
 const GROUP_BYTES: usize = 32 << 20;
 const PARALLEL_PUTS: usize = 4;
+/// Files up to this size are read whole and chunked in memory.
+const IN_MEMORY_CHUNKING: u64 = 8 << 20;
 
 pub struct Uploader {
     vfs: Arc<Vfs>,
@@ -74,41 +81,57 @@ impl Uploader {
 
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::default();
+        // After a permanent failure, rounds shrink to one entry so a single
+        // bad entry cannot hold back the rest of the journal.
+        let mut limit = BATCH;
         loop {
-            let wait = match self.round().await {
+            let wait = match self.round(limit).await {
                 Ok(true) => {
                     backoff.reset();
-                    None
+                    limit = BATCH;
+                    // Let closely spaced changes (an untar, a copy of many
+                    // small files) gather into one round.
+                    Some(COALESCE)
                 }
                 Ok(false) => {
                     backoff.reset();
                     self.vfs.drained_notify.notify_waiters();
-                    Some(Duration::from_secs(2))
+                    Some(IDLE)
                 }
                 Err(RoundError::Remote(e)) if e.is_transient() => {
                     set_connection(&self.vfs, &e);
                     tracing::info!("uploader: {e}; retrying");
                     Some(backoff.next_delay())
                 }
+                Err(e) if limit > 1 => {
+                    tracing::info!("uploader: {e}; retrying entries one at a time");
+                    limit = 1;
+                    None
+                }
                 Err(e) => {
                     if let RoundError::Remote(r) = &e {
                         set_connection(&self.vfs, r);
                     }
-                    tracing::warn!("uploader: {e}");
-                    let mut st = self.vfs.sync_state.lock();
-                    st.failed.push((String::new(), e.to_string()));
-                    if st.failed.len() > 50 {
-                        st.failed.remove(0);
-                    }
-                    drop(st);
-                    Some(backoff.next_delay().max(Duration::from_secs(5)))
+                    self.give_up_first(&e);
+                    limit = BATCH;
+                    None
                 }
             };
             if let Some(d) = wait {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = self.vfs.journal_notify.notified() => {}
-                    _ = tokio::time::sleep(d) => {}
+                if d == COALESCE {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = self.vfs.journal_notify.notified() => {}
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                    if !stop.is_cancelled() {
+                        tokio::time::sleep(COALESCE).await;
+                    }
                 }
             } else if stop.is_cancelled() {
                 return;
@@ -116,15 +139,44 @@ impl Uploader {
         }
     }
 
+    /// The first journal entry failed for a reason retrying cannot fix
+    /// (the server refused it). It leaves the journal so the rest can
+    /// proceed; the error and path are shown in `nimbus status`. The local
+    /// content stays (the node keeps its local changes and is pushed again
+    /// with its next change).
+    fn give_up_first(&self, e: &RoundError) {
+        let Ok(first) = self.vfs.meta.journal(0, 1) else {
+            return;
+        };
+        let Some((seq, op)) = first.into_iter().next() else {
+            return;
+        };
+        let path = match &op {
+            JournalOp::Sync { ino } => self.vfs.path_of(*ino).unwrap_or_default(),
+            JournalOp::Delete { name, .. } => name.clone(),
+        };
+        tracing::warn!(path = %path, "uploader: giving up on this change: {e}");
+        let mut t = self.vfs.meta.txn();
+        t.journal_done(seq);
+        if t.commit().is_err() {
+            return;
+        }
+        let mut st = self.vfs.sync_state.lock();
+        st.failed.push((path, e.to_string()));
+        if st.failed.len() > 50 {
+            st.failed.remove(0);
+        }
+    }
+
     /// Runs one round; `Ok(false)` when there was nothing it could push.
     /// (Tests drive the uploader with this instead of [`Uploader::run`].)
     pub async fn run_once(&self) -> anyhow::Result<bool> {
-        Ok(self.round().await?)
+        Ok(self.round(BATCH).await?)
     }
 
     /// One round; `Ok(false)` when there was nothing it could push.
-    async fn round(&self) -> Result<bool, RoundError> {
-        let entries = self.vfs.meta.journal(0, BATCH)?;
+    async fn round(&self, limit: usize) -> Result<bool, RoundError> {
+        let entries = self.vfs.meta.journal(0, limit)?;
         if entries.is_empty() {
             return Ok(false);
         }
@@ -151,8 +203,8 @@ impl Uploader {
                         done.push(*seq);
                         continue;
                     }
-                    if inode.dirty && self.vfs.has_writers(*ino) {
-                        continue; // deferred until closed
+                    if inode.kind == NodeKind::File && self.vfs.has_writers(*ino) {
+                        continue; // deferred until closed: close journals it again
                     }
                     if last_pos.get(ino) != Some(&i) || planned.contains(ino) {
                         done.push(*seq);
@@ -317,14 +369,27 @@ impl Uploader {
     ) -> Result<Manifest, RoundError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Bytes)>(4);
         let chunker = tokio::task::spawn_blocking(move || -> std::io::Result<Manifest> {
-            let file = std::fs::File::open(&path)?;
-            chunk_stream(
-                std::io::BufReader::with_capacity(1 << 20, file),
-                |r, data| {
-                    tx.blocking_send((r.id, Bytes::from(data)))
-                        .map_err(|_| std::io::Error::other("uploader stopped"))
-                },
-            )
+            let mut file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            if len <= IN_MEMORY_CHUNKING {
+                // Small files: one read, chunked in place. (The streaming
+                // chunker allocates and zeroes a max-chunk buffer per file,
+                // which dominated the cost of many small files.)
+                let mut data = Vec::with_capacity(len as usize);
+                std::io::Read::read_to_end(&mut file, &mut data)?;
+                let data = Bytes::from(data);
+                let mut chunks = Vec::new();
+                for (r, range) in chunk_bytes(&data) {
+                    chunks.push(r);
+                    tx.blocking_send((r.id, data.slice(range)))
+                        .map_err(|_| std::io::Error::other("uploader stopped"))?;
+                }
+                return Ok(Manifest { chunks });
+            }
+            chunk_stream(file, |r, data| {
+                tx.blocking_send((r.id, Bytes::from(data)))
+                    .map_err(|_| std::io::Error::other("uploader stopped"))
+            })
         });
         while let Some((id, data)) = rx.recv().await {
             group.push(id, data);
