@@ -55,7 +55,18 @@ impl Follower {
         let mut cursor = self.vfs.meta.counter(CURSOR_KEY).map_err(store_err)?;
         let mut deferred: Vec<NodeRecord> = Vec::new();
         loop {
-            let page = self.remote.pull(cursor, MAX_PULL_LIMIT.min(1000)).await?;
+            let page = match self.remote.pull(cursor, MAX_PULL_LIMIT.min(1000)).await {
+                // The server's log is behind our cursor (restored from a
+                // backup, or reset): start over; applying is idempotent.
+                Err(RemoteError::Rejected { code, .. }) if code == "cursor_ahead" && cursor > 0 => {
+                    tracing::warn!(
+                        "server change log is behind this device; pulling it again from the start"
+                    );
+                    cursor = 0;
+                    continue;
+                }
+                other => other?,
+            };
             for rec in &page.changes {
                 if !self.vfs.apply_remote(rec).map_err(store_err)? {
                     deferred.push(rec.clone());
