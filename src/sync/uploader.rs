@@ -100,8 +100,15 @@ impl Uploader {
                 }
                 Err(RoundError::Remote(e)) if e.is_transient() => {
                     set_connection(&self.vfs, &e);
-                    tracing::info!("uploader: {e}; retrying");
-                    Some(backoff.next_delay())
+                    let delay = backoff.next_delay();
+                    tracing::info!("uploader: {e}; retrying in {delay:?}");
+                    // New journal entries do not cut a backoff short: every
+                    // round would re-read pending files for nothing.
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    None
                 }
                 Err(e) if limit > 1 => {
                     tracing::info!("uploader: {e}; retrying entries one at a time");
