@@ -1539,4 +1539,6 @@ impl Vfs {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
