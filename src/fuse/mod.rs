@@ -230,11 +230,7 @@ impl fuser::Filesystem for NimbusFs {
                 let vfs = self.vfs.clone();
                 let (uid, gid) = (vfs.uid(), vfs.gid());
                 self.rt.spawn(async move {
-                    let r = match vfs.prepare_write(ino.0).await {
-                        Ok(()) => vfs.setattr(ino.0, set),
-                        Err(e) => Err(e),
-                    };
-                    match r {
+                    match vfs.setattr_filling(ino.0, set).await {
                         Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
                         Err(e) => reply.error(errno(&e)),
                     }

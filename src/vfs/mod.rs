@@ -797,8 +797,18 @@ impl Vfs {
         let mut st = o.state.lock();
         st.handles = st.handles.saturating_sub(1);
         if st.handles == 0 {
+            let had_work = st.work.take().is_some();
             drop(st);
             open.remove(&ino);
+            // A working copy filled for reading/truncating but never made
+            // durable (the inode is not dirty) is just a stale copy now.
+            if had_work {
+                if let Ok(Some(inode)) = self.meta.inode(ino) {
+                    if !inode.dirty {
+                        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                    }
+                }
+            }
         }
     }
 
@@ -903,6 +913,26 @@ impl Vfs {
         let r = self.fill_work(ino, &o).await;
         self.release_state_ref(ino, &o);
         r
+    }
+
+    /// `setattr` for a truncate that first needs the working copy filled
+    /// from chunks (a path truncate with no open handle): fills and
+    /// truncates under one open-state reference, so the filled copy is not
+    /// dropped in between.
+    pub async fn setattr_filling(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+        self.writable()?;
+        if let Some(size) = set.size {
+            if self.meta.inode_required(ino)?.kind == NodeKind::File {
+                let o = self.ensure_open_state(ino);
+                let r = match self.fill_work(ino, &o).await {
+                    Ok(()) => self.truncate_open(ino, &o, size),
+                    Err(e) => Err(e),
+                };
+                self.release_state_ref(ino, &o);
+                r?;
+            }
+        }
+        self.setattr(ino, SetAttr { size: None, ..set })
     }
 
     async fn fill_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
@@ -1264,7 +1294,8 @@ impl Vfs {
     /// Applies a node record from the server to the local cache, unless the
     /// node has local changes still to push (the uploader reconciles those)
     /// or this device already has that state. Returns false when the record
-    /// must wait for its parent to arrive.
+    /// must wait: for its parent to arrive, or (a folder delete) for its
+    /// children to move away.
     pub fn apply_remote(&self, rec: &NodeRecord) -> VfsResult<bool> {
         let mut notify_entries: Vec<(u64, String)> = Vec::new();
         let mut notify_inodes = Vec::new();
@@ -1320,9 +1351,11 @@ impl Vfs {
                 return Ok(true);
             };
             if inode.is_dir() && !self.meta.is_empty_dir(inode.ino)? {
-                // Children still here (moved away later in the log, or
-                // created here and not yet pushed): keep the folder.
-                return Ok(true);
+                // Children still here: either they move away later in the
+                // log (the caller retries this record after applying the
+                // others), or they were created here and not yet pushed
+                // (their upload makes the server restore the folder).
+                return Ok(false);
             }
             if self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino) {
                 t.remove_dentry(inode.parent, &inode.name);

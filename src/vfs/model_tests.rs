@@ -875,16 +875,12 @@ proptest! {
     }
 }
 
-/// Bug: `truncate(2)` by path (no open handle) to a non-zero size of a file
-/// whose content is on the server and not modified locally fails with
-/// `Unavailable("working copy not ready")` (EIO through the mount). The
-/// fuse adapter's sequence is `write_ready` → `prepare_write` → `setattr`;
-/// `prepare_write` fills the working copy into a fresh `OpenInode`, then
-/// drops that `OpenInode` (last reference) together with its file, and as
-/// the inode is not marked dirty, `setattr` → `truncate_sync` →
-/// `work_file` does not reopen it. With a handle open (`ftruncate`) it works.
+/// Regression: `truncate(2)` by path (no open handle) to a non-zero size
+/// of a file whose content is only on the server used to fail with EIO:
+/// the working copy filled by `prepare_write` was dropped with its
+/// temporary open state before `setattr` used it. The fuse adapter now
+/// calls `setattr_filling`, which fills and truncates under one reference.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: path truncate of a synced file to a non-zero size fails (working copy not ready)"]
 async fn path_truncate_of_synced_file() {
     let remote = Arc::new(MemoryRemote::default());
     let dev = Device::new(remote, "one");
@@ -895,34 +891,26 @@ async fn path_truncate_of_synced_file() {
     dev.upload().await.unwrap();
     // The fuse adapter's setattr(size) without a file handle:
     assert!(!vfs.write_ready(attr.ino, false).unwrap());
-    vfs.prepare_write(attr.ino).await.unwrap();
     let set = SetAttr {
         size: Some(3),
         ..Default::default()
     };
-    let after = vfs.setattr(attr.ino, set).expect("truncate to 3 bytes");
+    let after = vfs
+        .setattr_filling(attr.ino, set)
+        .await
+        .expect("truncate to 3 bytes");
     assert_eq!(after.size, 3);
     assert_eq!(read_back(&vfs, attr.ino, 3).await.unwrap(), b"hel");
 }
 
-/// Bug: a device keeps a folder that another device emptied and deleted,
-/// whenever the folder's delete record comes before the record that moves
-/// its last child out of it.
-///
-/// Device A (both devices have `d/f`): `mv d/f g; rmdir d; write g`, then
-/// upload; B pulls. B receives `d deleted` while its `d` still holds `f`:
-/// `apply_remote` keeps the folder ("children still here (moved away later
-/// in the log …)"), then applies the move of `f`, and nothing ever comes
-/// back to delete the now-empty `d`. Expected on B: `{g}`; actual:
-/// `{d/, g}`, for good (the server and a fresh device have only `g`).
-///
-/// The delete gets ahead in two ways: the uploader pushes only a node's
-/// last `Sync` of a round, so here the round commits `Delete d` before the
-/// move of `f`; and the change log keeps each node's latest state, so any
-/// later change to `g` committed before B pulls (even in a later round)
-/// moves `f`'s record after `d`'s delete as well.
+/// Regression: a device kept a folder that another device emptied and
+/// deleted whenever the folder's delete record came before the record that
+/// moves its last child out of it (the uploader pushes a node's last change
+/// of a round; the change log keeps each node's latest state). Device A
+/// (both have `d/f`): `mv d/f g; rmdir d; write g`, upload; B pulls and must
+/// end with `{g}`. The follower now retries such a delete after the other
+/// records of the pull.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a folder deleted elsewhere stays when its delete arrives before the move of its last child out of it"]
 async fn folder_delete_overtakes_move_out_of_it() {
     let p = |s: &str| PathSel::Literal(s.split('/').map(String::from).collect());
     two_devices(
