@@ -184,6 +184,12 @@ fn edits_in_place_and_truncate_propagate() {
         .unwrap();
     a.sync();
     wait_content(&b.path("edit.bin"), &bytes[..1000], ARRIVE);
+    // Path truncate (no open handle) of a file B has in sync, not local.
+    b.sync();
+    nix::unistd::truncate(&b.path("edit.bin"), 500).unwrap();
+    assert_eq!(fs::read(b.path("edit.bin")).unwrap(), &bytes[..500]);
+    b.sync();
+    wait_content(&a.path("edit.bin"), &bytes[..500], ARRIVE);
 }
 
 #[test]
