@@ -42,10 +42,10 @@
 //! (name per `protocol::validate_name` → 400 `invalid_name`; mode ≤ 0o7777,
 //! files carry content, symlinks a target, folders neither → 400
 //! `invalid_node`; root → 400 `root_immutable`): a malformed request stores
-//! nothing. Then each op is applied **in its own transaction**, in order.
+//! nothing. Then the ops are applied in order **in one transaction**.
 //! A check that needs the store stops the request at that op with its
-//! error (message `op N: ...`) and **the ops before it stay applied**
-//! (replaying them is harmless). Those checks: the parent exists in this
+//! error (message `op N: ...`) and **nothing of the request is applied**
+//! (the client retries its ops one at a time). Those checks: the parent exists in this
 //! account (409 `parent_not_found`) and is a folder (409
 //! `parent_not_dir`); every chunk of the manifest was uploaded by this
 //! account with that length (409 `missing_chunks` listing them, 400

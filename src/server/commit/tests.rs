@@ -838,7 +838,7 @@ async fn parent_must_exist_in_this_account_and_be_a_folder() {
 }
 
 #[tokio::test]
-async fn a_failing_op_keeps_the_ops_before_it() {
+async fn a_failing_op_applies_nothing_of_its_request() {
     let fx = Fx::new().await;
     let empty = VersionVector::new();
     let ok = NodeId::random();
@@ -846,7 +846,7 @@ async fn a_failing_op_keeps_the_ops_before_it() {
         .run(
             &fx.laptop,
             vec![
-                upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta()),
+                upsert(ok, &empty, NodeId::ROOT, "first", dir_meta()),
                 upsert(
                     NodeId::random(),
                     &empty,
@@ -860,18 +860,19 @@ async fn a_failing_op_keeps_the_ops_before_it() {
         .await
         .unwrap_err();
     assert!(matches!(e, ServerError::InOp { index: 1, .. }), "{e:?}");
-    assert_eq!(fx.node(ok).await.name, "kept");
+    assert!(fx.lookup(NodeId::ROOT, "first").await.is_none());
     assert!(fx.lookup(NodeId::ROOT, "never").await.is_none());
-    assert_eq!(fx.log_len().await, 1);
-    // Replaying the request's first op is harmless.
+    assert_eq!(fx.log_len().await, 0);
+    // The client then sends the ops one at a time: the good one applies.
     let n = applied(
         fx.one(
             &fx.laptop,
-            upsert(ok, &empty, NodeId::ROOT, "kept", dir_meta()),
+            upsert(ok, &empty, NodeId::ROOT, "first", dir_meta()),
         )
         .await,
     );
-    assert_eq!(n.vv, vv(&[(dev(1), 2)]));
+    assert_eq!(n.vv, vv(&[(dev(1), 1)]));
+    assert_eq!(fx.log_len().await, 1);
 }
 
 #[tokio::test]
