@@ -243,3 +243,21 @@ fn inode_numbers_and_content_survive_remount() {
     assert_eq!(fs::read(a.path("keep/file")).unwrap(), bytes);
     a.sync();
 }
+
+#[test]
+fn fsync_remote_returns_once_the_server_has_the_file() {
+    let server = Server::start();
+    server.add_user("dora", "pw-dora-123");
+    let mut a = Device::login(&server, "dora", "pw-dora-123", "a");
+    let mut b = Device::login(&server, "dora", "pw-dora-123", "b");
+    a.mount(&["--fsync", "remote"]);
+    b.mount(&[]);
+    let bytes = data(1_500_000, 77);
+    let mut f = fs::File::create(a.path("journal.db")).unwrap();
+    f.write_all(&bytes).unwrap();
+    // Still open for writing: fsync must not wait for close.
+    f.sync_all().expect("fsync --remote");
+    // The server has it now: B sees it while A still holds the file open.
+    wait_content(&b.path("journal.db"), &bytes, ARRIVE);
+    drop(f);
+}

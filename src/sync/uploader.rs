@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::remote::{Remote, RemoteError};
 use crate::vfs::meta::{Inode, JournalOp, ROOT_INO};
-use crate::vfs::{Vfs, VfsError};
+use crate::vfs::{SentState, Vfs, VfsError};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -70,7 +70,7 @@ impl From<std::io::Error> for RoundError {
 
 /// What one planned op refers to locally.
 enum Origin {
-    Node { ino: u64, rev: u64, content: bool },
+    Node { ino: u64, sent: SentState },
     Delete,
 }
 
@@ -210,7 +210,10 @@ impl Uploader {
                         done.push(*seq);
                         continue;
                     }
-                    if inode.kind == NodeKind::File && self.vfs.has_writers(*ino) {
+                    if inode.kind == NodeKind::File
+                        && self.vfs.has_writers(*ino)
+                        && !self.vfs.fsync_waiting(*ino)
+                    {
                         continue; // deferred until closed: close journals it again
                     }
                     if last_pos.get(ino) != Some(&i) || planned.contains(ino) {
@@ -235,8 +238,12 @@ impl Uploader {
                         let op = self.upsert(&pi, None)?;
                         origins.push(Origin::Node {
                             ino: pi.ino,
-                            rev: pi.local_rev,
-                            content: false,
+                            sent: SentState {
+                                rev: pi.local_rev,
+                                name: pi.name.clone(),
+                                content: false,
+                                conflict: false,
+                            },
                         });
                         ops.push(op);
                     }
@@ -247,8 +254,12 @@ impl Uploader {
                     let op = self.upsert(&inode, None)?;
                     origins.push(Origin::Node {
                         ino: inode.ino,
-                        rev: inode.local_rev,
-                        content: inode.dirty,
+                        sent: SentState {
+                            rev: inode.local_rev,
+                            name: inode.name.clone(),
+                            content: inode.dirty,
+                            conflict: false,
+                        },
                     });
                     ops.push(op);
                     done.push(*seq);
@@ -340,17 +351,26 @@ impl Uploader {
         match (outcome, origin) {
             (
                 CommitOutcome::Applied { node } | CommitOutcome::Renamed { node },
-                Origin::Node { ino, rev, content },
+                Origin::Node { ino, sent },
             ) => {
-                self.vfs.commit_done(*ino, *rev, node, *content)?;
+                self.vfs.commit_done(*ino, sent, node)?;
             }
-            (CommitOutcome::ConflictCopy { node, copy }, Origin::Node { ino, rev, .. }) => {
+            (CommitOutcome::ConflictCopy { node, copy }, Origin::Node { ino, sent }) => {
                 self.vfs.sync_state.lock().conflicts += 1;
-                self.vfs.commit_done(*ino, *rev, node, true)?;
+                let sent = SentState {
+                    conflict: true,
+                    content: true,
+                    ..sent.clone()
+                };
+                self.vfs.commit_done(*ino, &sent, node)?;
                 self.vfs.apply_remote(copy)?;
             }
-            (CommitOutcome::Superseded { node }, Origin::Node { ino, rev, .. }) => {
-                self.vfs.commit_done(*ino, *rev, node, false)?;
+            (CommitOutcome::Superseded { node }, Origin::Node { ino, sent }) => {
+                let sent = SentState {
+                    content: false,
+                    ..sent.clone()
+                };
+                self.vfs.commit_done(*ino, &sent, node)?;
             }
             (CommitOutcome::Superseded { node }, Origin::Delete) => {
                 // The delete lost against an edit elsewhere: the node

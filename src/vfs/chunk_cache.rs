@@ -9,6 +9,12 @@
 //! - Memory: a `moka` cache of verified chunks weighted by bytes. Its
 //!   `try_get_with` coalesces concurrent loads of one chunk, so readers of
 //!   the same chunk share one disk read or one request.
+//! - Verified on disk: a chunk file whose bytes were checked against its
+//!   hash in this mount session (read back, downloaded or uploaded) is
+//!   remembered, and later small reads of it that miss the memory layer
+//!   read just their range with `pread` instead of loading and re-hashing
+//!   the whole chunk (random 4 KiB reads of a large file). A file that
+//!   fails its check is deleted and refetched.
 //! - Budget: a second `moka` cache indexes the disk files by size; when it
 //!   evicts an entry, the file is deleted. The budget excludes working
 //!   copies of files with pending changes, which live elsewhere (`work/`).
@@ -25,6 +31,8 @@ pub struct ChunkCache {
     dir: PathBuf,
     mem: moka::future::Cache<ChunkId, Bytes>,
     disk: moka::sync::Cache<ChunkId, u32>,
+    /// Chunk files verified in this session (see the module docs).
+    verified: moka::sync::Cache<ChunkId, ()>,
     remote: Arc<dyn Remote>,
     limit: u64,
     /// Runtime for background loads started from threads without one
@@ -51,11 +59,14 @@ impl ChunkCache {
     ) -> VfsResult<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
         let evict_dir = dir.clone();
+        let verified: moka::sync::Cache<ChunkId, ()> = moka::sync::Cache::new(1 << 20);
+        let evict_verified = verified.clone();
         let disk = moka::sync::Cache::builder()
             .max_capacity(limit)
             .weigher(|_k: &ChunkId, len: &u32| *len)
             .eviction_listener(move |id: Arc<ChunkId>, _len, cause| {
                 if cause.was_evicted() {
+                    evict_verified.invalidate(&*id);
                     let _ = std::fs::remove_file(chunk_path(&evict_dir, &id));
                 }
             })
@@ -68,6 +79,7 @@ impl ChunkCache {
             dir,
             mem,
             disk,
+            verified,
             remote,
             limit,
             rt: tokio::runtime::Handle::try_current()
@@ -120,6 +132,24 @@ impl ChunkCache {
     }
 
     /// The chunk if it is in memory, without waiting on anything.
+    /// `len` bytes at `offset` of a chunk, if that needs no network and no
+    /// hashing: from memory, or by `pread` from a chunk file verified in
+    /// this session. `None` otherwise (then use [`ChunkCache::get`]).
+    pub fn read_local(&self, id: &ChunkId, offset: u32, len: u32) -> Option<Vec<u8>> {
+        let range = offset as usize..(offset + len) as usize;
+        if let Some(data) = self.get_in_memory(id) {
+            return data.get(range).map(|r| r.to_vec());
+        }
+        if !self.verified.contains_key(id) {
+            return None;
+        }
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(chunk_path(&self.dir, id)).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset as u64).ok()?;
+        Some(buf)
+    }
+
     pub fn get_in_memory(&self, id: &ChunkId) -> Option<Bytes> {
         futures::executor::block_on(self.mem.get(id))
     }
@@ -140,6 +170,7 @@ impl ChunkCache {
         match tokio::fs::read(&path).await {
             Ok(data) => {
                 if id.verify(&data) {
+                    self.verified.insert(id, ());
                     // Touch the index so recently read chunks stay.
                     let _ = self.disk.get(&id);
                     return Ok(Bytes::from(data));
@@ -147,6 +178,7 @@ impl ChunkCache {
                 tracing::warn!(chunk = %id, "cached chunk failed its hash check; refetching");
                 let _ = tokio::fs::remove_file(&path).await;
                 self.disk.invalidate(&id);
+                self.verified.invalidate(&id);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -176,6 +208,7 @@ impl ChunkCache {
         tokio::fs::write(&tmp, data).await?;
         tokio::fs::rename(&tmp, &path).await?;
         self.disk.insert(id, data.len() as u32);
+        self.verified.insert(id, ());
         Ok(())
     }
 

@@ -74,6 +74,19 @@ pub trait KernelNotifier: Send + Sync {
     fn inval_inode(&self, ino: u64);
 }
 
+/// What the uploader sent for a node, to reconcile the server's answer.
+#[derive(Clone, Debug)]
+pub struct SentState {
+    /// `local_rev` when the op was planned.
+    pub rev: u64,
+    /// The name the op carried.
+    pub name: String,
+    /// The op carried new content.
+    pub content: bool,
+    /// The server kept its own version (concurrent edit).
+    pub conflict: bool,
+}
+
 /// Setattr request, platform-neutral.
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
@@ -149,6 +162,9 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     lookups: Mutex<HashMap<u64, u64>>,
+    /// Inodes an `fsync` (with `--fsync remote`) is waiting on: the
+    /// uploader pushes them even while open for writing.
+    fsync_waiters: Mutex<HashMap<u64, u32>>,
     notifier: Mutex<Option<Arc<dyn KernelNotifier>>>,
     /// Wakes the uploader when the journal grows.
     pub journal_notify: tokio::sync::Notify,
@@ -192,6 +208,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             lookups: Mutex::new(HashMap::new()),
+            fsync_waiters: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             journal_notify: tokio::sync::Notify::new(),
             drained_notify: tokio::sync::Notify::new(),
@@ -832,12 +849,17 @@ impl Vfs {
                 return Err(e);
             }
         }
-        let content = match self.meta.content(ino)? {
-            Some(c) => Some(Arc::new(ContentView {
-                offsets: c.manifest.offsets(),
-                manifest: c.manifest,
-            })),
-            None => None,
+        let content = match self.meta.content(ino) {
+            Ok(c) => c.map(|c| {
+                Arc::new(ContentView {
+                    offsets: c.manifest.offsets(),
+                    manifest: c.manifest,
+                })
+            }),
+            Err(e) => {
+                self.release_handle_state(ino, &o, write);
+                return Err(e);
+            }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
         self.handles.lock().insert(
@@ -850,7 +872,10 @@ impl Vfs {
             }),
         );
         if truncate && write {
-            self.truncate_sync(ino, 0)?;
+            if let Err(e) = self.truncate_sync(ino, 0) {
+                let _ = self.release(fh);
+                return Err(e);
+            }
         }
         Ok(fh)
     }
@@ -1056,6 +1081,24 @@ impl Vfs {
             return Ok(());
         }
         let ino = self.handle(fh)?.ino;
+        *self.fsync_waiters.lock().entry(ino).or_insert(0) += 1;
+        let r = self.wait_uploaded(ino);
+        let mut w = self.fsync_waiters.lock();
+        if let Some(n) = w.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&ino);
+            }
+        }
+        r
+    }
+
+    /// True while an `fsync --remote` waits for `ino`.
+    pub fn fsync_waiting(&self, ino: u64) -> bool {
+        self.fsync_waiters.lock().contains_key(&ino)
+    }
+
+    fn wait_uploaded(&self, ino: u64) -> VfsResult<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while self.is_journaled(ino) {
             if std::time::Instant::now() > deadline {
@@ -1122,10 +1165,8 @@ impl Vfs {
         let slices = c.manifest.slices(&c.offsets, offset, size as u64);
         let mut out = Vec::with_capacity(slices.iter().map(|s| s.len as usize).sum());
         for s in &slices {
-            match self.chunks.get_in_memory(&s.id) {
-                Some(data) => out.extend_from_slice(
-                    &data[s.offset_in_chunk as usize..(s.offset_in_chunk + s.len) as usize],
-                ),
+            match self.chunks.read_local(&s.id, s.offset_in_chunk, s.len) {
+                Some(data) => out.extend_from_slice(&data),
                 None => return Ok(None),
             }
         }
@@ -1341,6 +1382,14 @@ impl Vfs {
             if inode.has_local_changes() {
                 return Ok(true);
             }
+            // Writes not yet made durable count as local changes too: their
+            // close commits them against the old base, which the server
+            // then sees as concurrent (a conflict copy, nothing lost).
+            if let Some(o) = self.open_inode(inode.ino) {
+                if o.state.lock().unsaved.is_some() {
+                    return Ok(true);
+                }
+            }
             if inode.vv.dominates(&rec.vv) && !rec.deleted {
                 return Ok(true);
             }
@@ -1442,6 +1491,13 @@ impl Vfs {
             t.put_content(inode.ino, content.as_ref());
             inode.content_hash = new_hash;
             notify_inodes.push(inode.ino);
+            // A clean working copy kept for open handles is stale now;
+            // the next write refills it from the new content.
+            if let Some(o) = self.open_inode(inode.ino) {
+                if o.state.lock().work.take().is_some() {
+                    let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                }
+            }
         }
         if inode.mode != rec.meta.mode
             || inode.mtime_ns != rec.meta.mtime_ns
@@ -1507,28 +1563,52 @@ impl Vfs {
     /// After a commit: adopt the server's state for `ino` as of local
     /// revision `rev`. Clears the dirty flag (and drops the working copy
     /// when no handle uses it) only if nothing changed since `rev`.
-    pub fn commit_done(
-        &self,
-        ino: u64,
-        rev: u64,
-        rec: &NodeRecord,
-        content_pushed: bool,
-    ) -> VfsResult<()> {
+    pub fn commit_done(&self, ino: u64, sent: &SentState, rec: &NodeRecord) -> VfsResult<()> {
+        let rev = sent.rev;
+        let content_pushed = sent.content;
         let mut notify = Vec::new();
+        let mut notify_ino = false;
         {
             let _ns = self.ns.lock();
-            let Some(mut inode) = self.meta.inode(ino)? else {
+            let inode = self.meta.inode(ino)?;
+            // Deleted here while its commit was in flight: the delete was
+            // not journaled then (the server did not have the node), so
+            // journal it now.
+            if inode.as_ref().is_none_or(|i| i.unlinked) && !rec.deleted {
+                let mut t = self.meta.txn();
+                t.journal(&JournalOp::Delete {
+                    node_id: rec.node_id,
+                    base: rec.vv.clone(),
+                    parent: inode.as_ref().map(|i| i.parent).unwrap_or(0),
+                    name: rec.name.clone(),
+                });
+                if let Some(mut i) = inode {
+                    i.vv = rec.vv.clone();
+                    i.server_seq = rec.seq;
+                    t.put_inode(&i);
+                }
+                t.commit()?;
+                self.journal_notify.notify_one();
+                return Ok(());
+            }
+            let Some(mut inode) = inode else {
                 return Ok(());
             };
             let mut t = self.meta.txn();
-            inode.vv = rec.vv.clone();
-            inode.server_seq = rec.seq;
             let unchanged = inode.local_rev == rev;
+            // After a conflict, local changes made since the commit was
+            // planned must not fast-forward over the winner: keep the old
+            // base so their push is a conflict again.
+            if !sent.conflict || unchanged {
+                inode.vv = rec.vv.clone();
+            }
+            inode.server_seq = rec.seq;
             if unchanged {
                 inode.synced_rev = rev;
             }
-            // The server may have renamed it (name taken).
-            if !rec.deleted && (inode.name != rec.name) && !inode.unlinked {
+            // The server gave it another name (the one sent was taken);
+            // adopt it unless the user renamed it again meanwhile.
+            if !rec.deleted && rec.name != sent.name && inode.name == sent.name {
                 if let Some(parent_ino) =
                     rec.parent.and_then(|p| self.meta.ino_of(&p).ok().flatten())
                 {
@@ -1551,6 +1631,7 @@ impl Vfs {
             let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
             if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
             {
+                notify_ino |= sent.conflict;
                 t.put_content(ino, rec.meta.content.as_ref());
                 inode.content_hash = server_hash;
                 if unchanged && inode.dirty {
@@ -1566,6 +1647,9 @@ impl Vfs {
         }
         for (p, n) in notify {
             self.notify_entry(p, &n);
+        }
+        if notify_ino {
+            self.notify_inode(ino);
         }
         Ok(())
     }
