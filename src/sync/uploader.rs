@@ -71,7 +71,7 @@ impl From<std::io::Error> for RoundError {
 /// What one planned op refers to locally.
 enum Origin {
     Node { ino: u64, sent: SentState },
-    Delete,
+    Delete(NodeId),
 }
 
 impl Uploader {
@@ -267,6 +267,7 @@ impl Uploader {
                 JournalOp::Delete { node_id, base, .. } => {
                     done.push(*seq);
                     if base.is_empty() {
+                        self.vfs.delete_done(node_id)?;
                         continue;
                     }
                     ops.push(CommitOp {
@@ -274,7 +275,7 @@ impl Uploader {
                         base: base.clone(),
                         change: NodeChange::Delete,
                     });
-                    origins.push(Origin::Delete);
+                    origins.push(Origin::Delete(*node_id));
                 }
             }
         }
@@ -372,18 +373,22 @@ impl Uploader {
                 };
                 self.vfs.commit_done(*ino, &sent, node)?;
             }
-            (CommitOutcome::Superseded { node }, Origin::Delete) => {
+            (CommitOutcome::Superseded { node }, Origin::Delete(id)) => {
                 // The delete lost against an edit elsewhere: the node
                 // comes back.
+                self.vfs.delete_done(id)?;
                 self.vfs.apply_remote(node)?;
             }
             (
                 CommitOutcome::Applied { .. }
                 | CommitOutcome::Renamed { .. }
-                | CommitOutcome::ConflictCopy { .. },
-                Origin::Delete,
-            )
-            | (CommitOutcome::AlreadyGone, _) => {}
+                | CommitOutcome::ConflictCopy { .. }
+                | CommitOutcome::AlreadyGone,
+                Origin::Delete(id),
+            ) => {
+                self.vfs.delete_done(id)?;
+            }
+            (CommitOutcome::AlreadyGone, Origin::Node { .. }) => {}
         }
         Ok(())
     }

@@ -51,6 +51,13 @@ impl Inode {
     pub fn has_local_changes(&self) -> bool {
         self.local_rev != self.synced_rev || self.dirty
     }
+    /// Unlinked here with its delete not yet processed by the server
+    /// (the server had the node, so a delete was journaled).
+    pub fn awaits_delete(&self) -> bool {
+        self.unlinked
+            && self.local_rev != self.synced_rev
+            && (self.server_seq > 0 || !self.vv.is_empty())
+    }
     pub fn is_dir(&self) -> bool {
         self.kind == NodeKind::Dir
     }

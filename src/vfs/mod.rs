@@ -253,7 +253,9 @@ impl Vfs {
         let mut t = self.meta.txn();
         for inode in self.meta.all_inodes()? {
             if inode.unlinked {
-                t.remove_inode(&inode);
+                if !inode.awaits_delete() {
+                    t.remove_inode(&inode);
+                }
                 continue;
             }
             if inode.dirty {
@@ -620,11 +622,41 @@ impl Vfs {
         {
             return Ok(());
         }
+        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+        // A node whose delete is still queued stays as an invisible
+        // tombstone, so that the server's older records of it (pulled
+        // before the delete is pushed) do not bring it back.
+        if inode.awaits_delete() {
+            return Ok(());
+        }
         let mut t = self.meta.txn();
         t.remove_inode(&inode);
         t.commit()?;
-        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
         Ok(())
+    }
+
+    /// The server has processed this device's delete of `node`: its
+    /// tombstone is no longer needed (and a record of the node, e.g. an
+    /// edit that won over the delete, may apply again).
+    pub fn delete_done(&self, node: &NodeId) -> VfsResult<()> {
+        let ino = {
+            let _ns = self.ns.lock();
+            let Some(ino) = self.meta.ino_of(node)? else {
+                return Ok(());
+            };
+            let Some(mut inode) = self.meta.inode(ino)? else {
+                return Ok(());
+            };
+            if !inode.unlinked {
+                return Ok(());
+            }
+            inode.synced_rev = inode.local_rev;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode);
+            t.commit()?;
+            ino
+        };
+        self.purge_if_unused(ino)
     }
 
     pub fn rename(

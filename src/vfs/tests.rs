@@ -248,3 +248,43 @@ async fn names_and_namespace_errors() {
         .collect();
     assert_eq!(names, vec!["d"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulled_echo_of_a_locally_deleted_file_does_not_come_back() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    write_file(&vfs, meta::ROOT_INO, "foo", b"v1");
+    let up = Uploader::new(vfs.clone(), fx.remote.clone());
+    while up.run_once().await.unwrap() {}
+    // Before the follower saw the upload: delete and recreate the name,
+    // and let the kernel forget the old inode.
+    let old = vfs.lookup(meta::ROOT_INO, b"foo").unwrap().ino;
+    vfs.unlink(meta::ROOT_INO, b"foo").unwrap();
+    vfs.forget(old, u64::MAX);
+    write_file(&vfs, meta::ROOT_INO, "foo", b"v2");
+    let follower = Follower::new(vfs.clone(), fx.remote.clone());
+    follower.pull_all().await.unwrap();
+    let names = |vfs: &Vfs| -> Vec<String> {
+        vfs.readdir(meta::ROOT_INO, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    };
+    assert_eq!(names(&vfs), vec!["foo"]);
+    let ino = vfs.lookup(meta::ROOT_INO, b"foo").unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, b"v2");
+    while up.run_once().await.unwrap() {}
+    follower.pull_all().await.unwrap();
+    assert_eq!(names(&vfs), vec!["foo"]);
+    assert_eq!(read_all(&vfs, ino).await, b"v2");
+    use crate::remote::Remote;
+    let all = fx.remote.pull(0, 1000).await.unwrap().changes;
+    let live: Vec<_> = all
+        .iter()
+        .filter(|n| n.name == "foo" && !n.deleted)
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].meta.size(), 2);
+    assert!(all.iter().any(|n| n.name == "foo" && n.deleted));
+}
