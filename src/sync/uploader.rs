@@ -183,7 +183,7 @@ impl Uploader {
 
     /// One round; `Ok(false)` when there was nothing it could push.
     async fn round(&self, limit: usize) -> Result<bool, RoundError> {
-        let entries = self.vfs.meta.journal(0, limit)?;
+        let entries = self.next_entries(limit)?;
         if entries.is_empty() {
             return Ok(false);
         }
@@ -210,11 +210,8 @@ impl Uploader {
                         done.push(*seq);
                         continue;
                     }
-                    if inode.kind == NodeKind::File
-                        && self.vfs.has_writers(*ino)
-                        && !self.vfs.fsync_waiting(*ino)
-                    {
-                        continue; // deferred until closed: close journals it again
+                    if self.deferred(*ino)? {
+                        continue; // opened for writing since: close journals it again
                     }
                     if last_pos.get(ino) != Some(&i) || planned.contains(ino) {
                         done.push(*seq);
@@ -314,6 +311,41 @@ impl Uploader {
         }
         self.vfs.drained_notify.notify_waiters();
         Ok(true)
+    }
+
+    /// Up to `limit` journal entries in order, skipping those of files
+    /// open for writing (deferred until closed), so a file that stays open
+    /// and is fsynced often cannot hold back the rest of the journal.
+    fn next_entries(&self, limit: usize) -> Result<Vec<(u64, JournalOp)>, RoundError> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while out.len() < limit {
+            let page = self.vfs.meta.journal(from, limit)?;
+            let Some((last, _)) = page.last() else { break };
+            from = last + 1;
+            for (seq, op) in page {
+                if let JournalOp::Sync { ino } = &op {
+                    if self.deferred(*ino)? {
+                        continue;
+                    }
+                }
+                out.push((seq, op));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn deferred(&self, ino: u64) -> Result<bool, RoundError> {
+        Ok(self.vfs.has_writers(ino)
+            && !self.vfs.fsync_waiting(ino)
+            && self
+                .vfs
+                .meta
+                .inode(ino)?
+                .is_some_and(|i| i.kind == NodeKind::File && !i.unlinked))
     }
 
     fn upsert(&self, inode: &Inode, content: Option<FileContent>) -> Result<CommitOp, RoundError> {
