@@ -48,6 +48,37 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// A node nothing has been recorded for yet: empty, clean, never
+    /// committed, times set to now.
+    pub fn new(
+        ino: u64,
+        node_id: NodeId,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+    ) -> Self {
+        let now = super::now_ns();
+        Inode {
+            ino,
+            node_id,
+            parent,
+            name: name.to_string(),
+            kind,
+            mode: mode & 0o7777,
+            size: 0,
+            mtime_ns: now,
+            ctime_ns: now,
+            content_hash: None,
+            symlink_target: None,
+            vv: VersionVector::default(),
+            server_seq: 0,
+            dirty: false,
+            local_rev: 0,
+            synced_rev: 0,
+            unlinked: false,
+        }
+    }
     pub fn has_local_changes(&self) -> bool {
         self.local_rev != self.synced_rev || self.dirty
     }

@@ -226,25 +226,7 @@ impl Vfs {
     /// entry refers to (writes never made durable by fsync/close).
     fn recover(&self) -> VfsResult<()> {
         if self.meta.inode(ROOT_INO)?.is_none() {
-            let root = Inode {
-                ino: ROOT_INO,
-                node_id: NodeId::ROOT,
-                parent: 0,
-                name: String::new(),
-                kind: NodeKind::Dir,
-                mode: 0o755,
-                size: 0,
-                mtime_ns: now_ns(),
-                ctime_ns: now_ns(),
-                content_hash: None,
-                symlink_target: None,
-                vv: Default::default(),
-                server_seq: 0,
-                dirty: false,
-                local_rev: 0,
-                synced_rev: 0,
-                unlinked: false,
-            };
+            let root = Inode::new(ROOT_INO, NodeId::ROOT, 0, "", NodeKind::Dir, 0o755);
             let mut t = self.meta.txn();
             t.create_inode(&root);
             t.commit()?;
@@ -451,26 +433,17 @@ impl Vfs {
     // ------------------------------------------------------------ namespace
 
     fn new_inode(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> Inode {
-        let now = now_ns();
-        Inode {
-            ino: self.meta.alloc_ino(),
-            node_id: NodeId::random(),
+        let mut inode = Inode::new(
+            self.meta.alloc_ino(),
+            NodeId::random(),
             parent,
-            name: name.to_string(),
+            name,
             kind,
-            mode: mode & 0o7777,
-            size: 0,
-            mtime_ns: now,
-            ctime_ns: now,
-            content_hash: None,
-            symlink_target: None,
-            vv: Default::default(),
-            server_seq: 0,
-            dirty: false,
-            local_rev: 1,
-            synced_rev: 0,
-            unlinked: false,
-        }
+            mode,
+        );
+        // Created here: a local change until committed.
+        inode.local_rev = 1;
+        inode
     }
 
     fn touch_dir(&self, t: &mut meta::Txn<'_>, parent: &mut Inode) {
@@ -1075,6 +1048,12 @@ impl Vfs {
         if let Some(f) = &file {
             if durable {
                 f.sync_data()?;
+                // The first time this working copy is recorded, its
+                // directory entry must be durable too, or a crash could
+                // leave a dirty inode without its content.
+                if !self.meta.inode_required(ino)?.dirty {
+                    std::fs::File::open(&self.work_dir)?.sync_all()?;
+                }
             }
         }
         {
@@ -1467,25 +1446,14 @@ impl Vfs {
         let content = rec.meta.content.clone();
         let mut inode = match existing {
             Some(i) => i,
-            None => Inode {
-                ino: self.meta.alloc_ino(),
-                node_id: rec.node_id,
-                parent: parent_ino,
-                name: rec.name.clone(),
-                kind: rec.meta.kind,
-                mode: rec.meta.mode,
-                size: 0,
-                mtime_ns: rec.meta.mtime_ns,
-                ctime_ns: now_ns(),
-                content_hash: None,
-                symlink_target: None,
-                vv: Default::default(),
-                server_seq: 0,
-                dirty: false,
-                local_rev: 0,
-                synced_rev: 0,
-                unlinked: false,
-            },
+            None => Inode::new(
+                self.meta.alloc_ino(),
+                rec.node_id,
+                parent_ino,
+                &rec.name,
+                rec.meta.kind,
+                rec.meta.mode,
+            ),
         };
         let is_new = inode.server_seq == 0
             && inode.vv.is_empty()
