@@ -20,6 +20,8 @@ pub struct MemoryRemote {
     nodes: Mutex<Vec<NodeRecord>>,
     seq: AtomicU64,
     pub offline: AtomicBool,
+    /// Upserts of these names are refused (400), like a server-side rule.
+    pub refuse_names: Mutex<Vec<String>>,
     pub puts: AtomicU64,
     pub gets: AtomicU64,
 }
@@ -89,6 +91,15 @@ impl Remote for MemoryRemote {
             let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
             let mut nodes = self.nodes.lock();
             let existing = nodes.iter().position(|n| n.node_id == op.node_id);
+            if let NodeChange::Upsert { name, .. } = &op.change {
+                if self.refuse_names.lock().contains(name) {
+                    return Err(RemoteError::Rejected {
+                        status: 400,
+                        code: "invalid_name".into(),
+                        message: format!("name {name:?} refused (test)"),
+                    });
+                }
+            }
             match op.change {
                 NodeChange::Upsert { parent, name, meta } => {
                     let mut vv = existing.map(|i| nodes[i].vv.clone()).unwrap_or_default();

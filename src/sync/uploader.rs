@@ -152,7 +152,8 @@ impl Uploader {
     /// content stays (the node keeps its local changes and is pushed again
     /// with its next change).
     fn give_up_first(&self, e: &RoundError) {
-        let Ok(first) = self.vfs.meta.journal(0, 1) else {
+        // The same entry the failed one-entry round took.
+        let Ok(first) = self.next_entries(1) else {
             return;
         };
         let Some((seq, op)) = first.into_iter().next() else {
@@ -165,6 +166,19 @@ impl Uploader {
         tracing::warn!(path = %path, "uploader: giving up on this change: {e}");
         let mut t = self.vfs.meta.txn();
         t.journal_done(seq);
+        // The node's other pending pushes would fail the same way.
+        if let JournalOp::Sync { ino } = &op {
+            let mut from = seq + 1;
+            while let Ok(page) = self.vfs.meta.journal(from, 1024) {
+                let Some((last, _)) = page.last() else { break };
+                from = last + 1;
+                for (s, o) in page {
+                    if matches!(o, JournalOp::Sync { ino: i } if i == *ino) {
+                        t.journal_done(s);
+                    }
+                }
+            }
+        }
         if t.commit().is_err() {
             return;
         }

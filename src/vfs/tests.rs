@@ -288,3 +288,34 @@ async fn pulled_echo_of_a_locally_deleted_file_does_not_come_back() {
     assert_eq!(live[0].meta.size(), 2);
     assert!(all.iter().any(|n| n.name == "foo" && n.deleted));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_the_server_refuses_for_good_does_not_block_the_rest() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    fx.remote.refuse_names.lock().push("refused".into());
+    write_file(&vfs, meta::ROOT_INO, "before", b"1");
+    write_file(&vfs, meta::ROOT_INO, "refused", b"2");
+    write_file(&vfs, meta::ROOT_INO, "after", b"3");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(Uploader::new(vfs.clone(), fx.remote.clone()).run(stop.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while vfs.meta.journal_len() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "journal did not drain"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert!(fx.remote.node("before").is_some());
+    assert!(fx.remote.node("after").is_some());
+    assert!(fx.remote.node("refused").is_none());
+    let failed = vfs.sync_state.lock().failed.clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "refused");
+    // The refused file's content is still here.
+    let ino = vfs.lookup(meta::ROOT_INO, b"refused").unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, b"2");
+}
