@@ -219,17 +219,18 @@ impl ChunkCache {
 
     /// Starts loading chunks in the background (read-ahead).
     pub fn prefetch(self: &Arc<Self>, ids: Vec<ChunkId>) {
-        let me = self.clone();
-        self.rt.spawn(async move {
-            for id in ids {
-                if me.mem.contains_key(&id) {
-                    continue;
-                }
+        // One task per chunk: the loads overlap (request latency, hashing,
+        // disk write), and `get` shares each with any reader that asks too.
+        for id in ids {
+            if self.mem.contains_key(&id) {
+                continue;
+            }
+            let me = self.clone();
+            self.rt.spawn(async move {
                 if let Err(e) = me.get(id).await {
                     tracing::debug!(chunk = %id, "read-ahead failed: {e}");
-                    break;
                 }
-            }
-        });
+            });
+        }
     }
 }

@@ -173,6 +173,9 @@ pub struct Vfs {
     pub sync_state: Mutex<SyncState>,
 }
 
+/// How many chunks (about 1 MiB each) sequential reads load ahead.
+const READ_AHEAD_CHUNKS: usize = 4;
+
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1238,7 +1241,7 @@ impl Vfs {
         Ok(out)
     }
 
-    /// Sequential reads prefetch the next two chunks.
+    /// Sequential reads prefetch the next [`READ_AHEAD_CHUNKS`] chunks.
     fn read_ahead(&self, h: &Handle, c: &ContentView, offset: u64, len: u64) {
         let prev = h.last_end.swap(offset + len, Ordering::Relaxed);
         if prev != offset && offset != 0 {
@@ -1251,7 +1254,7 @@ impl Vfs {
             .chunks
             .iter()
             .skip(next)
-            .take(2)
+            .take(READ_AHEAD_CHUNKS)
             .map(|c| c.id)
             .filter(|id| !self.chunks.is_local(id) || self.chunks.get_in_memory(id).is_none())
             .collect();
