@@ -878,7 +878,7 @@ async fn commit_pull_round_trip_and_conflicts() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, RemoteError::Rejected { status: 400, code, .. } if code == "invalid_name"),
+        matches!(&e, RemoteError::Rejected { status: 400, code, op: Some(1), .. } if code == "invalid_name"),
         "{e:?}"
     );
     assert_eq!(laptop.pull(0, 1000).await.unwrap().cursor, before);

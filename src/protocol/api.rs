@@ -42,6 +42,10 @@ pub struct ErrorBody {
     pub error: String,
     /// One human sentence.
     pub message: String,
+    /// For an error in one operation of a commit request: its index in
+    /// `ops` (0-based), so the client can set exactly that change aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,9 @@
 //!   [`RemoteError::Unauthorized`].
 //! - Errors: connection failures and timeouts → `Unreachable`, 5xx →
 //!   `Server`, 404 → `NotFound`, 401 → `Unauthorized`, other 4xx →
-//!   `Rejected { status, code, message }` from the server's `ErrorBody`.
+//!   `Rejected { status, code, message, op }` from the server's `ErrorBody`
+//!   (a response that is not an `ErrorBody`, e.g. a proxy's HTML page, gets
+//!   the code `http_<status>`).
 //! - Chunks go up zstd-compressed (`Content-Encoding: zstd`) when that
 //!   makes them smaller, and come down verified against their BLAKE3 hash
 //!   (`Corrupt` otherwise).
@@ -112,8 +114,8 @@ fn transport(e: reqwest::Error) -> RemoteError {
 async fn error_from(resp: Response) -> RemoteError {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => (b.error, b.message),
+    let (code, message, op) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => (b.error, b.message, b.op),
         Err(_) => (
             format!("http_{}", status.as_u16()),
             if text.trim().is_empty() {
@@ -121,6 +123,7 @@ async fn error_from(resp: Response) -> RemoteError {
             } else {
                 text.chars().take(200).collect()
             },
+            None,
         ),
     };
     match status.as_u16() {
@@ -131,6 +134,7 @@ async fn error_from(resp: Response) -> RemoteError {
             status: s,
             code,
             message,
+            op,
         },
     }
 }

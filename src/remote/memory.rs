@@ -68,6 +68,7 @@ impl Remote for MemoryRemote {
                 status: 400,
                 code: "hash_mismatch".into(),
                 message: "hash mismatch".into(),
+                op: None,
             });
         }
         self.puts.fetch_add(1, Ordering::SeqCst);
@@ -87,7 +88,7 @@ impl Remote for MemoryRemote {
         self.check()?;
         let device = self.device.lock().unwrap_or(DeviceId(uuid::Uuid::nil()));
         let mut out = Vec::new();
-        for op in ops {
+        for (i, op) in ops.into_iter().enumerate() {
             let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
             let mut nodes = self.nodes.lock();
             let existing = nodes.iter().position(|n| n.node_id == op.node_id);
@@ -97,6 +98,7 @@ impl Remote for MemoryRemote {
                         status: 400,
                         code: "invalid_name".into(),
                         message: format!("name {name:?} refused (test)"),
+                        op: Some(i),
                     });
                 }
             }

@@ -23,13 +23,16 @@ pub enum RemoteError {
     Unauthorized(String),
     #[error("not found: {0}")]
     NotFound(String),
-    /// The server refused the request as invalid; `code` is the stable error
-    /// code of the response body.
+    /// The server (or a proxy in front of it) refused the request; `code`
+    /// is the stable error code of the response body (`http_<status>` when
+    /// the body was not the server's JSON), `op` the index of the commit
+    /// operation the error is about, when it is about one.
     #[error("rejected by server ({status} {code}): {message}")]
     Rejected {
         status: u16,
         code: String,
         message: String,
+        op: Option<usize>,
     },
     /// A transient server-side failure (5xx): retry later.
     #[error("server error ({status}): {message}")]
@@ -39,13 +42,81 @@ pub enum RemoteError {
     Corrupt(ChunkId),
 }
 
+/// What a failed request means for queued work. "Give up and drop" is
+/// never a class: every failure either waits, pauses, or sets exactly one
+/// change aside where the user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Retry with capped exponential backoff: network, 5xx, 408/429, and
+    /// the server's retryable conflict codes (see [`RETRYABLE_CODES`]).
+    Transient,
+    /// Retrying as is cannot help until something outside changes: pause
+    /// the queue and say why.
+    NeedsUser(NeedsUser),
+    /// The server refused operation `op` of a commit request for good
+    /// (invalid name, foreign node, kind mismatch, ...): set exactly that
+    /// change aside.
+    Refused { op: usize },
+}
+
+/// Why uploads are paused; shown as the connection state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NeedsUser {
+    /// Credentials refused after a refresh (expired refresh token, revoked
+    /// device): resumes after `nimbus login`.
+    Unauthorized(String),
+    /// The server or a proxy in front of it refuses requests of this shape
+    /// (413 body limit, unknown route, ...): resumes once it accepts them.
+    Misconfigured(String),
+}
+
+/// Error codes of 4xx answers that describe a state retrying can resolve
+/// (a parent folder that a later request creates, chunks to upload again,
+/// a busy store).
+pub const RETRYABLE_CODES: &[&str] = &["parent_not_found", "missing_chunks", "busy"];
+
 impl RemoteError {
-    /// Worth retrying with backoff (network, 5xx).
+    /// The failure class (see [`FailureClass`]); decided by the error code
+    /// of the server's JSON body, not by the HTTP status alone.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            RemoteError::Unreachable(_) | RemoteError::Server { .. } | RemoteError::Corrupt(_) => {
+                FailureClass::Transient
+            }
+            RemoteError::Unauthorized(m) => FailureClass::NeedsUser(NeedsUser::Unauthorized(
+                format!("the server refused this device's credentials ({m}); run `nimbus login`"),
+            )),
+            RemoteError::NotFound(m) => FailureClass::NeedsUser(NeedsUser::Misconfigured(format!(
+                "the server answered 404 ({m}): is the server URL right?"
+            ))),
+            RemoteError::Rejected { status, code, .. }
+                if RETRYABLE_CODES.contains(&code.as_str()) || matches!(status, 408 | 429) =>
+            {
+                FailureClass::Transient
+            }
+            RemoteError::Rejected {
+                op: Some(op),
+                status: 400 | 409,
+                ..
+            } => FailureClass::Refused { op: *op },
+            RemoteError::Rejected {
+                status,
+                code,
+                message,
+                ..
+            } => FailureClass::NeedsUser(NeedsUser::Misconfigured(match status {
+                413 => format!(
+                    "the server or a proxy in front of it refuses request bodies this large \
+                     (413: {message}); raise its body size limit (nginx: client_max_body_size 8m)"
+                ),
+                _ => format!("the server refused a request ({status} {code}: {message})"),
+            })),
+        }
+    }
+
+    /// Worth retrying with backoff (network, 5xx, retryable codes).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            RemoteError::Unreachable(_) | RemoteError::Server { .. } | RemoteError::Corrupt(_)
-        )
+        self.class() == FailureClass::Transient
     }
 }
 
@@ -62,4 +133,61 @@ pub trait Remote: Send + Sync + 'static {
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError>;
     /// Changes after `cursor`, at most `limit`.
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, code: &str, op: Option<usize>) -> RemoteError {
+        RemoteError::Rejected {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            op,
+        }
+    }
+
+    #[test]
+    fn failure_classes_follow_the_error_code() {
+        use FailureClass::*;
+        assert_eq!(RemoteError::Unreachable("x".into()).class(), Transient);
+        let server = RemoteError::Server {
+            status: 503,
+            message: "m".into(),
+        };
+        assert_eq!(server.class(), Transient);
+        // 409 carries retryable states as well as refusals.
+        assert_eq!(
+            rejected(409, "parent_not_found", Some(3)).class(),
+            Transient
+        );
+        assert_eq!(rejected(409, "missing_chunks", Some(0)).class(), Transient);
+        assert_eq!(rejected(429, "http_429", None).class(), Transient);
+        assert_eq!(
+            rejected(400, "invalid_name", Some(7)).class(),
+            Refused { op: 7 }
+        );
+        assert_eq!(
+            rejected(409, "kind_mismatch", Some(2)).class(),
+            Refused { op: 2 }
+        );
+        // Nothing names an op: the request shape is refused, pause.
+        assert!(matches!(
+            rejected(413, "http_413", None).class(),
+            NeedsUser(super::NeedsUser::Misconfigured(m)) if m.contains("413")
+        ));
+        assert!(matches!(
+            rejected(400, "hash_mismatch", None).class(),
+            NeedsUser(super::NeedsUser::Misconfigured(_))
+        ));
+        assert!(matches!(
+            RemoteError::Unauthorized("revoked".into()).class(),
+            NeedsUser(super::NeedsUser::Unauthorized(m)) if m.contains("nimbus login")
+        ));
+        assert!(matches!(
+            RemoteError::NotFound("no route".into()).class(),
+            NeedsUser(super::NeedsUser::Misconfigured(_))
+        ));
+    }
 }

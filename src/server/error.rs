@@ -169,6 +169,10 @@ impl IntoResponse for ServerError {
         let body = ErrorBody {
             error: code.to_owned(),
             message: self.to_string(),
+            op: match &self {
+                ServerError::InOp { index, .. } => Some(*index),
+                _ => None,
+            },
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match &self {

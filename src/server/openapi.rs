@@ -66,7 +66,8 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "ErrorBody": {"type": "object", "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                        "op": {"type": "integer", "minimum": 0, "description": "index of the commit operation the error is about"}}},
                 "LoginRequest": {"type": "object", "required": ["user", "password", "device"],
                     "properties": {"user": {"type": "string"}, "password": {"type": "string"}, "device": {"type": "string"}}},
                 "LoginResponse": {"type": "object", "required": ["access_token", "refresh_token", "expires_in", "device_id"],
