@@ -122,10 +122,11 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<11} {v}\n"));
     line(&mut out, "mount:", root.display().to_string());
-    let conn = match s.connection.as_str() {
-        "unauthorized" => "unauthorized: log in again with `nimbus login`".to_string(),
-        "" => "unknown".to_string(),
-        c => c.to_string(),
+    let conn = match (s.connection.as_str(), &s.connection_reason) {
+        ("", _) => "unknown".to_string(),
+        (c, Some(reason)) => format!("{c}: {reason}; uploads paused"),
+        ("unauthorized", None) => "unauthorized: log in again with `nimbus login`".to_string(),
+        (c, None) => c.to_string(),
     };
     line(&mut out, "server:", format!("{} ({conn})", s.server));
     line(&mut out, "device:", s.device.clone());
@@ -195,6 +196,18 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
         if p.count == 0 {
             return Ok(());
         }
+        // Only refused changes left: waiting cannot help.
+        if p.count == p.failed {
+            let msg = format!(
+                "the server refused {} (see `nimbus status`)",
+                plural(p.failed, "change", "changes")
+            );
+            eprintln!("nimbus: {msg}");
+            for path in &p.paths {
+                eprintln!("  {path}");
+            }
+            return Err(AlreadyReported(msg).into());
+        }
         if Instant::now() >= deadline {
             let mut msg = format!(
                 "still pending: {} ({} bytes)",
@@ -218,9 +231,10 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
 fn connection_note(root: &Path) -> Option<String> {
     let raw = xattr::get(root, STATUS_XATTR).ok()?;
     let s: MountStatus = serde_json::from_slice(&raw).ok()?;
-    match s.connection.as_str() {
-        "offline" => Some(format!("the server {} is unreachable", s.server)),
-        "unauthorized" => Some("the server refuses this device; log in again".into()),
+    match (s.connection.as_str(), s.connection_reason) {
+        ("offline", _) => Some(format!("the server {} is unreachable", s.server)),
+        (_, Some(reason)) => Some(format!("uploads paused: {reason}")),
+        ("unauthorized", None) => Some("the server refuses this device; log in again".into()),
         _ => None,
     }
 }
@@ -238,6 +252,7 @@ mod tests {
     fn renders_status() {
         let s = MountStatus {
             connection: "online".into(),
+            connection_reason: None,
             server: "http://h:1".into(),
             device: "laptop".into(),
             pending_ops: 1,
@@ -264,6 +279,7 @@ mod tests {
         let p = Pending {
             count: 2,
             bytes: 10,
+            failed: 0,
             paths: vec!["d/x".into(), "d/y".into()],
         };
         let out = render_pending(Path::new("/m"), Path::new("/m/d"), &p);

@@ -52,8 +52,10 @@ pub fn get(path: &Path, name: &str) -> io::Result<Vec<u8>> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MountStatus {
-    /// `online`, `offline` or `unauthorized`.
+    /// `online`, `offline`, `unauthorized` or `misconfigured`.
     pub connection: String,
+    /// Why uploads pause (`unauthorized`, `misconfigured`).
+    pub connection_reason: Option<String>,
     pub server: String,
     pub device: String,
     pub pending_ops: u64,
@@ -80,6 +82,9 @@ pub struct FailedOp {
 pub struct Pending {
     pub count: u64,
     pub bytes: u64,
+    /// Of `count`, nodes whose only changes the server refused.
+    #[serde(default)]
+    pub failed: u64,
     /// Relative to the mount root; at most 50.
     pub paths: Vec<String>,
 }

@@ -202,7 +202,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         let deadline = Instant::now() + DRAIN_ON_EXIT;
         while vfs.meta.journal_len() > 0
             && Instant::now() < deadline
-            && vfs.sync_state.lock().connection == "online"
+            && vfs.sync_state.lock().connection == crate::vfs::Connection::Online
         {
             tokio::select! {
                 _ = vfs.drained_notify.notified() => {}

@@ -10,8 +10,8 @@
 
 use super::Backoff;
 use crate::protocol::{NodeRecord, MAX_PULL_LIMIT};
-use crate::remote::{Remote, RemoteError};
-use crate::vfs::Vfs;
+use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
+use crate::vfs::{Connection, Vfs};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,11 @@ impl Follower {
             }
         }
         let mut st = self.vfs.sync_state.lock();
-        st.connection = "online";
+        // A pull that works does not clear a pause the uploader reported
+        // (a proxy may refuse only upload bodies).
+        if st.connection == Connection::Offline {
+            st.connection = Connection::Online;
+        }
         st.last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
         Ok(())
     }
@@ -114,11 +118,12 @@ fn store_err(e: crate::vfs::VfsError) -> RemoteError {
     }
 }
 
-pub(crate) fn set_connection(vfs: &Vfs, e: &RemoteError) {
-    let mut st = vfs.sync_state.lock();
-    st.connection = match e {
-        RemoteError::Unauthorized(_) => "unauthorized",
-        RemoteError::Unreachable(_) => "offline",
-        _ => st.connection,
-    };
+fn set_connection(vfs: &Vfs, e: &RemoteError) {
+    match e.class() {
+        FailureClass::NeedsUser(NeedsUser::Unauthorized(m)) => {
+            vfs.set_connection(Connection::Unauthorized(m))
+        }
+        _ if matches!(e, RemoteError::Unreachable(_)) => vfs.set_connection(Connection::Offline),
+        _ => {}
+    }
 }

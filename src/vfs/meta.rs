@@ -7,10 +7,17 @@
 //! - `c` ino → [`FileContent`] (the last manifest the server has)
 //! - `n` node id → ino (stable inode numbers across remounts)
 //! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes)
-//! - `j` seq → [`JournalOp`]
+//! - `J` seq → [`JournalOp`], `Q` seq → quarantined record (see
+//!   [`super::journal`], which owns them and their index)
 //! - `m` name → counters (next ino, next journal seq, change-log cursor)
+//!
+//! Counters and journal records are written in [`Txn::commit`] under the
+//! journal index's lock, so two transactions committing at once can never
+//! persist a smaller counter after a larger one.
 
 use super::error::{VfsError, VfsResult};
+use super::journal::{Intent, Journal};
+pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
 use crate::protocol::{ContentHash, FileContent, NodeId, NodeKind, VersionVector};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -82,15 +89,12 @@ impl Inode {
     pub fn has_local_changes(&self) -> bool {
         self.local_rev != self.synced_rev || self.dirty
     }
-    /// Unlinked here with its delete not yet processed by the server
-    /// (the server had the node, so a delete was journaled).
-    pub fn awaits_delete(&self) -> bool {
-        self.unlinked
-            && self.local_rev != self.synced_rev
-            && (self.server_seq > 0 || !self.vv.is_empty())
-    }
     pub fn is_dir(&self) -> bool {
         self.kind == NodeKind::Dir
+    }
+    /// The server has (or had) this node: a commit of it was answered.
+    pub fn on_server(&self) -> bool {
+        self.server_seq > 0 || !self.vv.is_empty()
     }
 }
 
@@ -98,22 +102,6 @@ impl Inode {
 pub struct Dentry {
     pub ino: u64,
     pub kind: NodeKind,
-}
-
-/// One durable, ordered record of local work still to push.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub enum JournalOp {
-    /// Push the node's current local state (create, rename, attributes,
-    /// content).
-    Sync { ino: u64 },
-    /// The node was removed locally.
-    Delete {
-        node_id: NodeId,
-        base: VersionVector,
-        /// Parent ino and name it had, for status displays.
-        parent: u64,
-        name: String,
-    },
 }
 
 fn key(tag: u8, rest: &[u8]) -> Vec<u8> {
@@ -142,8 +130,7 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> VfsResult<T> {
 pub struct MetaCache {
     kv: Arc<dyn Kv>,
     next_ino: AtomicU64,
-    next_jseq: AtomicU64,
-    journal_len: AtomicU64,
+    journal: Journal,
 }
 
 impl MetaCache {
@@ -155,27 +142,31 @@ impl MetaCache {
             })
         };
         let next_ino = get_counter("next_ino")?.max(ROOT_INO + 1);
-        let mut next_jseq = get_counter("next_jseq")?.max(1);
-        // Count journal entries; the last key also bounds next_jseq.
-        let mut journal_len = 0u64;
-        let mut start = vec![b'j'];
-        loop {
-            let page = kv.scan(b"j", &start, 4096)?;
-            if page.is_empty() {
-                break;
-            }
-            journal_len += page.len() as u64;
-            let last = &page.last().unwrap().0;
-            let seq = u64::from_be_bytes(last[1..9].try_into().unwrap());
-            next_jseq = next_jseq.max(seq + 1);
-            start = ino_key(b'j', seq + 1);
-        }
+        let place_of = |ino: u64| -> Option<(NodeId, String)> {
+            let get = |i: u64| -> Option<Inode> {
+                kv.get(&ino_key(b'i', i))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| dec(&b).ok())
+            };
+            let inode = get(ino)?;
+            let parent = match inode.parent {
+                0 | ROOT_INO => NodeId::ROOT,
+                p => get(p)?.node_id,
+            };
+            Some((parent, inode.name))
+        };
+        let journal = Journal::open(kv.as_ref(), place_of)?;
         Ok(MetaCache {
             kv,
             next_ino: AtomicU64::new(next_ino),
-            next_jseq: AtomicU64::new(next_jseq),
-            journal_len: AtomicU64::new(journal_len),
+            journal,
         })
+    }
+
+    /// The journal's index (records, holds, quarantine).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     pub fn kv(&self) -> &Arc<dyn Kv> {
@@ -247,16 +238,17 @@ impl MetaCache {
     pub fn alloc_ino(&self) -> u64 {
         self.next_ino.fetch_add(1, Ordering::SeqCst)
     }
-    /// Journal entries in order, starting at `from`, at most `limit`.
-    pub fn journal(&self, from: u64, limit: usize) -> VfsResult<Vec<(u64, JournalOp)>> {
-        self.kv
-            .scan(b"j", &ino_key(b'j', from), limit)?
-            .into_iter()
-            .map(|(k, v)| Ok((u64::from_be_bytes(k[1..9].try_into().unwrap()), dec(&v)?)))
-            .collect()
-    }
+    /// Number of journal records not yet acknowledged by the server.
     pub fn journal_len(&self) -> u64 {
-        self.journal_len.load(Ordering::SeqCst)
+        self.journal.len()
+    }
+    /// The node id of folder `ino` as the server knows it (the root's is
+    /// [`NodeId::ROOT`]).
+    pub fn node_id_of(&self, ino: u64) -> VfsResult<NodeId> {
+        Ok(match ino {
+            0 | ROOT_INO => NodeId::ROOT,
+            i => self.inode_required(i)?.node_id,
+        })
     }
     /// Every inode record (for startup recovery).
     pub fn all_inodes(&self) -> VfsResult<Vec<Inode>> {
@@ -278,8 +270,8 @@ impl MetaCache {
         Txn {
             meta: self,
             writes: Vec::new(),
-            journal_added: 0,
-            journal_removed: 0,
+            intents: Vec::new(),
+            created_inode: false,
         }
     }
     pub fn flush(&self) -> VfsResult<()> {
@@ -291,8 +283,8 @@ impl MetaCache {
 pub struct Txn<'a> {
     meta: &'a MetaCache,
     writes: Vec<KvWrite>,
-    journal_added: u64,
-    journal_removed: u64,
+    intents: Vec<Intent>,
+    created_inode: bool,
 }
 
 impl Txn<'_> {
@@ -306,8 +298,7 @@ impl Txn<'_> {
         self.put_inode(inode);
         self.writes
             .push((key(b'n', inode.node_id.as_bytes()), Some(enc(&inode.ino))));
-        let next = self.meta.next_ino.load(Ordering::SeqCst);
-        self.writes.push((key(b'm', b"next_ino"), Some(enc(&next))));
+        self.created_inode = true;
         self
     }
     pub fn remove_inode(&mut self, inode: &Inode) -> &mut Self {
@@ -329,17 +320,32 @@ impl Txn<'_> {
         self.writes.push((dentry_key(parent, name), None));
         self
     }
-    pub fn journal(&mut self, op: &JournalOp) -> &mut Self {
-        let seq = self.meta.next_jseq.fetch_add(1, Ordering::SeqCst);
-        self.writes.push((ino_key(b'j', seq), Some(enc(op))));
-        self.writes
-            .push((key(b'm', b"next_jseq"), Some(enc(&(seq + 1)))));
-        self.journal_added += 1;
-        self
+    /// Journals a push of `inode` at its current place. `moved`: the
+    /// change gives it that place (create, rename); `false` for attribute
+    /// and content changes. See [`super::journal`] for how records merge.
+    pub fn journal_upsert(&mut self, inode: &Inode, moved: bool) -> VfsResult<&mut Self> {
+        let parent = self.meta.node_id_of(inode.parent)?;
+        self.intents.push(Intent::Upsert {
+            ino: inode.ino,
+            parent,
+            name: inode.name.clone(),
+            moved,
+            on_server: inode.on_server(),
+            is_dir: inode.is_dir(),
+        });
+        Ok(self)
     }
-    pub fn journal_done(&mut self, seq: u64) -> &mut Self {
-        self.writes.push((ino_key(b'j', seq), None));
-        self.journal_removed += 1;
+    /// Journals the removal of `inode` from folder `parent` (an ino).
+    pub fn journal_delete(&mut self, inode: &Inode, parent: u64, name: &str) -> &mut Self {
+        self.intents.push(Intent::Delete {
+            ino: inode.ino,
+            node_id: inode.node_id,
+            base: inode.vv.clone(),
+            parent,
+            name: name.to_string(),
+            on_server: inode.on_server(),
+            is_dir: inode.is_dir(),
+        });
         self
     }
     pub fn set_counter(&mut self, name: &str, value: u64) -> &mut Self {
@@ -347,17 +353,31 @@ impl Txn<'_> {
             .push((key(b'm', name.as_bytes()), Some(enc(&value))));
         self
     }
+    /// Applies every write and journal change atomically. Journal intents
+    /// are resolved against the index under its lock, with the counters
+    /// written as of that moment (so they never go backwards).
     pub fn commit(self) -> VfsResult<()> {
-        if self.writes.is_empty() {
+        if self.writes.is_empty() && self.intents.is_empty() {
             return Ok(());
         }
-        self.meta.kv.apply(self.writes)?;
-        self.meta
-            .journal_len
-            .fetch_add(self.journal_added, Ordering::SeqCst);
-        self.meta
-            .journal_len
-            .fetch_sub(self.journal_removed, Ordering::SeqCst);
+        let kv = self.meta.kv.as_ref();
+        let mut writes = self.writes;
+        let mut idx = self.meta.journal.lock();
+        let mut undo = Vec::new();
+        for intent in self.intents {
+            if let Err(e) = idx.resolve(kv, intent, &mut writes, &mut undo) {
+                idx.undo(undo);
+                return Err(e);
+            }
+        }
+        if self.created_inode {
+            let next = self.meta.next_ino.load(Ordering::SeqCst);
+            writes.push((key(b'm', b"next_ino"), Some(enc(&next))));
+        }
+        if let Err(e) = kv.apply(writes) {
+            idx.undo(undo);
+            return Err(e);
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@
 //! (empty on truncate-to-zero, otherwise filled from its chunks). Writes go
 //! to that file. `fsync`, `flush` (close) and `release` make the working
 //! copy durable (fdatasync) and then commit, in one atomic metadata batch,
-//! the new size and mtime together with a [`meta::JournalOp::Sync`] entry;
+//! the new size and mtime together with a [`meta::JournalOp::Upsert`] record;
 //! the batch is flushed before the call returns. Namespace changes (create,
 //! mkdir, rename, unlink, symlink, setattr) commit their metadata and
 //! journal entry atomically too; sled writes them out within 200 ms, and
@@ -28,6 +28,7 @@
 
 pub mod chunk_cache;
 pub mod error;
+pub mod journal;
 pub mod kv;
 pub mod meta;
 pub mod xattr;
@@ -37,7 +38,7 @@ use crate::protocol::{
 };
 use chunk_cache::ChunkCache;
 pub use error::{VfsError, VfsResult};
-use meta::{Dentry, Inode, JournalOp, MetaCache, ROOT_INO};
+use meta::{Dentry, Inode, MetaCache, ROOT_INO};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -85,6 +86,21 @@ pub struct SentState {
     pub content: bool,
     /// The server kept its own version (concurrent edit).
     pub conflict: bool,
+}
+
+/// What is not on the server yet at or below a node
+/// (`user.nimbus.pending`, what `nimbus sync --wait` polls).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingSummary {
+    /// Nodes with changes to upload or refused by the server.
+    pub count: u64,
+    /// Bytes of new content among them.
+    pub bytes: u64,
+    /// Of `count`, nodes whose only changes the server refused (they need
+    /// the user: `nimbus status` says why).
+    pub failed: u64,
+    /// Paths relative to the mount root, at most the number asked for.
+    pub paths: Vec<String>,
 }
 
 /// Setattr request, platform-neutral.
@@ -137,12 +153,46 @@ struct ContentView {
     offsets: Vec<u64>,
 }
 
-/// Sync state shown to the user (status xattr, `nimbus status`).
+/// The device's connection to the server, as `nimbus status` and
+/// `user.nimbus.status` show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Connection {
+    /// Not reached yet, or unreachable: uploads retry with backoff.
+    #[default]
+    Offline,
+    Online,
+    /// Credentials refused: uploads pause until `nimbus login`.
+    Unauthorized(String),
+    /// The server or a proxy refuses requests of this shape (413, unknown
+    /// route, ...): uploads pause until it accepts them.
+    Misconfigured(String),
+}
+
+impl Connection {
+    /// The state's name in the status JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Connection::Offline => "offline",
+            Connection::Online => "online",
+            Connection::Unauthorized(_) => "unauthorized",
+            Connection::Misconfigured(_) => "misconfigured",
+        }
+    }
+    /// Why uploads pause, for the states that pause them.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Connection::Unauthorized(r) | Connection::Misconfigured(r) => Some(r),
+            Connection::Offline | Connection::Online => None,
+        }
+    }
+}
+
+/// Sync state shown to the user (status xattr, `nimbus status`). Failed
+/// (refused) changes live in the journal's quarantine, not here.
 #[derive(Clone, Debug, Default)]
 pub struct SyncState {
-    pub connection: &'static str,
+    pub connection: Connection,
     pub last_sync_unix: Option<i64>,
-    pub failed: Vec<(String, String)>,
     pub conflicts: u64,
     pub server: String,
 }
@@ -215,10 +265,7 @@ impl Vfs {
             notifier: Mutex::new(None),
             journal_notify: tokio::sync::Notify::new(),
             drained_notify: tokio::sync::Notify::new(),
-            sync_state: Mutex::new(SyncState {
-                connection: "offline",
-                ..Default::default()
-            }),
+            sync_state: Mutex::new(SyncState::default()),
         };
         vfs.recover()?;
         Ok(Arc::new(vfs))
@@ -238,7 +285,7 @@ impl Vfs {
         let mut t = self.meta.txn();
         for inode in self.meta.all_inodes()? {
             if inode.unlinked {
-                if !inode.awaits_delete() {
+                if !self.keeps_tombstone(inode.ino) {
                     t.remove_inode(&inode);
                 }
                 continue;
@@ -484,16 +531,15 @@ impl Vfs {
             inode.symlink_target = Some(t);
         }
         let mut t = self.meta.txn();
-        t.create_inode(&inode)
-            .put_dentry(
-                parent,
-                name,
-                Dentry {
-                    ino: inode.ino,
-                    kind,
-                },
-            )
-            .journal(&JournalOp::Sync { ino: inode.ino });
+        t.create_inode(&inode).put_dentry(
+            parent,
+            name,
+            Dentry {
+                ino: inode.ino,
+                kind,
+            },
+        );
+        t.journal_upsert(&inode, true)?;
         self.touch_dir(&mut t, &mut p);
         t.commit()?;
         self.journal_notify.notify_one();
@@ -572,14 +618,10 @@ impl Vfs {
     /// unlinked) until no handle or kernel reference uses it.
     fn unlink_inode(&self, t: &mut meta::Txn<'_>, mut inode: Inode, parent: u64, name: &str) {
         t.remove_dentry(parent, name);
-        if inode.server_seq > 0 || !inode.vv.is_empty() {
-            t.journal(&JournalOp::Delete {
-                node_id: inode.node_id,
-                base: inode.vv.clone(),
-                parent,
-                name: name.to_string(),
-            });
-        }
+        // Always journaled: the journal drops it with the node's records
+        // when the server never had the node, and otherwise keeps it in
+        // order before whatever takes the name next.
+        t.journal_delete(&inode, parent, name);
         inode.unlinked = true;
         inode.ctime_ns = now_ns();
         inode.local_rev += 1;
@@ -599,16 +641,35 @@ impl Vfs {
             return Ok(());
         }
         let _ = std::fs::remove_file(self.work_path(&inode.node_id));
-        // A node whose delete is still queued stays as an invisible
+        // A node with records still queued (its delete, or earlier pushes
+        // that must reach the server first) stays as an invisible
         // tombstone, so that the server's older records of it (pulled
         // before the delete is pushed) do not bring it back.
-        if inode.awaits_delete() {
+        if self.keeps_tombstone(ino) {
             return Ok(());
         }
         let mut t = self.meta.txn();
         t.remove_inode(&inode);
         t.commit()?;
         Ok(())
+    }
+
+    /// An unlinked inode stays (invisible) while the journal or the
+    /// quarantine still refers to it.
+    fn keeps_tombstone(&self, ino: u64) -> bool {
+        let j = self.meta.journal();
+        j.has_records(ino) || j.is_quarantined(ino)
+    }
+
+    /// Drops `ino` if it is a tombstone nothing refers to any more (the
+    /// uploader calls this after the server answered for its records).
+    pub fn release_tombstone(&self, ino: u64) -> VfsResult<()> {
+        self.purge_if_unused(ino)
+    }
+
+    /// Sets the connection state shown to the user.
+    pub fn set_connection(&self, c: Connection) {
+        self.sync_state.lock().connection = c;
     }
 
     /// The server has processed this device's delete of `node`: its
@@ -706,7 +767,7 @@ impl Vfs {
             inode.ctime_ns = now_ns();
             inode.local_rev += 1;
             t.put_inode(&inode);
-            t.journal(&JournalOp::Sync { ino: inode.ino });
+            t.journal_upsert(&inode, true)?;
             if parent != new_parent {
                 let mut op = self.meta.inode_required(parent)?;
                 self.touch_dir(&mut t, &mut op);
@@ -757,7 +818,7 @@ impl Vfs {
             inode.ctime_ns = now_ns();
             inode.local_rev += 1;
             let mut t = self.meta.txn();
-            t.put_inode(&inode).journal(&JournalOp::Sync { ino });
+            t.put_inode(&inode).journal_upsert(&inode, false)?;
             t.commit()?;
             self.journal_notify.notify_one();
         }
@@ -1070,7 +1131,7 @@ impl Vfs {
             let mut t = self.meta.txn();
             t.put_inode(&inode);
             if !inode.unlinked {
-                t.journal(&JournalOp::Sync { ino });
+                t.journal_upsert(&inode, false)?;
             }
             t.commit()?;
             let mut st = o.state.lock();
@@ -1115,6 +1176,11 @@ impl Vfs {
     fn wait_uploaded(&self, ino: u64) -> VfsResult<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while self.is_journaled(ino) {
+            if self.meta.journal().is_quarantined(ino) {
+                return Err(VfsError::Unavailable(
+                    "the server refused this file's change (see `nimbus status`)".into(),
+                ));
+            }
             if std::time::Instant::now() > deadline {
                 return Err(VfsError::Unavailable(
                     "the server did not acknowledge the file in time".into(),
@@ -1296,52 +1362,43 @@ impl Vfs {
         false
     }
 
-    /// Journal entries concerning `ino` or anything below it: count, bytes
-    /// of content to upload, and up to `max_paths` paths.
-    pub fn pending_below(&self, ino: u64, max_paths: usize) -> VfsResult<(u64, u64, Vec<String>)> {
+    /// Nodes at or below `ino` with changes the server does not have
+    /// (journaled or quarantined). Reads the journal's index, not the
+    /// journal: O(pending nodes).
+    pub fn pending_below(&self, ino: u64, max_paths: usize) -> VfsResult<PendingSummary> {
         let mut count = 0;
         let mut bytes = 0;
+        let mut failed = 0;
         let mut paths = Vec::new();
-        let mut from = 0;
-        loop {
-            let page = self.meta.journal(from, 1024)?;
-            let Some((last, _)) = page.last() else { break };
-            from = last + 1;
-            for (_, op) in page {
-                let (node, path) = match &op {
-                    JournalOp::Sync { ino: i } => {
-                        let Some(inode) = self.meta.inode(*i)? else {
-                            continue;
-                        };
-                        if inode.unlinked {
-                            continue;
-                        }
-                        if inode.dirty {
-                            bytes += inode.size;
-                        }
-                        (*i, self.path_of(*i).unwrap_or_default())
-                    }
-                    JournalOp::Delete { parent, name, .. } => {
-                        let p = self.path_of(*parent).unwrap_or_default();
-                        (
-                            *parent,
-                            if p.is_empty() {
-                                name.clone()
-                            } else {
-                                format!("{p}/{name}")
-                            },
-                        )
-                    }
-                };
-                if self.is_below(node, ino) {
-                    count += 1;
-                    if paths.len() < max_paths {
-                        paths.push(path);
-                    }
-                }
+        for i in self.meta.journal().pending_inos() {
+            let Some(inode) = self.meta.inode(i)? else {
+                continue;
+            };
+            if !self.is_below(i, ino) {
+                continue;
+            }
+            count += 1;
+            if self.meta.journal().is_quarantined(i) && !self.meta.journal().has_records(i) {
+                failed += 1;
+            }
+            if inode.kind == NodeKind::File && inode.dirty && !inode.unlinked {
+                bytes += inode.size;
+            }
+            if paths.len() < max_paths {
+                let parent = self.path_of(inode.parent).unwrap_or_default();
+                paths.push(if parent.is_empty() {
+                    inode.name.clone()
+                } else {
+                    format!("{parent}/{}", inode.name)
+                });
             }
         }
-        Ok((count, bytes, paths))
+        Ok(PendingSummary {
+            count,
+            bytes,
+            failed,
+            paths,
+        })
     }
 
     // ------------------------------------------------------------ remote changes
@@ -1555,7 +1612,7 @@ impl Vfs {
             );
             other.name = new_name;
             other.local_rev += 1;
-            t.put_inode(&other).journal(&JournalOp::Sync { ino });
+            t.put_inode(&other).journal_upsert(&other, true)?;
         } else {
             other.unlinked = true;
             t.put_inode(&other);
@@ -1573,30 +1630,22 @@ impl Vfs {
         let mut notify_ino = false;
         {
             let _ns = self.ns.lock();
-            let inode = self.meta.inode(ino)?;
-            // Deleted here while its commit was in flight: the delete was
-            // not journaled then (the server did not have the node), so
-            // journal it now.
-            if inode.as_ref().is_none_or(|i| i.unlinked) && !rec.deleted {
-                let mut t = self.meta.txn();
-                t.journal(&JournalOp::Delete {
-                    node_id: rec.node_id,
-                    base: rec.vv.clone(),
-                    parent: inode.as_ref().map(|i| i.parent).unwrap_or(0),
-                    name: rec.name.clone(),
-                });
-                if let Some(mut i) = inode {
-                    i.vv = rec.vv.clone();
-                    i.server_seq = rec.seq;
-                    t.put_inode(&i);
-                }
-                t.commit()?;
-                self.journal_notify.notify_one();
-                return Ok(());
-            }
-            let Some(mut inode) = inode else {
+            let Some(mut inode) = self.meta.inode(ino)? else {
                 return Ok(());
             };
+            // Deleted here while its commit was in flight: its delete is
+            // already journaled after this push; it needs the vector the
+            // server now has.
+            if inode.unlinked {
+                if !rec.deleted {
+                    inode.vv = rec.vv.clone();
+                    inode.server_seq = rec.seq;
+                    let mut t = self.meta.txn();
+                    t.put_inode(&inode);
+                    t.commit()?;
+                }
+                return Ok(());
+            }
             let mut t = self.meta.txn();
             let unchanged = inode.local_rev == rev;
             // After a conflict, local changes made since the commit was
@@ -1660,5 +1709,7 @@ impl Vfs {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod tests;

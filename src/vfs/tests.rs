@@ -312,10 +312,26 @@ async fn an_entry_the_server_refuses_for_good_does_not_block_the_rest() {
     assert!(fx.remote.node("before").is_some());
     assert!(fx.remote.node("after").is_some());
     assert!(fx.remote.node("refused").is_none());
-    let failed = vfs.sync_state.lock().failed.clone();
+    let failed = vfs
+        .meta
+        .journal()
+        .quarantined(vfs.meta.kv().as_ref())
+        .unwrap();
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0].0, "refused");
-    // The refused file's content is still here.
+    assert_eq!(failed[0].1.path, "refused");
+    // The refused file's content is still here, it reads `failed`, and it
+    // still counts as not uploaded.
     let ino = vfs.lookup(meta::ROOT_INO, b"refused").unwrap().ino;
     assert_eq!(read_all(&vfs, ino).await, b"2");
+    assert_eq!(vfs.getxattr(ino, b"user.nimbus.state").unwrap(), b"failed");
+    let p = vfs.pending_below(meta::ROOT_INO, 10).unwrap();
+    assert_eq!((p.count, p.failed), (1, 1), "{p:?}");
+    // The quarantine survives a restart.
+    let failed_ino = ino;
+    drop(vfs);
+    let vfs = fx.open();
+    assert_eq!(
+        vfs.getxattr(failed_ino, b"user.nimbus.state").unwrap(),
+        b"failed"
+    );
 }

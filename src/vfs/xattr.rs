@@ -1,17 +1,19 @@
 //! Extended attributes of the mount (DESIGN §5):
 //! - `user.nimbus.status` on the root: JSON with connection state, pending
 //!   operations and bytes, last sync, conflicts, cache use and limit.
-//! - `user.nimbus.pending` on any node: JSON `{count, bytes, paths}` for
-//!   the journal entries at or below it (what `nimbus sync --wait` polls).
-//! - `user.nimbus.state` on any node: `pending` when it has local changes
-//!   not yet uploaded, else `cached` / `partial` / `placeholder` by how
-//!   much of its content is local (folders: `cached`).
+//! - `user.nimbus.pending` on any node: JSON `{count, bytes, failed,
+//!   paths}` for the nodes at or below it with changes the server does not
+//!   have ([`super::PendingSummary`], what `nimbus sync --wait` polls).
+//! - `user.nimbus.state` on any node: `failed` when the server refused its
+//!   change, `pending` when it has local changes not yet uploaded, else
+//!   `cached` / `partial` / `placeholder` by how much of its content is
+//!   local (folders: `cached`).
 //!
 //! Other attributes are not stored yet: setting one fails with ENOTSUP
 //! rather than pretending it was kept.
 
 use super::error::{VfsError, VfsResult};
-use super::meta::{JournalOp, ROOT_INO};
+use super::meta::ROOT_INO;
 use super::Vfs;
 use crate::protocol::NodeKind;
 
@@ -33,12 +35,8 @@ impl Vfs {
         match name {
             n if n == STATUS.as_bytes() && ino == ROOT_INO => Ok(self.status_json().into_bytes()),
             n if n == PENDING.as_bytes() => {
-                let (count, bytes, paths) = self.pending_below(ino, 50)?;
-                Ok(
-                    serde_json::json!({"count": count, "bytes": bytes, "paths": paths})
-                        .to_string()
-                        .into_bytes(),
-                )
+                let p = self.pending_below(ino, 50)?;
+                Ok(serde_json::to_vec(&p).map_err(|e| VfsError::Store(e.to_string()))?)
             }
             n if n == STATE.as_bytes() => Ok(self.state_of(&inode).as_bytes().to_vec()),
             _ => Err(VfsError::NoAttribute),
@@ -73,6 +71,9 @@ impl Vfs {
     }
 
     fn state_of(&self, inode: &super::meta::Inode) -> &'static str {
+        if self.meta.journal().is_quarantined(inode.ino) {
+            return "failed";
+        }
         if inode.has_local_changes() || self.is_journaled(inode.ino) {
             return "pending";
         }
@@ -96,30 +97,13 @@ impl Vfs {
         }
     }
 
-    /// True when a journal entry still refers to `ino`.
+    /// True while a journal record of `ino` waits to be uploaded.
     pub fn is_journaled(&self, ino: u64) -> bool {
-        let mut from = 0;
-        loop {
-            let Ok(page) = self.meta.journal(from, 1024) else {
-                return false;
-            };
-            let Some((last, _)) = page.last() else {
-                return false;
-            };
-            from = last + 1;
-            if page
-                .iter()
-                .any(|(_, op)| matches!(op, JournalOp::Sync { ino: i } if *i == ino))
-            {
-                return true;
-            }
-        }
+        self.meta.journal().has_records(ino)
     }
 
     pub fn status_json(&self) -> String {
-        let (count, bytes, _) = self
-            .pending_below(ROOT_INO, 0)
-            .unwrap_or((0, 0, Vec::new()));
+        let pending = self.pending_below(ROOT_INO, 0).unwrap_or_default();
         let st = self.sync_state.lock().clone();
         let last_sync = st.last_sync_unix.map(|s| {
             humantime::format_rfc3339_seconds(
@@ -127,17 +111,26 @@ impl Vfs {
             )
             .to_string()
         });
+        let failed: Vec<serde_json::Value> = self
+            .meta
+            .journal()
+            .quarantined(self.meta.kv().as_ref())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, q)| serde_json::json!({"path": q.path, "error": q.reason}))
+            .collect();
         serde_json::json!({
-            "connection": st.connection,
+            "connection": st.connection.name(),
+            "connection_reason": st.connection.reason(),
             "server": st.server,
             "device": self.device_name,
-            "pending_ops": count,
-            "pending_bytes": bytes,
+            "pending_ops": pending.count,
+            "pending_bytes": pending.bytes,
             "last_sync": last_sync,
             "conflicts": st.conflicts,
             "cache_bytes": self.chunks.used_bytes(),
             "cache_limit": self.chunks.limit(),
-            "failed": st.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+            "failed": failed,
         })
         .to_string()
     }

@@ -1,0 +1,291 @@
+//! The uploader: drains the journal in order and never drops work.
+//!
+//! Each round takes up to [`BATCH`] records (files still open for writing
+//! wait, see [`plan::deferred`]) and goes through three steps:
+//! - [`plan`]: records → commit ops, in journal order;
+//! - [`transfer`]: chunk new content, ask which chunks the server lacks,
+//!   upload those;
+//! - commit (one request per [`MAX_COMMIT_OPS`] ops, one server
+//!   transaction each), then [`outcome`]: apply each answer, and the
+//!   records leave the journal in one batch.
+//!
+//! # Failures
+//! Every failure has a class ([`crate::remote::FailureClass`]); none drops
+//! a record:
+//! - **transient** (network, 5xx, 429, retryable codes, local I/O errors
+//!   such as ENOSPC or EMFILE): capped exponential backoff with jitter
+//!   (250 ms doubling to 30 s), records stay;
+//! - **needs the user** (credentials refused after a refresh, a proxy's
+//!   413 body limit, an unknown route): the queue pauses, the connection
+//!   state says why (`unauthorized`, `misconfigured`), and a probe round
+//!   runs every 1 s doubling to 60 s, so uploads resume by themselves after
+//!   `nimbus login` or once the server accepts the requests;
+//! - **refused** (an error naming one op): exactly that op's record moves
+//!   to the quarantine ([`crate::vfs::journal`]), where `nimbus status`
+//!   shows it and `sync --wait` counts it, and the rest proceeds at once.
+//!
+//! A crash between commit and the records' removal replays ops whose
+//! vector the server already has from this device — a fast-forward, not a
+//! conflict.
+
+mod outcome;
+mod plan;
+mod transfer;
+
+use crate::protocol::MAX_COMMIT_OPS;
+use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
+use crate::vfs::meta::Quarantined;
+use crate::vfs::{Connection, Vfs, VfsError};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use plan::Origin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Journal records per round.
+pub const BATCH: usize = 512;
+/// Pause after a round, so that changes made close together share one.
+const COALESCE: Duration = Duration::from_millis(30);
+/// Longest sleep with an empty journal (a wake-up also comes with every
+/// journal append).
+const IDLE: Duration = Duration::from_secs(2);
+
+pub struct Uploader {
+    vfs: Arc<Vfs>,
+    remote: Arc<dyn Remote>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RoundError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Local(#[from] VfsError),
+}
+
+impl From<std::io::Error> for RoundError {
+    fn from(e: std::io::Error) -> Self {
+        RoundError::Local(VfsError::Io(e))
+    }
+}
+
+impl RoundError {
+    /// Local failures (ENOSPC, EMFILE, EIO, a store error) are transient:
+    /// the records stay and the round is tried again later.
+    fn class(&self) -> FailureClass {
+        match self {
+            RoundError::Remote(e) => e.class(),
+            RoundError::Local(_) => FailureClass::Transient,
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter (via `backon`), restartable.
+struct Backoff {
+    builder: ExponentialBuilder,
+    current: Option<backon::ExponentialBackoff>,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            builder: ExponentialBuilder::default()
+                .with_min_delay(min)
+                .with_max_delay(max)
+                .with_jitter()
+                .without_max_times(),
+            current: None,
+        }
+    }
+    fn reset(&mut self) {
+        self.current = None;
+    }
+    fn next_delay(&mut self) -> Duration {
+        let b = self.current.get_or_insert_with(|| self.builder.build());
+        b.next().unwrap_or(Duration::from_secs(30))
+    }
+}
+
+impl Uploader {
+    pub fn new(vfs: Arc<Vfs>, remote: Arc<dyn Remote>) -> Self {
+        Uploader { vfs, remote }
+    }
+
+    pub async fn run(self, stop: CancellationToken) {
+        let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut paused = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let wait = match self.round(BATCH).await {
+                Ok(true) => {
+                    transient.reset();
+                    paused.reset();
+                    // Let closely spaced changes (an untar, a copy of many
+                    // small files) gather into one round.
+                    Some(COALESCE)
+                }
+                Ok(false) => {
+                    transient.reset();
+                    paused.reset();
+                    self.vfs.drained_notify.notify_waiters();
+                    None
+                }
+                Err(e) => {
+                    let delay = match e.class() {
+                        FailureClass::NeedsUser(n) => {
+                            tracing::warn!("uploads paused: {e}");
+                            self.vfs.set_connection(match n {
+                                NeedsUser::Unauthorized(m) => Connection::Unauthorized(m),
+                                NeedsUser::Misconfigured(m) => Connection::Misconfigured(m),
+                            });
+                            paused.next_delay()
+                        }
+                        _ => {
+                            if matches!(e, RoundError::Remote(RemoteError::Unreachable(_))) {
+                                self.vfs.set_connection(Connection::Offline);
+                            }
+                            let d = transient.next_delay();
+                            tracing::info!("uploader: {e}; retrying in {d:?}");
+                            d
+                        }
+                    };
+                    self.vfs.drained_notify.notify_waiters();
+                    // New journal records do not cut a backoff short: every
+                    // round would re-read pending files for nothing.
+                    Some(delay)
+                }
+            };
+            match wait {
+                Some(d) => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = self.vfs.journal_notify.notified() => {}
+                        _ = tokio::time::sleep(IDLE) => {}
+                    }
+                    if !stop.is_cancelled() {
+                        tokio::time::sleep(COALESCE).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one round; `Ok(false)` when there was nothing it could push.
+    /// (Tests drive the uploader with this instead of [`Uploader::run`].)
+    pub async fn run_once(&self) -> anyhow::Result<bool> {
+        Ok(self.round(BATCH).await?)
+    }
+
+    /// One round; `Ok(false)` when there was nothing it could push.
+    async fn round(&self, limit: usize) -> Result<bool, RoundError> {
+        let journal = self.vfs.meta.journal();
+        let kv = self.vfs.meta.kv().as_ref();
+        let records = journal.take(kv, limit, |op| plan::deferred(&self.vfs, op))?;
+        if records.is_empty() {
+            return Ok(false);
+        }
+        let mut plan = plan::build(&self.vfs, records)?;
+        self.transfer(&mut plan).await?;
+
+        let mut done = std::mem::take(&mut plan.settled);
+        let mut refused = std::mem::take(&mut plan.blocked);
+        let mut start = 0;
+        while start < plan.ops.len() {
+            let end = (start + MAX_COMMIT_OPS).min(plan.ops.len());
+            match self.remote.commit(plan.ops[start..end].to_vec()).await {
+                Ok(results) => {
+                    for (outcome, (seq, origin)) in results.iter().zip(&plan.origins[start..end]) {
+                        self.apply_outcome(outcome, origin)?;
+                        done.push(*seq);
+                    }
+                    start = end;
+                }
+                Err(e) => {
+                    let op = match e.class() {
+                        FailureClass::Refused { op } => Some(op),
+                        // A parent the server has never had and nothing
+                        // here will create: retrying cannot help.
+                        FailureClass::Transient => match &e {
+                            RemoteError::Rejected {
+                                code, op: Some(op), ..
+                            } if code == "parent_not_found"
+                                && !self.parent_pending(&plan.origins[start + op].1) =>
+                            {
+                                Some(*op)
+                            }
+                            _ => None,
+                        },
+                        FailureClass::NeedsUser(_) => None,
+                    };
+                    let Some(op) = op.filter(|op| start + op < end) else {
+                        journal.finish(kv, &done, refused)?;
+                        self.release_tombstones(&plan.inos);
+                        return Err(e.into());
+                    };
+                    // Exactly that record is set aside; the next round
+                    // sends the rest (none of this request was applied).
+                    let (seq, origin) = &plan.origins[start + op];
+                    let path = self.origin_path(origin);
+                    tracing::warn!(path = %path, "the server refused this change: {e}");
+                    if let Some(rec) = journal.record(kv, *seq)? {
+                        refused.push((
+                            *seq,
+                            Quarantined {
+                                op: rec,
+                                path,
+                                reason: e.to_string(),
+                                at_unix: crate::vfs::now_ns() / 1_000_000_000,
+                                blocked_by: None,
+                            },
+                        ));
+                    }
+                    journal.finish(kv, &done, refused)?;
+                    self.release_tombstones(&plan.inos);
+                    self.vfs.drained_notify.notify_waiters();
+                    return Ok(true);
+                }
+            }
+        }
+        journal.finish(kv, &done, refused)?;
+        self.release_tombstones(&plan.inos);
+        self.vfs.set_connection(Connection::Online);
+        self.vfs.sync_state.lock().last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
+        self.vfs.drained_notify.notify_waiters();
+        Ok(true)
+    }
+
+    fn release_tombstones(&self, inos: &[u64]) {
+        for ino in inos {
+            if let Err(e) = self.vfs.release_tombstone(*ino) {
+                tracing::warn!(ino, "could not drop a tombstone: {e}");
+            }
+        }
+    }
+
+    /// True when the parent of the op's node still has local records that
+    /// may create it on the server.
+    fn parent_pending(&self, origin: &Origin) -> bool {
+        let Origin::Node { ino, .. } = origin else {
+            return false;
+        };
+        match self.vfs.meta.inode(*ino) {
+            Ok(Some(i)) => self.vfs.meta.journal().has_records(i.parent),
+            _ => false,
+        }
+    }
+
+    fn origin_path(&self, origin: &Origin) -> String {
+        match origin {
+            Origin::Node { ino, .. } => self.vfs.path_of(*ino).unwrap_or_default(),
+            Origin::Delete(id) => match self.vfs.meta.ino_of(id) {
+                Ok(Some(ino)) => self.vfs.path_of(ino).unwrap_or_default(),
+                _ => id.to_string(),
+            },
+        }
+    }
+}

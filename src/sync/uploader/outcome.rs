@@ -1,0 +1,59 @@
+//! Outcome: the server's answer for each op → the local metadata cache
+//! (adopt the new vector and sequence, clear what was pushed, bring back a
+//! node whose delete lost against an edit, take in a conflict copy).
+
+use super::plan::Origin;
+use super::{RoundError, Uploader};
+use crate::protocol::CommitOutcome;
+use crate::vfs::SentState;
+
+impl Uploader {
+    pub(super) fn apply_outcome(
+        &self,
+        outcome: &CommitOutcome,
+        origin: &Origin,
+    ) -> Result<(), RoundError> {
+        match (outcome, origin) {
+            (
+                CommitOutcome::Applied { node } | CommitOutcome::Renamed { node },
+                Origin::Node { ino, sent },
+            ) => {
+                self.vfs.commit_done(*ino, sent, node)?;
+            }
+            (CommitOutcome::ConflictCopy { node, copy }, Origin::Node { ino, sent }) => {
+                self.vfs.sync_state.lock().conflicts += 1;
+                let sent = SentState {
+                    conflict: true,
+                    content: true,
+                    ..sent.clone()
+                };
+                self.vfs.commit_done(*ino, &sent, node)?;
+                self.vfs.apply_remote(copy)?;
+            }
+            (CommitOutcome::Superseded { node }, Origin::Node { ino, sent }) => {
+                let sent = SentState {
+                    content: false,
+                    ..sent.clone()
+                };
+                self.vfs.commit_done(*ino, &sent, node)?;
+            }
+            (CommitOutcome::Superseded { node }, Origin::Delete(id)) => {
+                // The delete lost against an edit elsewhere: the node
+                // comes back.
+                self.vfs.delete_done(id)?;
+                self.vfs.apply_remote(node)?;
+            }
+            (
+                CommitOutcome::Applied { .. }
+                | CommitOutcome::Renamed { .. }
+                | CommitOutcome::ConflictCopy { .. }
+                | CommitOutcome::AlreadyGone,
+                Origin::Delete(id),
+            ) => {
+                self.vfs.delete_done(id)?;
+            }
+            (CommitOutcome::AlreadyGone, Origin::Node { .. }) => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! Planning: journal records → commit ops, in journal order.
+//!
+//! - `Upsert` sends the node's place *as recorded* (parent, name) with its
+//!   current attributes. New content goes with it when the file has a
+//!   working copy and is not open for writing (an `fsync --fsync remote`
+//!   waiter excepted); otherwise the op carries the content the server
+//!   already has, and the file's close journals the rest.
+//! - An `Upsert` of a node removed since is still sent when the server has
+//!   the node or it is a folder (a rename away frees a name that a later
+//!   record takes; a folder may be the parent of later records), without
+//!   new content; a never-uploaded file's is dropped.
+//! - `Delete` carries the tombstone's current vector.
+//! - A record whose parent folder neither is on the server nor comes
+//!   earlier in the round waits in the quarantine when that folder's own
+//!   change was refused (it returns with the folder's next change); else it
+//!   is sent and the server decides.
+
+use super::RoundError;
+use crate::protocol::{CommitOp, FileContent, Manifest, NodeChange, NodeId, NodeKind, NodeMeta};
+use crate::vfs::meta::{Inode, JournalOp, Quarantined, ROOT_INO};
+use crate::vfs::{SentState, Vfs};
+use std::collections::HashSet;
+
+/// What one planned op refers to locally.
+#[derive(Clone, Debug)]
+pub(super) enum Origin {
+    Node { ino: u64, sent: SentState },
+    Delete(NodeId),
+}
+
+/// One round's work.
+#[derive(Default)]
+pub(super) struct Plan {
+    pub ops: Vec<CommitOp>,
+    /// Per op: the journal record it comes from and what it refers to.
+    pub origins: Vec<(u64, Origin)>,
+    /// Files whose content must be chunked and uploaded, with the indices
+    /// of the ops that carry it (every op of the file in this round).
+    pub files: Vec<(Vec<usize>, Inode)>,
+    /// Records that need no request (nothing left to say to the server).
+    pub settled: Vec<u64>,
+    /// Records held back because their folder was refused.
+    pub blocked: Vec<(u64, Quarantined)>,
+    /// Inodes the round touched (tombstones to release afterwards).
+    pub inos: Vec<u64>,
+}
+
+/// True when a record must wait: content or attribute pushes of a file
+/// still open for writing (its close journals again), and anything of a
+/// file that never reached the server while it is open for writing
+/// (nothing depends on such a file).
+pub(super) fn deferred(vfs: &Vfs, op: &JournalOp) -> bool {
+    let JournalOp::Upsert { ino, moved, .. } = op else {
+        return false;
+    };
+    if !vfs.has_writers(*ino) || vfs.fsync_waiting(*ino) {
+        return false;
+    }
+    match vfs.meta.inode(*ino) {
+        Ok(Some(i)) => i.kind == NodeKind::File && !i.unlinked && (!*moved || !i.on_server()),
+        _ => false,
+    }
+}
+
+pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, RoundError> {
+    let mut plan = Plan::default();
+    let mut planned: HashSet<NodeId> = HashSet::new();
+    let mut content_planned: HashSet<u64> = HashSet::new();
+    for (seq, op) in records {
+        plan.inos.push(op.ino());
+        match op {
+            JournalOp::Upsert {
+                ino, parent, name, ..
+            } => {
+                let Some(inode) = vfs.meta.inode(ino)? else {
+                    tracing::warn!(ino, "journal record of a node that no longer exists");
+                    plan.settled.push(seq);
+                    continue;
+                };
+                if ino == ROOT_INO || (inode.unlinked && !inode.on_server() && !inode.is_dir()) {
+                    plan.settled.push(seq);
+                    continue;
+                }
+                if !parent.is_root() && !planned.contains(&parent) {
+                    let p = vfs.meta.ino_of(&parent)?;
+                    let on_server = match p {
+                        Some(p) => vfs.meta.inode(p)?.is_some_and(|i| i.on_server()),
+                        None => false,
+                    };
+                    if let (false, Some(p)) = (on_server, p) {
+                        if vfs.meta.journal().is_quarantined(p) {
+                            plan.blocked.push((
+                                seq,
+                                Quarantined {
+                                    path: vfs.path_of(ino).unwrap_or_default(),
+                                    reason: "its folder's change was refused (see that folder)"
+                                        .into(),
+                                    at_unix: crate::vfs::now_ns() / 1_000_000_000,
+                                    blocked_by: Some(p),
+                                    op: JournalOp::Upsert {
+                                        ino,
+                                        parent,
+                                        name,
+                                        moved: true,
+                                    },
+                                },
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                let new_content = inode.kind == NodeKind::File
+                    && inode.dirty
+                    && !inode.unlinked
+                    && (!vfs.has_writers(ino) || vfs.fsync_waiting(ino));
+                if new_content {
+                    if content_planned.insert(ino) {
+                        plan.files.push((Vec::new(), inode.clone()));
+                    }
+                    if let Some((ops, _)) = plan.files.iter_mut().find(|(_, i)| i.ino == ino) {
+                        ops.push(plan.ops.len());
+                    }
+                }
+                plan.ops.push(upsert_op(vfs, &inode, parent, &name)?);
+                plan.origins.push((
+                    seq,
+                    Origin::Node {
+                        ino,
+                        sent: SentState {
+                            rev: inode.local_rev,
+                            name,
+                            content: new_content,
+                            conflict: false,
+                        },
+                    },
+                ));
+                planned.insert(inode.node_id);
+            }
+            JournalOp::Delete { node_id, base, .. } => {
+                let base = match vfs.meta.ino_of(&node_id)? {
+                    Some(i) => match vfs.meta.inode(i)? {
+                        Some(t) if t.unlinked && !t.vv.is_empty() => t.vv,
+                        _ => base,
+                    },
+                    None => base,
+                };
+                plan.ops.push(CommitOp {
+                    node_id,
+                    base,
+                    change: NodeChange::Delete,
+                });
+                plan.origins.push((seq, Origin::Delete(node_id)));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// The op for `inode` at place (`parent`, `name`), carrying the content the
+/// server already has (the transfer step fills in new content).
+fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<CommitOp, RoundError> {
+    let content = match inode.kind {
+        NodeKind::File => Some(vfs.meta.content(inode.ino)?.unwrap_or(FileContent {
+            manifest: Manifest::default(),
+        })),
+        _ => None,
+    };
+    Ok(CommitOp {
+        node_id: inode.node_id,
+        base: inode.vv.clone(),
+        change: NodeChange::Upsert {
+            parent,
+            name: name.to_string(),
+            meta: NodeMeta {
+                kind: inode.kind,
+                mode: inode.mode,
+                mtime_ns: inode.mtime_ns,
+                content,
+                symlink_target: inode.symlink_target.clone(),
+            },
+        },
+    })
+}

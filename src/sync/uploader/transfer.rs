@@ -1,0 +1,146 @@
+//! Transfer: chunk working copies (FastCDC), ask the server which chunks
+//! it lacks, upload only those (zstd on the wire), [`PARALLEL_PUTS`] at a
+//! time; uploaded chunks also enter the local chunk cache.
+//!
+//! A file that changed while it was being chunked (its `local_rev` moved)
+//! is not sent with that content: the op keeps the content the server has,
+//! and the change's own journal record sends the new one.
+
+use super::plan::{Origin, Plan};
+use super::{RoundError, Uploader};
+use crate::chunking::{chunk_bytes, chunk_stream};
+use crate::protocol::{ChunkId, FileContent, Manifest, NodeChange};
+use crate::remote::RemoteError;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::HashSet;
+
+/// Chunks per missing-chunks query / upload group.
+const GROUP_CHUNKS: usize = 64;
+const GROUP_BYTES: usize = 32 << 20;
+/// Chunk uploads in flight at once.
+pub const PARALLEL_PUTS: usize = 4;
+/// Files up to this size are read whole and chunked in memory.
+const IN_MEMORY_CHUNKING: u64 = 8 << 20;
+
+impl Uploader {
+    /// Uploads the content of every file of the plan and puts the new
+    /// manifests into their ops.
+    pub(super) async fn transfer(&self, plan: &mut Plan) -> Result<(), RoundError> {
+        let mut group = ChunkGroup::default();
+        for (op_indices, inode) in std::mem::take(&mut plan.files) {
+            let path = self.vfs.work_path_of(&inode);
+            let manifest = self.upload_file(path, &mut group).await?;
+            let now = self.vfs.meta.inode(inode.ino)?;
+            let unchanged = now.is_some_and(|n| n.local_rev == inode.local_rev && !n.unlinked);
+            for i in op_indices {
+                if unchanged {
+                    if let NodeChange::Upsert { meta, .. } = &mut plan.ops[i].change {
+                        meta.content = Some(FileContent {
+                            manifest: manifest.clone(),
+                        });
+                    }
+                } else if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
+                    sent.content = false;
+                }
+            }
+        }
+        self.flush_group(&mut group).await
+    }
+
+    /// Chunks one working copy and queues its chunks for upload.
+    async fn upload_file(
+        &self,
+        path: std::path::PathBuf,
+        group: &mut ChunkGroup,
+    ) -> Result<Manifest, RoundError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Bytes)>(4);
+        let chunker = tokio::task::spawn_blocking(move || -> std::io::Result<Manifest> {
+            let mut file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            if len <= IN_MEMORY_CHUNKING {
+                // Small files: one read, chunked in place. (The streaming
+                // chunker allocates and zeroes a max-chunk buffer per file,
+                // which dominated the cost of many small files.)
+                let mut data = Vec::with_capacity(len as usize);
+                std::io::Read::read_to_end(&mut file, &mut data)?;
+                let data = Bytes::from(data);
+                let mut chunks = Vec::new();
+                for (r, range) in chunk_bytes(&data) {
+                    chunks.push(r);
+                    tx.blocking_send((r.id, data.slice(range)))
+                        .map_err(|_| std::io::Error::other("uploader stopped"))?;
+                }
+                return Ok(Manifest { chunks });
+            }
+            chunk_stream(file, |r, data| {
+                tx.blocking_send((r.id, Bytes::from(data)))
+                    .map_err(|_| std::io::Error::other("uploader stopped"))
+            })
+        });
+        while let Some((id, data)) = rx.recv().await {
+            group.push(id, data);
+            if group.is_full() {
+                self.flush_group(group).await?;
+            }
+        }
+        let manifest = chunker
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(manifest)
+    }
+
+    async fn flush_group(&self, group: &mut ChunkGroup) -> Result<(), RoundError> {
+        if group.chunks.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut group.chunks);
+        group.bytes = 0;
+        let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+        let missing: HashSet<ChunkId> = self
+            .remote
+            .missing_chunks(&ids)
+            .await?
+            .into_iter()
+            .collect();
+        let remote = self.remote.clone();
+        let uploads: Vec<_> = chunks
+            .iter()
+            .filter(|(id, _)| missing.contains(id))
+            .map(|(id, data)| {
+                let (remote, id, data) = (remote.clone(), *id, data.clone());
+                async move { remote.put_chunk(id, data).await }
+            })
+            .collect();
+        let results: Vec<Result<(), RemoteError>> = futures::stream::iter(uploads)
+            .buffer_unordered(PARALLEL_PUTS)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        for (id, data) in &chunks {
+            self.vfs.chunks.store(*id, data).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct ChunkGroup {
+    chunks: Vec<(ChunkId, Bytes)>,
+    bytes: usize,
+}
+
+impl ChunkGroup {
+    fn push(&mut self, id: ChunkId, data: Bytes) {
+        if self.chunks.iter().any(|(c, _)| *c == id) {
+            return;
+        }
+        self.bytes += data.len();
+        self.chunks.push((id, data));
+    }
+    fn is_full(&self) -> bool {
+        self.chunks.len() >= GROUP_CHUNKS || self.bytes >= GROUP_BYTES
+    }
+}
