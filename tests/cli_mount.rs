@@ -1,6 +1,7 @@
 //! The mount-side commands against a real FUSE mount of the embedded
 //! default: `mount --daemon`, `status`, `sync --wait`, `unmount` (busy and
-//! not). Every wait polls with a deadline.
+//! not), shutdown on signals, and semantics only a real kernel shows
+//! (timestamps, unsupported operations). Every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -275,4 +276,62 @@ fn sync_wait_times_out_listing_what_is_pending_while_offline() {
     let out = env.nimbus(&["unmount", m], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!mounted(&mnt));
+}
+
+/// A `--daemon` mount of the embedded default at `env/NAME` with its cache
+/// (and `mount.log`) in `env/NAME-cache`. Returns the canonical mount
+/// point, the cache dir and a guard that unmounts if the test fails.
+fn mount_daemon(env: &Env, name: &str) -> (PathBuf, PathBuf, MountGuard) {
+    let mnt = env.path(name);
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let cache = env.path(&format!("{name}-cache"));
+    let guard = MountGuard(mnt.clone());
+    let out = env.nimbus(
+        &[
+            "mount",
+            mnt.to_str().unwrap(),
+            "--daemon",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (mnt, cache, guard)
+}
+
+#[test]
+fn timestamps_out_of_range_clamp_and_before_1970_are_exact() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+    let env = Env::new();
+    let (mnt, _cache, _guard) = mount_daemon(&env, "mnt");
+    let path = mnt.join("t.txt");
+    std::fs::write(&path, b"time").unwrap();
+    let set_mtime = |t: std::time::SystemTime| {
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    };
+    let mtime = || {
+        let m = std::fs::metadata(&path).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+
+    // 2300-01-01 is past what i64 nanoseconds hold: clamped to the last
+    // representable instant, 2262-04-11 23:47:16.854775807, not wrapped.
+    set_mtime(UNIX_EPOCH + Duration::from_secs(10_413_792_000));
+    assert_eq!(mtime(), (9_223_372_036, 854_775_807));
+
+    // 1960-01-01 00:00:00.25 is kept exactly.
+    set_mtime(UNIX_EPOCH - Duration::from_secs(315_619_200) + Duration::from_millis(250));
+    assert_eq!(mtime(), (-315_619_200, 250_000_000));
+    // Whole seconds before 1970.
+    set_mtime(UNIX_EPOCH - Duration::from_secs(86_400));
+    assert_eq!(mtime(), (-86_400, 0));
+
+    let m = mnt.to_str().unwrap();
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

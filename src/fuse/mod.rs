@@ -6,7 +6,11 @@
 //! must fill a working copy from the server, moves to a tokio task that
 //! replies when done, so the FUSE threads never wait on the network.
 
-use crate::protocol::NodeKind;
+mod convert;
+
+pub use convert::errno;
+use convert::{file_attr, file_type};
+
 use crate::vfs::{Attr, DirEntry, KernelNotifier, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
@@ -21,65 +25,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache names and attributes. Remote changes
 /// invalidate them explicitly through the notifier.
 const TTL: Duration = Duration::from_secs(30);
-
-/// Maps every core error to an errno. Exhaustive on purpose.
-pub fn errno(e: &VfsError) -> Errno {
-    use crate::protocol::NameError;
-    let code = match e {
-        VfsError::NotFound => libc::ENOENT,
-        VfsError::Exists => libc::EEXIST,
-        VfsError::NotDir => libc::ENOTDIR,
-        VfsError::IsDir => libc::EISDIR,
-        VfsError::NotEmpty => libc::ENOTEMPTY,
-        VfsError::InvalidName(NameError::TooLong) => libc::ENAMETOOLONG,
-        VfsError::InvalidName(
-            NameError::Empty
-            | NameError::Reserved
-            | NameError::Slash
-            | NameError::Nul
-            | NameError::NotUtf8,
-        ) => libc::EINVAL,
-        VfsError::InvalidArgument(_) => libc::EINVAL,
-        VfsError::NotPermitted(_) => libc::EPERM,
-        VfsError::ReadOnly => libc::EROFS,
-        VfsError::Busy(_) => libc::EBUSY,
-        VfsError::NoAttribute => libc::ENODATA,
-        VfsError::NotSupported(_) => libc::ENOTSUP,
-        VfsError::Range => libc::ERANGE,
-        VfsError::Unavailable(_) => libc::EIO,
-        VfsError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
-        VfsError::Store(_) => libc::EIO,
-    };
-    Errno::from_i32(code)
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn time_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
 
 pub struct NimbusFs {
     vfs: Arc<Vfs>,
@@ -154,7 +104,7 @@ impl KernelNotifier for FuseNotifier {
 
 fn to_ns(t: TimeOrNow) -> i64 {
     match t {
-        TimeOrNow::SpecificTime(t) => time_ns(t),
+        TimeOrNow::SpecificTime(t) => convert::ns_from_request_time(t),
         TimeOrNow::Now => crate::vfs::now_ns(),
     }
 }
@@ -625,26 +575,5 @@ impl fuser::Filesystem for NimbusFs {
             ),
             Err(e) => reply.error(errno(&e)),
         }
-    }
-}
-
-fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
-    let t = time(a.mtime_ns);
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.local_bytes.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: time(a.ctime_ns),
-        crtime: t,
-        kind: file_type(a.kind),
-        perm: a.mode as u16,
-        nlink: a.nlink,
-        uid,
-        gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
     }
 }
