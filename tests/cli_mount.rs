@@ -335,3 +335,78 @@ fn timestamps_out_of_range_clamp_and_before_1970_are_exact() {
     let out = env.nimbus(&["unmount", m], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// The last OS error's errno.
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+#[test]
+fn unsupported_operations_answer_quietly_with_fallback_errnos() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let a = mnt.join("a.txt");
+    let content = b"0123456789".repeat(1000);
+    std::fs::write(&a, &content).unwrap();
+
+    let f = std::fs::File::open(&a).unwrap();
+    let fd = f.as_raw_fd();
+    // isatty(3) (Python's open, tar, vim): an ioctl that must say ENOTTY.
+    // SAFETY: `fd` is open; `termios` is a valid out buffer.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::ioctl(fd, libc::TCGETS, &mut termios) }, -1);
+    assert_eq!(last_errno(), libc::ENOTTY);
+    assert_eq!(unsafe { libc::isatty(fd) }, 0);
+    // SEEK_DATA / SEEK_HOLE fall back to "all data, hole at the end".
+    // SAFETY: plain syscalls on an open descriptor.
+    assert_eq!(unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) }, 0);
+    let size = content.len() as libc::off_t;
+    assert_eq!(unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) }, size);
+    // poll: always ready, like a local file.
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+    assert!(pfd.revents & libc::POLLIN != 0);
+    drop(f);
+
+    // fallocate is not supported: EOPNOTSUPP, so posix_fallocate writes.
+    let w = std::fs::File::options().write(true).open(&a).unwrap();
+    // SAFETY: plain syscall on an open descriptor.
+    assert_eq!(unsafe { libc::fallocate(w.as_raw_fd(), 0, 0, 4096) }, -1);
+    assert_eq!(last_errno(), libc::EOPNOTSUPP);
+    drop(w);
+    // copy_file_range falls back to read/write.
+    std::fs::copy(&a, mnt.join("b.txt")).unwrap();
+    assert_eq!(std::fs::read(mnt.join("b.txt")).unwrap(), content);
+    // No hard links.
+    let e = std::fs::hard_link(&a, mnt.join("c.txt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+
+    // None of this was logged as a warning (the log is written before the
+    // reply, so it is complete now).
+    let log = std::fs::read_to_string(cache.join("mount.log")).unwrap();
+    let ops = [
+        "ioctl",
+        "lseek",
+        "poll",
+        "fallocate",
+        "copy_file_range",
+        "link",
+    ];
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("Not Implemented")
+                || (l.contains("WARN") && ops.iter().any(|op| l.contains(op)))
+        })
+        .collect();
+    assert!(noisy.is_empty(), "warnings logged:\n{log}");
+
+    let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

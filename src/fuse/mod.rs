@@ -5,6 +5,26 @@
 //! thread; a read of a chunk that is not in memory, or a first write that
 //! must fill a working copy from the server, moves to a tokio task that
 //! replies when done, so the FUSE threads never wait on the network.
+//!
+//! # Operations the core does not implement
+//! Every `Filesystem` method is implemented here, so that fuser's
+//! defaults (which log a multi-line warning on every call) never run.
+//! The unsupported ones answer at once, logging at debug level only, with
+//! the errno that makes the kernel or the program fall back:
+//! - `ioctl`: `ENOTTY` (not a terminal: `isatty`, as asked by Python's
+//!   `open`, `tar`, `vim`, is simply false).
+//! - `getlk`/`setlk`: `ENOSYS`, so the kernel keeps POSIX locks locally
+//!   (it does not even ask while `FUSE_POSIX_LOCKS` is not negotiated).
+//! - `fallocate`: `ENOSYS`; the kernel stops asking and returns
+//!   `EOPNOTSUPP`, after which `posix_fallocate` writes zeros itself.
+//! - `lseek` (`SEEK_DATA`/`SEEK_HOLE`): `ENOSYS`; the kernel answers
+//!   from the size (all data, one hole at the end).
+//! - `copy_file_range`: `ENOSYS`; the kernel copies through read/write.
+//! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
+//!   local disk.
+//! - `bmap`: `ENOSYS` (there is no block device).
+//! - `link`: `EPERM`, what `link(2)` answers on a filesystem without hard
+//!   links.
 
 mod convert;
 
@@ -13,10 +33,11 @@ use convert::{file_attr, file_type};
 
 use crate::vfs::{Attr, DirEntry, KernelNotifier, SetAttr, Vfs, VfsError};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -100,6 +121,13 @@ impl KernelNotifier for FuseNotifier {
     fn inval_inode(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
     }
+}
+
+/// The errno for an operation the core does not implement, logged at
+/// debug level only (see the module docs for the choices).
+fn unsupported(op: &'static str, code: i32) -> Errno {
+    tracing::debug!(op, errno = code, "operation not supported");
+    Errno::from_i32(code)
 }
 
 fn to_ns(t: TimeOrNow) -> i64 {
@@ -575,5 +603,119 @@ impl fuser::Filesystem for NimbusFs {
             ),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(unsupported("link", libc::EPERM));
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        reply.error(unsupported("getlk", libc::ENOSYS));
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("setlk", libc::ENOSYS));
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(unsupported("bmap", libc::ENOSYS));
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(unsupported("ioctl", libc::ENOTTY));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(unsupported("poll", libc::ENOSYS));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("fallocate", libc::ENOSYS));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(unsupported("lseek", libc::ENOSYS));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(unsupported("copy_file_range", libc::ENOSYS));
     }
 }
