@@ -410,3 +410,76 @@ fn unsupported_operations_answer_quietly_with_fallback_errnos() {
     let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// SIGTERM at any moment of `nimbus mount` takes the clean way out: exit 0
+/// and nothing left mounted. Sent while it is still starting (once the
+/// embedded server has logged that it listens), it stops before mounting;
+/// sent the moment the folder appears in the mount table (racing the rest
+/// of the start, hence several rounds), it unmounts.
+#[test]
+fn sigterm_while_starting_or_right_after_mount_shuts_down_cleanly() {
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let _guard = MountGuard(mnt.clone());
+    for round in 0..7 {
+        let log = env.path(&format!("mount-{round}.log"));
+        let mut child = Command::new(BIN)
+            .args(["mount", mnt.to_str().unwrap(), "--cache-dir"])
+            .arg(env.path("cache-sig"))
+            .env("NIMBUS_CONFIG_DIR", env.path("config"))
+            .env("XDG_DATA_HOME", env.path("data"))
+            .env("XDG_CACHE_HOME", env.path("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let starting = round == 0;
+        // Busy-poll (no sleep) so the signal lands as early as possible.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = if starting {
+                std::fs::read_to_string(&log)
+                    .unwrap()
+                    .contains("server listening")
+            } else {
+                mounted(&mnt)
+            };
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: never got there");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: mount exited: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: mount did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: {status}: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(!mounted(&mnt), "round {round}: left mounted");
+    }
+}

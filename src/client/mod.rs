@@ -8,6 +8,10 @@
 //! files with local changes) and `identity.json` (which server and device
 //! the cache belongs to, so one cache is never mixed with another account).
 //!
+//! SIGINT/SIGTERM are handled from the start of [`run_mount`], before the
+//! folder is mounted: a signal at any moment leads to the clean shutdown
+//! (one that arrives before the mount skips mounting).
+//!
 //! Shutdown (SIGINT/SIGTERM or `nimbus unmount`): the journal is flushed to
 //! disk, the uploader gets a few seconds to drain what it can, the folder
 //! is unmounted, and the embedded server (if any) stops gracefully.
@@ -84,6 +88,10 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         .context("cannot start the async runtime")?;
     // Lets the core capture the runtime for work started on FUSE threads.
     let _rt_guard = rt.enter();
+    // Before anything else: from here on SIGINT/SIGTERM are recorded
+    // instead of killing the process, so one that arrives while starting
+    // or right after the folder appears still takes the clean way out.
+    let signalled = watch_shutdown_signals(&rt)?;
     let conn = rt.block_on(connect(&opts))?;
     let cache_dir = match &opts.cache_dir {
         Some(d) => d.clone(),
@@ -124,13 +132,20 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     // shows the account (best effort: offline mounts show the cache).
     let follower = Follower::new(vfs.clone(), conn.remote.clone());
     if let Err(e) = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), follower.pull_all())
-            .await
-            .unwrap_or(Err(crate::remote::RemoteError::Unreachable(
-                "initial listing timed out".into(),
-            )))
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(20), follower.pull_all()) => {
+                r.unwrap_or(Err(crate::remote::RemoteError::Unreachable(
+                    "initial listing timed out".into(),
+                )))
+            }
+            _ = signalled.cancelled() => Ok(()),
+        }
     }) {
         tracing::warn!("starting offline: {e}");
+    }
+    if signalled.is_cancelled() {
+        tracing::info!("signalled before mounting; not mounting");
+        return finish(&rt, &vfs, conn.embedded);
     }
     let stop = CancellationToken::new();
     rt.spawn(follower.run(stop.clone()));
@@ -178,14 +193,12 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         conn.device_name
     );
 
-    // Serve until a signal arrives or the folder is unmounted elsewhere.
-    let signalled = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail");
+    // Serve until a signal arrives (maybe already during the mount) or the
+    // folder is unmounted elsewhere.
+    let by_signal = rt.block_on(async {
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return true,
-                _ = term.recv() => return true,
+                _ = signalled.cancelled() => return true,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if session.guard.is_finished() {
                         return false;
@@ -211,15 +224,44 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         }
     });
     uploader_stop.cancel();
-    if signalled {
+    if by_signal {
         if let Err(e) = session.umount_and_join() {
             tracing::warn!("unmount: {e}");
         }
     } else {
         let _ = session.join();
     }
+    finish(&rt, &vfs, conn.embedded)
+}
+
+/// Installs the SIGTERM and SIGINT handlers (replacing the default action,
+/// which kills the process) and returns a token cancelled by the first
+/// signal. Call it inside the runtime.
+fn watch_shutdown_signals(rt: &tokio::runtime::Runtime) -> Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let signalled = CancellationToken::new();
+    let token = signalled.clone();
+    rt.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+    Ok(signalled)
+}
+
+/// The end of every run once the folder is no longer served: makes the
+/// journal durable, stops the embedded server, says what stays queued.
+fn finish(
+    rt: &tokio::runtime::Runtime,
+    vfs: &Vfs,
+    embedded: Option<crate::server::RunningServer>,
+) -> Result<()> {
     let _ = vfs.fsync_all();
-    if let Some(server) = conn.embedded {
+    if let Some(server) = embedded {
         if let Err(e) = rt.block_on(server.shutdown()) {
             tracing::warn!("embedded server shutdown: {e}");
         }
