@@ -483,3 +483,42 @@ fn sigterm_while_starting_or_right_after_mount_shuts_down_cleanly() {
         assert!(!mounted(&mnt), "round {round}: left mounted");
     }
 }
+
+/// `nimbus unmount M && nimbus mount M --cache-dir C` works every time:
+/// unmount returns only once the old mount process has let go of C.
+#[test]
+fn unmount_then_mount_again_with_the_same_cache_dir() {
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let m = mnt.to_str().unwrap();
+    for round in 0..4u8 {
+        // Something to flush on the way out.
+        std::fs::write(mnt.join(format!("f{round}.txt")), [round; 100]).unwrap();
+        let out = env.nimbus(&["unmount", m], None);
+        assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        assert!(!mounted(&mnt));
+        let out = env.nimbus(
+            &[
+                "mount",
+                m,
+                "--daemon",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "round {round}: mount right after unmount failed: {}",
+            text(&out.stderr)
+        );
+        for r in 0..=round {
+            assert_eq!(
+                std::fs::read(mnt.join(format!("f{r}.txt"))).unwrap(),
+                [r; 100]
+            );
+        }
+    }
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

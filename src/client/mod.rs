@@ -12,6 +12,10 @@
 //! folder is mounted: a signal at any moment leads to the clean shutdown
 //! (one that arrives before the mount skips mounting).
 //!
+//! The FUSE session runs on its own thread, which cancels a token the
+//! moment it ends, so an unmount from elsewhere (`nimbus unmount`,
+//! `fusermount3 -u`) is noticed at once rather than by polling.
+//!
 //! Shutdown (SIGINT/SIGTERM or `nimbus unmount`): the journal is flushed to
 //! disk, the uploader gets a few seconds to drain what it can, the folder
 //! is unmounted, and the embedded server (if any) stops gracefully.
@@ -171,7 +175,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     };
     config.n_threads = Some(4);
     let fs = crate::fuse::NimbusFs::new(vfs.clone(), rt.handle().clone());
-    let session = fuser::spawn_mount(fs, &opts.mountpoint, &config).map_err(|e| {
+    let mut session = fuser::Session::new(fs, &opts.mountpoint, &config).map_err(|e| {
         anyhow::anyhow!(
             "cannot mount {}: {}",
             opts.mountpoint.display(),
@@ -186,6 +190,20 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         )
     })?;
     vfs.set_notifier(Arc::new(crate::fuse::FuseNotifier(session.notifier())));
+    let mut unmounter = session.unmount_callable();
+    // The session runs on its own thread; `ended` is cancelled the moment it
+    // stops (the folder was unmounted, here or elsewhere), even by a panic.
+    let ended = CancellationToken::new();
+    let serving = {
+        let ended = ended.clone();
+        std::thread::Builder::new()
+            .name("fuse-session".into())
+            .spawn(move || {
+                let _ended = ended.drop_guard();
+                session.run()
+            })
+            .context("cannot start the FUSE session thread")?
+    };
     tracing::info!(
         "mounted {} (server {}, device {})",
         opts.mountpoint.display(),
@@ -196,15 +214,9 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     // Serve until a signal arrives (maybe already during the mount) or the
     // folder is unmounted elsewhere.
     let by_signal = rt.block_on(async {
-        loop {
-            tokio::select! {
-                _ = signalled.cancelled() => return true,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if session.guard.is_finished() {
-                        return false;
-                    }
-                }
-            }
+        tokio::select! {
+            _ = signalled.cancelled() => true,
+            _ = ended.cancelled() => false,
         }
     });
 
@@ -224,12 +236,21 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         }
     });
     uploader_stop.cancel();
-    if by_signal {
-        if let Err(e) = session.umount_and_join() {
-            tracing::warn!("unmount: {e}");
-        }
+    let unmounted = if by_signal {
+        unmounter
+            .unmount()
+            .inspect_err(|e| tracing::warn!("unmount: {e}"))
+            .is_ok()
     } else {
-        let _ = session.join();
+        true
+    };
+    if unmounted {
+        // Returns at once: the session ends when the folder is unmounted.
+        match serving.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("FUSE session ended with an error: {e}"),
+            Err(_) => tracing::warn!("the FUSE session thread panicked"),
+        }
     }
     finish(&rt, &vfs, conn.embedded)
 }

@@ -1,6 +1,7 @@
 //! Extended attributes of the mount (DESIGN §5):
 //! - `user.nimbus.status` on the root: JSON with connection state, pending
-//!   operations and bytes, last sync, conflicts, cache use and limit.
+//!   operations and bytes, last sync, conflicts, cache use and limit, and
+//!   the pid of the process serving the mount.
 //! - `user.nimbus.pending` on any node: JSON `{count, bytes, paths}` for
 //!   the journal entries at or below it (what `nimbus sync --wait` polls).
 //! - `user.nimbus.state` on any node: `pending` when it has local changes
@@ -128,6 +129,8 @@ impl Vfs {
             .to_string()
         });
         serde_json::json!({
+            // Lets `nimbus unmount` wait until this process has finished.
+            "pid": std::process::id(),
             "connection": st.connection,
             "server": st.server,
             "device": self.device_name,
