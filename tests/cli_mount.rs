@@ -1,6 +1,7 @@
 //! The mount-side commands against a real FUSE mount of the embedded
 //! default: `mount --daemon`, `status`, `sync --wait`, `unmount` (busy and
-//! not). Every wait polls with a deadline.
+//! not), shutdown on signals, and semantics only a real kernel shows
+//! (timestamps, unsupported operations). Every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -275,4 +276,249 @@ fn sync_wait_times_out_listing_what_is_pending_while_offline() {
     let out = env.nimbus(&["unmount", m], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!mounted(&mnt));
+}
+
+/// A `--daemon` mount of the embedded default at `env/NAME` with its cache
+/// (and `mount.log`) in `env/NAME-cache`. Returns the canonical mount
+/// point, the cache dir and a guard that unmounts if the test fails.
+fn mount_daemon(env: &Env, name: &str) -> (PathBuf, PathBuf, MountGuard) {
+    let mnt = env.path(name);
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let cache = env.path(&format!("{name}-cache"));
+    let guard = MountGuard(mnt.clone());
+    let out = env.nimbus(
+        &[
+            "mount",
+            mnt.to_str().unwrap(),
+            "--daemon",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (mnt, cache, guard)
+}
+
+#[test]
+fn timestamps_out_of_range_clamp_and_before_1970_are_exact() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+    let env = Env::new();
+    let (mnt, _cache, _guard) = mount_daemon(&env, "mnt");
+    let path = mnt.join("t.txt");
+    std::fs::write(&path, b"time").unwrap();
+    let set_mtime = |t: std::time::SystemTime| {
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    };
+    let mtime = || {
+        let m = std::fs::metadata(&path).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+
+    // 2300-01-01 is past what i64 nanoseconds hold: clamped to the last
+    // representable instant, 2262-04-11 23:47:16.854775807, not wrapped.
+    set_mtime(UNIX_EPOCH + Duration::from_secs(10_413_792_000));
+    assert_eq!(mtime(), (9_223_372_036, 854_775_807));
+
+    // 1960-01-01 00:00:00.25 is kept exactly.
+    set_mtime(UNIX_EPOCH - Duration::from_secs(315_619_200) + Duration::from_millis(250));
+    assert_eq!(mtime(), (-315_619_200, 250_000_000));
+    // Whole seconds before 1970.
+    set_mtime(UNIX_EPOCH - Duration::from_secs(86_400));
+    assert_eq!(mtime(), (-86_400, 0));
+
+    let m = mnt.to_str().unwrap();
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The last OS error's errno.
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+#[test]
+fn unsupported_operations_answer_quietly_with_fallback_errnos() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let a = mnt.join("a.txt");
+    let content = b"0123456789".repeat(1000);
+    std::fs::write(&a, &content).unwrap();
+
+    let f = std::fs::File::open(&a).unwrap();
+    let fd = f.as_raw_fd();
+    // isatty(3) (Python's open, tar, vim): an ioctl that must say ENOTTY.
+    // SAFETY: `fd` is open; `termios` is a valid out buffer.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::ioctl(fd, libc::TCGETS, &mut termios) }, -1);
+    assert_eq!(last_errno(), libc::ENOTTY);
+    assert_eq!(unsafe { libc::isatty(fd) }, 0);
+    // SEEK_DATA / SEEK_HOLE fall back to "all data, hole at the end".
+    // SAFETY: plain syscalls on an open descriptor.
+    assert_eq!(unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) }, 0);
+    let size = content.len() as libc::off_t;
+    assert_eq!(unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) }, size);
+    // poll: always ready, like a local file.
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+    assert!(pfd.revents & libc::POLLIN != 0);
+    drop(f);
+
+    // fallocate is not supported: EOPNOTSUPP, so posix_fallocate writes.
+    let w = std::fs::File::options().write(true).open(&a).unwrap();
+    // SAFETY: plain syscall on an open descriptor.
+    assert_eq!(unsafe { libc::fallocate(w.as_raw_fd(), 0, 0, 4096) }, -1);
+    assert_eq!(last_errno(), libc::EOPNOTSUPP);
+    drop(w);
+    // copy_file_range falls back to read/write.
+    std::fs::copy(&a, mnt.join("b.txt")).unwrap();
+    assert_eq!(std::fs::read(mnt.join("b.txt")).unwrap(), content);
+    // No hard links.
+    let e = std::fs::hard_link(&a, mnt.join("c.txt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+
+    // None of this was logged as a warning (the log is written before the
+    // reply, so it is complete now).
+    let log = std::fs::read_to_string(cache.join("mount.log")).unwrap();
+    let ops = [
+        "ioctl",
+        "lseek",
+        "poll",
+        "fallocate",
+        "copy_file_range",
+        "link",
+    ];
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("Not Implemented")
+                || (l.contains("WARN") && ops.iter().any(|op| l.contains(op)))
+        })
+        .collect();
+    assert!(noisy.is_empty(), "warnings logged:\n{log}");
+
+    let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// SIGTERM at any moment of `nimbus mount` takes the clean way out: exit 0
+/// and nothing left mounted. Sent while it is still starting (once the
+/// embedded server has logged that it listens), it stops before mounting;
+/// sent the moment the folder appears in the mount table (racing the rest
+/// of the start, hence several rounds), it unmounts.
+#[test]
+fn sigterm_while_starting_or_right_after_mount_shuts_down_cleanly() {
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let _guard = MountGuard(mnt.clone());
+    for round in 0..7 {
+        let log = env.path(&format!("mount-{round}.log"));
+        let mut child = Command::new(BIN)
+            .args(["mount", mnt.to_str().unwrap(), "--cache-dir"])
+            .arg(env.path("cache-sig"))
+            .env("NIMBUS_CONFIG_DIR", env.path("config"))
+            .env("XDG_DATA_HOME", env.path("data"))
+            .env("XDG_CACHE_HOME", env.path("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let starting = round == 0;
+        // Busy-poll (no sleep) so the signal lands as early as possible.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = if starting {
+                std::fs::read_to_string(&log)
+                    .unwrap()
+                    .contains("server listening")
+            } else {
+                mounted(&mnt)
+            };
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: never got there");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: mount exited: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: mount did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: {status}: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(!mounted(&mnt), "round {round}: left mounted");
+    }
+}
+
+/// `nimbus unmount M && nimbus mount M --cache-dir C` works every time:
+/// unmount returns only once the old mount process has let go of C.
+#[test]
+fn unmount_then_mount_again_with_the_same_cache_dir() {
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let m = mnt.to_str().unwrap();
+    for round in 0..4u8 {
+        // Something to flush on the way out.
+        std::fs::write(mnt.join(format!("f{round}.txt")), [round; 100]).unwrap();
+        let out = env.nimbus(&["unmount", m], None);
+        assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        assert!(!mounted(&mnt));
+        let out = env.nimbus(
+            &[
+                "mount",
+                m,
+                "--daemon",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "round {round}: mount right after unmount failed: {}",
+            text(&out.stderr)
+        );
+        for r in 0..=round {
+            assert_eq!(
+                std::fs::read(mnt.join(format!("f{r}.txt"))).unwrap(),
+                [r; 100]
+            );
+        }
+    }
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

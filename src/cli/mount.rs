@@ -207,7 +207,10 @@ fn is_mounted(path: &Path) -> Result<bool> {
 
 /// `nimbus unmount MOUNTPOINT`: refuses anything that is not a Nimbus
 /// mount, unmounts with `fusermount3 -u` when installed (else
-/// `umount(2)`), and waits until the mount table no longer lists it.
+/// `umount(2)`), waits until the mount table no longer lists it, and then
+/// until the process that served it has exited (it flushes, lets uploads
+/// drain briefly and releases its cache dir), so that mounting the same
+/// cache dir again right away works. Both waits share [`MOUNT_WAIT`].
 pub fn unmount(path: &Path) -> Result<()> {
     if let Err(e) = fs::symlink_metadata(path) {
         if e.kind() == io::ErrorKind::NotFound {
@@ -237,6 +240,9 @@ pub fn unmount(path: &Path) -> Result<()> {
         },
     }
 
+    // Found while still mounted (the mount names its pid in its status);
+    // held as a pidfd so that a recycled pid cannot fool the wait.
+    let server = MountProcess::of(&abs);
     let busy = || {
         anyhow!(
             "mount point {} is busy (a program is using it; close it and try again)",
@@ -291,7 +297,95 @@ pub fn unmount(path: &Path) -> Result<()> {
         }
         std::thread::sleep(POLL);
     }
+    if let Some(process) = server {
+        if !process.wait_exit(deadline) {
+            bail!(
+                "{} is unmounted, but its mount process {} is still running after {} s \
+                 (still flushing or uploading; its cache dir stays in use until it exits)",
+                abs.display(),
+                process.pid,
+                MOUNT_WAIT.as_secs()
+            );
+        }
+    }
     Ok(())
+}
+
+/// The process serving a mount, to wait for after unmounting it.
+struct MountProcess {
+    pid: u32,
+    /// A pidfd (`pidfd_open(2)`), or `None` where the kernel has none
+    /// (then `/proc/PID` is polled).
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl MountProcess {
+    /// The process serving the mount at `mountpoint`, from the `pid` of
+    /// its `user.nimbus.status`. `None` if it does not say (an older
+    /// mount, or one not responding) or is already gone.
+    fn of(mountpoint: &Path) -> Option<MountProcess> {
+        use std::os::fd::FromRawFd;
+        let raw = super::xattr::get(mountpoint, super::xattr::STATUS_XATTR).ok()?;
+        let status: super::xattr::MountStatus = serde_json::from_slice(&raw).ok()?;
+        let pid = status.pid?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new file
+        // descriptor or -1; it touches no memory of ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just returned to us and is owned by no one else.
+            let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+            return Some(MountProcess {
+                pid,
+                pidfd: Some(pidfd),
+            });
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => None,
+            _ => Some(MountProcess { pid, pidfd: None }),
+        }
+    }
+
+    /// Waits until the process has exited (a zombie counts as exited);
+    /// false if `deadline` passes first.
+    fn wait_exit(&self, deadline: Instant) -> bool {
+        use std::os::fd::AsRawFd;
+        if let Some(fd) = &self.pidfd {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+                // SAFETY: one valid pollfd for the duration of the call.
+                match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                    n if n > 0 => return true,
+                    0 => return false,
+                    _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                    _ => break, // fall back to /proc
+                }
+            }
+        }
+        while process_running(self.pid) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+        true
+    }
+}
+
+/// Whether `pid` names a process that has not exited (not a zombie).
+fn process_running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 /// An executable named `name` in `$PATH` (or the usual system folders).
@@ -364,6 +458,21 @@ mod tests {
         assert!(e.to_string().contains("is not a nimbus mount"), "{e}");
         let e = unmount(&t.path().join("missing")).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn running_processes() {
+        assert!(process_running(std::process::id()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie counts as finished.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_running(pid) {
+            assert!(Instant::now() < deadline, "true(1) did not exit");
+            std::thread::sleep(POLL);
+        }
+        child.wait().unwrap();
+        assert!(!process_running(pid));
     }
 
     #[test]

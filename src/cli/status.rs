@@ -265,6 +265,7 @@ mod tests {
                 path: "a/b".into(),
                 error: "bad".into(),
             }],
+            pid: Some(42),
         };
         let out = render_status(Path::new("/m"), &s);
         assert!(out.contains("server:     http://h:1 (online)"), "{out}");

@@ -66,6 +66,9 @@ pub struct MountStatus {
     pub cache_bytes: u64,
     pub cache_limit: u64,
     pub failed: Vec<FailedOp>,
+    /// The process serving the mount (`None` from mounts older than this
+    /// field).
+    pub pid: Option<u32>,
 }
 
 /// An operation the server refused for good.

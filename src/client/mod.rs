@@ -8,6 +8,14 @@
 //! files with local changes) and `identity.json` (which server and device
 //! the cache belongs to, so one cache is never mixed with another account).
 //!
+//! SIGINT/SIGTERM are handled from the start of [`run_mount`], before the
+//! folder is mounted: a signal at any moment leads to the clean shutdown
+//! (one that arrives before the mount skips mounting).
+//!
+//! The FUSE session runs on its own thread, which cancels a token the
+//! moment it ends, so an unmount from elsewhere (`nimbus unmount`,
+//! `fusermount3 -u`) is noticed at once rather than by polling.
+//!
 //! Shutdown (SIGINT/SIGTERM or `nimbus unmount`): the journal is flushed to
 //! disk, the uploader gets a few seconds to drain what it can, the folder
 //! is unmounted, and the embedded server (if any) stops gracefully.
@@ -84,6 +92,10 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         .context("cannot start the async runtime")?;
     // Lets the core capture the runtime for work started on FUSE threads.
     let _rt_guard = rt.enter();
+    // Before anything else: from here on SIGINT/SIGTERM are recorded
+    // instead of killing the process, so one that arrives while starting
+    // or right after the folder appears still takes the clean way out.
+    let signalled = watch_shutdown_signals(&rt)?;
     let conn = rt.block_on(connect(&opts))?;
     let cache_dir = match &opts.cache_dir {
         Some(d) => d.clone(),
@@ -124,13 +136,20 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     // shows the account (best effort: offline mounts show the cache).
     let follower = Follower::new(vfs.clone(), conn.remote.clone());
     if let Err(e) = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), follower.pull_all())
-            .await
-            .unwrap_or(Err(crate::remote::RemoteError::Unreachable(
-                "initial listing timed out".into(),
-            )))
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(20), follower.pull_all()) => {
+                r.unwrap_or(Err(crate::remote::RemoteError::Unreachable(
+                    "initial listing timed out".into(),
+                )))
+            }
+            _ = signalled.cancelled() => Ok(()),
+        }
     }) {
         tracing::warn!("starting offline: {e}");
+    }
+    if signalled.is_cancelled() {
+        tracing::info!("signalled before mounting; not mounting");
+        return finish(&rt, &vfs, conn.embedded);
     }
     let stop = CancellationToken::new();
     rt.spawn(follower.run(stop.clone()));
@@ -156,7 +175,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     };
     config.n_threads = Some(4);
     let fs = crate::fuse::NimbusFs::new(vfs.clone(), rt.handle().clone());
-    let session = fuser::spawn_mount(fs, &opts.mountpoint, &config).map_err(|e| {
+    let mut session = fuser::Session::new(fs, &opts.mountpoint, &config).map_err(|e| {
         anyhow::anyhow!(
             "cannot mount {}: {}",
             opts.mountpoint.display(),
@@ -171,6 +190,20 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         )
     })?;
     vfs.set_notifier(Arc::new(crate::fuse::FuseNotifier(session.notifier())));
+    let mut unmounter = session.unmount_callable();
+    // The session runs on its own thread; `ended` is cancelled the moment it
+    // stops (the folder was unmounted, here or elsewhere), even by a panic.
+    let ended = CancellationToken::new();
+    let serving = {
+        let ended = ended.clone();
+        std::thread::Builder::new()
+            .name("fuse-session".into())
+            .spawn(move || {
+                let _ended = ended.drop_guard();
+                session.run()
+            })
+            .context("cannot start the FUSE session thread")?
+    };
     tracing::info!(
         "mounted {} (server {}, device {})",
         opts.mountpoint.display(),
@@ -178,20 +211,12 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         conn.device_name
     );
 
-    // Serve until a signal arrives or the folder is unmounted elsewhere.
-    let signalled = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail");
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return true,
-                _ = term.recv() => return true,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if session.guard.is_finished() {
-                        return false;
-                    }
-                }
-            }
+    // Serve until a signal arrives (maybe already during the mount) or the
+    // folder is unmounted elsewhere.
+    let by_signal = rt.block_on(async {
+        tokio::select! {
+            _ = signalled.cancelled() => true,
+            _ = ended.cancelled() => false,
         }
     });
 
@@ -211,15 +236,53 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         }
     });
     uploader_stop.cancel();
-    if signalled {
-        if let Err(e) = session.umount_and_join() {
-            tracing::warn!("unmount: {e}");
-        }
+    let unmounted = if by_signal {
+        unmounter
+            .unmount()
+            .inspect_err(|e| tracing::warn!("unmount: {e}"))
+            .is_ok()
     } else {
-        let _ = session.join();
+        true
+    };
+    if unmounted {
+        // Returns at once: the session ends when the folder is unmounted.
+        match serving.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("FUSE session ended with an error: {e}"),
+            Err(_) => tracing::warn!("the FUSE session thread panicked"),
+        }
     }
+    finish(&rt, &vfs, conn.embedded)
+}
+
+/// Installs the SIGTERM and SIGINT handlers (replacing the default action,
+/// which kills the process) and returns a token cancelled by the first
+/// signal. Call it inside the runtime.
+fn watch_shutdown_signals(rt: &tokio::runtime::Runtime) -> Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let signalled = CancellationToken::new();
+    let token = signalled.clone();
+    rt.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+    Ok(signalled)
+}
+
+/// The end of every run once the folder is no longer served: makes the
+/// journal durable, stops the embedded server, says what stays queued.
+fn finish(
+    rt: &tokio::runtime::Runtime,
+    vfs: &Vfs,
+    embedded: Option<crate::server::RunningServer>,
+) -> Result<()> {
     let _ = vfs.fsync_all();
-    if let Some(server) = conn.embedded {
+    if let Some(server) = embedded {
         if let Err(e) = rt.block_on(server.shutdown()) {
             tracing::warn!("embedded server shutdown: {e}");
         }

@@ -5,14 +5,39 @@
 //! thread; a read of a chunk that is not in memory, or a first write that
 //! must fill a working copy from the server, moves to a tokio task that
 //! replies when done, so the FUSE threads never wait on the network.
+//!
+//! # Operations the core does not implement
+//! Every `Filesystem` method is implemented here, so that fuser's
+//! defaults (which log a multi-line warning on every call) never run.
+//! The unsupported ones answer at once, logging at debug level only, with
+//! the errno that makes the kernel or the program fall back:
+//! - `ioctl`: `ENOTTY` (not a terminal: `isatty`, as asked by Python's
+//!   `open`, `tar`, `vim`, is simply false).
+//! - `getlk`/`setlk`: `ENOSYS`, so the kernel keeps POSIX locks locally
+//!   (it does not even ask while `FUSE_POSIX_LOCKS` is not negotiated).
+//! - `fallocate`: `ENOSYS`; the kernel stops asking and returns
+//!   `EOPNOTSUPP`, after which `posix_fallocate` writes zeros itself.
+//! - `lseek` (`SEEK_DATA`/`SEEK_HOLE`): `ENOSYS`; the kernel answers
+//!   from the size (all data, one hole at the end).
+//! - `copy_file_range`: `ENOSYS`; the kernel copies through read/write.
+//! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
+//!   local disk.
+//! - `bmap`: `ENOSYS` (there is no block device).
+//! - `link`: `EPERM`, what `link(2)` answers on a filesystem without hard
+//!   links.
 
-use crate::protocol::NodeKind;
+mod convert;
+
+pub use convert::errno;
+use convert::{file_attr, file_type};
+
 use crate::vfs::{Attr, DirEntry, KernelNotifier, SetAttr, Vfs, VfsError};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -21,65 +46,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache names and attributes. Remote changes
 /// invalidate them explicitly through the notifier.
 const TTL: Duration = Duration::from_secs(30);
-
-/// Maps every core error to an errno. Exhaustive on purpose.
-pub fn errno(e: &VfsError) -> Errno {
-    use crate::protocol::NameError;
-    let code = match e {
-        VfsError::NotFound => libc::ENOENT,
-        VfsError::Exists => libc::EEXIST,
-        VfsError::NotDir => libc::ENOTDIR,
-        VfsError::IsDir => libc::EISDIR,
-        VfsError::NotEmpty => libc::ENOTEMPTY,
-        VfsError::InvalidName(NameError::TooLong) => libc::ENAMETOOLONG,
-        VfsError::InvalidName(
-            NameError::Empty
-            | NameError::Reserved
-            | NameError::Slash
-            | NameError::Nul
-            | NameError::NotUtf8,
-        ) => libc::EINVAL,
-        VfsError::InvalidArgument(_) => libc::EINVAL,
-        VfsError::NotPermitted(_) => libc::EPERM,
-        VfsError::ReadOnly => libc::EROFS,
-        VfsError::Busy(_) => libc::EBUSY,
-        VfsError::NoAttribute => libc::ENODATA,
-        VfsError::NotSupported(_) => libc::ENOTSUP,
-        VfsError::Range => libc::ERANGE,
-        VfsError::Unavailable(_) => libc::EIO,
-        VfsError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
-        VfsError::Store(_) => libc::EIO,
-    };
-    Errno::from_i32(code)
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn time_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
 
 pub struct NimbusFs {
     vfs: Arc<Vfs>,
@@ -152,9 +123,16 @@ impl KernelNotifier for FuseNotifier {
     }
 }
 
+/// The errno for an operation the core does not implement, logged at
+/// debug level only (see the module docs for the choices).
+fn unsupported(op: &'static str, code: i32) -> Errno {
+    tracing::debug!(op, errno = code, "operation not supported");
+    Errno::from_i32(code)
+}
+
 fn to_ns(t: TimeOrNow) -> i64 {
     match t {
-        TimeOrNow::SpecificTime(t) => time_ns(t),
+        TimeOrNow::SpecificTime(t) => convert::ns_from_request_time(t),
         TimeOrNow::Now => crate::vfs::now_ns(),
     }
 }
@@ -626,25 +604,118 @@ impl fuser::Filesystem for NimbusFs {
             Err(e) => reply.error(errno(&e)),
         }
     }
-}
 
-fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
-    let t = time(a.mtime_ns);
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.local_bytes.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: time(a.ctime_ns),
-        crtime: t,
-        kind: file_type(a.kind),
-        perm: a.mode as u16,
-        nlink: a.nlink,
-        uid,
-        gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(unsupported("link", libc::EPERM));
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        reply.error(unsupported("getlk", libc::ENOSYS));
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("setlk", libc::ENOSYS));
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(unsupported("bmap", libc::ENOSYS));
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(unsupported("ioctl", libc::ENOTTY));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(unsupported("poll", libc::ENOSYS));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("fallocate", libc::ENOSYS));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(unsupported("lseek", libc::ENOSYS));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(unsupported("copy_file_range", libc::ENOSYS));
     }
 }

@@ -120,6 +120,13 @@ pub const COMMIT_BODY_LIMIT: usize = 16 << 20;
 pub const JSON_BODY_LIMIT: usize = 1 << 20;
 /// How long a graceful shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Age from which a chunk store's temp file counts as left by a crash. A
+/// chunk write (at most 4 MiB, then fsync and rename) takes far less, so
+/// a younger temp file may be a write in progress, maybe of another
+/// server sharing the chunk directory, and is kept.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// How often housekeeping runs (the first time right at start).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
 /// Where a server listens and keeps its state.
 #[derive(Clone, Debug)]
@@ -310,11 +317,19 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Hourly: forget tokens that expired more than a day ago.
+/// At start (in the background, so a large chunk store does not delay
+/// serving) and then hourly: remove chunk-store temp files older than
+/// [`STALE_TEMP_AGE`] (left by a crash), and forget tokens that expired
+/// more than a day ago.
 async fn housekeeping(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     loop {
         tick.tick().await;
+        match state.chunks.remove_stale_temp_files(STALE_TEMP_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale chunk-store temp files"),
+            Err(e) => tracing::warn!(error = %e, "chunk-store temp file cleanup failed"),
+        }
         let cutoff = now_ns().saturating_sub(24 * 3600 * 1_000_000_000);
         if let Err(e) = state.meta.delete_expired_tokens(cutoff).await {
             tracing::warn!(error = %e, "token cleanup failed");
@@ -374,4 +389,51 @@ async fn create_user(meta: &dyn MetaStore, name: &str, password: &str) -> Result
         .await
         .map_err(|e| MetaError::Backend(e.into()))?;
     meta.create_account(name, &hash, now_ns()).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Instant, SystemTime};
+
+    /// A temp file left by a crash long ago is removed by a real server
+    /// start; a young one (maybe a write in progress) is kept.
+    #[tokio::test]
+    async fn start_removes_stale_chunk_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            metadata: None,
+            chunks: None,
+        };
+        let shard = cfg.data_dir.join("chunks").join("ab");
+        std::fs::create_dir_all(&shard).unwrap();
+        let stale = shard.join(".tmp-abcd-crashed");
+        let young = shard.join(".tmp-abcd-in-progress");
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::write(&young, b"partial").unwrap();
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        let server = start(cfg).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stale.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "a stale temp file survived server start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            young.exists(),
+            "a young temp file may be a write in progress"
+        );
+        server.shutdown().await.unwrap();
+    }
 }

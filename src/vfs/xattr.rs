@@ -1,6 +1,7 @@
 //! Extended attributes of the mount (DESIGN §5):
 //! - `user.nimbus.status` on the root: JSON with connection state, pending
-//!   operations and bytes, last sync, conflicts, cache use and limit.
+//!   operations and bytes, last sync, conflicts, cache use and limit, and
+//!   the pid of the process serving the mount.
 //! - `user.nimbus.pending` on any node: JSON `{count, bytes, failed,
 //!   paths}` for the nodes at or below it with changes the server does not
 //!   have ([`super::PendingSummary`], what `nimbus sync --wait` polls).
@@ -120,6 +121,8 @@ impl Vfs {
             .map(|(_, q)| serde_json::json!({"path": q.path, "error": q.reason}))
             .collect();
         serde_json::json!({
+            // Lets `nimbus unmount` wait until this process has finished.
+            "pid": std::process::id(),
             "connection": st.connection.name(),
             "connection_reason": st.connection.reason(),
             "server": st.server,

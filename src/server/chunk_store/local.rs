@@ -12,8 +12,12 @@
 //! fsynced, renamed into place, and the directory is fsynced: after `put`
 //! returns the chunk survives a crash, and a reader never sees a partial
 //! file. Temporary files left by a crash are removed by
-//! [`LocalChunkStore::remove_stale_temp_files`] (the server runs it at
-//! start).
+//! [`ChunkStore::remove_stale_temp_files`]: the server runs it in the
+//! background as soon as it starts and then hourly, with
+//! [`STALE_TEMP_AGE`](crate::server::STALE_TEMP_AGE) as the age below
+//! which a temp file may still be a write in progress (several servers
+//! may share one chunk directory, so "every temp file at start" would not
+//! be safe).
 //!
 //! # Corruption
 //! Every read decodes and checks the BLAKE3 hash. A file that fails is
@@ -65,7 +69,7 @@ impl LocalChunkStore {
 
     /// Deletes `.tmp-*` files older than `max_age` (left by a crash; younger
     /// ones may belong to a write in progress). Returns how many.
-    pub fn remove_stale_temp_files(&self, max_age: Duration) -> io::Result<u64> {
+    fn remove_stale_temp_files_blocking(&self, max_age: Duration) -> io::Result<u64> {
         let mut removed = 0;
         for dir in shard_dirs(&self.root)? {
             for entry in fs::read_dir(&dir)? {
@@ -316,6 +320,11 @@ impl ChunkStore for LocalChunkStore {
         let this = self.clone();
         blocking(move || this.usage_blocking()).await
     }
+
+    async fn remove_stale_temp_files(&self, max_age: Duration) -> Result<u64, ChunkStoreError> {
+        let this = self.clone();
+        blocking(move || Ok(this.remove_stale_temp_files_blocking(max_age)?)).await
+    }
 }
 
 #[cfg(test)]
@@ -389,11 +398,15 @@ mod tests {
         assert_eq!(
             store
                 .remove_stale_temp_files(Duration::from_secs(3600))
+                .await
                 .unwrap(),
             0
         );
         assert!(tmp.exists(), "a young temp file may be a write in progress");
-        assert_eq!(store.remove_stale_temp_files(Duration::ZERO).unwrap(), 1);
+        assert_eq!(
+            store.remove_stale_temp_files(Duration::ZERO).await.unwrap(),
+            1
+        );
         assert!(!tmp.exists());
         assert!(store.contains(id).await.unwrap());
     }

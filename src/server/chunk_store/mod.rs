@@ -69,6 +69,17 @@ pub trait ChunkStore: Send + Sync + 'static {
     async fn delete(&self, id: ChunkId) -> Result<bool, ChunkStoreError>;
     /// Counts chunks and bytes (may walk the whole store: not for hot paths).
     async fn usage(&self) -> Result<ChunkStoreUsage, ChunkStoreError>;
+    /// Removes what interrupted writes left behind (temp files, unfinished
+    /// multipart uploads) that is older than `max_age`; younger leftovers
+    /// may belong to a write still in progress, maybe of another server
+    /// sharing the store. Returns how many were removed. Engines whose
+    /// writes leave nothing behind keep the default, which does nothing.
+    async fn remove_stale_temp_files(
+        &self,
+        _max_age: std::time::Duration,
+    ) -> Result<u64, ChunkStoreError> {
+        Ok(0)
+    }
 }
 
 /// Chooses the stored form of `plain`: a zstd frame when it saves at least
