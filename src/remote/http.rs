@@ -143,12 +143,27 @@ async fn json_of<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, Re
     resp.json::<T>().await.map_err(transport)
 }
 
-/// Logs in and registers a device named `device_name`.
+/// Logs in and registers a new device named `device_name`.
 pub async fn login(
     server_url: &str,
     user: &str,
     password: &str,
     device_name: &str,
+) -> Result<LoginResponse, RemoteError> {
+    login_with(server_url, user, password, device_name, None).await
+}
+
+/// Logs in; with `device_id`, as that existing device of the account (new
+/// tokens, same device id and name), else as a new device named
+/// `device_name`. A `device_id` the server does not accept (unknown,
+/// revoked, another account's) is `Rejected { status: 403, code:
+/// "unknown_device", .. }`; wrong credentials are `Unauthorized`.
+pub async fn login_with(
+    server_url: &str,
+    user: &str,
+    password: &str,
+    device_name: &str,
+    device_id: Option<DeviceId>,
 ) -> Result<LoginResponse, RemoteError> {
     let resp = build_client()
         .post(format!("{}/api/v1/auth/login", base_url(server_url)))
@@ -156,6 +171,7 @@ pub async fn login(
             user: user.to_owned(),
             password: password.to_owned(),
             device: device_name.to_owned(),
+            device_id,
         })
         .send()
         .await

@@ -89,7 +89,19 @@ pub async fn login(
     st.meta
         .delete_expired_tokens(now.saturating_sub(TOKEN_GRACE_NS))
         .await?;
-    let device = st.meta.create_device(account.id, &req.device, now).await?;
+    let device = match req.device_id {
+        // Re-login of an existing device: checked only after the password,
+        // and one answer for unknown, revoked and foreign ids, so a login
+        // reveals nothing about other accounts' devices.
+        Some(id) => match st.meta.device(id).await? {
+            Some(d) if d.account == account.id && !d.revoked => d.id,
+            _ => {
+                st.metrics.login_failures.inc();
+                return Err(ServerError::UnknownDevice(id));
+            }
+        },
+        None => st.meta.create_device(account.id, &req.device, now).await?,
+    };
     let access_token = issue_access_token(&st, account.id, device).await?;
     let (refresh_token, hash) = auth::new_token(TokenKind::Refresh);
     st.meta
@@ -102,7 +114,13 @@ pub async fn login(
         })
         .await?;
     st.metrics.logins.inc();
-    tracing::info!(user = %account.name, device = %device, name = %req.device, "login");
+    tracing::info!(
+        user = %account.name,
+        device = %device,
+        name = %req.device,
+        again = req.device_id.is_some(),
+        "login"
+    );
     Ok(Json(LoginResponse {
         access_token,
         refresh_token,
