@@ -25,7 +25,10 @@
 //!   the token source's file I/O; it owns the refresh token), then
 //!   `access_token` (sync, never held across an await).
 //! - Requests over the server's per-request caps (`MAX_MISSING_QUERY` ids,
-//!   `MAX_COMMIT_OPS` ops) are split into several requests, in order.
+//!   `MAX_COMMIT_OPS` ops) are split into several requests, in order; the
+//!   `op` of an error counts ops across them (as the caller numbered them).
+//!   Batches before a failing one stay applied (replaying them is
+//!   harmless: a device's own commit is never a conflict).
 
 use super::{Remote, RemoteError};
 use crate::protocol::{
@@ -135,17 +138,7 @@ async fn error_from(resp: Response) -> RemoteError {
             None,
         ),
     };
-    match status.as_u16() {
-        401 => RemoteError::Unauthorized(message),
-        404 => RemoteError::NotFound(message),
-        s @ 500..=599 => RemoteError::Server { status: s, message },
-        s => RemoteError::Rejected {
-            status: s,
-            code,
-            message,
-            op,
-        },
-    }
+    RemoteError::from_status(status.as_u16(), code, message, op)
 }
 
 async fn json_of<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, RemoteError> {
@@ -476,8 +469,13 @@ impl Remote for HttpRemote {
 
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
         let mut results = Vec::with_capacity(ops.len());
-        for batch in ops.chunks(MAX_COMMIT_OPS) {
-            results.extend(self.commit_batch(batch).await?);
+        for (i, batch) in ops.chunks(MAX_COMMIT_OPS).enumerate() {
+            // The server numbers ops per request; the caller's are global.
+            let batch_results = self
+                .commit_batch(batch)
+                .await
+                .map_err(|e| e.shift_op(i * MAX_COMMIT_OPS))?;
+            results.extend(batch_results);
         }
         Ok(results)
     }

@@ -126,6 +126,15 @@ impl ServerError {
         }
     }
 
+    /// The index of the commit op this error is about, if any (the
+    /// `op` of the error body).
+    pub fn op(&self) -> Option<usize> {
+        match self {
+            ServerError::InOp { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
     /// Status and stable code: the ONE place errors meet HTTP.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use ServerError::*;
@@ -176,10 +185,7 @@ impl IntoResponse for ServerError {
         let body = ErrorBody {
             error: code.to_owned(),
             message: self.to_string(),
-            op: match &self {
-                ServerError::InOp { index, .. } => Some(*index),
-                _ => None,
-            },
+            op: self.op(),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match &self {

@@ -83,7 +83,10 @@
 //! # Layers
 //! `api` / `content` (handlers) → `commit` and `auth` (rules, once) →
 //! `MetaStore` / `ChunkStore` (engines, behind traits, each with a shared
-//! conformance suite).
+//! conformance suite). The chunk, commit and pull handlers are thin: their
+//! bodies (`api::{missing_for, store_chunk, read_chunk, commit_ops,
+//! pull_page}`) are also what `remote::in_process::InProcessRemote` calls,
+//! so tests without HTTP meet the same rules.
 
 pub mod auth;
 pub mod chunk_store;
@@ -92,7 +95,7 @@ pub mod error;
 pub mod meta_store;
 pub mod metrics;
 
-mod api;
+pub(crate) mod api;
 mod content;
 mod openapi;
 
