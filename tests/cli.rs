@@ -394,6 +394,47 @@ fn serve_add_user_login_end_to_end() {
         .is_some_and(|t| !t.is_empty()));
     assert!(stdout.contains(saved["device_id"].as_str().unwrap()));
 
+    // Logging in again (what `unauthorized` advises) keeps the device: same
+    // id and name, new tokens, so the mount's cache stays usable.
+    let login_again = |device: Option<&str>| {
+        let mut args = vec!["login", url.as_str(), "--user", "ann", "--password-stdin"];
+        args.extend(device.map(|d| ["--device", d]).into_iter().flatten());
+        let out = run(&args, b"correct horse\n", &cfg);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&login).unwrap()).unwrap();
+        (saved, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (again, stderr) = login_again(None);
+    assert_eq!(again["device_id"], saved["device_id"], "{stderr}");
+    assert_eq!(again["device_name"], "laptop");
+    assert_ne!(again["refresh_token"], saved["refresh_token"]);
+    assert!(stderr.is_empty(), "{stderr}");
+    // A different --device name cannot rename the device: said, not done.
+    let (again, stderr) = login_again(Some("desk"));
+    assert_eq!(again["device_id"], saved["device_id"]);
+    assert_eq!(again["device_name"], "laptop");
+    assert!(
+        stderr.contains("keeping this device's name 'laptop'"),
+        "{stderr}"
+    );
+    // A device the server does not know: a new one is registered, and said.
+    let mut forged = again.clone();
+    forged["device_id"] = "6f0d3c1e-0000-4000-8000-000000000000".into();
+    std::fs::write(&login, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let (fresh, stderr) = login_again(None);
+    assert!(
+        stderr.contains("no longer knows device 6f0d3c1e"),
+        "{stderr}"
+    );
+    assert_ne!(fresh["device_id"], forged["device_id"]);
+    assert_ne!(fresh["device_id"], saved["device_id"]);
+    assert_eq!(fresh["device_name"], "laptop");
+
     // Adding the same user again is an error, not a silent overwrite.
     let out = run(
         &[

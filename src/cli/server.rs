@@ -91,40 +91,113 @@ pub fn normalize_server_url(url: &str) -> Result<String> {
     Ok(trimmed.to_string())
 }
 
+/// Who to log in as: a fresh device, or the device of the saved login.
+#[derive(Debug, PartialEq, Eq)]
+struct LoginPlan {
+    device_name: String,
+    /// The saved login's device, reused when server and user match.
+    device_id: Option<crate::protocol::DeviceId>,
+    /// Printed on stderr (an ignored `--device`).
+    note: Option<String>,
+}
+
+/// A login to the same server as the same user keeps the saved device id
+/// and name, so the mount keeps its cache and unsent changes (a device
+/// cannot be renamed: a different `--device` is noted and ignored).
+/// Anything else registers a new device named `--device` or the host name.
+fn plan_login(
+    saved: Option<&Login>,
+    server: &str,
+    user: &str,
+    device: Option<String>,
+) -> LoginPlan {
+    match saved.filter(|l| l.server == server && l.user == user) {
+        Some(l) => LoginPlan {
+            note: device.filter(|d| *d != l.device_name).map(|d| {
+                format!(
+                    "keeping this device's name '{}' (id {}), not '{d}': remove {} from the config dir \
+                     first to register a new device",
+                    l.device_name,
+                    l.device_id,
+                    config::LOGIN_FILE
+                )
+            }),
+            device_name: l.device_name.clone(),
+            device_id: Some(l.device_id),
+        },
+        None => LoginPlan {
+            device_name: device.unwrap_or_else(super::hostname),
+            device_id: None,
+            note: None,
+        },
+    }
+}
+
 /// `nimbus login URL --user NAME --password-stdin [--device NAME]`:
-/// registers this device and saves `login.json` in the config dir.
+/// registers this device and saves `login.json` in the config dir. Logging
+/// in again (same server and user, e.g. after `unauthorized`) keeps the
+/// device id, so a mount's cache and unsent changes stay usable and a
+/// running mount picks the new tokens up by itself; if the server no longer
+/// knows that device (revoked, or its data was reset), a new device is
+/// registered and a line says so.
 pub fn login(server: String, user: String, device: Option<String>) -> Result<()> {
     let server = normalize_server_url(&server)?;
     if user.trim().is_empty() {
         bail!("the user name must not be empty");
     }
-    let device_name = device.unwrap_or_else(super::hostname);
-    if device_name.trim().is_empty() {
+    if device.as_deref().is_some_and(|d| d.trim().is_empty()) {
         bail!("the device name must not be empty");
     }
-    let password = super::read_password_stdin()?;
     let dir = config::config_dir()?;
+    // A corrupt login.json must not block logging in again.
+    let saved = Login::load(&dir).unwrap_or_else(|e| {
+        eprintln!("nimbus: ignoring the saved login: {e:#}");
+        None
+    });
+    let plan = plan_login(saved.as_ref(), &server, &user, device);
+    if plan.device_name.trim().is_empty() {
+        bail!("the device name must not be empty");
+    }
+    if let Some(note) = &plan.note {
+        eprintln!("nimbus: {note}");
+    }
+    let password = super::read_password_stdin()?;
     let rt = super::runtime()?;
-    let resp = rt
-        .block_on(crate::remote::http::login(
+    let login_as = |id| {
+        rt.block_on(crate::remote::http::login_with(
             &server,
             &user,
             &password,
-            &device_name,
+            &plan.device_name,
+            id,
         ))
-        .with_context(|| format!("cannot log in to {server}"))?;
+    };
+    let resp = match login_as(plan.device_id) {
+        Err(crate::remote::RemoteError::Rejected { code, .. })
+            if code == "unknown_device" && plan.device_id.is_some() =>
+        {
+            eprintln!(
+                "nimbus: the server no longer knows device {} (revoked, or its data was reset); \
+                 registering a new device (changes the old one had not uploaded stay in its cache)",
+                plan.device_id.map(|d| d.to_string()).unwrap_or_default()
+            );
+            login_as(None)
+        }
+        other => other,
+    }
+    .with_context(|| format!("cannot log in to {server}"))?;
     let login = Login {
         server: server.clone(),
         user: user.clone(),
         device_id: resp.device_id,
-        device_name: device_name.clone(),
+        device_name: plan.device_name.clone(),
         refresh_token: resp.refresh_token,
         access_token: resp.access_token,
     };
     login.save(&dir)?;
     println!(
-        "logged in as {user} on {server} (device {device_name}, id {})",
-        login.device_id
+        "logged in as {user} on {server} (device {}, id {})",
+        login.device_name, login.device_id
     );
     Ok(())
 }
@@ -143,6 +216,32 @@ mod tests {
         for bad in ["h:8420", "ftp://h", "http://", "http://h/?a=1", ""] {
             assert!(normalize_server_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_login_to_the_same_server_and_user_keeps_the_device() {
+        let saved = Login {
+            server: "http://h:1".into(),
+            user: "ann".into(),
+            device_id: crate::protocol::DeviceId::random(),
+            device_name: "laptop".into(),
+            refresh_token: "r".into(),
+            access_token: "a".into(),
+        };
+        let again = plan_login(Some(&saved), "http://h:1", "ann", None);
+        assert_eq!(again.device_id, Some(saved.device_id));
+        assert_eq!(again.device_name, "laptop");
+        assert!(again.note.is_none());
+        let renamed = plan_login(Some(&saved), "http://h:1", "ann", Some("desk".into()));
+        assert_eq!(renamed.device_id, Some(saved.device_id));
+        assert_eq!(renamed.device_name, "laptop");
+        assert!(renamed.note.unwrap().contains("'desk'"));
+        for (server, user) in [("http://h:2", "ann"), ("http://h:1", "bob")] {
+            let other = plan_login(Some(&saved), server, user, Some("desk".into()));
+            assert_eq!(other.device_id, None);
+            assert_eq!(other.device_name, "desk");
+        }
+        assert_eq!(plan_login(None, "http://h:1", "ann", None).device_id, None);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use crate::config::{self, EmbeddedAccount, Login};
 use crate::protocol::DeviceId;
-use crate::remote::http::{HttpRemote, Tokens};
+use crate::remote::http::{HttpRemote, TokenSource, Tokens};
 use crate::remote::Remote;
 use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
@@ -324,16 +324,16 @@ async fn connect(opts: &MountOptions) -> Result<Connection> {
     let cfg_dir = config::config_dir()?;
     let login = Login::load(&cfg_dir)?;
     match (&opts.server, login) {
-        (Some(url), Some(l)) if &l.server == url => Ok(from_login(l)),
+        (Some(url), Some(l)) if &l.server == url => Ok(from_login(l, &cfg_dir)),
         (Some(url), _) => bail!(
             "not logged in to {url}: run `nimbus login {url} --user NAME --password-stdin` first"
         ),
-        (None, Some(l)) => Ok(from_login(l)),
+        (None, Some(l)) => Ok(from_login(l, &cfg_dir)),
         (None, None) => embedded(&cfg_dir).await,
     }
 }
 
-fn from_login(l: Login) -> Connection {
+fn from_login(l: Login, cfg_dir: &Path) -> Connection {
     let remote = HttpRemote::new(
         &l.server,
         Tokens {
@@ -341,13 +341,52 @@ fn from_login(l: Login) -> Connection {
             refresh_token: l.refresh_token.clone(),
             device_id: l.device_id,
         },
-    );
+    )
+    .with_token_source(Arc::new(SavedLogin {
+        dir: cfg_dir.to_path_buf(),
+        server: l.server.clone(),
+    }));
     Connection {
         remote: Arc::new(remote),
         server: l.server,
         device_id: l.device_id,
         device_name: l.device_name,
         embedded: None,
+    }
+}
+
+/// The mount's [`TokenSource`]: `login.json` in the config dir, as long as
+/// it is a login to the same server. `nimbus login` run while the mount is
+/// up (same server and user: same device) writes new tokens there, and the
+/// mount's [`HttpRemote`] adopts them when its own refresh token is refused.
+struct SavedLogin {
+    dir: PathBuf,
+    server: String,
+}
+
+impl TokenSource for SavedLogin {
+    fn load(&self) -> Result<Option<Tokens>> {
+        Ok(Login::load(&self.dir)?
+            .filter(|l| l.server == self.server)
+            .map(|l| Tokens {
+                access_token: l.access_token,
+                refresh_token: l.refresh_token,
+                device_id: l.device_id,
+            }))
+    }
+
+    /// Replaces the tokens of the saved login of this server and device
+    /// (atomic write, fsynced); a login of another server or device is
+    /// left alone.
+    fn save(&self, tokens: &Tokens) -> Result<()> {
+        match Login::load(&self.dir)? {
+            Some(mut l) if l.server == self.server && l.device_id == tokens.device_id => {
+                l.access_token = tokens.access_token.clone();
+                l.refresh_token = tokens.refresh_token.clone();
+                l.save(&self.dir)
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -425,4 +464,60 @@ fn hostname() -> String {
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "this device".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_saved_login_source_reads_and_updates_only_its_server_and_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SavedLogin {
+            dir: dir.path().to_path_buf(),
+            server: "http://h:1".into(),
+        };
+        assert!(source.load().unwrap().is_none());
+        let login = Login {
+            server: "http://h:1".into(),
+            user: "ann".into(),
+            device_id: DeviceId::random(),
+            device_name: "laptop".into(),
+            refresh_token: "r1".into(),
+            access_token: "a1".into(),
+        };
+        login.save(dir.path()).unwrap();
+        let loaded = source.load().unwrap().unwrap();
+        assert_eq!(
+            (loaded.refresh_token.as_str(), loaded.device_id),
+            ("r1", login.device_id)
+        );
+        let rotated = Tokens {
+            access_token: "a2".into(),
+            refresh_token: "r2".into(),
+            device_id: login.device_id,
+        };
+        source.save(&rotated).unwrap();
+        let now = Login::load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (now.refresh_token.as_str(), now.user.as_str()),
+            ("r2", "ann")
+        );
+        // Another device's tokens never overwrite this login...
+        source
+            .save(&Tokens {
+                device_id: DeviceId::random(),
+                ..rotated.clone()
+            })
+            .unwrap();
+        assert_eq!(Login::load(dir.path()).unwrap().unwrap(), now);
+        // ...and a login to another server is not this mount's.
+        let other = SavedLogin {
+            dir: dir.path().to_path_buf(),
+            server: "http://h:2".into(),
+        };
+        assert!(other.load().unwrap().is_none());
+        other.save(&rotated).unwrap();
+        assert_eq!(Login::load(dir.path()).unwrap().unwrap(), now);
+    }
 }

@@ -17,8 +17,17 @@ pub const MAX_PULL_LIMIT: u32 = 5_000;
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
-    /// Human name of the device being registered ("laptop").
+    /// Human name of the device being registered ("laptop"). Ignored when
+    /// `device_id` names an existing device: that device keeps its name.
     pub device: String,
+    /// Log in again as this already registered device of the account (a
+    /// re-login after its refresh token was refused), instead of
+    /// registering a new one, so the device keeps its identity and its
+    /// local cache. A device id that is unknown, revoked, or another
+    /// account's is refused with 403 `unknown_device` (no new device is
+    /// registered; log in without it for that). Absent = new device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -6,6 +6,13 @@
 //!   (`/auth/refresh`, single-flight: concurrent requests that hit the same
 //!   expired token share one refresh) and one retry; a refused refresh is
 //!   [`RemoteError::Unauthorized`].
+//! - With a [`TokenSource`] (the mount's saved login), a refused refresh
+//!   re-reads the saved login: if the user logged in again (same device,
+//!   different refresh token), the remote adopts it and refreshes once
+//!   more, so a running mount resumes by itself after `nimbus login`. The
+//!   server does not rotate refresh tokens today (`/auth/refresh` returns
+//!   the same one); if a refresh answers a new one, it is saved through
+//!   the token source before it is used.
 //! - Errors: connection failures and timeouts → `Unreachable`, 5xx →
 //!   `Server`, 404 → `NotFound`, 401 → `Unauthorized`, other 4xx →
 //!   `Rejected { status, code, message, op }` from the server's `ErrorBody`
@@ -14,10 +21,14 @@
 //! - Chunks go up zstd-compressed (`Content-Encoding: zstd`) when that
 //!   makes them smaller, and come down verified against their BLAKE3 hash
 //!   (`Corrupt` otherwise).
-//! - Lock order: `refreshing` (async, held across the refresh request),
-//!   then `access_token` (sync, never held across an await).
+//! - Lock order: `refreshing` (async, held across the refresh request and
+//!   the token source's file I/O; it owns the refresh token), then
+//!   `access_token` (sync, never held across an await).
 //! - Requests over the server's per-request caps (`MAX_MISSING_QUERY` ids,
-//!   `MAX_COMMIT_OPS` ops) are split into several requests, in order.
+//!   `MAX_COMMIT_OPS` ops) are split into several requests, in order; the
+//!   `op` of an error counts ops across them (as the caller numbered them).
+//!   Batches before a failing one stay applied (replaying them is
+//!   harmless: a device's own commit is never a conflict).
 
 use super::{Remote, RemoteError};
 use crate::protocol::{
@@ -29,6 +40,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -126,29 +138,34 @@ async fn error_from(resp: Response) -> RemoteError {
             None,
         ),
     };
-    match status.as_u16() {
-        401 => RemoteError::Unauthorized(message),
-        404 => RemoteError::NotFound(message),
-        s @ 500..=599 => RemoteError::Server { status: s, message },
-        s => RemoteError::Rejected {
-            status: s,
-            code,
-            message,
-            op,
-        },
-    }
+    RemoteError::from_status(status.as_u16(), code, message, op)
 }
 
 async fn json_of<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, RemoteError> {
     resp.json::<T>().await.map_err(transport)
 }
 
-/// Logs in and registers a device named `device_name`.
+/// Logs in and registers a new device named `device_name`.
 pub async fn login(
     server_url: &str,
     user: &str,
     password: &str,
     device_name: &str,
+) -> Result<LoginResponse, RemoteError> {
+    login_with(server_url, user, password, device_name, None).await
+}
+
+/// Logs in; with `device_id`, as that existing device of the account (new
+/// tokens, same device id and name), else as a new device named
+/// `device_name`. A `device_id` the server does not accept (unknown,
+/// revoked, another account's) is `Rejected { status: 403, code:
+/// "unknown_device", .. }`; wrong credentials are `Unauthorized`.
+pub async fn login_with(
+    server_url: &str,
+    user: &str,
+    password: &str,
+    device_name: &str,
+    device_id: Option<DeviceId>,
 ) -> Result<LoginResponse, RemoteError> {
     let resp = build_client()
         .post(format!("{}/api/v1/auth/login", base_url(server_url)))
@@ -156,6 +173,7 @@ pub async fn login(
             user: user.to_owned(),
             password: password.to_owned(),
             device: device_name.to_owned(),
+            device_id,
         })
         .send()
         .await
@@ -166,26 +184,54 @@ pub async fn login(
     json_of(resp).await
 }
 
+/// Where an [`HttpRemote`] finds a login saved after it was built (the user
+/// ran `nimbus login` again while the mount kept running), and where it
+/// saves tokens the server rotated. Implementations do blocking file I/O;
+/// they are called on a blocking thread, only when a refresh token was
+/// refused or replaced (never on the hot path).
+pub trait TokenSource: Send + Sync + 'static {
+    /// The tokens saved now for this remote's server, or `None` when there
+    /// is no such login. An error is logged and treated as `None`.
+    fn load(&self) -> anyhow::Result<Option<Tokens>>;
+    /// Saves `tokens` durably (atomic replace + fsync), replacing the saved
+    /// ones of the same device. Must not overwrite a login of another
+    /// device or server.
+    fn save(&self, tokens: &Tokens) -> anyhow::Result<()>;
+}
+
+/// The [`Remote`] over HTTP. See the module docs for tokens and errors.
 pub struct HttpRemote {
     base: String,
     client: Client,
     access_token: RwLock<String>,
-    refresh_token: String,
     device_id: DeviceId,
-    /// Single-flight refresh.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Single-flight refresh: held across the refresh request; guards the
+    /// refresh token, which only a refresh reads or replaces.
+    refreshing: tokio::sync::Mutex<String>,
+    token_source: Option<Arc<dyn TokenSource>>,
 }
 
 impl HttpRemote {
+    /// A remote for `server_url` using `tokens` (an empty access token is
+    /// refreshed on first use).
     pub fn new(server_url: &str, tokens: Tokens) -> Self {
         HttpRemote {
             base: base_url(server_url),
             client: build_client(),
             access_token: RwLock::new(tokens.access_token),
-            refresh_token: tokens.refresh_token,
             device_id: tokens.device_id,
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(tokens.refresh_token),
+            token_source: None,
         }
+    }
+
+    /// Adds a [`TokenSource`]: a refused refresh then re-reads the saved
+    /// login and, if it holds a different refresh token for the same
+    /// device, adopts it and refreshes once more; rotated refresh tokens
+    /// are saved there before they are used.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.token_source = Some(source);
+        self
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -201,34 +247,109 @@ impl HttpRemote {
     }
 
     /// Gets a new access token unless someone already replaced `stale`.
+    /// Holds `refreshing` throughout (single flight); takes `access_token`
+    /// only briefly, never across an await.
     async fn refresh_after(&self, stale: &str) -> Result<String, RemoteError> {
-        let _flight = self.refreshing.lock().await;
+        let mut refresh_token = self.refreshing.lock().await;
         {
             let current = self.access_token.read();
             if *current != stale && !current.is_empty() {
                 return Ok(current.clone());
             }
         }
+        let refused = match self.refresh_with(&mut refresh_token).await {
+            Err(RemoteError::Unauthorized(m)) => m,
+            other => return other,
+        };
+        // Refused: did the user log in again meanwhile?
+        match self.saved_tokens().await {
+            Some(saved) if saved.device_id != self.device_id => {
+                Err(RemoteError::Unauthorized(format!(
+                    "the server refused the refresh token ({refused}), and the saved login is \
+                     for another device ({}, this mount is {}); mount again to use it",
+                    saved.device_id, self.device_id
+                )))
+            }
+            Some(saved) if saved.refresh_token != *refresh_token => {
+                tracing::info!("adopting the login saved after the refresh token was refused");
+                *refresh_token = saved.refresh_token;
+                self.refresh_with(&mut refresh_token)
+                    .await
+                    .map_err(|e| match e {
+                        RemoteError::Unauthorized(m) => RemoteError::Unauthorized(format!(
+                            "the server refused the refresh token of the saved login too ({m}); \
+                             log in again"
+                        )),
+                        other => other,
+                    })
+            }
+            _ => Err(RemoteError::Unauthorized(format!(
+                "the server refused the refresh token ({refused}); log in again"
+            ))),
+        }
+    }
+
+    /// The saved login of the token source, if any (errors logged).
+    async fn saved_tokens(&self) -> Option<Tokens> {
+        let source = self.token_source.clone()?;
+        match tokio::task::spawn_blocking(move || source.load()).await {
+            Ok(Ok(tokens)) => tokens,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the saved login");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the saved login failed");
+                None
+            }
+        }
+    }
+
+    /// One `/auth/refresh` with `refresh_token` (the guard of `refreshing`).
+    /// On success stores the new access token and, if the server rotated
+    /// the refresh token, saves the new one through the token source
+    /// before adopting it.
+    async fn refresh_with(&self, refresh_token: &mut String) -> Result<String, RemoteError> {
         let resp = self
             .client
             .post(self.url("auth/refresh"))
             .json(&RefreshRequest {
-                refresh_token: self.refresh_token.clone(),
+                refresh_token: refresh_token.clone(),
             })
             .send()
             .await
             .map_err(transport)?;
         if !resp.status().is_success() {
-            return Err(match error_from(resp).await {
-                RemoteError::Unauthorized(m) => RemoteError::Unauthorized(format!(
-                    "the server refused the refresh token ({m}); log in again"
-                )),
-                other => other,
-            });
+            return Err(error_from(resp).await);
         }
         let r: LoginResponse = json_of(resp).await?;
+        if r.refresh_token != *refresh_token && !r.refresh_token.is_empty() {
+            self.save_rotated(&r).await;
+            *refresh_token = r.refresh_token;
+        }
         *self.access_token.write() = r.access_token.clone();
         Ok(r.access_token)
+    }
+
+    /// Saves a rotated refresh token durably. If that fails, the new token
+    /// is still used (the old one may no longer work); a crash before the
+    /// next successful save then needs a `nimbus login`.
+    async fn save_rotated(&self, r: &LoginResponse) {
+        let Some(source) = self.token_source.clone() else {
+            return;
+        };
+        let tokens = Tokens {
+            access_token: r.access_token.clone(),
+            refresh_token: r.refresh_token.clone(),
+            device_id: self.device_id,
+        };
+        match tokio::task::spawn_blocking(move || source.save(&tokens)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot save the rotated refresh token")
+            }
+            Err(e) => tracing::error!(error = %e, "saving the rotated refresh token failed"),
+        }
     }
 
     /// Sends the request `build` makes, with the access token; on a 401
@@ -348,8 +469,13 @@ impl Remote for HttpRemote {
 
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
         let mut results = Vec::with_capacity(ops.len());
-        for batch in ops.chunks(MAX_COMMIT_OPS) {
-            results.extend(self.commit_batch(batch).await?);
+        for (i, batch) in ops.chunks(MAX_COMMIT_OPS).enumerate() {
+            // The server numbers ops per request; the caller's are global.
+            let batch_results = self
+                .commit_batch(batch)
+                .await
+                .map_err(|e| e.shift_op(i * MAX_COMMIT_OPS))?;
+            results.extend(batch_results);
         }
         Ok(results)
     }
@@ -359,5 +485,148 @@ impl Remote for HttpRemote {
         let query = [("cursor", cursor.to_string()), ("limit", limit.to_string())];
         let resp = self.send(|c| c.get(&url).query(&query)).await?;
         json_of(resp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{self, ServerConfig};
+    use parking_lot::Mutex;
+
+    /// A saved login kept in memory.
+    #[derive(Default)]
+    struct Saved(Mutex<Option<Tokens>>);
+
+    impl TokenSource for Saved {
+        fn load(&self) -> anyhow::Result<Option<Tokens>> {
+            Ok(self.0.lock().clone())
+        }
+        fn save(&self, tokens: &Tokens) -> anyhow::Result<()> {
+            *self.0.lock() = Some(tokens.clone());
+            Ok(())
+        }
+    }
+
+    /// A server that rotates the refresh token on every refresh.
+    #[tokio::test]
+    async fn a_rotated_refresh_token_is_saved_before_it_is_used() {
+        use axum::{extract::State, http::StatusCode, routing, Json, Router};
+        #[derive(Default)]
+        struct Rotating {
+            refresh: String,
+            access: String,
+            n: u32,
+        }
+        type St = Arc<Mutex<Rotating>>;
+        let device_id = DeviceId::random();
+        let state: St = Arc::new(Mutex::new(Rotating {
+            refresh: "r0".into(),
+            ..Default::default()
+        }));
+        let refresh = move |State(st): State<St>, Json(req): Json<RefreshRequest>| async move {
+            let mut st = st.lock();
+            if req.refresh_token != st.refresh {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            st.n += 1;
+            st.refresh = format!("r{}", st.n);
+            st.access = format!("a{}", st.n);
+            Ok(Json(LoginResponse {
+                access_token: st.access.clone(),
+                refresh_token: st.refresh.clone(),
+                expires_in: 900,
+                device_id,
+            }))
+        };
+        let pull = |State(st): State<St>, headers: axum::http::HeaderMap| async move {
+            let want = format!("Bearer {}", st.lock().access);
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&want) {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            Ok(Json(PullResponse {
+                changes: vec![],
+                cursor: 0,
+                has_more: false,
+            }))
+        };
+        let app = Router::new()
+            .route("/api/v1/auth/refresh", routing::post(refresh))
+            .route("/api/v1/sync/pull", routing::get(pull))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let first = Tokens {
+            access_token: String::new(),
+            refresh_token: "r0".into(),
+            device_id,
+        };
+        let saved = Arc::new(Saved(Mutex::new(Some(first.clone()))));
+        let remote = HttpRemote::new(&url, first).with_token_source(saved.clone());
+        remote.pull(0, 1).await.unwrap();
+        assert_eq!(saved.0.lock().as_ref().unwrap().refresh_token, "r1");
+        // The access token dies: the next refresh must use r1, not r0.
+        state.lock().access = "gone".into();
+        remote.pull(0, 1).await.unwrap();
+        assert_eq!(saved.0.lock().as_ref().unwrap().refresh_token, "r2");
+        assert_eq!(*remote.refreshing.lock().await, "r2");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_running_remote_adopts_a_new_login_after_its_refresh_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            metadata: None,
+            chunks: None,
+        };
+        server::add_user(&cfg, "alice", "pw").await.unwrap();
+        let running = server::start(cfg.clone()).await.unwrap();
+        let url = format!("http://{}", running.local_addr());
+        let first: Tokens = login(&url, "alice", "pw", "laptop").await.unwrap().into();
+        let saved = Arc::new(Saved::default());
+        *saved.0.lock() = Some(first.clone());
+        let remote = HttpRemote::new(&url, first.clone()).with_token_source(saved.clone());
+        remote.pull(0, 10).await.unwrap();
+
+        // Every token of the device stops working (as if expired).
+        let meta = server::meta_store::open(None, &cfg.data_dir).await.unwrap();
+        meta.delete_expired_tokens(i64::MAX).await.unwrap();
+        meta.close().await;
+        let refused = remote.pull(0, 10).await.unwrap_err();
+        assert!(
+            matches!(&refused, RemoteError::Unauthorized(m) if m.contains("log in again")),
+            "{refused:?}"
+        );
+
+        // A login of another device is not adopted (its cache is another).
+        let other: Tokens = login(&url, "alice", "pw", "desk").await.unwrap().into();
+        *saved.0.lock() = Some(other);
+        let refused = remote.pull(0, 10).await.unwrap_err();
+        assert!(
+            matches!(&refused, RemoteError::Unauthorized(m) if m.contains("another device")),
+            "{refused:?}"
+        );
+
+        // `nimbus login` again (same device) saves new tokens: the same
+        // remote picks them up at its next request.
+        let again: Tokens = login_with(&url, "alice", "pw", "laptop", Some(first.device_id))
+            .await
+            .unwrap()
+            .into();
+        assert_eq!(again.device_id, first.device_id);
+        *saved.0.lock() = Some(again.clone());
+        remote.pull(0, 10).await.unwrap();
+        assert_eq!(*remote.refreshing.lock().await, again.refresh_token);
+        // Refresh tokens do not rotate: nothing was saved back.
+        assert_eq!(
+            saved.0.lock().as_ref().unwrap().access_token,
+            again.access_token
+        );
+        running.shutdown().await.unwrap();
     }
 }

@@ -1,12 +1,21 @@
 //! `Remote`: the only way from the client to the server.
 //!
 //! [`http::HttpRemote`] speaks the HTTP API (and refreshes access tokens on
-//! its own). Tests of the core use the same trait with an in-process server
-//! reached over loopback HTTP, so there is one code path for local and
-//! remote.
+//! its own). For tests of the core: [`in_process::InProcessRemote`] runs
+//! the server's real rules without HTTP (several devices of one account
+//! share one [`in_process::InProcessServer`]), [`faulty::FaultyRemote`]
+//! wraps any remote with switchable faults (offline, 5xx, 401, 413,
+//! latency, a refused op), and [`memory::MemoryRemote`] is a map with no
+//! conflict rules. Every implementation passes one conformance suite
+//! ([`suite`], run by `remote_conformance_suite!`), so they answer the
+//! same requests with the same values and errors.
 
+pub mod faulty;
 pub mod http;
+pub mod in_process;
 pub mod memory;
+#[doc(hidden)]
+pub mod suite;
 
 use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
 use async_trait::async_trait;
@@ -111,6 +120,43 @@ impl RemoteError {
                 ),
                 _ => format!("the server refused a request ({status} {code}: {message})"),
             })),
+        }
+    }
+
+    /// The error for a non-success answer with this status and error body
+    /// (code, message, op): 401 → `Unauthorized`, 404 → `NotFound`, 5xx →
+    /// `Server`, any other → `Rejected`. Every [`Remote`] maps server
+    /// answers through this, so one server error is one `RemoteError`.
+    pub fn from_status(status: u16, code: String, message: String, op: Option<usize>) -> Self {
+        match status {
+            401 => RemoteError::Unauthorized(message),
+            404 => RemoteError::NotFound(message),
+            500..=599 => RemoteError::Server { status, message },
+            _ => RemoteError::Rejected {
+                status,
+                code,
+                message,
+                op,
+            },
+        }
+    }
+
+    /// The same error with its op index moved by `by`: for a commit split
+    /// into several requests, where the server counts ops per request.
+    pub fn shift_op(self, by: usize) -> Self {
+        match self {
+            RemoteError::Rejected {
+                status,
+                code,
+                message,
+                op,
+            } => RemoteError::Rejected {
+                status,
+                code,
+                message,
+                op: op.map(|i| i + by),
+            },
+            other => other,
         }
     }
 

@@ -8,9 +8,9 @@ use super::error::ServerError;
 use super::meta_store::{AccountId, NewToken, TokenKind};
 use super::{now_ns, AppState};
 use crate::protocol::{
-    ChunkId, CommitRequest, CommitResponse, DeviceId, LoginRequest, LoginResponse,
-    MissingChunksRequest, MissingChunksResponse, PullResponse, RefreshRequest, MAX_CHUNK_LEN,
-    MAX_MISSING_QUERY, MAX_PULL_LIMIT,
+    ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, LoginRequest,
+    LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse, RefreshRequest,
+    MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -89,7 +89,19 @@ pub async fn login(
     st.meta
         .delete_expired_tokens(now.saturating_sub(TOKEN_GRACE_NS))
         .await?;
-    let device = st.meta.create_device(account.id, &req.device, now).await?;
+    let device = match req.device_id {
+        // Re-login of an existing device: checked only after the password,
+        // and one answer for unknown, revoked and foreign ids, so a login
+        // reveals nothing about other accounts' devices.
+        Some(id) => match st.meta.device(id).await? {
+            Some(d) if d.account == account.id && !d.revoked => d.id,
+            _ => {
+                st.metrics.login_failures.inc();
+                return Err(ServerError::UnknownDevice(id));
+            }
+        },
+        None => st.meta.create_device(account.id, &req.device, now).await?,
+    };
     let access_token = issue_access_token(&st, account.id, device).await?;
     let (refresh_token, hash) = auth::new_token(TokenKind::Refresh);
     st.meta
@@ -102,7 +114,13 @@ pub async fn login(
         })
         .await?;
     st.metrics.logins.inc();
-    tracing::info!(user = %account.name, device = %device, name = %req.device, "login");
+    tracing::info!(
+        user = %account.name,
+        device = %device,
+        name = %req.device,
+        again = req.device_id.is_some(),
+        "login"
+    );
     Ok(Json(LoginResponse {
         access_token,
         refresh_token,
@@ -135,15 +153,27 @@ pub async fn missing_chunks(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<MissingChunksRequest>,
 ) -> Result<Json<MissingChunksResponse>, ServerError> {
-    if req.ids.len() > MAX_MISSING_QUERY {
+    let missing = missing_for(&st, auth.account, req.ids).await?;
+    Ok(Json(MissingChunksResponse { missing }))
+}
+
+/// Which of `ids` `account` must still upload: every id it has not
+/// uploaded itself (possession, not knowledge of a hash), and owned chunks
+/// the store lost. At most [`MAX_MISSING_QUERY`] ids (else 413).
+pub(crate) async fn missing_for(
+    st: &AppState,
+    account: AccountId,
+    ids: Vec<ChunkId>,
+) -> Result<Vec<ChunkId>, ServerError> {
+    if ids.len() > MAX_MISSING_QUERY {
         return Err(ServerError::PayloadTooLarge(format!(
             "{} ids in one query; at most {MAX_MISSING_QUERY}",
-            req.ids.len()
+            ids.len()
         )));
     }
     let mut seen = HashSet::new();
-    let ids: Vec<ChunkId> = req.ids.into_iter().filter(|i| seen.insert(*i)).collect();
-    let owned = st.meta.owned_chunks(auth.account, &ids).await?;
+    let ids: Vec<ChunkId> = ids.into_iter().filter(|i| seen.insert(*i)).collect();
+    let owned = st.meta.owned_chunks(account, &ids).await?;
     // An owned chunk the store lost (quarantined as corrupt) must be
     // uploaded again: report it as missing too.
     let owned_ids: Vec<ChunkId> = ids
@@ -160,12 +190,12 @@ pub async fn missing_chunks(
             }
         }
     }
-    let missing = ids.into_iter().filter(|i| !present.contains(i)).collect();
-    Ok(Json(MissingChunksResponse { missing }))
+    Ok(ids.into_iter().filter(|i| !present.contains(i)).collect())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum WireEncoding {
+/// How an uploaded chunk body is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WireEncoding {
     Identity,
     Zstd,
 }
@@ -228,7 +258,20 @@ pub async fn put_chunk(
 ) -> Result<StatusCode, ServerError> {
     let id = parse_chunk_id(path)?;
     let encoding = wire_encoding(&headers)?;
-    let body = body?;
+    store_chunk(&st, auth.account, id, body?, encoding).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Decodes and verifies an uploaded chunk, stores it once per server and
+/// records that `account` owns it. Errors: 400 `hash_mismatch` (nothing
+/// stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`.
+pub(crate) async fn store_chunk(
+    st: &AppState,
+    account: AccountId,
+    id: ChunkId,
+    body: Bytes,
+    encoding: WireEncoding,
+) -> Result<(), ServerError> {
     st.metrics.chunk_wire_bytes_in.add(body.len() as u64);
     let decoded = tokio::task::spawn_blocking(move || decode_upload(id, body, encoding))
         .await
@@ -255,9 +298,9 @@ pub async fn put_chunk(
         st.metrics.chunks_stored.inc();
     }
     st.meta
-        .add_account_chunk(auth.account, id, len, now_ns())
+        .add_account_chunk(account, id, len, now_ns())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 pub async fn get_chunk(
@@ -266,13 +309,7 @@ pub async fn get_chunk(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ServerError> {
     let id = parse_chunk_id(path)?;
-    // Owned ⊇ referenced by a file of the account (commits only accept
-    // owned chunks), so ownership is the whole read check.
-    if st.meta.owned_chunks(auth.account, &[id]).await?.is_empty() {
-        return Err(ServerError::NotFound(format!("chunk {id} not found")));
-    }
-    let data = st.chunks.get(id).await?;
-    st.metrics.chunk_bytes_out.add(data.len() as u64);
+    let data = read_chunk(&st, auth.account, id).await?;
     let mut resp = data.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -285,11 +322,39 @@ pub async fn get_chunk(
     Ok(resp)
 }
 
+/// A chunk's plain bytes (checked by the store), for an account that
+/// uploaded it; 404 `not_found` otherwise (knowing a hash is not enough).
+pub(crate) async fn read_chunk(
+    st: &AppState,
+    account: AccountId,
+    id: ChunkId,
+) -> Result<Bytes, ServerError> {
+    // Owned ⊇ referenced by a file of the account (commits only accept
+    // owned chunks), so ownership is the whole read check.
+    if st.meta.owned_chunks(account, &[id]).await?.is_empty() {
+        return Err(ServerError::NotFound(format!("chunk {id} not found")));
+    }
+    let data = st.chunks.get(id).await?;
+    st.metrics.chunk_bytes_out.add(data.len() as u64);
+    Ok(data)
+}
+
 pub async fn commit(
     auth: Auth,
     State(st): State<AppState>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<CommitResponse>, ServerError> {
+    let results = commit_ops(&st, auth, &req.ops).await?;
+    Ok(Json(CommitResponse { results }))
+}
+
+/// Applies a commit request of device `auth.device` with the server's
+/// rules (`server::commit`); 401 if the device is gone.
+pub(crate) async fn commit_ops(
+    st: &AppState,
+    auth: Auth,
+    ops: &[CommitOp],
+) -> Result<Vec<CommitOutcome>, ServerError> {
     let device = st
         .meta
         .device(auth.device)
@@ -301,9 +366,9 @@ pub async fn commit(
         device_name: device.name,
         now_ns: now_ns(),
     };
-    let results = commit::commit(st.meta.as_ref(), &ctx, &req.ops).await?;
+    let results = commit::commit(st.meta.as_ref(), &ctx, ops).await?;
     st.metrics.record_commit(&results);
-    Ok(Json(CommitResponse { results }))
+    Ok(results)
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,31 +384,34 @@ pub async fn pull(
     query: Result<Query<PullQuery>, QueryRejection>,
 ) -> Result<Json<PullResponse>, ServerError> {
     let Query(q) = query?;
-    let limit = q
-        .limit
-        .unwrap_or(DEFAULT_PULL_LIMIT)
-        .clamp(1, MAX_PULL_LIMIT);
-    let mut changes = st
-        .meta
-        .changes_since(auth.account, q.cursor, limit + 1)
-        .await?;
-    if changes.is_empty() && q.cursor > 0 {
-        let last = st.meta.last_seq(auth.account).await?;
-        if q.cursor > last {
-            return Err(ServerError::CursorAhead {
-                cursor: q.cursor,
-                last,
-            });
+    Ok(Json(pull_page(&st, auth.account, q.cursor, q.limit).await?))
+}
+
+/// One page of the account's change log after `cursor` (`limit` default
+/// [`DEFAULT_PULL_LIMIT`], clamped to 1..=`MAX_PULL_LIMIT`); 409
+/// `cursor_ahead` when the cursor is past the log.
+pub(crate) async fn pull_page(
+    st: &AppState,
+    account: AccountId,
+    cursor: u64,
+    limit: Option<u32>,
+) -> Result<PullResponse, ServerError> {
+    let limit = limit.unwrap_or(DEFAULT_PULL_LIMIT).clamp(1, MAX_PULL_LIMIT);
+    let mut changes = st.meta.changes_since(account, cursor, limit + 1).await?;
+    if changes.is_empty() && cursor > 0 {
+        let last = st.meta.last_seq(account).await?;
+        if cursor > last {
+            return Err(ServerError::CursorAhead { cursor, last });
         }
     }
     let has_more = changes.len() > limit as usize;
     changes.truncate(limit as usize);
-    let cursor = changes.last().map_or(q.cursor, |n| n.seq);
-    Ok(Json(PullResponse {
+    let cursor = changes.last().map_or(cursor, |n| n.seq);
+    Ok(PullResponse {
         changes,
         cursor,
         has_more,
-    }))
+    })
 }
 
 pub async fn healthz() -> &'static str {

@@ -3,7 +3,7 @@
 
 use super::chunk_store::ChunkStoreError;
 use super::meta_store::MetaError;
-use crate::protocol::{ChunkId, ErrorBody, NameError, NodeId};
+use crate::protocol::{ChunkId, DeviceId, ErrorBody, NameError, NodeId};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -41,6 +41,12 @@ pub enum ServerError {
     InvalidPath(String),
     #[error("{0} is not a regular file")]
     NotAFile(String),
+
+    // ---- 403 ----
+    /// A login named a device that is not a live device of the account
+    /// (unknown, revoked, or another account's: one answer for all three).
+    #[error("device {0} is not a registered device of this account (unknown or revoked); log in without a device id to register a new device")]
+    UnknownDevice(DeviceId),
 
     // ---- 404 ----
     #[error("{0}")]
@@ -120,6 +126,15 @@ impl ServerError {
         }
     }
 
+    /// The index of the commit op this error is about, if any (the
+    /// `op` of the error body).
+    pub fn op(&self) -> Option<usize> {
+        match self {
+            ServerError::InOp { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
     /// Status and stable code: the ONE place errors meet HTTP.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use ServerError::*;
@@ -138,6 +153,7 @@ impl ServerError {
             BadEncoding(_) => (StatusCode::BAD_REQUEST, "bad_encoding"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             NotAFile(_) => (StatusCode::BAD_REQUEST, "not_a_file"),
+            UnknownDevice(_) => (StatusCode::FORBIDDEN, "unknown_device"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ParentNotFound(_) => (StatusCode::CONFLICT, "parent_not_found"),
@@ -169,10 +185,7 @@ impl IntoResponse for ServerError {
         let body = ErrorBody {
             error: code.to_owned(),
             message: self.to_string(),
-            op: match &self {
-                ServerError::InOp { index, .. } => Some(*index),
-                _ => None,
-            },
+            op: self.op(),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match &self {

@@ -13,7 +13,7 @@
 //! | `GET /healthz` | `ok` | |
 //! | `GET /metrics` | Prometheus text | |
 //! | `GET /api/v1/openapi.json` | OpenAPI 3.0 description | |
-//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse` | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name |
+//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse`; with `device_id`, new tokens for that existing device (its name is kept) instead of a new device | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name, 403 `unknown_device` (`device_id` unknown, revoked or another account's: nothing registered) |
 //! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, same refresh token) | 401 `unauthorized` |
 //! | `POST /api/v1/chunks/missing` | `MissingChunksRequest` → `MissingChunksResponse` | 413 over [`MAX_MISSING_QUERY`](crate::protocol::MAX_MISSING_QUERY) ids |
 //! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
@@ -83,7 +83,10 @@
 //! # Layers
 //! `api` / `content` (handlers) → `commit` and `auth` (rules, once) →
 //! `MetaStore` / `ChunkStore` (engines, behind traits, each with a shared
-//! conformance suite).
+//! conformance suite). The chunk, commit and pull handlers are thin: their
+//! bodies (`api::{missing_for, store_chunk, read_chunk, commit_ops,
+//! pull_page}`) are also what `remote::in_process::InProcessRemote` calls,
+//! so tests without HTTP meet the same rules.
 
 pub mod auth;
 pub mod chunk_store;
@@ -92,7 +95,7 @@ pub mod error;
 pub mod meta_store;
 pub mod metrics;
 
-mod api;
+pub(crate) mod api;
 mod content;
 mod openapi;
 

@@ -1,0 +1,139 @@
+//! Logging in again as an existing device (`LoginRequest::device_id`)
+//! against the real server on a loopback port: the device keeps its id,
+//! and no account can log in as another account's device.
+
+use nimbus::protocol::{DeviceId, LoginResponse};
+use nimbus::remote::http::{login, login_with, HttpRemote, Tokens};
+use nimbus::remote::{Remote, RemoteError};
+use nimbus::server::{self, RunningServer, ServerConfig};
+
+struct Fx {
+    cfg: ServerConfig,
+    server: RunningServer,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Fx {
+    async fn new() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            metadata: None,
+            chunks: None,
+        };
+        server::add_user(&cfg, "alice", "alice-pw").await.unwrap();
+        server::add_user(&cfg, "bob", "bob-pw").await.unwrap();
+        let server = server::start(cfg.clone()).await.unwrap();
+        let url = format!("http://{}", server.local_addr());
+        Fx {
+            cfg,
+            server,
+            url,
+            _dir: dir,
+        }
+    }
+
+    async fn login_as(
+        &self,
+        user: &str,
+        device: Option<DeviceId>,
+    ) -> Result<LoginResponse, RemoteError> {
+        login_with(&self.url, user, &format!("{user}-pw"), "laptop", device).await
+    }
+
+    /// The tokens work: a pull through them succeeds.
+    async fn works(&self, r: &LoginResponse) -> bool {
+        HttpRemote::new(&self.url, Tokens::from(r.clone()))
+            .pull(0, 10)
+            .await
+            .is_ok()
+    }
+
+    async fn device_count(&self, user: &str) -> usize {
+        let meta = server::meta_store::open(None, &self.cfg.data_dir)
+            .await
+            .unwrap();
+        let account = meta.account_by_name(user).await.unwrap().unwrap();
+        let n = meta.list_devices(account.id).await.unwrap().len();
+        meta.close().await;
+        n
+    }
+}
+
+fn is_unknown_device(r: &Result<LoginResponse, RemoteError>) -> bool {
+    matches!(
+        r,
+        Err(RemoteError::Rejected { status: 403, code, op: None, .. }) if code == "unknown_device"
+    )
+}
+
+#[tokio::test]
+async fn a_login_with_the_device_id_keeps_the_device() {
+    let fx = Fx::new().await;
+    let first = fx.login_as("alice", None).await.unwrap();
+    let again = fx.login_as("alice", Some(first.device_id)).await.unwrap();
+    assert_eq!(again.device_id, first.device_id);
+    assert_ne!(again.refresh_token, first.refresh_token);
+    assert_ne!(again.access_token, first.access_token);
+    assert_eq!(fx.device_count("alice").await, 1, "no device registered");
+    // Both logins' tokens work (the earlier one is not revoked by the new).
+    assert!(fx.works(&again).await);
+    assert!(fx.works(&first).await);
+    // A wrong password with a valid device id is the usual 401.
+    assert!(matches!(
+        login_with(&fx.url, "alice", "wrong", "laptop", Some(first.device_id)).await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    // The old JSON shape (no device_id) still registers a new device.
+    let other = login(&fx.url, "alice", "alice-pw", "desk").await.unwrap();
+    assert_ne!(other.device_id, first.device_id);
+    assert_eq!(fx.device_count("alice").await, 2);
+    fx.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_unknown_or_revoked_device_id_is_refused() {
+    let fx = Fx::new().await;
+    let bobs = fx.login_as("bob", None).await.unwrap();
+    let alices = fx.login_as("alice", None).await.unwrap();
+
+    // Alice cannot take Bob's device, nor an id that was never issued; the
+    // answer is the same for both, and nothing is registered.
+    let foreign = fx.login_as("alice", Some(bobs.device_id)).await;
+    assert!(is_unknown_device(&foreign), "{foreign:?}");
+    let unknown = fx.login_as("alice", Some(DeviceId::random())).await;
+    assert!(is_unknown_device(&unknown), "{unknown:?}");
+    let (RemoteError::Rejected { message: m1, .. }, RemoteError::Rejected { message: m2, .. }) =
+        (foreign.unwrap_err(), unknown.unwrap_err())
+    else {
+        unreachable!()
+    };
+    assert!(
+        m1.contains("not a registered device of this account"),
+        "{m1}"
+    );
+    assert_eq!(m1.len(), m2.len(), "same sentence apart from the id");
+    assert_eq!(fx.device_count("alice").await, 1);
+    assert_eq!(fx.device_count("bob").await, 1);
+    // Bob's device is untouched.
+    assert!(fx.works(&bobs).await);
+    let bob_again = fx.login_as("bob", Some(bobs.device_id)).await.unwrap();
+    assert_eq!(bob_again.device_id, bobs.device_id);
+
+    // A revoked device stays revoked: no re-login brings it back.
+    let meta = server::meta_store::open(None, &fx.cfg.data_dir)
+        .await
+        .unwrap();
+    let alice = meta.account_by_name("alice").await.unwrap().unwrap();
+    assert!(meta
+        .revoke_device(alice.id, alices.device_id)
+        .await
+        .unwrap());
+    meta.close().await;
+    let revoked = fx.login_as("alice", Some(alices.device_id)).await;
+    assert!(is_unknown_device(&revoked), "{revoked:?}");
+    assert!(!fx.works(&alices).await);
+    fx.server.shutdown().await.unwrap();
+}
