@@ -135,6 +135,8 @@ pub(super) enum Intent {
         on_server: bool,
         is_dir: bool,
     },
+    /// The node's quarantined records are superseded; nothing to journal.
+    Settle { ino: u64 },
 }
 
 const REC: u8 = b'J';
@@ -239,7 +241,9 @@ impl Index {
         undo: &mut Vec<Undo>,
     ) -> VfsResult<()> {
         let ino = match &intent {
-            Intent::Upsert { ino, .. } | Intent::Delete { ino, .. } => *ino,
+            Intent::Upsert { ino, .. } | Intent::Delete { ino, .. } | Intent::Settle { ino } => {
+                *ino
+            }
         };
         // A new local change supersedes the node's refused ones.
         let superseded = self.unquarantine(ino, writes, undo);
@@ -251,6 +255,7 @@ impl Index {
         let any_held = seqs.iter().any(|s| self.held.contains(s));
         let last = seqs.last().copied();
         match intent {
+            Intent::Settle { .. } => {}
             Intent::Upsert {
                 ino,
                 parent,

@@ -335,6 +335,12 @@ impl Txn<'_> {
         });
         Ok(self)
     }
+    /// Drops `inode`'s quarantined records without journaling anything
+    /// (its refused change was superseded by a remote one).
+    pub fn settle(&mut self, inode: &Inode) -> &mut Self {
+        self.intents.push(Intent::Settle { ino: inode.ino });
+        self
+    }
     /// Journals the removal of `inode` from folder `parent` (an ino).
     pub fn journal_delete(&mut self, inode: &Inode, parent: u64, name: &str) -> &mut Self {
         self.intents.push(Intent::Delete {

@@ -31,6 +31,7 @@ pub mod error;
 pub mod journal;
 pub mod kv;
 pub mod meta;
+mod rebase;
 pub mod xattr;
 
 use crate::protocol::{
@@ -1430,7 +1431,7 @@ impl Vfs {
         notify_entries: &mut Vec<(u64, String)>,
         notify_inodes: &mut Vec<u64>,
     ) -> VfsResult<bool> {
-        let existing = match self.meta.ino_of(&rec.node_id)? {
+        let mut existing = match self.meta.ino_of(&rec.node_id)? {
             Some(ino) => self.meta.inode(ino)?,
             None => None,
         };
@@ -1451,8 +1452,16 @@ impl Vfs {
             // Local changes win until the uploader has reconciled them; a
             // node unlinked here has its delete queued (local_rev moved).
             if inode.has_local_changes() {
-                return Ok(true);
+                // A change the server refused does not freeze the node.
+                if !self.rebase_refused(inode, rec, notify_entries)? {
+                    return Ok(true);
+                }
             }
+        }
+        if let Some(ino) = existing.as_ref().map(|i| i.ino) {
+            existing = self.meta.inode(ino)?;
+        }
+        if let Some(inode) = &existing {
             // Writes not yet made durable count as local changes too: their
             // close commits them against the old base, which the server
             // then sees as concurrent (a conflict copy, nothing lost).
@@ -1707,6 +1716,8 @@ impl Vfs {
     }
 }
 
+#[cfg(test)]
+mod failure_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -1,0 +1,323 @@
+//! Upload failures never drop work (client-core issue scenarios 1 and 2):
+//! the core against the server's real rules (`InProcessRemote`) behind a
+//! `FaultyRemote`.
+
+use super::*;
+use crate::remote::faulty::FaultyRemote;
+use crate::remote::in_process::{InProcessRemote, InProcessServer};
+use crate::remote::Remote;
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
+use std::time::{Duration, Instant};
+
+struct Dev {
+    vfs: Arc<Vfs>,
+    faulty: Arc<FaultyRemote>,
+    remote: Arc<dyn Remote>,
+    cache: tempfile::TempDir,
+    device: DeviceId,
+}
+
+async fn device(server: &InProcessServer, name: &str) -> Dev {
+    let remote: InProcessRemote = server.device(name).await.unwrap();
+    let device = remote.device_id();
+    let faulty = Arc::new(FaultyRemote::new(Arc::new(remote)));
+    let cache = tempfile::tempdir().unwrap();
+    let remote: Arc<dyn Remote> = faulty.clone();
+    let vfs = open_vfs(cache.path(), device, name, remote.clone());
+    Dev {
+        vfs,
+        faulty,
+        remote,
+        cache,
+        device,
+    }
+}
+
+fn open_vfs(
+    dir: &std::path::Path,
+    device: DeviceId,
+    name: &str,
+    remote: Arc<dyn Remote>,
+) -> Arc<Vfs> {
+    let kv = kv::SledKv::open(&dir.join("meta")).unwrap();
+    let chunks = ChunkCache::open(dir.join("chunks"), 1 << 30, 64 << 20, remote).unwrap();
+    Vfs::open(
+        VfsConfig {
+            cache_dir: dir.to_path_buf(),
+            device_id: device,
+            device_name: name.into(),
+            read_only: false,
+            uid: 0,
+            gid: 0,
+            fsync_remote: false,
+        },
+        Arc::new(kv),
+        chunks,
+    )
+    .unwrap()
+}
+
+impl Dev {
+    fn start(
+        &self,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task =
+            tokio::spawn(Uploader::new(self.vfs.clone(), self.remote.clone()).run(stop.clone()));
+        (stop, task)
+    }
+    /// Closes the store and opens it again, as a remount does.
+    fn reopen(self) -> Dev {
+        let Dev {
+            vfs,
+            faulty,
+            remote,
+            cache,
+            device,
+        } = self;
+        drop(vfs);
+        let vfs = open_vfs(cache.path(), device, "laptop", remote.clone());
+        Dev {
+            vfs,
+            faulty,
+            remote,
+            cache,
+            device,
+        }
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write(vfs: &Vfs, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = vfs.create(ROOT_INO, name.as_bytes(), 0o644, true).unwrap();
+    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    vfs.release(fh).unwrap();
+    attr.ino
+}
+
+async fn read(vfs: &Vfs, ino: u64) -> Vec<u8> {
+    let fh = vfs.open_file(ino, false, false).unwrap();
+    let size = vfs.getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        out.extend(vfs.read(fh, out.len() as u64, 1 << 20).await.unwrap());
+    }
+    vfs.release(fh).unwrap();
+    out
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::Rng::fill(&mut rand::rng(), &mut v[..]);
+    v
+}
+
+/// 401 (refresh refused, device revoked): uploads pause without dropping
+/// anything or spinning, and resume once credentials work again.
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthorized_pauses_without_dropping_or_spinning() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    for i in 0..3 {
+        write(&dev.vfs, &format!("f{i}"), b"data");
+    }
+    dev.faulty.set_unauthorized_from_call(Some(1));
+    let (stop, task) = dev.start();
+    until("the unauthorized state", || {
+        matches!(
+            dev.vfs.sync_state.lock().connection,
+            Connection::Unauthorized(_)
+        )
+    })
+    .await;
+    let calls = dev.faulty.calls().total();
+    tokio::time::sleep(Duration::from_millis(800)).await; // measures the call rate
+    assert!(
+        dev.faulty.calls().total() - calls <= 3,
+        "paused uploads must not retry in a tight loop"
+    );
+    assert_eq!(
+        dev.vfs.meta.journal_len(),
+        3,
+        "nothing may leave the journal"
+    );
+    assert_eq!(dev.vfs.pending_below(ROOT_INO, 10).unwrap().count, 3);
+    dev.faulty.clear();
+    until("the journal to drain", || dev.vfs.meta.journal_len() == 0).await;
+    let other = server.device("desktop").await.unwrap();
+    let names: Vec<String> = other
+        .pull(0, 100)
+        .await
+        .unwrap()
+        .changes
+        .into_iter()
+        .filter(|n| !n.deleted && !n.node_id.is_root())
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A proxy's 1 MiB body limit (413): uploads pause as `misconfigured`
+/// with the reason, survive a remount, and drain once the limit is lifted;
+/// the other device then reads every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_pauses_survives_remount_and_drains_when_lifted() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    let big = random(5 << 20);
+    let ino = write(&dev.vfs, "big.bin", &big);
+    dev.faulty.set_chunk_body_limit(Some(1 << 20));
+    let (stop, task) = dev.start();
+    until("the misconfigured state", || {
+        matches!(&dev.vfs.sync_state.lock().connection, Connection::Misconfigured(r) if r.contains("413"))
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(dev.vfs.meta.journal_len(), 1);
+    let dev = dev.reopen();
+    assert_eq!(
+        dev.vfs.getxattr(ino, b"user.nimbus.state").unwrap(),
+        b"pending"
+    );
+    let p = dev.vfs.pending_below(ROOT_INO, 10).unwrap();
+    assert_eq!((p.count, p.bytes), (1, big.len() as u64), "{p:?}");
+    dev.faulty.set_chunk_body_limit(None);
+    let (stop, task) = dev.start();
+    until("the journal to drain", || dev.vfs.meta.journal_len() == 0).await;
+    stop.cancel();
+    task.await.unwrap();
+    let b = device(&server, "desktop").await;
+    Follower::new(b.vfs.clone(), b.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let on_b = b.vfs.lookup(ROOT_INO, b"big.bin").unwrap();
+    assert_eq!(
+        blake3::hash(&read(&b.vfs, on_b.ino).await),
+        blake3::hash(&big)
+    );
+}
+
+/// Scenario 2: the refused record is exactly the one set aside, even when
+/// an older record (a file open for writing) sits before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_op_sets_aside_exactly_its_record() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    let vfs = &dev.vfs;
+    let (open_attr, open_fh) = vfs.create(ROOT_INO, b"open.log", 0o644, true).unwrap();
+    vfs.write(open_fh, 0, b"first").unwrap();
+    write(vfs, "refused", b"r");
+    dev.faulty.refuse_next_commit(0); // the round holds only `refused`
+    let up = Uploader::new(vfs.clone(), dev.remote.clone());
+    while up.run_once().await.unwrap() {}
+    vfs.release(open_fh).unwrap();
+    while up.run_once().await.unwrap() {}
+    let q = vfs
+        .meta
+        .journal()
+        .quarantined(vfs.meta.kv().as_ref())
+        .unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].1.path, "refused");
+    assert!(q[0].1.reason.contains("invalid_name"), "{}", q[0].1.reason);
+    assert_eq!(
+        vfs.getxattr(open_attr.ino, b"user.nimbus.state").unwrap(),
+        b"cached"
+    );
+    let refused = vfs.lookup(ROOT_INO, b"refused").unwrap().ino;
+    assert_eq!(
+        vfs.getxattr(refused, b"user.nimbus.state").unwrap(),
+        b"failed"
+    );
+    // The next local change of the file sends it again.
+    vfs.setattr(
+        refused,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    while up.run_once().await.unwrap() {}
+    assert_eq!(
+        vfs.getxattr(refused, b"user.nimbus.state").unwrap(),
+        b"cached"
+    );
+    assert_eq!(vfs.pending_below(ROOT_INO, 10).unwrap().count, 0);
+}
+
+/// Scenario 1: a later remote edit of a file whose own change was refused
+/// still reaches it; the refused content lives on as a conflict copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
+    let server = InProcessServer::new().await.unwrap();
+    let a = device(&server, "laptop").await;
+    let b = device(&server, "desktop").await;
+    let ino = write(&a.vfs, "doc.txt", b"v1");
+    let up_a = Uploader::new(a.vfs.clone(), a.remote.clone());
+    while up_a.run_once().await.unwrap() {}
+    // A edits; the server refuses it.
+    let fh = a.vfs.open_file(ino, true, true).unwrap();
+    a.vfs.write(fh, 0, b"v2 from a").unwrap();
+    a.vfs.release(fh).unwrap();
+    a.faulty.refuse_next_commit(0);
+    while up_a.run_once().await.unwrap() {}
+    assert_eq!(
+        a.vfs.getxattr(ino, b"user.nimbus.state").unwrap(),
+        b"failed"
+    );
+    // B edits the same file.
+    Follower::new(b.vfs.clone(), b.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let on_b = b.vfs.lookup(ROOT_INO, b"doc.txt").unwrap().ino;
+    let fh = b.vfs.open_file(on_b, true, true).unwrap();
+    b.vfs.write(fh, 0, b"v3 from b").unwrap();
+    b.vfs.release(fh).unwrap();
+    let up_b = Uploader::new(b.vfs.clone(), b.remote.clone());
+    while up_b.run_once().await.unwrap() {}
+    // A pulls: the file shows B's edit, A's refused content is beside it.
+    Follower::new(a.vfs.clone(), a.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    assert_eq!(read(&a.vfs, ino).await, b"v3 from b");
+    let names: Vec<String> = a
+        .vfs
+        .readdir(ROOT_INO, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("doc (conflict laptop "))
+        .unwrap_or_else(|| panic!("no conflict copy in {names:?}"));
+    let copy_ino = a.vfs.lookup(ROOT_INO, copy.as_bytes()).unwrap().ino;
+    assert_eq!(read(&a.vfs, copy_ino).await, b"v2 from a");
+    assert!(!a.vfs.meta.journal().is_quarantined(ino));
+    // The copy is an ordinary new file: it reaches the server.
+    while up_a.run_once().await.unwrap() {}
+    Follower::new(b.vfs.clone(), b.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let copy_on_b = b.vfs.lookup(ROOT_INO, copy.as_bytes()).unwrap().ino;
+    assert_eq!(read(&b.vfs, copy_on_b).await, b"v2 from a");
+}

@@ -1,0 +1,91 @@
+//! Remote changes reaching a node whose own change the server refused.
+//!
+//! A node with local changes normally ignores remote records until the
+//! uploader has reconciled them. A change in the quarantine
+//! ([`super::journal`]) will not be reconciled by itself, so waiting would
+//! freeze the node and let two devices diverge. Instead, when a newer
+//! remote state arrives for a quarantined node that nothing else holds
+//! (no journal record, no open handle), the node adopts the remote state,
+//! and refused new content lives on beside it as a new file under a
+//! conflict name, journaled like any new file. Nothing is dropped: the
+//! refused attribute or name changes give way to the remote ones, the
+//! refused content becomes the copy.
+
+use super::meta::{Dentry, Inode};
+use super::{now_ns, Vfs, VfsResult};
+use crate::protocol::{conflict_name, NodeId, NodeKind, NodeRecord};
+
+impl Vfs {
+    /// Lets remote record `rec` apply to `inode`, which has local changes:
+    /// returns false when those changes must still win (see the module
+    /// docs). Called with the namespace lock held.
+    pub(super) fn rebase_refused(
+        &self,
+        inode: &Inode,
+        rec: &NodeRecord,
+        notify_entries: &mut Vec<(u64, String)>,
+    ) -> VfsResult<bool> {
+        let journal = self.meta.journal();
+        if !journal.is_quarantined(inode.ino)
+            || journal.has_records(inode.ino)
+            || inode.unlinked
+            || self.open_inode(inode.ino).is_some()
+            || inode.vv.dominates(&rec.vv)
+        {
+            return Ok(false);
+        }
+        let mut t = self.meta.txn();
+        let mut node = inode.clone();
+        let mut moved_work = None;
+        if inode.kind == NodeKind::File && inode.dirty {
+            let mut n = 1;
+            let name = loop {
+                let c = conflict_name(&inode.name, inode.kind, &self.device_name, now_ns(), n);
+                if self.meta.dentry(inode.parent, &c)?.is_none() {
+                    break c;
+                }
+                n += 1;
+            };
+            let mut copy = Inode::new(
+                self.meta.alloc_ino(),
+                NodeId::random(),
+                inode.parent,
+                &name,
+                NodeKind::File,
+                inode.mode,
+            );
+            copy.size = inode.size;
+            copy.mtime_ns = inode.mtime_ns;
+            copy.dirty = true;
+            copy.local_rev = 1;
+            // Linked first, so that a crash at any point leaves the content
+            // reachable from whichever record is durable.
+            let (from, to) = (self.work_path_of(inode), self.work_path_of(&copy));
+            std::fs::hard_link(&from, &to)?;
+            moved_work = Some(from);
+            t.create_inode(&copy).put_dentry(
+                inode.parent,
+                &name,
+                Dentry {
+                    ino: copy.ino,
+                    kind: NodeKind::File,
+                },
+            );
+            t.journal_upsert(&copy, true)?;
+            notify_entries.push((inode.parent, name));
+            node.dirty = false;
+            node.size = self.meta.content(inode.ino)?.map(|c| c.size()).unwrap_or(0);
+        }
+        node.synced_rev = node.local_rev;
+        t.put_inode(&node).settle(&node);
+        t.commit()?;
+        if let Some(old) = moved_work {
+            let _ = std::fs::remove_file(old);
+        }
+        tracing::info!(
+            path = %self.path_of(inode.ino).unwrap_or_default(),
+            "a remote change reached a node whose own change the server refused"
+        );
+        Ok(true)
+    }
+}
