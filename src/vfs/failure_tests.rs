@@ -321,3 +321,49 @@ async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
     let copy_on_b = b.vfs.lookup(ROOT_INO, copy.as_bytes()).unwrap().ino;
     assert_eq!(read(&b.vfs, copy_on_b).await, b"v2 from a");
 }
+
+/// Scenario 4: a remote change arriving while a file is open for writing
+/// waits instead of dropping the working copy a write may be landing in;
+/// the write then ends as a conflict copy beside the remote version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_change_waits_while_the_file_is_open_for_writing() {
+    let server = InProcessServer::new().await.unwrap();
+    let a = device(&server, "laptop").await;
+    let b = device(&server, "desktop").await;
+    let ino = write(&a.vfs, "doc.txt", b"version one");
+    let up_a = Uploader::new(a.vfs.clone(), a.remote.clone());
+    while up_a.run_once().await.unwrap() {}
+    Follower::new(b.vfs.clone(), b.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let on_b = b.vfs.lookup(ROOT_INO, b"doc.txt").unwrap().ino;
+    let fh = b.vfs.open_file(on_b, true, true).unwrap();
+    b.vfs.write(fh, 0, b"version two").unwrap();
+    b.vfs.release(fh).unwrap();
+    let up_b = Uploader::new(b.vfs.clone(), b.remote.clone());
+    while up_b.run_once().await.unwrap() {}
+    // A opens for writing and has its working copy ready...
+    let fh = a.vfs.open_file(ino, true, false).unwrap();
+    a.vfs.prepare_write(ino).await.unwrap();
+    let rec = b.remote.pull(0, 100).await.unwrap().changes;
+    let rec = rec.iter().find(|n| n.name == "doc.txt").unwrap();
+    // ...when B's edit arrives: it must wait.
+    assert!(!a.vfs.apply_remote(rec).unwrap(), "the record must wait");
+    assert_eq!(a.vfs.write(fh, 0, b"VERSION").unwrap(), Some(7));
+    a.vfs.release(fh).unwrap();
+    while up_a.run_once().await.unwrap() {}
+    Follower::new(a.vfs.clone(), a.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    assert_eq!(read(&a.vfs, ino).await, b"version two");
+    let copy = a
+        .vfs
+        .readdir(ROOT_INO, None, 100)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name.starts_with("doc (conflict laptop "))
+        .expect("A's write kept as a conflict copy");
+    assert_eq!(read(&a.vfs, copy.ino).await, b"VERSION one");
+}

@@ -1465,9 +1465,16 @@ impl Vfs {
             // Writes not yet made durable count as local changes too: their
             // close commits them against the old base, which the server
             // then sees as concurrent (a conflict copy, nothing lost).
+            // While the file is open for writing without such writes, the
+            // record waits: a write may be landing in the working copy right
+            // now, and dropping that copy would lose it.
             if let Some(o) = self.open_inode(inode.ino) {
-                if o.state.lock().unsaved.is_some() {
+                let st = o.state.lock();
+                if st.unsaved.is_some() {
                     return Ok(true);
+                }
+                if st.writers > 0 {
+                    return Ok(false);
                 }
             }
             if inode.vv.dominates(&rec.vv) && !rec.deleted {
