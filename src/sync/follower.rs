@@ -30,7 +30,7 @@ impl Follower {
     }
 
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         loop {
             let delay = match self.pull_all().await {
                 Ok(()) => {
@@ -101,9 +101,13 @@ impl Follower {
             }
         }
         let mut st = self.vfs.sync_state.lock();
-        // A pull that works does not clear a pause the uploader reported
-        // (a proxy may refuse only upload bodies).
-        if st.connection == Connection::Offline {
+        // A pull that works proves the server is reachable and takes the
+        // credentials, but not that it takes upload bodies (a proxy's 413
+        // pause stays until the uploader gets through).
+        if matches!(
+            st.connection,
+            Connection::Offline | Connection::Unauthorized(_)
+        ) {
             st.connection = Connection::Online;
         }
         st.last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);

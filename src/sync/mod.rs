@@ -6,28 +6,45 @@
 //! - [`follower`]: pulls the account's change log from its cursor and
 //!   applies remote changes to the metadata cache.
 //!
-//! Both are loops with capped exponential backoff on transient failures
-//! (server unreachable, 5xx) and stop when their cancellation token fires.
+//! Both are loops with capped exponential backoff with jitter
+//! ([`Backoff`]) on transient failures (server unreachable, 5xx) and stop
+//! when their cancellation token fires.
 
 pub mod follower;
 pub mod uploader;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::Duration;
 
-/// Capped exponential backoff: 250 ms doubling up to 30 s.
-#[derive(Debug, Default)]
+/// Capped exponential backoff with jitter (via `backon`), restartable: the
+/// step doubles from `min` to `max`, and each delay is drawn between the
+/// step and twice it, so that devices that failed together do not retry
+/// together.
 pub struct Backoff {
-    failures: u32,
+    builder: ExponentialBuilder,
+    max: Duration,
+    current: Option<backon::ExponentialBackoff>,
 }
 
 impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            builder: ExponentialBuilder::default()
+                .with_min_delay(min)
+                .with_max_delay(max)
+                .with_jitter()
+                .without_max_times(),
+            max,
+            current: None,
+        }
+    }
+    /// Starts over from `min` (after a success).
     pub fn reset(&mut self) {
-        self.failures = 0;
+        self.current = None;
     }
     pub fn next_delay(&mut self) -> Duration {
-        let d = Duration::from_millis(250u64.saturating_mul(1 << self.failures.min(7)));
-        self.failures = self.failures.saturating_add(1);
-        d.min(Duration::from_secs(30))
+        let b = self.current.get_or_insert_with(|| self.builder.build());
+        b.next().unwrap_or(self.max)
     }
 }
 
@@ -36,15 +53,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::default();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
-        assert_eq!(b.next_delay(), Duration::from_millis(500));
-        for _ in 0..20 {
-            b.next_delay();
+    fn backoff_grows_with_jitter_and_caps() {
+        let (min, max) = (Duration::from_millis(250), Duration::from_secs(30));
+        let mut b = Backoff::new(min, max);
+        let first = b.next_delay();
+        assert!(first >= min && first <= min * 2, "{first:?}");
+        let mut last = first;
+        for _ in 0..30 {
+            last = b.next_delay();
+            assert!(last <= max * 2, "{last:?}");
         }
-        assert_eq!(b.next_delay(), Duration::from_secs(30));
+        assert!(last >= max, "reaches the cap: {last:?}");
         b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
+        assert!(b.next_delay() <= min * 2);
     }
 }

@@ -32,11 +32,11 @@ mod outcome;
 mod plan;
 mod transfer;
 
+use super::Backoff;
 use crate::protocol::MAX_COMMIT_OPS;
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::meta::Quarantined;
 use crate::vfs::{Connection, Vfs, VfsError};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use plan::Origin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,32 +77,6 @@ impl RoundError {
             RoundError::Remote(e) => e.class(),
             RoundError::Local(_) => FailureClass::Transient,
         }
-    }
-}
-
-/// Capped exponential backoff with jitter (via `backon`), restartable.
-struct Backoff {
-    builder: ExponentialBuilder,
-    current: Option<backon::ExponentialBackoff>,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            builder: ExponentialBuilder::default()
-                .with_min_delay(min)
-                .with_max_delay(max)
-                .with_jitter()
-                .without_max_times(),
-            current: None,
-        }
-    }
-    fn reset(&mut self) {
-        self.current = None;
-    }
-    fn next_delay(&mut self) -> Duration {
-        let b = self.current.get_or_insert_with(|| self.builder.build());
-        b.next().unwrap_or(Duration::from_secs(30))
     }
 }
 
