@@ -2,6 +2,7 @@
 //! the core against the server's real rules (`InProcessRemote`) behind a
 //! `FaultyRemote`.
 
+use super::test_support::open_vfs;
 use super::*;
 use crate::remote::faulty::FaultyRemote;
 use crate::remote::in_process::{InProcessRemote, InProcessServer};
@@ -32,30 +33,6 @@ async fn device(server: &InProcessServer, name: &str) -> Dev {
         cache,
         device,
     }
-}
-
-fn open_vfs(
-    dir: &std::path::Path,
-    device: DeviceId,
-    name: &str,
-    remote: Arc<dyn Remote>,
-) -> Arc<Vfs> {
-    let kv = kv::SledKv::open(&dir.join("meta")).unwrap();
-    let chunks = ChunkCache::open(dir.join("chunks"), 1 << 30, 64 << 20, remote).unwrap();
-    Vfs::open(
-        VfsConfig {
-            cache_dir: dir.to_path_buf(),
-            device_id: device,
-            device_name: name.into(),
-            read_only: false,
-            uid: 0,
-            gid: 0,
-            fsync_remote: false,
-        },
-        Arc::new(kv),
-        chunks,
-    )
-    .unwrap()
 }
 
 impl Dev {

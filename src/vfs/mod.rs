@@ -1730,4 +1730,6 @@ mod model_tests;
 #[cfg(test)]
 mod order_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 //! The server is the real one (SQLite, chunk directory) on a loopback port,
 //! reached through `HttpRemote`.
 
+use super::test_support::open_vfs;
 use super::*;
 use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
 use crate::remote::http::{login, HttpRemote, Tokens};
@@ -86,28 +87,7 @@ impl ServerFx {
             delay: Duration::from_millis(15),
         });
         let cache = tempfile::tempdir().unwrap();
-        let kv = kv::SledKv::open(&cache.path().join("meta")).unwrap();
-        let chunks = ChunkCache::open(
-            cache.path().join("chunks"),
-            1 << 30,
-            64 << 20,
-            remote.clone(),
-        )
-        .unwrap();
-        let vfs = Vfs::open(
-            VfsConfig {
-                cache_dir: cache.path().to_path_buf(),
-                device_id,
-                device_name: name.into(),
-                read_only: false,
-                uid: 0,
-                gid: 0,
-                fsync_remote: false,
-            },
-            Arc::new(kv),
-            chunks,
-        )
-        .unwrap();
+        let vfs = open_vfs(cache.path(), device_id, name, remote.clone());
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(Uploader::new(vfs.clone(), remote.clone()).run(stop.clone()));
         Device {

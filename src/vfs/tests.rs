@@ -22,24 +22,7 @@ impl Fixture {
         }
     }
     fn open(&self) -> Arc<Vfs> {
-        let cache = self.dir.path().to_path_buf();
-        let kv = kv::SledKv::open(&cache.join("meta")).unwrap();
-        let chunks =
-            ChunkCache::open(cache.join("chunks"), 1 << 30, 64 << 20, self.remote.clone()).unwrap();
-        Vfs::open(
-            VfsConfig {
-                cache_dir: cache,
-                device_id: self.device,
-                device_name: "test".into(),
-                read_only: false,
-                uid: 0,
-                gid: 0,
-                fsync_remote: false,
-            },
-            Arc::new(kv),
-            chunks,
-        )
-        .unwrap()
+        super::test_support::open_vfs(self.dir.path(), self.device, "test", self.remote.clone())
     }
 }
 
