@@ -195,6 +195,9 @@ pub struct SyncState {
     pub last_sync_unix: Option<i64>,
     pub conflicts: u64,
     pub server: String,
+    /// Pulled changes waiting for a folder this device does not have yet
+    /// (kept by the change follower, retried on every pull).
+    pub waiting_remote: u64,
 }
 
 pub struct Vfs {
@@ -670,6 +673,13 @@ impl Vfs {
     /// Sets the connection state shown to the user.
     pub fn set_connection(&self, c: Connection) {
         self.sync_state.lock().connection = c;
+    }
+
+    /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
+    /// true when the number changed.
+    pub fn set_waiting_remote(&self, count: u64) -> bool {
+        let mut st = self.sync_state.lock();
+        std::mem::replace(&mut st.waiting_remote, count) != count
     }
 
     /// The server has processed this device's delete of `node`: its

@@ -335,3 +335,78 @@ async fn an_entry_the_server_refuses_for_good_does_not_block_the_rest() {
         b"failed"
     );
 }
+
+/// A pulled record whose folder arrives only in a later pull — after the
+/// cursor moved past it, and across a restart — still applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_whose_folder_arrives_in_a_later_pull_is_kept_and_applied() {
+    let fx = Fixture::new();
+    let dir = crate::protocol::NodeId::random();
+    let child = crate::protocol::NodeId::random();
+    let record = |node_id, parent, name: &str| NodeRecord {
+        node_id,
+        parent: Some(parent),
+        name: name.into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    };
+    {
+        let vfs = fx.open();
+        fx.remote.inject(record(child, dir, "inner"));
+        Follower::new(vfs.clone(), fx.remote.clone())
+            .pull_all()
+            .await
+            .unwrap();
+        assert!(vfs.lookup(meta::ROOT_INO, b"outer").is_err());
+        assert!(vfs.meta.counter(crate::sync::follower::CURSOR_KEY).unwrap() > 0);
+        assert_eq!(vfs.sync_state.lock().waiting_remote, 1);
+        let status: serde_json::Value =
+            serde_json::from_slice(&vfs.getxattr(meta::ROOT_INO, b"user.nimbus.status").unwrap())
+                .unwrap();
+        assert_eq!(status["waiting_remote"], 1, "{status}");
+    } // restart before the folder arrives
+    fx.remote
+        .inject(record(dir, crate::protocol::NodeId::ROOT, "outer"));
+    let vfs = fx.open();
+    Follower::new(vfs.clone(), fx.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let outer = vfs.lookup(meta::ROOT_INO, b"outer").unwrap();
+    let inner = vfs.lookup(outer.ino, b"inner").unwrap();
+    assert_eq!(vfs.path_of(inner.ino).unwrap(), "outer/inner");
+    assert!(vfs.meta.waiting_records().unwrap().is_empty());
+    assert_eq!(vfs.sync_state.lock().waiting_remote, 0);
+}
+
+/// A newer record of a waiting node replaces the waiting one; applying it
+/// clears the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_record_of_a_waiting_node_replaces_it() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    let missing = crate::protocol::NodeId::random();
+    let child = crate::protocol::NodeId::random();
+    let mut rec = NodeRecord {
+        node_id: child,
+        parent: Some(missing),
+        name: "lost".into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    };
+    fx.remote.inject(rec.clone());
+    let follower = Follower::new(vfs.clone(), fx.remote.clone());
+    follower.pull_all().await.unwrap();
+    assert_eq!(vfs.meta.waiting_records().unwrap().len(), 1);
+    // Moved to the root by another device: applies, nothing waits.
+    rec.parent = Some(crate::protocol::NodeId::ROOT);
+    rec.name = "found".into();
+    fx.remote.inject(rec);
+    follower.pull_all().await.unwrap();
+    assert!(vfs.lookup(meta::ROOT_INO, b"found").is_ok());
+    assert!(vfs.meta.waiting_records().unwrap().is_empty());
+}
