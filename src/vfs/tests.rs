@@ -410,3 +410,71 @@ async fn a_newer_record_of_a_waiting_node_replaces_it() {
     assert!(vfs.lookup(meta::ROOT_INO, b"found").is_ok());
     assert!(vfs.meta.waiting_records().unwrap().is_empty());
 }
+
+/// A manifest whose length for a chunk disagrees with the chunk's bytes
+/// (a bad server, a corrupt record) fails reads and working-copy fills
+/// with an error (EIO), never a panic or shifted bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_that_disagrees_with_its_chunks_fails_reads_with_eio() {
+    use crate::protocol::{ChunkId, ChunkRef, FileContent, Manifest, NodeMeta};
+    use crate::remote::Remote;
+    let fx = Fixture::new();
+    let real: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let other = vec![9u8; 300];
+    let (a, b) = (ChunkId::of(&real), ChunkId::of(&other));
+    fx.remote.put_chunk(a, real.into()).await.unwrap();
+    fx.remote.put_chunk(b, other.into()).await.unwrap();
+    let file = |name: &str, chunks: Vec<ChunkRef>| NodeRecord {
+        node_id: crate::protocol::NodeId::random(),
+        parent: Some(crate::protocol::NodeId::ROOT),
+        name: name.into(),
+        deleted: false,
+        meta: NodeMeta {
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_ns: 0,
+            content: Some(FileContent {
+                manifest: Manifest { chunks },
+            }),
+            symlink_target: None,
+        },
+        vv: Default::default(),
+        seq: 0,
+    };
+    let long = |len| ChunkRef { id: a, len };
+    let tail = ChunkRef { id: b, len: 300 };
+    fx.remote.inject(file("longer", vec![long(1500), tail]));
+    fx.remote.inject(file("shorter", vec![long(500), tail]));
+    let vfs = fx.open();
+    Follower::new(vfs.clone(), fx.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    for (name, at) in [("longer", 0u64), ("longer", 900), ("shorter", 100)] {
+        let ino = vfs.lookup(meta::ROOT_INO, name.as_bytes()).unwrap().ino;
+        let fh = vfs.open_file(ino, false, false).unwrap();
+        let got = vfs.read(fh, 0, 4096).await;
+        assert!(
+            matches!(&got, Err(VfsError::CorruptManifest(m)) if m.contains(&a.to_hex())),
+            "{name}: {got:?}"
+        );
+        // The chunk is in memory now; the fast path must not serve it.
+        assert!(
+            vfs.read_now(fh, at, 100).unwrap().is_none(),
+            "{name} at {at}"
+        );
+        assert!(matches!(
+            vfs.read(fh, at, 100).await,
+            Err(VfsError::CorruptManifest(_))
+        ));
+        vfs.release(fh).unwrap();
+        // Filling a working copy (a write to the middle) fails the same way.
+        assert!(matches!(
+            vfs.prepare_write(ino).await,
+            Err(VfsError::CorruptManifest(_))
+        ));
+        assert!(!vfs
+            .work_path_of(&vfs.meta.inode(ino).unwrap().unwrap())
+            .exists());
+    }
+}
