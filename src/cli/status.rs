@@ -145,6 +145,16 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
         s.last_sync.clone().unwrap_or_else(|| "never".into()),
     );
     line(&mut out, "conflicts:", s.conflicts.to_string());
+    if s.waiting_remote > 0 {
+        line(
+            &mut out,
+            "waiting:",
+            format!(
+                "{} from the server (their folder has not arrived yet)",
+                plural(s.waiting_remote, "change", "changes")
+            ),
+        );
+    }
     line(
         &mut out,
         "cache:",
@@ -259,6 +269,7 @@ mod tests {
             pending_bytes: 2048,
             last_sync: None,
             conflicts: 0,
+            waiting_remote: 0,
             cache_bytes: 0,
             cache_limit: 10 << 30,
             failed: vec![xattr::FailedOp {

@@ -63,6 +63,8 @@ pub struct MountStatus {
     /// RFC 3339, or `None` before the first sync.
     pub last_sync: Option<String>,
     pub conflicts: u64,
+    /// Pulled changes waiting for a folder this device does not have yet.
+    pub waiting_remote: u64,
     pub cache_bytes: u64,
     pub cache_limit: u64,
     pub failed: Vec<FailedOp>,

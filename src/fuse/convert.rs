@@ -42,6 +42,7 @@ pub fn errno(e: &VfsError) -> Errno {
         VfsError::NotSupported(_) => libc::ENOTSUP,
         VfsError::Range => libc::ERANGE,
         VfsError::Unavailable(_) => libc::EIO,
+        VfsError::CorruptManifest(_) => libc::EIO,
         VfsError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
         VfsError::Store(_) => libc::EIO,
     };
@@ -132,6 +133,12 @@ mod tests {
         } else {
             UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nanos)
         }
+    }
+
+    #[test]
+    fn a_corrupt_manifest_is_eio() {
+        let e = errno(&VfsError::CorruptManifest("x".into()));
+        assert_eq!(e, Errno::from_i32(libc::EIO));
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! saved cursor and misses nothing.
 //!
 //! Records arrive in change-log order with each node's latest state, so a
-//! child can arrive before a parent that was moved later; such records wait
-//! in `deferred` until their parent has been applied, and the cursor is
-//! saved only when nothing waits.
+//! child can arrive before a parent that was moved later (or in a later
+//! page, or a later pull). Such records are never skipped: they wait in
+//! the metadata store (`W` keys, [`crate::vfs::meta::MetaCache::waiting_records`]),
+//! saved in the same batch as the cursor that moves past them, and are
+//! retried at the start of every pull and after every page until their
+//! parent appears. Their count is in the status (`waiting_remote`).
 
 use super::Backoff;
-use crate::protocol::{NodeRecord, MAX_PULL_LIMIT};
+use crate::protocol::{NodeId, NodeRecord, MAX_PULL_LIMIT};
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::{Connection, Vfs};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,10 +54,26 @@ impl Follower {
         }
     }
 
-    /// Pulls and applies every change after the saved cursor.
+    /// Pulls and applies every change after the saved cursor. Records that
+    /// cannot be applied yet (see the module docs) are kept in the
+    /// metadata store, saved in the same batch as the cursor that moves
+    /// past them, and retried at the start of every pull and after every
+    /// page until their parent appears.
     pub async fn pull_all(&self) -> Result<(), RemoteError> {
         let mut cursor = self.vfs.meta.counter(CURSOR_KEY).map_err(store_err)?;
-        let mut deferred: Vec<NodeRecord> = Vec::new();
+        let mut waiting: BTreeMap<NodeId, NodeRecord> = self
+            .vfs
+            .meta
+            .waiting_records()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|r| (r.node_id, r))
+            .collect();
+        let mut stored: HashSet<NodeId> = waiting.keys().copied().collect();
+        if !waiting.is_empty() {
+            self.retry_waiting(&mut waiting)?;
+            self.save(None, &waiting, &mut stored)?;
+        }
         loop {
             let page = match self.remote.pull(cursor, MAX_PULL_LIMIT.min(1000)).await {
                 // The server's log is behind our cursor (restored from a
@@ -68,37 +88,28 @@ impl Follower {
                 other => other?,
             };
             for rec in &page.changes {
-                if !self.vfs.apply_remote(rec).map_err(store_err)? {
-                    deferred.push(rec.clone());
+                // Each record carries its node's latest state: it replaces
+                // an older waiting one of the same node, applied or not.
+                if self.vfs.apply_remote(rec).map_err(store_err)? {
+                    waiting.remove(&rec.node_id);
+                } else {
+                    waiting.insert(rec.node_id, rec.clone());
                 }
             }
-            // Retry waiting records while that makes progress.
-            loop {
-                let before = deferred.len();
-                let mut still = Vec::new();
-                for rec in deferred.drain(..) {
-                    if !self.vfs.apply_remote(&rec).map_err(store_err)? {
-                        still.push(rec);
-                    }
-                }
-                deferred = still;
-                if deferred.len() == before || deferred.is_empty() {
-                    break;
-                }
-            }
+            self.retry_waiting(&mut waiting)?;
             cursor = page.cursor;
-            if deferred.is_empty() || !page.has_more {
-                for rec in &deferred {
-                    tracing::warn!(node = %rec.node_id, "change for a node whose folder is unknown; skipped");
-                }
-                deferred.clear();
-                let mut t = self.vfs.meta.txn();
-                t.set_counter(CURSOR_KEY, cursor);
-                t.commit().map_err(store_err)?;
-            }
+            self.save(Some(cursor), &waiting, &mut stored)?;
             if !page.has_more {
                 break;
             }
+        }
+        let count = waiting.len() as u64;
+        if self.vfs.set_waiting_remote(count) && count > 0 {
+            tracing::warn!(
+                count,
+                "changes from the server wait for a folder this device does not have yet; \
+                 kept and retried on every pull"
+            );
         }
         let mut st = self.vfs.sync_state.lock();
         // A pull that works proves the server is reachable and takes the
@@ -111,6 +122,52 @@ impl Follower {
             st.connection = Connection::Online;
         }
         st.last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
+        Ok(())
+    }
+}
+
+impl Follower {
+    /// Applies waiting records, in change-log order, while that makes
+    /// progress (one may be the parent of another).
+    fn retry_waiting(&self, waiting: &mut BTreeMap<NodeId, NodeRecord>) -> Result<(), RemoteError> {
+        loop {
+            let mut order: Vec<&NodeRecord> = waiting.values().collect();
+            order.sort_by_key(|r| r.seq);
+            let mut applied = Vec::new();
+            for rec in order {
+                if self.vfs.apply_remote(rec).map_err(store_err)? {
+                    applied.push(rec.node_id);
+                }
+            }
+            if applied.is_empty() {
+                return Ok(());
+            }
+            for id in applied {
+                waiting.remove(&id);
+            }
+        }
+    }
+
+    /// Saves the cursor (when given) and the waiting records in one batch;
+    /// `stored` is what the store holds, updated.
+    fn save(
+        &self,
+        cursor: Option<u64>,
+        waiting: &BTreeMap<NodeId, NodeRecord>,
+        stored: &mut HashSet<NodeId>,
+    ) -> Result<(), RemoteError> {
+        let mut t = self.vfs.meta.txn();
+        if let Some(c) = cursor {
+            t.set_counter(CURSOR_KEY, c);
+        }
+        for id in stored.iter().filter(|id| !waiting.contains_key(id)) {
+            t.remove_waiting(id);
+        }
+        for rec in waiting.values() {
+            t.put_waiting(rec);
+        }
+        t.commit().map_err(store_err)?;
+        *stored = waiting.keys().copied().collect();
         Ok(())
     }
 }

@@ -134,13 +134,24 @@ impl ChunkCache {
     /// The chunk if it is in memory, without waiting on anything.
     /// `len` bytes at `offset` of a chunk, if that needs no network and no
     /// hashing: from memory, or by `pread` from a chunk file verified in
-    /// this session. `None` otherwise (then use [`ChunkCache::get`]).
-    pub fn read_local(&self, id: &ChunkId, offset: u32, len: u32) -> Option<Vec<u8>> {
-        let range = offset as usize..(offset + len) as usize;
+    /// this session. `None` otherwise (then use [`ChunkCache::get`]),
+    /// including when the chunk is not `chunk_len` bytes long as its
+    /// manifest says: the slow path reports that as an error.
+    pub fn read_local(
+        &self,
+        id: &ChunkId,
+        offset: u32,
+        len: u32,
+        chunk_len: u32,
+    ) -> Option<Vec<u8>> {
+        let range = offset as usize..offset as usize + len as usize;
         if let Some(data) = self.get_in_memory(id) {
+            if data.len() != chunk_len as usize {
+                return None;
+            }
             return data.get(range).map(|r| r.to_vec());
         }
-        if !self.verified.contains_key(id) {
+        if !self.verified.contains_key(id) || self.disk.get(id) != Some(chunk_len) {
             return None;
         }
         use std::os::unix::fs::FileExt;

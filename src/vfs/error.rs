@@ -36,6 +36,10 @@ pub enum VfsError {
     /// (offline, unauthorized, corrupt): fails promptly instead of hanging.
     #[error("content unavailable: {0}")]
     Unavailable(String),
+    /// A file's manifest disagrees with its chunks' verified bytes (a bad
+    /// server, a corrupt local record): the read fails, nothing panics.
+    #[error("corrupt file record: {0}")]
+    CorruptManifest(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The local metadata store failed.

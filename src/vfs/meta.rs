@@ -10,6 +10,9 @@
 //! - `J` seq → [`JournalOp`], `Q` seq → quarantined record (see
 //!   [`super::journal`], which owns them and their index)
 //! - `m` name → counters (next ino, next journal seq, change-log cursor)
+//! - `W` node id → a pulled [`NodeRecord`] waiting for its folder (or, a
+//!   folder delete, for its children to move away); JSON, as on the wire.
+//!   The change follower ([`crate::sync::follower`]) owns them.
 //!
 //! Counters and journal records are written in [`Txn::commit`] under the
 //! journal index's lock, so two transactions committing at once can never
@@ -19,7 +22,7 @@ use super::error::{VfsError, VfsResult};
 use super::journal::{Intent, Journal};
 pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
-use crate::protocol::{ContentHash, FileContent, NodeId, NodeKind, VersionVector};
+use crate::protocol::{ContentHash, FileContent, NodeId, NodeKind, NodeRecord, VersionVector};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -266,6 +269,26 @@ impl MetaCache {
         Ok(out)
     }
 
+    /// Pulled records waiting to be applied (the `W` keyspace), in node id
+    /// order.
+    pub fn waiting_records(&self) -> VfsResult<Vec<NodeRecord>> {
+        let mut out = Vec::new();
+        let mut start = vec![b'W'];
+        loop {
+            let page = self.kv.scan(b"W", &start, 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (_, v) in &page {
+                out.push(
+                    serde_json::from_slice(v)
+                        .map_err(|e| VfsError::Store(format!("corrupt waiting record: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     pub fn txn(&self) -> Txn<'_> {
         Txn {
             meta: self,
@@ -352,6 +375,18 @@ impl Txn<'_> {
             on_server: inode.on_server(),
             is_dir: inode.is_dir(),
         });
+        self
+    }
+    /// Keeps a pulled record until it can be applied (replaces an older
+    /// waiting record of the same node).
+    pub fn put_waiting(&mut self, rec: &NodeRecord) -> &mut Self {
+        let value = serde_json::to_vec(rec).expect("JSON encoding of a record cannot fail");
+        self.writes
+            .push((key(b'W', rec.node_id.as_bytes()), Some(value)));
+        self
+    }
+    pub fn remove_waiting(&mut self, node: &NodeId) -> &mut Self {
+        self.writes.push((key(b'W', node.as_bytes()), None));
         self
     }
     pub fn set_counter(&mut self, name: &str, value: u64) -> &mut Self {

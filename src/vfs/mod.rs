@@ -27,6 +27,7 @@
 //! the per-inode async `fill` lock alone.
 
 pub mod chunk_cache;
+mod chunk_slice;
 pub mod error;
 pub mod journal;
 pub mod kv;
@@ -196,6 +197,9 @@ pub struct SyncState {
     pub last_sync_unix: Option<i64>,
     pub conflicts: u64,
     pub server: String,
+    /// Pulled changes waiting for a folder this device does not have yet
+    /// (kept by the change follower, retried on every pull).
+    pub waiting_remote: u64,
 }
 
 pub struct Vfs {
@@ -673,6 +677,13 @@ impl Vfs {
         self.sync_state.lock().connection = c;
     }
 
+    /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
+    /// true when the number changed.
+    pub fn set_waiting_remote(&self, count: u64) -> bool {
+        let mut st = self.sync_state.lock();
+        std::mem::replace(&mut st.waiting_remote, count) != count
+    }
+
     /// The server has processed this device's delete of `node`: its
     /// tombstone is no longer needed (and a record of the node, e.g. an
     /// edit that won over the delete, may apply again).
@@ -1049,7 +1060,18 @@ impl Vfs {
             .open(&tmp)?;
         let mut pos = 0u64;
         for c in &content.manifest.chunks {
-            let data = self.chunks.get(c.id).await?;
+            let data = match self.chunks.get(c.id).await {
+                Ok(d) => chunk_slice::check_len(c.id, c.len, &d).map(|()| d),
+                Err(e) => Err(e),
+            };
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
             file.write_all_at(&data, pos)?;
             pos += data.len() as u64;
         }
@@ -1246,7 +1268,11 @@ impl Vfs {
         let slices = c.manifest.slices(&c.offsets, offset, size as u64);
         let mut out = Vec::with_capacity(slices.iter().map(|s| s.len as usize).sum());
         for s in &slices {
-            match self.chunks.read_local(&s.id, s.offset_in_chunk, s.len) {
+            let chunk_len = c.manifest.chunks[s.index].len;
+            match self
+                .chunks
+                .read_local(&s.id, s.offset_in_chunk, s.len, chunk_len)
+            {
                 Some(data) => out.extend_from_slice(&data),
                 None => return Ok(None),
             }
@@ -1300,9 +1326,8 @@ impl Vfs {
         let datas =
             futures::future::try_join_all(slices.iter().map(|s| self.chunks.get(s.id))).await?;
         for (s, data) in slices.iter().zip(datas) {
-            out.extend_from_slice(
-                &data[s.offset_in_chunk as usize..(s.offset_in_chunk + s.len) as usize],
-            );
+            let chunk_len = c.manifest.chunks[s.index].len;
+            out.extend_from_slice(chunk_slice::slice(s, chunk_len, &data)?);
         }
         self.read_ahead(&h, &c, offset, out.len() as u64);
         Ok(out)

@@ -318,3 +318,146 @@ async fn an_entry_the_server_refuses_for_good_does_not_block_the_rest() {
         b"failed"
     );
 }
+
+/// A pulled record whose folder arrives only in a later pull — after the
+/// cursor moved past it, and across a restart — still applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_whose_folder_arrives_in_a_later_pull_is_kept_and_applied() {
+    let fx = Fixture::new();
+    let dir = crate::protocol::NodeId::random();
+    let child = crate::protocol::NodeId::random();
+    let record = |node_id, parent, name: &str| NodeRecord {
+        node_id,
+        parent: Some(parent),
+        name: name.into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    };
+    {
+        let vfs = fx.open();
+        fx.remote.inject(record(child, dir, "inner"));
+        Follower::new(vfs.clone(), fx.remote.clone())
+            .pull_all()
+            .await
+            .unwrap();
+        assert!(vfs.lookup(meta::ROOT_INO, b"outer").is_err());
+        assert!(vfs.meta.counter(crate::sync::follower::CURSOR_KEY).unwrap() > 0);
+        assert_eq!(vfs.sync_state.lock().waiting_remote, 1);
+        let status: serde_json::Value =
+            serde_json::from_slice(&vfs.getxattr(meta::ROOT_INO, b"user.nimbus.status").unwrap())
+                .unwrap();
+        assert_eq!(status["waiting_remote"], 1, "{status}");
+    } // restart before the folder arrives
+    fx.remote
+        .inject(record(dir, crate::protocol::NodeId::ROOT, "outer"));
+    let vfs = fx.open();
+    Follower::new(vfs.clone(), fx.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let outer = vfs.lookup(meta::ROOT_INO, b"outer").unwrap();
+    let inner = vfs.lookup(outer.ino, b"inner").unwrap();
+    assert_eq!(vfs.path_of(inner.ino).unwrap(), "outer/inner");
+    assert!(vfs.meta.waiting_records().unwrap().is_empty());
+    assert_eq!(vfs.sync_state.lock().waiting_remote, 0);
+}
+
+/// A newer record of a waiting node replaces the waiting one; applying it
+/// clears the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_record_of_a_waiting_node_replaces_it() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    let missing = crate::protocol::NodeId::random();
+    let child = crate::protocol::NodeId::random();
+    let mut rec = NodeRecord {
+        node_id: child,
+        parent: Some(missing),
+        name: "lost".into(),
+        deleted: false,
+        meta: folder_meta(),
+        vv: Default::default(),
+        seq: 0,
+    };
+    fx.remote.inject(rec.clone());
+    let follower = Follower::new(vfs.clone(), fx.remote.clone());
+    follower.pull_all().await.unwrap();
+    assert_eq!(vfs.meta.waiting_records().unwrap().len(), 1);
+    // Moved to the root by another device: applies, nothing waits.
+    rec.parent = Some(crate::protocol::NodeId::ROOT);
+    rec.name = "found".into();
+    fx.remote.inject(rec);
+    follower.pull_all().await.unwrap();
+    assert!(vfs.lookup(meta::ROOT_INO, b"found").is_ok());
+    assert!(vfs.meta.waiting_records().unwrap().is_empty());
+}
+
+/// A manifest whose length for a chunk disagrees with the chunk's bytes
+/// (a bad server, a corrupt record) fails reads and working-copy fills
+/// with an error (EIO), never a panic or shifted bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_that_disagrees_with_its_chunks_fails_reads_with_eio() {
+    use crate::protocol::{ChunkId, ChunkRef, FileContent, Manifest, NodeMeta};
+    use crate::remote::Remote;
+    let fx = Fixture::new();
+    let real: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let other = vec![9u8; 300];
+    let (a, b) = (ChunkId::of(&real), ChunkId::of(&other));
+    fx.remote.put_chunk(a, real.into()).await.unwrap();
+    fx.remote.put_chunk(b, other.into()).await.unwrap();
+    let file = |name: &str, chunks: Vec<ChunkRef>| NodeRecord {
+        node_id: crate::protocol::NodeId::random(),
+        parent: Some(crate::protocol::NodeId::ROOT),
+        name: name.into(),
+        deleted: false,
+        meta: NodeMeta {
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_ns: 0,
+            content: Some(FileContent {
+                manifest: Manifest { chunks },
+            }),
+            symlink_target: None,
+        },
+        vv: Default::default(),
+        seq: 0,
+    };
+    let long = |len| ChunkRef { id: a, len };
+    let tail = ChunkRef { id: b, len: 300 };
+    fx.remote.inject(file("longer", vec![long(1500), tail]));
+    fx.remote.inject(file("shorter", vec![long(500), tail]));
+    let vfs = fx.open();
+    Follower::new(vfs.clone(), fx.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    for (name, at) in [("longer", 0u64), ("longer", 900), ("shorter", 100)] {
+        let ino = vfs.lookup(meta::ROOT_INO, name.as_bytes()).unwrap().ino;
+        let fh = vfs.open_file(ino, false, false).unwrap();
+        let got = vfs.read(fh, 0, 4096).await;
+        assert!(
+            matches!(&got, Err(VfsError::CorruptManifest(m)) if m.contains(&a.to_hex())),
+            "{name}: {got:?}"
+        );
+        // The chunk is in memory now; the fast path must not serve it.
+        assert!(
+            vfs.read_now(fh, at, 100).unwrap().is_none(),
+            "{name} at {at}"
+        );
+        assert!(matches!(
+            vfs.read(fh, at, 100).await,
+            Err(VfsError::CorruptManifest(_))
+        ));
+        vfs.release(fh).unwrap();
+        // Filling a working copy (a write to the middle) fails the same way.
+        assert!(matches!(
+            vfs.prepare_write(ino).await,
+            Err(VfsError::CorruptManifest(_))
+        ));
+        assert!(!vfs
+            .work_path_of(&vfs.meta.inode(ino).unwrap().unwrap())
+            .exists());
+    }
+}

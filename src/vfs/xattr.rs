@@ -131,6 +131,7 @@ impl Vfs {
             "pending_bytes": pending.bytes,
             "last_sync": last_sync,
             "conflicts": st.conflicts,
+            "waiting_remote": st.waiting_remote,
             "cache_bytes": self.chunks.used_bytes(),
             "cache_limit": self.chunks.limit(),
             "failed": failed,

@@ -128,13 +128,18 @@ pub struct Device {
 
 impl Device {
     pub fn login(server: &Server, user: &str, password: &str, name: &str) -> Device {
+        Device::login_url(&server.url, user, password, name)
+    }
+
+    /// Logs in against any URL (a proxy in front of the server, say).
+    pub fn login_url(url: &str, user: &str, password: &str, name: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         let mut c = Command::new(BIN)
             .env("NIMBUS_CONFIG_DIR", &config)
             .args([
                 "login",
-                &server.url,
+                url,
                 "--user",
                 user,
                 "--password-stdin",
