@@ -230,16 +230,6 @@ fn scene() -> Scene {
     }
 }
 
-/// The uploader pauses the whole queue on a 413 today: a small file
-/// written after a big one waits for the limit too (see the module docs
-/// of `sync::uploader`, which the owner of that code may change).
-#[test]
-#[ignore = "uploader: a refused chunk of one file holds back every other file of its round"]
-fn small_file_is_not_held_back_by_a_refused_big_one() {
-    let s = scene();
-    wait_content(&s.b.path("small.txt"), b"small enough", ARRIVE);
-}
-
 #[test]
 fn body_limit_pauses_uploads_without_losing_them_and_lifting_it_resumes() {
     let Scene {

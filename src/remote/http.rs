@@ -130,15 +130,48 @@ async fn error_from(resp: Response) -> RemoteError {
         Ok(b) => (b.error, b.message, b.op),
         Err(_) => (
             format!("http_{}", status.as_u16()),
-            if text.trim().is_empty() {
-                status.canonical_reason().unwrap_or("error").to_owned()
-            } else {
-                text.chars().take(200).collect()
-            },
+            foreign_error_message(status, &text),
             None,
         ),
     };
     RemoteError::from_status(status.as_u16(), code, message, op)
+}
+
+/// One line for an error body that is not the server's JSON (a proxy's
+/// HTML page, plain text): the page's `<title>` if it has one, else its
+/// first line, else the status's reason phrase; at most 200 characters.
+fn foreign_error_message(status: StatusCode, text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|start| {
+        let from = start + "<title>".len();
+        let end = lower[from..].find("</title>")? + from;
+        Some(text.get(from..end)?.trim().to_owned())
+    });
+    let line = match title {
+        Some(t) if !t.is_empty() => t,
+        _ if lower.contains('<') => String::new(),
+        _ => text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_owned(),
+    };
+    let line = if line.is_empty() {
+        format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        )
+    } else {
+        line
+    };
+    line.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 async fn json_of<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, RemoteError> {
@@ -485,6 +518,34 @@ impl Remote for HttpRemote {
         let query = [("cursor", cursor.to_string()), ("limit", limit.to_string())];
         let resp = self.send(|c| c.get(&url).query(&query)).await?;
         json_of(resp).await
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_page_becomes_one_line() {
+        let nginx = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n\
+                     <body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n\
+                     <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        assert_eq!(
+            foreign_error_message(StatusCode::PAYLOAD_TOO_LARGE, nginx),
+            "413 Request Entity Too Large"
+        );
+        assert_eq!(
+            foreign_error_message(StatusCode::BAD_GATEWAY, "<html><body>x</body></html>"),
+            "502 Bad Gateway"
+        );
+        assert_eq!(
+            foreign_error_message(StatusCode::NOT_FOUND, "\n  no such route \n more"),
+            "no such route"
+        );
+        assert_eq!(
+            foreign_error_message(StatusCode::NOT_FOUND, ""),
+            "404 Not Found"
+        );
     }
 }
 
