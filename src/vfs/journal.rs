@@ -461,23 +461,37 @@ impl Journal {
         limit: usize,
         mut skip: impl FnMut(&JournalOp) -> bool,
     ) -> VfsResult<Vec<(u64, JournalOp)>> {
-        let seqs: Vec<u64> = self.index.lock().records.keys().copied().collect();
         let mut out = Vec::new();
-        for seq in seqs {
-            if out.len() >= limit {
-                break;
-            }
-            let Some(bytes) = kv.get(&rec_key(REC, seq))? else {
-                continue;
-            };
-            let op: JournalOp = dec(&bytes)?;
-            if skip(&op) {
-                continue;
-            }
-            let mut idx = self.index.lock();
-            if idx.records.contains_key(&seq) {
-                idx.held.insert(seq);
-                out.push((seq, op));
+        let mut from = 0;
+        'pages: while out.len() < limit {
+            // A page of sequence numbers at a time: `skip` takes other
+            // locks, so the index's lock is not held while it runs.
+            let page: Vec<u64> = self
+                .index
+                .lock()
+                .records
+                .range(from..)
+                .take(1024)
+                .map(|(s, _)| *s)
+                .collect();
+            let Some(&last) = page.last() else { break };
+            from = last + 1;
+            for seq in page {
+                if out.len() >= limit {
+                    break 'pages;
+                }
+                let Some(bytes) = kv.get(&rec_key(REC, seq))? else {
+                    continue;
+                };
+                let op: JournalOp = dec(&bytes)?;
+                if skip(&op) {
+                    continue;
+                }
+                let mut idx = self.index.lock();
+                if idx.records.contains_key(&seq) {
+                    idx.held.insert(seq);
+                    out.push((seq, op));
+                }
             }
         }
         // A record rewritten between the read and the hold: read again.
