@@ -645,6 +645,12 @@ impl Vfs {
         {
             return Ok(());
         }
+        // The unlink that made this a tombstone must be durable before its
+        // content goes: after a crash that rolled the unlink back, a dirty
+        // node without its working copy could never be uploaded.
+        if inode.dirty {
+            self.meta.flush()?;
+        }
         let _ = std::fs::remove_file(self.work_path(&inode.node_id));
         // A node with records still queued (its delete, or earlier pushes
         // that must reach the server first) stays as an invisible
