@@ -23,12 +23,7 @@ struct Fx {
 impl Fx {
     async fn new() -> Fx {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            metadata: None,
-            chunks: None,
-        };
+        let cfg = ServerConfig::loopback(dir.path().join("data"));
         server::add_user(&cfg, "alice", "alice-pw").await.unwrap();
         server::add_user(&cfg, "bob", "bob-pw").await.unwrap();
         let running = server::start(cfg.clone()).await.unwrap();

@@ -394,12 +394,7 @@ impl TokenSource for SavedLogin {
 /// with its data under the user's data dir and a local account.
 async fn embedded(cfg_dir: &Path) -> Result<Connection> {
     let data_dir = config::data_dir()?.join("server");
-    let cfg = crate::server::ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("literal address"),
-        data_dir,
-        metadata: None,
-        chunks: None,
-    };
+    let cfg = crate::server::ServerConfig::loopback(data_dir);
     let mut account = match EmbeddedAccount::load(cfg_dir)? {
         Some(a) => a,
         None => {

@@ -639,12 +639,7 @@ mod tests {
     #[tokio::test]
     async fn a_running_remote_adopts_a_new_login_after_its_refresh_token_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            metadata: None,
-            chunks: None,
-        };
+        let cfg = ServerConfig::loopback(dir.path().join("data"));
         server::add_user(&cfg, "alice", "pw").await.unwrap();
         let running = server::start(cfg.clone()).await.unwrap();
         let url = format!("http://{}", running.local_addr());

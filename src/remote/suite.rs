@@ -84,12 +84,7 @@ impl HttpFixture {
     /// `alice-pw`, `bob-pw`). Panics if it cannot.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            data_dir: dir.path().join("data"),
-            metadata: None,
-            chunks: None,
-        };
+        let cfg = ServerConfig::loopback(dir.path().join("data"));
         for user in ["alice", "bob"] {
             server::add_user(&cfg, user, &format!("{user}-pw"))
                 .await

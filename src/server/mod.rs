@@ -143,6 +143,19 @@ pub struct ServerConfig {
     pub chunks: Option<PathBuf>,
 }
 
+impl ServerConfig {
+    /// A server on a free loopback port (the embedded default, tests) with
+    /// the default engines under `data_dir`.
+    pub fn loopback(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            metadata: None,
+            chunks: None,
+        }
+    }
+}
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
@@ -404,12 +417,7 @@ mod tests {
     #[tokio::test]
     async fn start_removes_stale_chunk_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            metadata: None,
-            chunks: None,
-        };
+        let cfg = ServerConfig::loopback(dir.path().join("data"));
         let shard = cfg.data_dir.join("chunks").join("ab");
         std::fs::create_dir_all(&shard).unwrap();
         let stale = shard.join(".tmp-abcd-crashed");

@@ -63,12 +63,7 @@ struct ServerFx {
 impl ServerFx {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            metadata: None,
-            chunks: None,
-        };
+        let cfg = ServerConfig::loopback(dir.path().join("data"));
         server::add_user(&cfg, "ana", "ana-pw").await.unwrap();
         let running = server::start(cfg).await.unwrap();
         ServerFx {
