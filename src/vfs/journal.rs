@@ -117,21 +117,10 @@ pub struct Quarantined {
 /// the index when the transaction commits.
 #[derive(Clone, Debug)]
 pub(super) enum Intent {
-    Upsert {
-        ino: u64,
-        parent: NodeId,
-        name: String,
-        moved: bool,
-        /// The server has (had) the node.
-        on_server: bool,
-        is_dir: bool,
-    },
-    Delete {
-        ino: u64,
-        node_id: NodeId,
-        base: VersionVector,
-        parent: u64,
-        name: String,
+    /// Journal `op` (an `Upsert` carries the node's place now); `on_server`:
+    /// the server has (had) the node; `is_dir`: it is a folder.
+    Record {
+        op: JournalOp,
         on_server: bool,
         is_dir: bool,
     },
@@ -241,9 +230,8 @@ impl Index {
         undo: &mut Vec<Undo>,
     ) -> VfsResult<()> {
         let ino = match &intent {
-            Intent::Upsert { ino, .. } | Intent::Delete { ino, .. } | Intent::Settle { ino } => {
-                *ino
-            }
+            Intent::Record { op, .. } => op.ino(),
+            Intent::Settle { ino } => *ino,
         };
         // A new local change supersedes the node's refused ones.
         let superseded = self.unquarantine(ino, writes, undo);
@@ -254,31 +242,23 @@ impl Index {
             .unwrap_or_default();
         let any_held = seqs.iter().any(|s| self.held.contains(s));
         let last = seqs.last().copied();
-        match intent {
-            Intent::Settle { .. } => {}
-            Intent::Upsert {
-                ino,
-                parent,
-                name,
-                moved,
-                on_server,
-                is_dir,
-            } => {
-                let moved = moved || superseded;
+        let Intent::Record {
+            mut op,
+            on_server,
+            is_dir,
+        } = intent
+        else {
+            return self.release_blocked(kv, ino, writes, undo);
+        };
+        match &mut op {
+            JournalOp::Upsert { moved, .. } => {
+                *moved |= superseded;
+                let moved = *moved;
                 let last_free = last.filter(|s| !self.held.contains(s));
-                let op = JournalOp::Upsert {
-                    ino,
-                    parent,
-                    name,
-                    moved,
-                };
                 if !moved && last_free.is_some() {
                     // The pending record sends the current attributes.
                 } else if moved && !on_server && !is_dir && !any_held && !seqs.is_empty() {
-                    for s in &seqs {
-                        writes.push((rec_key(REC, *s), None));
-                        self.remove(*s, undo);
-                    }
+                    self.remove_all(&seqs, writes, undo);
                     self.append(op, writes, undo);
                 } else if let Some(s) = last_free.filter(|_| moved && last == self.tail()) {
                     writes.push((rec_key(REC, s), Some(enc(&op))));
@@ -286,39 +266,24 @@ impl Index {
                     self.append(op, writes, undo);
                 }
             }
-            Intent::Delete {
-                ino,
-                node_id,
-                base,
-                parent,
-                name,
-                on_server,
-                is_dir,
-            } => {
-                if !on_server && !any_held {
-                    let drop_all = !is_dir || (seqs.len() == 1 && last == self.tail());
-                    if seqs.is_empty() || drop_all {
-                        for s in &seqs {
-                            writes.push((rec_key(REC, *s), None));
-                            self.remove(*s, undo);
-                        }
-                        return self.release_blocked(kv, ino, writes, undo);
-                    }
+            JournalOp::Delete { .. } => {
+                let never_sent = !on_server && !any_held;
+                let only_tail = seqs.len() == 1 && last == self.tail();
+                if never_sent && (seqs.is_empty() || !is_dir || only_tail) {
+                    self.remove_all(&seqs, writes, undo);
+                } else {
+                    self.append(op, writes, undo);
                 }
-                self.append(
-                    JournalOp::Delete {
-                        ino,
-                        node_id,
-                        base,
-                        parent,
-                        name,
-                    },
-                    writes,
-                    undo,
-                );
             }
         }
         self.release_blocked(kv, ino, writes, undo)
+    }
+
+    fn remove_all(&mut self, seqs: &[u64], writes: &mut Vec<KvWrite>, undo: &mut Vec<Undo>) {
+        for s in seqs {
+            writes.push((rec_key(REC, *s), None));
+            self.remove(*s, undo);
+        }
     }
 
     fn append(&mut self, op: JournalOp, writes: &mut Vec<KvWrite>, undo: &mut Vec<Undo>) {

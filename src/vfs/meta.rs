@@ -348,11 +348,13 @@ impl Txn<'_> {
     /// and content changes. See [`super::journal`] for how records merge.
     pub fn journal_upsert(&mut self, inode: &Inode, moved: bool) -> VfsResult<&mut Self> {
         let parent = self.meta.node_id_of(inode.parent)?;
-        self.intents.push(Intent::Upsert {
-            ino: inode.ino,
-            parent,
-            name: inode.name.clone(),
-            moved,
+        self.intents.push(Intent::Record {
+            op: JournalOp::Upsert {
+                ino: inode.ino,
+                parent,
+                name: inode.name.clone(),
+                moved,
+            },
             on_server: inode.on_server(),
             is_dir: inode.is_dir(),
         });
@@ -366,12 +368,14 @@ impl Txn<'_> {
     }
     /// Journals the removal of `inode` from folder `parent` (an ino).
     pub fn journal_delete(&mut self, inode: &Inode, parent: u64, name: &str) -> &mut Self {
-        self.intents.push(Intent::Delete {
-            ino: inode.ino,
-            node_id: inode.node_id,
-            base: inode.vv.clone(),
-            parent,
-            name: name.to_string(),
+        self.intents.push(Intent::Record {
+            op: JournalOp::Delete {
+                ino: inode.ino,
+                node_id: inode.node_id,
+                base: inode.vv.clone(),
+                parent,
+                name: name.to_string(),
+            },
             on_server: inode.on_server(),
             is_dir: inode.is_dir(),
         });
