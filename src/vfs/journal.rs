@@ -445,24 +445,26 @@ impl Journal {
                 if out.len() >= limit {
                     break 'pages;
                 }
-                let Some(bytes) = kv.get(&rec_key(REC, seq))? else {
-                    continue;
+                // Held before it is read: a held record is never rewritten,
+                // so what is read is what will be sent. (Transactions write
+                // records under this lock, so store and index agree here.)
+                let (op, was_held) = {
+                    let mut idx = self.index.lock();
+                    if !idx.records.contains_key(&seq) {
+                        continue;
+                    }
+                    let Some(bytes) = kv.get(&rec_key(REC, seq))? else {
+                        continue;
+                    };
+                    (dec::<JournalOp>(&bytes)?, !idx.held.insert(seq))
                 };
-                let op: JournalOp = dec(&bytes)?;
                 if skip(&op) {
+                    if !was_held {
+                        self.index.lock().held.remove(&seq);
+                    }
                     continue;
                 }
-                let mut idx = self.index.lock();
-                if idx.records.contains_key(&seq) {
-                    idx.held.insert(seq);
-                    out.push((seq, op));
-                }
-            }
-        }
-        // A record rewritten between the read and the hold: read again.
-        for (seq, op) in out.iter_mut() {
-            if let Some(bytes) = kv.get(&rec_key(REC, *seq))? {
-                *op = dec(&bytes)?;
+                out.push((seq, op));
             }
         }
         Ok(out)
