@@ -645,13 +645,11 @@ impl Vfs {
         {
             return Ok(());
         }
-        // The unlink that made this a tombstone must be durable before its
-        // content goes: after a crash that rolled the unlink back, a dirty
-        // node without its working copy could never be uploaded.
         if inode.dirty {
-            self.meta.flush()?;
+            self.remove_work_durably(&inode.node_id);
+        } else {
+            let _ = std::fs::remove_file(self.work_path(&inode.node_id));
         }
-        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
         // A node with records still queued (its delete, or earlier pushes
         // that must reach the server first) stays as an invisible
         // tombstone, so that the server's older records of it (pulled
@@ -672,10 +670,33 @@ impl Vfs {
         j.has_records(ino) || j.is_quarantined(ino)
     }
 
-    /// Drops `ino` if it is a tombstone nothing refers to any more (the
-    /// uploader calls this after the server answered for its records).
-    pub fn release_tombstone(&self, ino: u64) -> VfsResult<()> {
-        self.purge_if_unused(ino)
+    /// Removes a working copy once the metadata that makes it unneeded (a
+    /// clean or unlinked inode) is durable: after a crash that rolled that
+    /// change back, a dirty inode without its working copy could never be
+    /// uploaded. Kept if the store cannot be flushed.
+    fn remove_work_durably(&self, node: &NodeId) {
+        match self.meta.flush() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.work_path(node));
+            }
+            Err(e) => tracing::warn!(%node, "working copy kept: metadata flush failed: {e}"),
+        }
+    }
+
+    /// After an upload round answered for `inos`: with one flush of the
+    /// metadata store, drops the working copies of those now clean and not
+    /// open, and the tombstones nothing refers to any more.
+    pub fn after_round(&self, inos: &[u64]) -> VfsResult<()> {
+        self.meta.flush()?;
+        for &ino in inos {
+            if let Some(inode) = self.meta.inode(ino)? {
+                if !inode.dirty && !inode.unlinked && self.open_inode(ino).is_none() {
+                    let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                }
+            }
+            self.purge_if_unused(ino)?;
+        }
+        Ok(())
     }
 
     /// Sets the connection state shown to the user.
@@ -909,7 +930,7 @@ impl Vfs {
             if had_work {
                 if let Ok(Some(inode)) = self.meta.inode(ino) {
                     if !inode.dirty {
-                        let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                        self.remove_work_durably(&inode.node_id);
                     }
                 }
             }
@@ -1602,7 +1623,7 @@ impl Vfs {
             // the next write refills it from the new content.
             if let Some(o) = self.open_inode(inode.ino) {
                 if o.state.lock().work.take().is_some() {
-                    let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                    self.remove_work_durably(&inode.node_id);
                 }
             }
         }
@@ -1740,9 +1761,8 @@ impl Vfs {
             }
             t.put_inode(&inode);
             t.commit()?;
-            if !inode.dirty && !self.open.lock().contains_key(&ino) {
-                let _ = std::fs::remove_file(self.work_path(&inode.node_id));
-            }
+            // The working copy of a node clean now goes in `after_round`,
+            // once this commit is durable.
         }
         for (p, n) in notify {
             self.notify_entry(p, &n);

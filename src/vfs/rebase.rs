@@ -36,7 +36,7 @@ impl Vfs {
         }
         let mut t = self.meta.txn();
         let mut node = inode.clone();
-        let mut moved_work = None;
+        let mut moved_work = false;
         if inode.kind == NodeKind::File && inode.dirty {
             let mut n = 1;
             let name = loop {
@@ -62,7 +62,7 @@ impl Vfs {
             // reachable from whichever record is durable.
             let (from, to) = (self.work_path_of(inode), self.work_path_of(&copy));
             std::fs::hard_link(&from, &to)?;
-            moved_work = Some(from);
+            moved_work = true;
             t.create_inode(&copy).put_dentry(
                 inode.parent,
                 &name,
@@ -79,8 +79,8 @@ impl Vfs {
         node.synced_rev = node.local_rev;
         t.put_inode(&node).settle(&node);
         t.commit()?;
-        if let Some(old) = moved_work {
-            let _ = std::fs::remove_file(old);
+        if moved_work {
+            self.remove_work_durably(&inode.node_id);
         }
         tracing::info!(
             path = %self.path_of(inode.ino).unwrap_or_default(),

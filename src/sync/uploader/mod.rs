@@ -198,7 +198,7 @@ impl Uploader {
                     };
                     let Some(op) = op.filter(|op| start + op < end) else {
                         journal.finish(kv, &done, refused)?;
-                        self.release_tombstones(&plan.inos);
+                        self.clean_up_after_round(&plan.inos);
                         return Err(e.into());
                     };
                     // Exactly that record is set aside; the next round
@@ -219,25 +219,23 @@ impl Uploader {
                         ));
                     }
                     journal.finish(kv, &done, refused)?;
-                    self.release_tombstones(&plan.inos);
+                    self.clean_up_after_round(&plan.inos);
                     self.vfs.drained_notify.notify_waiters();
                     return Ok(true);
                 }
             }
         }
         journal.finish(kv, &done, refused)?;
-        self.release_tombstones(&plan.inos);
+        self.clean_up_after_round(&plan.inos);
         self.vfs.set_connection(Connection::Online);
         self.vfs.sync_state.lock().last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
         self.vfs.drained_notify.notify_waiters();
         Ok(true)
     }
 
-    fn release_tombstones(&self, inos: &[u64]) {
-        for ino in inos {
-            if let Err(e) = self.vfs.release_tombstone(*ino) {
-                tracing::warn!(ino, "could not drop a tombstone: {e}");
-            }
+    fn clean_up_after_round(&self, inos: &[u64]) {
+        if let Err(e) = self.vfs.after_round(inos) {
+            tracing::warn!("cleanup after an upload round: {e}");
         }
     }
 
