@@ -116,21 +116,20 @@ fn too_large(state: &ProxyState) -> Response {
 
 async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response {
     let limit = state.limit.load(Ordering::SeqCst);
-    // Like nginx: refuse on the declared length before reading the body,
-    // and on the real length when none was declared (chunked bodies).
+    // Like nginx: refuse on the declared length, and on the real length
+    // when none was declared (chunked bodies). The body is read either way,
+    // as nginx's lingering close does, so that the client reads the 413
+    // instead of a connection reset in the middle of its upload.
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large(&state);
-    }
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return (StatusCode::BAD_REQUEST, "bad request body").into_response();
     };
-    if body.len() as u64 > limit {
+    if declared.is_some_and(|n| n > limit) || body.len() as u64 > limit {
         return too_large(&state);
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
