@@ -1775,6 +1775,8 @@ impl Vfs {
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod failure_tests;
 #[cfg(test)]
 mod model_tests;

@@ -1,11 +1,15 @@
-//! What the core's tests share: a vfs over a real sled store and chunk
-//! cache in a folder, with any remote.
+//! What the core's tests share: a vfs over a metadata store and a chunk
+//! cache in a folder, with any remote; and [`CrashKv`], a store that loses
+//! what was not flushed, as a process crash inside sled's flush interval
+//! does.
 
+use super::kv::{Kv, KvWrite};
 use super::*;
 use crate::remote::Remote;
+use std::collections::BTreeMap;
 
-/// Opens (or reopens) the core with its cache in `dir`, as device
-/// `device` named `name`, talking to `remote`.
+/// Opens (or reopens) the core with its cache in `dir` (sled under
+/// `dir/meta`), as device `device` named `name`, talking to `remote`.
 pub(crate) fn open_vfs(
     dir: &std::path::Path,
     device: DeviceId,
@@ -13,6 +17,17 @@ pub(crate) fn open_vfs(
     remote: Arc<dyn Remote>,
 ) -> Arc<Vfs> {
     let kv = kv::SledKv::open(&dir.join("meta")).unwrap();
+    open_vfs_on(Arc::new(kv), dir, device, name, remote)
+}
+
+/// [`open_vfs`] over a given metadata store.
+pub(crate) fn open_vfs_on(
+    kv: Arc<dyn Kv>,
+    dir: &std::path::Path,
+    device: DeviceId,
+    name: &str,
+    remote: Arc<dyn Remote>,
+) -> Arc<Vfs> {
     let chunks = ChunkCache::open(dir.join("chunks"), 1 << 30, 64 << 20, remote).unwrap();
     Vfs::open(
         VfsConfig {
@@ -24,8 +39,62 @@ pub(crate) fn open_vfs(
             gid: 0,
             fsync_remote: false,
         },
-        Arc::new(kv),
+        kv,
         chunks,
     )
     .unwrap()
+}
+
+/// An in-memory [`Kv`] that keeps what was applied and, apart, what was
+/// flushed: [`CrashKv::after_crash`] is the store a restart finds.
+#[derive(Default)]
+pub(crate) struct CrashKv {
+    live: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    durable: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl CrashKv {
+    /// A store holding only what this one had flushed.
+    pub(crate) fn after_crash(&self) -> Arc<CrashKv> {
+        let durable = self.durable.lock().clone();
+        Arc::new(CrashKv {
+            live: Mutex::new(durable.clone()),
+            durable: Mutex::new(durable),
+        })
+    }
+}
+
+impl Kv for CrashKv {
+    fn get(&self, key: &[u8]) -> VfsResult<Option<Vec<u8>>> {
+        Ok(self.live.lock().get(key).cloned())
+    }
+    fn apply(&self, writes: Vec<KvWrite>) -> VfsResult<()> {
+        let mut live = self.live.lock();
+        for (k, v) in writes {
+            match v {
+                Some(v) => live.insert(k, v),
+                None => live.remove(&k),
+            };
+        }
+        Ok(())
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .live
+            .lock()
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn flush(&self) -> VfsResult<()> {
+        *self.durable.lock() = self.live.lock().clone();
+        Ok(())
+    }
 }

@@ -24,9 +24,11 @@
 //!   to the quarantine ([`crate::vfs::journal`]), where `nimbus status`
 //!   shows it and `sync --wait` counts it, and the rest proceeds at once.
 //!
-//! A crash between commit and the records' removal replays ops whose
-//! vector the server already has from this device — a fast-forward, not a
-//! conflict.
+//! Before a round commits, the metadata store is flushed, so the server
+//! never has a change this device could lose in a crash. A crash between
+//! commit and the records' removal then replays ops whose vector the
+//! server already has from this device, in their order — a fast-forward,
+//! not a conflict.
 
 mod outcome;
 mod plan;
@@ -165,6 +167,13 @@ impl Uploader {
         }
         let mut plan = plan::build(&self.vfs, records)?;
         self.transfer(&mut plan).await?;
+        // Nothing reaches the server that a crash could still take back
+        // here: the records and every metadata change before them are made
+        // durable first (one flush per round). Otherwise a crash inside
+        // the store's flush interval rolls this device back behind what the
+        // server already has, and the replayed older records collide with
+        // the newer ones (conflict copies made by one device).
+        self.vfs.meta.flush()?;
 
         let mut done = std::mem::take(&mut plan.settled);
         let mut refused = std::mem::take(&mut plan.blocked);
