@@ -418,8 +418,9 @@ impl Journal {
     }
 
     /// Up to `limit` records in order, skipping those `skip` says must wait
-    /// (files still open for writing); the records taken are held until
-    /// [`Journal::finish`] or [`Journal::release`].
+    /// (files still open for writing); the records taken are held:
+    /// [`Journal::finish`] removes them once the server answered; after a round that failed they stay
+    /// held (it may have reached the server).
     pub fn take(
         &self,
         kv: &dyn Kv,

@@ -1,12 +1,12 @@
 //! The uploader: drains the journal in order and never drops work.
 //!
 //! Each round takes up to [`BATCH`] records (files still open for writing
-//! wait, see [`plan::deferred`]) and goes through three steps:
-//! - [`plan`]: records → commit ops, in journal order;
-//! - [`transfer`]: chunk new content, ask which chunks the server lacks,
+//! wait, see `plan::deferred`) and goes through three steps:
+//! - `plan`: records → commit ops, in journal order;
+//! - `transfer`: chunk new content, ask which chunks the server lacks,
 //!   upload those;
 //! - commit (one request per [`MAX_COMMIT_OPS`] ops, one server
-//!   transaction each), then [`outcome`]: apply each answer, and the
+//!   transaction each), then `outcome`: apply each answer, and the
 //!   records leave the journal in one batch.
 //!
 //! # Failures

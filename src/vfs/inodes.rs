@@ -1,0 +1,305 @@
+//! Inodes as the kernel sees them: attributes, lookups and their counts
+//! (`forget`), listings, paths, what is pending below a node, and the end
+//! of an inode's life (tombstones kept while the journal refers to them,
+//! purge once nothing does, working copies removed only once that is
+//! durable).
+
+use super::*;
+
+impl Vfs {
+    pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
+        let mut size = inode.size;
+        let mut mtime = inode.mtime_ns;
+        if let Some(o) = self.open_inode(inode.ino) {
+            if let Some((s, m)) = o.state.lock().unsaved {
+                size = s;
+                mtime = m;
+            }
+        }
+        let local_bytes = match inode.kind {
+            NodeKind::File if inode.dirty => size,
+            NodeKind::File => self.local_content_bytes(inode.ino),
+            _ => 0,
+        };
+        Attr {
+            ino: inode.ino,
+            kind: inode.kind,
+            mode: inode.mode,
+            size,
+            local_bytes,
+            mtime_ns: mtime,
+            ctime_ns: inode.ctime_ns.max(mtime),
+            nlink: if inode.unlinked {
+                0
+            } else if inode.is_dir() {
+                2
+            } else {
+                1
+            },
+        }
+    }
+
+    pub(super) fn local_content_bytes(&self, ino: u64) -> u64 {
+        match self.meta.content(ino) {
+            Ok(Some(c)) => c
+                .manifest
+                .chunks
+                .iter()
+                .filter(|c| self.chunks.is_local(&c.id))
+                .map(|c| c.len as u64)
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    pub(super) fn remember_lookup(&self, ino: u64) {
+        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let gone = {
+            let mut l = self.lookups.lock();
+            match l.get_mut(&ino) {
+                Some(c) => {
+                    *c = c.saturating_sub(n);
+                    if *c == 0 {
+                        l.remove(&ino);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => true,
+            }
+        };
+        if gone {
+            let _ = self.purge_if_unused(ino);
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        let name = check_name(name)?;
+        let p = self.meta.inode_required(parent)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
+        let inode = self.meta.inode_required(d.ino)?;
+        self.remember_lookup(inode.ino);
+        Ok(self.attr_of(&inode))
+    }
+
+    pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
+        Ok(self.attr_of(&self.meta.inode_required(ino)?))
+    }
+
+    pub fn readlink(&self, ino: u64) -> VfsResult<String> {
+        let inode = self.meta.inode_required(ino)?;
+        inode
+            .symlink_target
+            .ok_or(VfsError::InvalidArgument("not a symlink"))
+    }
+
+    /// Entries of a folder after `after`, up to `limit`, with `.`/`..` left
+    /// to the front end.
+    pub fn readdir(&self, ino: u64, after: Option<&str>, limit: usize) -> VfsResult<Vec<DirEntry>> {
+        let inode = self.meta.inode_required(ino)?;
+        if !inode.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        Ok(self
+            .meta
+            .list(ino, after, limit)?
+            .into_iter()
+            .map(|(name, d)| DirEntry {
+                ino: d.ino,
+                name,
+                kind: d.kind,
+            })
+            .collect())
+    }
+
+    /// Attributes for readdirplus; counts as a lookup.
+    pub fn entry_attr(&self, ino: u64) -> VfsResult<Attr> {
+        let a = self.getattr(ino)?;
+        self.remember_lookup(ino);
+        Ok(a)
+    }
+
+    pub fn parent_of(&self, ino: u64) -> VfsResult<u64> {
+        let inode = self.meta.inode_required(ino)?;
+        Ok(if inode.parent == 0 {
+            ROOT_INO
+        } else {
+            inode.parent
+        })
+    }
+
+    /// Drops an unlinked inode once nothing uses it.
+    pub(super) fn purge_if_unused(&self, ino: u64) -> VfsResult<()> {
+        let _ns = self.ns.lock();
+        let Some(inode) = self.meta.inode(ino)? else {
+            return Ok(());
+        };
+        if !inode.unlinked
+            || self.open.lock().contains_key(&ino)
+            || self.lookups.lock().contains_key(&ino)
+        {
+            return Ok(());
+        }
+        if inode.dirty {
+            self.remove_work_durably(&inode.node_id);
+        } else {
+            let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+        }
+        // A node with records still queued (its delete, or earlier pushes
+        // that must reach the server first) stays as an invisible
+        // tombstone, so that the server's older records of it (pulled
+        // before the delete is pushed) do not bring it back.
+        if self.keeps_tombstone(ino) {
+            return Ok(());
+        }
+        let mut t = self.meta.txn();
+        t.remove_inode(&inode);
+        t.commit()?;
+        Ok(())
+    }
+
+    /// An unlinked inode stays (invisible) while the journal or the
+    /// quarantine still refers to it.
+    pub(super) fn keeps_tombstone(&self, ino: u64) -> bool {
+        let j = self.meta.journal();
+        j.has_records(ino) || j.is_quarantined(ino)
+    }
+
+    /// Removes a working copy once the metadata that makes it unneeded (a
+    /// clean or unlinked inode) is durable: after a crash that rolled that
+    /// change back, a dirty inode without its working copy could never be
+    /// uploaded. Kept if the store cannot be flushed.
+    pub(super) fn remove_work_durably(&self, node: &NodeId) {
+        match self.meta.flush() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.work_path(node));
+            }
+            Err(e) => tracing::warn!(%node, "working copy kept: metadata flush failed: {e}"),
+        }
+    }
+
+    /// After an upload round answered for `inos`: with one flush of the
+    /// metadata store, drops the working copies of those now clean and not
+    /// open, and the tombstones nothing refers to any more.
+    pub fn after_round(&self, inos: &[u64]) -> VfsResult<()> {
+        self.meta.flush()?;
+        for &ino in inos {
+            if let Some(inode) = self.meta.inode(ino)? {
+                if !inode.dirty && !inode.unlinked && self.open_inode(ino).is_none() {
+                    let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                }
+            }
+            self.purge_if_unused(ino)?;
+        }
+        Ok(())
+    }
+
+    /// The server has processed this device's delete of `node`: its
+    /// tombstone is no longer needed (and a record of the node, e.g. an
+    /// edit that won over the delete, may apply again).
+    pub fn delete_done(&self, node: &NodeId) -> VfsResult<()> {
+        let ino = {
+            let _ns = self.ns.lock();
+            let Some(ino) = self.meta.ino_of(node)? else {
+                return Ok(());
+            };
+            let Some(mut inode) = self.meta.inode(ino)? else {
+                return Ok(());
+            };
+            if !inode.unlinked {
+                return Ok(());
+            }
+            inode.synced_rev = inode.local_rev;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode);
+            t.commit()?;
+            ino
+        };
+        self.purge_if_unused(ino)
+    }
+
+    /// Path of an inode relative to the root ("" for the root).
+    pub fn path_of(&self, ino: u64) -> VfsResult<String> {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO && cur != 0 {
+            let inode = self.meta.inode_required(cur)?;
+            parts.push(inode.name);
+            cur = inode.parent;
+        }
+        parts.reverse();
+        Ok(parts.join("/"))
+    }
+
+    pub(super) fn is_below(&self, mut ino: u64, ancestor: u64) -> bool {
+        if ancestor == ROOT_INO {
+            return true;
+        }
+        let mut guard = 0;
+        while ino != 0 && guard < 4096 {
+            if ino == ancestor {
+                return true;
+            }
+            ino = match self.meta.inode(ino) {
+                Ok(Some(i)) => i.parent,
+                _ => return false,
+            };
+            guard += 1;
+        }
+        false
+    }
+
+    /// Nodes at or below `ino` with changes the server does not have
+    /// (journaled or quarantined). Reads the journal's index, not the
+    /// journal: O(pending nodes).
+    pub fn pending_below(&self, ino: u64, max_paths: usize) -> VfsResult<PendingSummary> {
+        let mut count = 0;
+        let mut bytes = 0;
+        let mut failed = 0;
+        let mut paths = Vec::new();
+        for i in self.meta.journal().pending_inos() {
+            let Some(inode) = self.meta.inode(i)? else {
+                continue;
+            };
+            if !self.is_below(i, ino) {
+                continue;
+            }
+            count += 1;
+            if self.meta.journal().is_quarantined(i) && !self.meta.journal().has_records(i) {
+                failed += 1;
+            }
+            if inode.kind == NodeKind::File && inode.dirty && !inode.unlinked {
+                bytes += inode.size;
+            }
+            if paths.len() < max_paths {
+                let parent = self.path_of(inode.parent).unwrap_or_default();
+                paths.push(if parent.is_empty() {
+                    inode.name.clone()
+                } else {
+                    format!("{parent}/{}", inode.name)
+                });
+            }
+        }
+        Ok(PendingSummary {
+            count,
+            bytes,
+            failed,
+            paths,
+        })
+    }
+}

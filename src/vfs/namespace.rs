@@ -1,0 +1,321 @@
+//! Namespace operations: create, mkdir, symlink, unlink, rmdir, rename and
+//! setattr. Each commits its metadata change and journal intent in one
+//! batch under the namespace lock (`ns`).
+
+use super::*;
+
+impl Vfs {
+    pub(super) fn new_inode(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> Inode {
+        let mut inode = Inode::new(
+            self.meta.alloc_ino(),
+            NodeId::random(),
+            parent,
+            name,
+            kind,
+            mode,
+        );
+        // Created here: a local change until committed.
+        inode.local_rev = 1;
+        inode
+    }
+
+    pub(super) fn touch_dir(&self, t: &mut meta::Txn<'_>, parent: &mut Inode) {
+        let now = now_ns();
+        parent.mtime_ns = now;
+        parent.ctime_ns = now;
+        t.put_inode(parent);
+    }
+
+    pub(super) fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        target: Option<String>,
+    ) -> VfsResult<Attr> {
+        self.writable()?;
+        let name = check_name(name)?;
+        let _ns = self.ns.lock();
+        let mut p = self.meta.inode_required(parent)?;
+        if !p.is_dir() || p.unlinked {
+            return Err(if p.unlinked {
+                VfsError::NotFound
+            } else {
+                VfsError::NotDir
+            });
+        }
+        if self.meta.dentry(parent, name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        let mut inode = self.new_inode(parent, name, kind, mode);
+        if let Some(t) = target {
+            inode.size = t.len() as u64;
+            inode.symlink_target = Some(t);
+        }
+        let mut t = self.meta.txn();
+        t.create_inode(&inode).put_dentry(
+            parent,
+            name,
+            Dentry {
+                ino: inode.ino,
+                kind,
+            },
+        );
+        t.journal_upsert(&inode, true)?;
+        self.touch_dir(&mut t, &mut p);
+        t.commit()?;
+        self.journal_notify.notify_one();
+        self.remember_lookup(inode.ino);
+        Ok(self.attr_of(&inode))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+        self.create_node(parent, name, NodeKind::Dir, mode, None)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> VfsResult<Attr> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(VfsError::InvalidArgument("symlink target length"));
+        }
+        let target = std::str::from_utf8(target)
+            .map_err(|_| VfsError::InvalidArgument("symlink target is not UTF-8"))?;
+        self.create_node(
+            parent,
+            name,
+            NodeKind::Symlink,
+            0o777,
+            Some(target.to_string()),
+        )
+    }
+
+    /// Creates an empty regular file and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        write: bool,
+    ) -> VfsResult<(Attr, u64)> {
+        let attr = self.create_node(parent, name, NodeKind::File, mode, None)?;
+        let fh = self.open_file(attr.ino, write, false)?;
+        Ok((attr, fh))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    pub(super) fn remove(&self, parent: u64, name: &[u8], dir: bool) -> VfsResult<()> {
+        self.writable()?;
+        let name = check_name(name)?;
+        let ino = {
+            let _ns = self.ns.lock();
+            let mut p = self.meta.inode_required(parent)?;
+            let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
+            let inode = self.meta.inode_required(d.ino)?;
+            match (dir, inode.is_dir()) {
+                (true, false) => return Err(VfsError::NotDir),
+                (false, true) => return Err(VfsError::IsDir),
+                (true, true) if !self.meta.is_empty_dir(inode.ino)? => {
+                    return Err(VfsError::NotEmpty)
+                }
+                _ => {}
+            }
+            let mut t = self.meta.txn();
+            self.unlink_inode(&mut t, inode, parent, name);
+            self.touch_dir(&mut t, &mut p);
+            t.commit()?;
+            d.ino
+        };
+        self.journal_notify.notify_one();
+        self.purge_if_unused(ino)?;
+        Ok(())
+    }
+
+    /// Removes the entry and journals the delete; the inode stays (marked
+    /// unlinked) until no handle or kernel reference uses it.
+    pub(super) fn unlink_inode(
+        &self,
+        t: &mut meta::Txn<'_>,
+        mut inode: Inode,
+        parent: u64,
+        name: &str,
+    ) {
+        t.remove_dentry(parent, name);
+        // Always journaled: the journal drops it with the node's records
+        // when the server never had the node, and otherwise keeps it in
+        // order before whatever takes the name next.
+        t.journal_delete(&inode, parent, name);
+        inode.unlinked = true;
+        inode.ctime_ns = now_ns();
+        inode.local_rev += 1;
+        t.put_inode(&inode);
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> VfsResult<()> {
+        self.writable()?;
+        let name = check_name(name)?.to_string();
+        let new_name = check_name(new_name)?.to_string();
+        let replaced = {
+            let _ns = self.ns.lock();
+            let d = self.meta.dentry(parent, &name)?.ok_or(VfsError::NotFound)?;
+            let mut np = self.meta.inode_required(new_parent)?;
+            if !np.is_dir() {
+                return Err(VfsError::NotDir);
+            }
+            if np.unlinked {
+                return Err(VfsError::NotFound);
+            }
+            let mut inode = self.meta.inode_required(d.ino)?;
+            if parent == new_parent && name == new_name {
+                return Ok(());
+            }
+            // A folder may not move below itself.
+            if inode.is_dir() {
+                let mut cur = new_parent;
+                while cur != 0 {
+                    if cur == inode.ino {
+                        return Err(VfsError::InvalidArgument(
+                            "cannot move a folder into itself",
+                        ));
+                    }
+                    cur = self.meta.inode_required(cur)?.parent;
+                }
+            }
+            let mut t = self.meta.txn();
+            let mut replaced = None;
+            if let Some(existing) = self.meta.dentry(new_parent, &new_name)? {
+                if no_replace {
+                    return Err(VfsError::Exists);
+                }
+                let target = self.meta.inode_required(existing.ino)?;
+                match (inode.is_dir(), target.is_dir()) {
+                    (true, false) => return Err(VfsError::NotDir),
+                    (false, true) => return Err(VfsError::IsDir),
+                    (true, true) if !self.meta.is_empty_dir(target.ino)? => {
+                        return Err(VfsError::NotEmpty)
+                    }
+                    _ => {}
+                }
+                replaced = Some(target.ino);
+                // The delete is journaled before the move so the server
+                // frees the name first.
+                self.unlink_inode(&mut t, target, new_parent, &new_name);
+            }
+            t.remove_dentry(parent, &name);
+            t.put_dentry(
+                new_parent,
+                &new_name,
+                Dentry {
+                    ino: inode.ino,
+                    kind: inode.kind,
+                },
+            );
+            inode.parent = new_parent;
+            inode.name = new_name.clone();
+            inode.ctime_ns = now_ns();
+            inode.local_rev += 1;
+            t.put_inode(&inode);
+            t.journal_upsert(&inode, true)?;
+            if parent != new_parent {
+                let mut op = self.meta.inode_required(parent)?;
+                self.touch_dir(&mut t, &mut op);
+            }
+            self.touch_dir(&mut t, &mut np);
+            t.commit()?;
+            replaced
+        };
+        self.journal_notify.notify_one();
+        if let Some(r) = replaced {
+            self.purge_if_unused(r)?;
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+        self.writable()?;
+        if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
+            return Err(VfsError::NotPermitted("files belong to the mounting user"));
+        }
+        if let Some(size) = set.size {
+            match self.meta.inode_required(ino)?.kind {
+                NodeKind::Dir => return Err(VfsError::IsDir),
+                NodeKind::Symlink => {
+                    return Err(VfsError::InvalidArgument("cannot truncate a symlink"))
+                }
+                NodeKind::File => self.truncate_sync(ino, size)?,
+            }
+        }
+        let _ns = self.ns.lock();
+        let mut inode = self.meta.inode_required(ino)?;
+        let mut changed = false;
+        if let Some(mode) = set.mode {
+            inode.mode = mode & 0o7777;
+            changed = true;
+        }
+        if let Some(m) = set.mtime_ns {
+            inode.mtime_ns = m;
+            // Keep an open writer's pending mtime in step.
+            if let Some(o) = self.open_inode(ino) {
+                if let Some((_, mt)) = o.state.lock().unsaved.as_mut() {
+                    *mt = m;
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            inode.ctime_ns = now_ns();
+            inode.local_rev += 1;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode).journal_upsert(&inode, false)?;
+            t.commit()?;
+            self.journal_notify.notify_one();
+        }
+        Ok(self.attr_of(&inode))
+    }
+
+    /// Truncate that needs no network: to zero, or on a file that already
+    /// has a working copy. Otherwise the caller must first await
+    /// [`Vfs::prepare_write`].
+    pub(super) fn truncate_sync(&self, ino: u64, size: u64) -> VfsResult<()> {
+        let o = self.ensure_open_state(ino);
+        let r = self.truncate_open(ino, &o, size);
+        self.release_state_ref(ino, &o);
+        r
+    }
+
+    pub(super) fn truncate_open(&self, ino: u64, o: &Arc<OpenInode>, size: u64) -> VfsResult<()> {
+        let Some(file) = self.work_file(ino, o, size == 0)? else {
+            return Err(VfsError::Unavailable("working copy not ready".into()));
+        };
+        file.set_len(size)?;
+        o.state.lock().unsaved = Some((size, now_ns()));
+        self.save_work(ino, o, true)
+    }
+
+    /// True when a truncate/write of `ino` can proceed without the network.
+    pub fn write_ready(&self, ino: u64, truncating_to_zero: bool) -> VfsResult<bool> {
+        if truncating_to_zero {
+            return Ok(true);
+        }
+        if let Some(o) = self.open_inode(ino) {
+            if o.state.lock().work.is_some() {
+                return Ok(true);
+            }
+        }
+        let inode = self.meta.inode_required(ino)?;
+        Ok(inode.dirty || inode.content_hash.is_none())
+    }
+}

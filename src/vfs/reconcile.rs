@@ -1,0 +1,330 @@
+//! Reconciliation with the server: remote records applied to the local
+//! metadata (`apply_remote`), local nodes displaced by a remote one, and the
+//! server's answers to this device's commits (`commit_done`).
+
+use super::*;
+
+impl Vfs {
+    /// Applies a node record from the server to the local cache, unless the
+    /// node has local changes still to push (the uploader reconciles those)
+    /// or this device already has that state. Returns false when the record
+    /// must wait: for its parent to arrive, or (a folder delete) for its
+    /// children to move away.
+    pub fn apply_remote(&self, rec: &NodeRecord) -> VfsResult<bool> {
+        let mut notify_entries: Vec<(u64, String)> = Vec::new();
+        let mut notify_inodes = Vec::new();
+        let applied = {
+            let _ns = self.ns.lock();
+            self.apply_remote_locked(rec, &mut notify_entries, &mut notify_inodes)?
+        };
+        for (p, n) in notify_entries {
+            self.notify_entry(p, &n);
+        }
+        for i in notify_inodes {
+            self.notify_inode(i);
+        }
+        Ok(applied)
+    }
+
+    pub(super) fn apply_remote_locked(
+        &self,
+        rec: &NodeRecord,
+        notify_entries: &mut Vec<(u64, String)>,
+        notify_inodes: &mut Vec<u64>,
+    ) -> VfsResult<bool> {
+        let mut existing = match self.meta.ino_of(&rec.node_id)? {
+            Some(ino) => self.meta.inode(ino)?,
+            None => None,
+        };
+        if rec.node_id.is_root() {
+            if let Some(mut root) = existing {
+                if !root.vv.dominates(&rec.vv) {
+                    root.vv = rec.vv.clone();
+                    root.server_seq = rec.seq;
+                    root.mode = rec.meta.mode;
+                    let mut t = self.meta.txn();
+                    t.put_inode(&root);
+                    t.commit()?;
+                }
+            }
+            return Ok(true);
+        }
+        if let Some(inode) = &existing {
+            // Local changes win until the uploader has reconciled them; a
+            // node unlinked here has its delete queued (local_rev moved).
+            if inode.has_local_changes() {
+                // A change the server refused does not freeze the node.
+                if !self.rebase_refused(inode, rec, notify_entries)? {
+                    return Ok(true);
+                }
+            }
+        }
+        if let Some(ino) = existing.as_ref().map(|i| i.ino) {
+            existing = self.meta.inode(ino)?;
+        }
+        if let Some(inode) = &existing {
+            // Writes not yet made durable count as local changes too: their
+            // close commits them against the old base, which the server
+            // then sees as concurrent (a conflict copy, nothing lost).
+            // While the file is open for writing without such writes, the
+            // record waits: a write may be landing in the working copy right
+            // now, and dropping that copy would lose it.
+            if let Some(o) = self.open_inode(inode.ino) {
+                let st = o.state.lock();
+                if st.unsaved.is_some() {
+                    return Ok(true);
+                }
+                if st.writers > 0 {
+                    return Ok(false);
+                }
+            }
+            if inode.vv.dominates(&rec.vv) && !rec.deleted {
+                return Ok(true);
+            }
+        }
+        let mut t = self.meta.txn();
+        if rec.deleted {
+            let Some(inode) = existing else {
+                return Ok(true);
+            };
+            if inode.is_dir() && !self.meta.is_empty_dir(inode.ino)? {
+                // Children still here: either they move away later in the
+                // log (the caller retries this record after applying the
+                // others), or they were created here and not yet pushed
+                // (their upload makes the server restore the folder).
+                return Ok(false);
+            }
+            if self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino) {
+                t.remove_dentry(inode.parent, &inode.name);
+                notify_entries.push((inode.parent, inode.name.clone()));
+            }
+            let mut gone = inode.clone();
+            gone.unlinked = true;
+            gone.vv = rec.vv.clone();
+            gone.server_seq = rec.seq;
+            t.put_inode(&gone);
+            t.commit()?;
+            // purge needs ns; we hold it, so do the same work inline.
+            if !self.open.lock().contains_key(&inode.ino)
+                && !self.lookups.lock().contains_key(&inode.ino)
+            {
+                let mut t = self.meta.txn();
+                t.remove_inode(&gone);
+                t.commit()?;
+            }
+            return Ok(true);
+        }
+        let Some(parent_id) = rec.parent else {
+            return Ok(true);
+        };
+        let Some(parent_ino) = self.meta.ino_of(&parent_id)? else {
+            return Ok(false);
+        };
+        let content = rec.meta.content.clone();
+        let mut inode = match existing {
+            Some(i) => i,
+            None => Inode::new(
+                self.meta.alloc_ino(),
+                rec.node_id,
+                parent_ino,
+                &rec.name,
+                rec.meta.kind,
+                rec.meta.mode,
+            ),
+        };
+        let is_new = inode.server_seq == 0
+            && inode.vv.is_empty()
+            && self.meta.ino_of(&rec.node_id)?.is_none();
+        // Entry: move if parent or name changed.
+        if is_new || inode.parent != parent_ino || inode.name != rec.name {
+            // The old entry goes only if it still points here (a displaced
+            // node already lost it, maybe to another node).
+            if !is_new
+                && self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino)
+            {
+                t.remove_dentry(inode.parent, &inode.name);
+                notify_entries.push((inode.parent, inode.name.clone()));
+            }
+            inode.unlinked = false;
+            if let Some(other) = self.meta.dentry(parent_ino, &rec.name)? {
+                if other.ino != inode.ino {
+                    self.displace(&mut t, parent_ino, &rec.name, other.ino)?;
+                }
+            }
+            t.put_dentry(
+                parent_ino,
+                &rec.name,
+                Dentry {
+                    ino: inode.ino,
+                    kind: inode.kind,
+                },
+            );
+            notify_entries.push((parent_ino, rec.name.clone()));
+            inode.parent = parent_ino;
+            inode.name = rec.name.clone();
+        }
+        let new_hash = content.as_ref().map(|c| c.hash());
+        if new_hash != inode.content_hash {
+            t.put_content(inode.ino, content.as_ref());
+            inode.content_hash = new_hash;
+            notify_inodes.push(inode.ino);
+            // A clean working copy kept for open handles is stale now;
+            // the next write refills it from the new content.
+            if let Some(o) = self.open_inode(inode.ino) {
+                if o.state.lock().work.take().is_some() {
+                    self.remove_work_durably(&inode.node_id);
+                }
+            }
+        }
+        if inode.mode != rec.meta.mode
+            || inode.mtime_ns != rec.meta.mtime_ns
+            || inode.size != rec.meta.size()
+        {
+            notify_inodes.push(inode.ino);
+        }
+        inode.mode = rec.meta.mode;
+        inode.mtime_ns = rec.meta.mtime_ns;
+        inode.size = rec.meta.size();
+        inode.symlink_target = rec.meta.symlink_target.clone();
+        inode.vv = rec.vv.clone();
+        inode.server_seq = rec.seq;
+        if is_new {
+            t.create_inode(&inode);
+        } else {
+            t.put_inode(&inode);
+        }
+        t.commit()?;
+        Ok(true)
+    }
+
+    /// A remote node takes a name a local node holds. If the local node has
+    /// changes to push, it moves aside under a conflict name (the first
+    /// commit wins the name); otherwise it is stale and loses its entry
+    /// until its own record arrives.
+    pub(super) fn displace(
+        &self,
+        t: &mut meta::Txn<'_>,
+        parent: u64,
+        name: &str,
+        ino: u64,
+    ) -> VfsResult<()> {
+        let mut other = self.meta.inode_required(ino)?;
+        t.remove_dentry(parent, name);
+        if other.has_local_changes() {
+            let mut n = 1;
+            let new_name = loop {
+                let candidate = crate::protocol::conflict_name(
+                    name,
+                    other.kind,
+                    &self.device_name,
+                    now_ns(),
+                    n,
+                );
+                if self.meta.dentry(parent, &candidate)?.is_none() {
+                    break candidate;
+                }
+                n += 1;
+            };
+            t.put_dentry(
+                parent,
+                &new_name,
+                Dentry {
+                    ino,
+                    kind: other.kind,
+                },
+            );
+            other.name = new_name;
+            other.local_rev += 1;
+            t.put_inode(&other).journal_upsert(&other, true)?;
+        } else {
+            other.unlinked = true;
+            t.put_inode(&other);
+        }
+        Ok(())
+    }
+
+    /// After a commit: adopt the server's state for `ino` as of local
+    /// revision `rev`. Clears the dirty flag (and drops the working copy
+    /// when no handle uses it) only if nothing changed since `rev`.
+    pub fn commit_done(&self, ino: u64, sent: &SentState, rec: &NodeRecord) -> VfsResult<()> {
+        let rev = sent.rev;
+        let content_pushed = sent.content;
+        let mut notify = Vec::new();
+        let mut notify_ino = false;
+        {
+            let _ns = self.ns.lock();
+            let Some(mut inode) = self.meta.inode(ino)? else {
+                return Ok(());
+            };
+            // Deleted here while its commit was in flight: its delete is
+            // already journaled after this push; it needs the vector the
+            // server now has.
+            if inode.unlinked {
+                if !rec.deleted {
+                    inode.vv = rec.vv.clone();
+                    inode.server_seq = rec.seq;
+                    let mut t = self.meta.txn();
+                    t.put_inode(&inode);
+                    t.commit()?;
+                }
+                return Ok(());
+            }
+            let mut t = self.meta.txn();
+            let unchanged = inode.local_rev == rev;
+            // After a conflict, local changes made since the commit was
+            // planned must not fast-forward over the winner: keep the old
+            // base so their push is a conflict again.
+            if !sent.conflict || unchanged {
+                inode.vv = rec.vv.clone();
+            }
+            inode.server_seq = rec.seq;
+            if unchanged {
+                inode.synced_rev = rev;
+            }
+            // The server gave it another name (the one sent was taken);
+            // adopt it unless the user renamed it again meanwhile.
+            if !rec.deleted && rec.name != sent.name && inode.name == sent.name {
+                if let Some(parent_ino) =
+                    rec.parent.and_then(|p| self.meta.ino_of(&p).ok().flatten())
+                {
+                    if self.meta.dentry(parent_ino, &rec.name)?.is_none() {
+                        t.remove_dentry(inode.parent, &inode.name);
+                        notify.push((inode.parent, inode.name.clone()));
+                        t.put_dentry(
+                            parent_ino,
+                            &rec.name,
+                            Dentry {
+                                ino,
+                                kind: inode.kind,
+                            },
+                        );
+                        inode.parent = parent_ino;
+                        inode.name = rec.name.clone();
+                    }
+                }
+            }
+            let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
+            if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
+            {
+                notify_ino |= sent.conflict;
+                t.put_content(ino, rec.meta.content.as_ref());
+                inode.content_hash = server_hash;
+                if unchanged && inode.dirty {
+                    inode.dirty = false;
+                    inode.size = rec.meta.size();
+                }
+            }
+            t.put_inode(&inode);
+            t.commit()?;
+            // The working copy of a node clean now goes in `after_round`,
+            // once this commit is durable.
+        }
+        for (p, n) in notify {
+            self.notify_entry(p, &n);
+        }
+        if notify_ino {
+            self.notify_inode(ino);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Working copies: a file's first change creates `work/<node id>`
+//! (filled from its chunks unless truncated to zero); writes go there, and
+//! `flush`/`fsync`/`release` make it durable and journal it.
+
+use super::*;
+
+impl Vfs {
+    /// The inode's working copy, opening an existing one (dirty inode) or
+    /// creating an empty one when `create_empty`. `None` when the content
+    /// must first be filled from chunks.
+    pub(super) fn work_file(
+        &self,
+        ino: u64,
+        o: &Arc<OpenInode>,
+        create_empty: bool,
+    ) -> VfsResult<Option<Arc<std::fs::File>>> {
+        if let Some(f) = o.state.lock().work.clone() {
+            return Ok(Some(f));
+        }
+        let inode = self.meta.inode_required(ino)?;
+        let path = self.work_path(&inode.node_id);
+        let file = if inode.dirty {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?
+        } else if create_empty || inode.content_hash.is_none() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?
+        } else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        let mut st = o.state.lock();
+        Ok(Some(st.work.get_or_insert(file).clone()))
+    }
+
+    /// Makes sure `ino` has a working copy, filling it from its chunks
+    /// (which may need the server). Call before writes/truncates for which
+    /// [`Vfs::write_ready`] said no.
+    pub async fn prepare_write(&self, ino: u64) -> VfsResult<()> {
+        let o = self.ensure_open_state(ino);
+        let r = self.fill_work(ino, &o).await;
+        self.release_state_ref(ino, &o);
+        r
+    }
+
+    /// `setattr` for a truncate that first needs the working copy filled
+    /// from chunks (a path truncate with no open handle): fills and
+    /// truncates under one open-state reference, so the filled copy is not
+    /// dropped in between.
+    pub async fn setattr_filling(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+        self.writable()?;
+        if let Some(size) = set.size {
+            if self.meta.inode_required(ino)?.kind == NodeKind::File {
+                let o = self.ensure_open_state(ino);
+                let r = match self.fill_work(ino, &o).await {
+                    Ok(()) => self.truncate_open(ino, &o, size),
+                    Err(e) => Err(e),
+                };
+                self.release_state_ref(ino, &o);
+                r?;
+            }
+        }
+        self.setattr(ino, SetAttr { size: None, ..set })
+    }
+
+    pub(super) async fn fill_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
+        let _fill = o.fill.lock().await;
+        if self.work_file(ino, o, false)?.is_some() {
+            return Ok(());
+        }
+        let inode = self.meta.inode_required(ino)?;
+        let content = self.meta.content(ino)?.unwrap_or(FileContent {
+            manifest: Manifest::default(),
+        });
+        let path = self.work_path(&inode.node_id);
+        let tmp = path.with_extension("fill");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut pos = 0u64;
+        for c in &content.manifest.chunks {
+            let data = match self.chunks.get(c.id).await {
+                Ok(d) => chunk_slice::check_len(c.id, c.len, &d).map(|()| d),
+                Err(e) => Err(e),
+            };
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            file.write_all_at(&data, pos)?;
+            pos += data.len() as u64;
+        }
+        std::fs::rename(&tmp, &path)?;
+        let mut st = o.state.lock();
+        st.work.get_or_insert(Arc::new(file));
+        Ok(())
+    }
+
+    /// Write without waiting on the network; `None` when the working copy
+    /// must first be prepared with [`Vfs::prepare_write`].
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<Option<u32>> {
+        self.writable()?;
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(VfsError::InvalidArgument("file not open for writing"));
+        }
+        let o = self
+            .open_inode(h.ino)
+            .ok_or(VfsError::InvalidArgument("file not open"))?;
+        let Some(file) = self.work_file(h.ino, &o, false)? else {
+            return Ok(None);
+        };
+        file.write_all_at(data, offset)?;
+        let end = offset + data.len() as u64;
+        let mut st = o.state.lock();
+        let size = match st.unsaved {
+            Some((s, _)) => s,
+            None => {
+                drop(st);
+                let s = self.meta.inode_required(h.ino)?.size;
+                st = o.state.lock();
+                st.unsaved.map(|u| u.0).unwrap_or(s)
+            }
+        };
+        st.unsaved = Some((size.max(end), now_ns()));
+        Ok(Some(data.len() as u32))
+    }
+
+    /// Records a handle's unsaved writes durably: fdatasync the working
+    /// copy, then size/mtime + a journal entry in one flushed batch.
+    pub fn flush(&self, fh: u64) -> VfsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Ok(());
+        }
+        let Some(o) = self.open_inode(h.ino) else {
+            return Ok(());
+        };
+        self.save_work(h.ino, &o, true)
+    }
+
+    pub(super) fn save_work(&self, ino: u64, o: &Arc<OpenInode>, durable: bool) -> VfsResult<()> {
+        let (unsaved, file) = {
+            let st = o.state.lock();
+            (st.unsaved, st.work.clone())
+        };
+        let Some((size, mtime)) = unsaved else {
+            return Ok(());
+        };
+        if let Some(f) = &file {
+            if durable {
+                f.sync_data()?;
+                // The first time this working copy is recorded, its
+                // directory entry must be durable too, or a crash could
+                // leave a dirty inode without its content.
+                if !self.meta.inode_required(ino)?.dirty {
+                    std::fs::File::open(&self.work_dir)?.sync_all()?;
+                }
+            }
+        }
+        {
+            let _ns = self.ns.lock();
+            let mut inode = self.meta.inode_required(ino)?;
+            inode.size = size;
+            inode.mtime_ns = mtime;
+            inode.ctime_ns = now_ns();
+            inode.dirty = true;
+            inode.local_rev += 1;
+            let mut t = self.meta.txn();
+            t.put_inode(&inode);
+            if !inode.unlinked {
+                t.journal_upsert(&inode, false)?;
+            }
+            t.commit()?;
+            let mut st = o.state.lock();
+            if st.unsaved == unsaved {
+                st.unsaved = None;
+            }
+        }
+        if durable {
+            self.meta.flush()?;
+        }
+        self.journal_notify.notify_one();
+        Ok(())
+    }
+
+    /// Makes the handle's writes durable locally; with `--fsync remote`
+    /// also waits (up to a minute) until the server has them. Call from a
+    /// thread that may block (not a FUSE or async worker thread).
+    pub fn fsync(&self, fh: u64) -> VfsResult<()> {
+        self.flush(fh)?;
+        self.meta.flush()?;
+        if !self.fsync_remote {
+            return Ok(());
+        }
+        let ino = self.handle(fh)?.ino;
+        *self.fsync_waiters.lock().entry(ino).or_insert(0) += 1;
+        let r = self.wait_uploaded(ino);
+        let mut w = self.fsync_waiters.lock();
+        if let Some(n) = w.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&ino);
+            }
+        }
+        r
+    }
+
+    /// True while an `fsync --remote` waits for `ino`.
+    pub fn fsync_waiting(&self, ino: u64) -> bool {
+        self.fsync_waiters.lock().contains_key(&ino)
+    }
+
+    pub(super) fn wait_uploaded(&self, ino: u64) -> VfsResult<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.is_journaled(ino) {
+            if self.meta.journal().is_quarantined(ino) {
+                return Err(VfsError::Unavailable(
+                    "the server refused this file's change (see `nimbus status`)".into(),
+                ));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(VfsError::Unavailable(
+                    "the server did not acknowledge the file in time".into(),
+                ));
+            }
+            self.journal_notify.notify_one();
+            let wait = self.drained_notify.notified();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let _ = rt.block_on(tokio::time::timeout(
+                        std::time::Duration::from_millis(100),
+                        wait,
+                    ));
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fsync_all(&self) -> VfsResult<()> {
+        self.meta.flush()
+    }
+}
