@@ -253,9 +253,20 @@ fn sync_wait_times_out_listing_what_is_pending_while_offline() {
     );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    let first = err.lines().next().unwrap_or_default();
-    assert!(first.starts_with("nimbus: still pending: "), "{err}");
-    assert!(first.contains("bytes)"), "{err}");
+    // Progress lines first (plain, not a terminal), then the verdict.
+    let verdict = err
+        .lines()
+        .find(|l| !l.starts_with("nimbus: waiting for "))
+        .unwrap_or_default();
+    assert!(verdict.starts_with("nimbus: still pending: "), "{err}");
+    assert!(verdict.contains("bytes)"), "{err}");
+    assert!(
+        err.lines()
+            .next()
+            .unwrap_or_default()
+            .starts_with("nimbus: waiting for 2 operations"),
+        "{err}"
+    );
     assert!(err.lines().any(|l| l.trim() == "d/new.txt"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 

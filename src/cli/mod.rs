@@ -13,6 +13,7 @@
 
 pub mod mount;
 pub mod mountinfo;
+pub mod progress;
 pub mod server;
 pub mod size;
 pub mod status;

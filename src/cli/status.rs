@@ -2,6 +2,7 @@
 //! publishes in extended attributes (see [`super::xattr`]).
 
 use super::mountinfo::{nimbus_mount_containing, nimbus_mounts, read_mounts};
+use super::progress::Progress;
 use super::size::format_bytes;
 use super::xattr::{self, MountStatus, Pending, PENDING_XATTR, STATUS_XATTR};
 use anyhow::{anyhow, bail, Context, Result};
@@ -201,13 +202,17 @@ pub fn render_pending(root: &Path, target: &Path, p: &Pending) -> String {
 pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
     let (root, target) = locate(path)?;
     let deadline = Instant::now() + timeout;
+    let mut progress = Progress::default();
     loop {
         let p = read_pending(&target)?;
         if p.count == 0 {
+            progress.finish();
             return Ok(());
         }
+        progress.show(&p, connection_note(&root).as_deref());
         // Only refused changes left: waiting cannot help.
         if p.count == p.failed {
+            progress.finish();
             let msg = format!(
                 "the server refused {} (see `nimbus status`)",
                 plural(p.failed, "change", "changes")
@@ -219,6 +224,7 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
             return Err(AlreadyReported(msg).into());
         }
         if Instant::now() >= deadline {
+            progress.finish();
             let mut msg = format!(
                 "still pending: {} ({} bytes)",
                 plural(p.count, "operation", "operations"),
