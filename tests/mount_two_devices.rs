@@ -261,3 +261,37 @@ fn fsync_remote_returns_once_the_server_has_the_file() {
     wait_content(&b.path("journal.db"), &bytes, ARRIVE);
     drop(f);
 }
+
+/// Client-core scenario 3: a process holding a file open through a local
+/// edit and a later remote edit keeps reading the version it had (never
+/// the one before the local edit), new opens read the newest, and once it
+/// closes no older page is served again.
+#[test]
+fn an_open_reader_keeps_its_version_and_new_opens_see_the_newest() {
+    let (_server, a, b) = setup();
+    // Versions of one length: a file's size is one per inode, not per
+    // open file (README, limits).
+    fs::write(a.path("doc.txt"), b"version zero").unwrap();
+    a.sync();
+    wait_content(&b.path("doc.txt"), b"version zero", ARRIVE);
+    let read_from_start = |f: &mut fs::File| {
+        let mut out = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut out).unwrap();
+        out
+    };
+    let mut p = fs::File::open(a.path("doc.txt")).unwrap();
+    assert_eq!(read_from_start(&mut p), b"version zero");
+    fs::write(a.path("doc.txt"), b"version one!").unwrap();
+    assert_eq!(read_from_start(&mut p), b"version one!");
+    a.sync();
+    wait_content(&b.path("doc.txt"), b"version one!", ARRIVE);
+    fs::write(b.path("doc.txt"), b"version two!").unwrap();
+    b.sync();
+    wait_content(&a.path("doc.txt"), b"version two!", ARRIVE);
+    assert_eq!(read_from_start(&mut p), b"version one!");
+    drop(p);
+    for _ in 0..3 {
+        assert_eq!(fs::read(a.path("doc.txt")).unwrap(), b"version two!");
+    }
+}

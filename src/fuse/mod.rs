@@ -31,7 +31,7 @@ mod convert;
 pub use convert::errno;
 use convert::{file_attr, file_type};
 
-use crate::vfs::{Attr, DirEntry, KernelNotifier, SetAttr, Vfs, VfsError};
+use crate::vfs::{Attr, DirEntry, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
     INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
@@ -120,6 +120,15 @@ impl KernelNotifier for FuseNotifier {
     }
     fn inval_inode(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
+    }
+}
+
+/// The open flags for the core's page-cache answer.
+fn fopen_flags(cache: PageCache) -> FopenFlags {
+    match cache {
+        PageCache::Keep => FopenFlags::FOPEN_KEEP_CACHE,
+        PageCache::Drop => FopenFlags::empty(),
+        PageCache::Bypass => FopenFlags::FOPEN_DIRECT_IO,
     }
 }
 
@@ -309,8 +318,12 @@ impl fuser::Filesystem for NimbusFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.vfs.open_file(ino.0, write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+        let opened = self
+            .vfs
+            .open_file(ino.0, write, truncate)
+            .and_then(|fh| Ok((fh, self.vfs.page_cache(fh)?)));
+        match opened {
+            Ok((fh, cache)) => reply.opened(FileHandle(fh), fopen_flags(cache)),
             Err(e) => reply.error(errno(&e)),
         }
     }

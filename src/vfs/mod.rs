@@ -66,7 +66,7 @@ use chunk_cache::ChunkCache;
 pub use error::{VfsError, VfsResult};
 use meta::{Dentry, Inode, MetaCache, ROOT_INO};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,13 +150,50 @@ pub struct VfsConfig {
     pub fsync_remote: bool,
 }
 
+/// An open inode's state. Its content has **generations**: a remote
+/// change of the content starts a new one; local writes stay in the
+/// current one. A handle reads the generation it was opened in until it is
+/// closed (close-to-open consistency, as NFS: no torn reads, and a reader
+/// never goes back to an older version), while new opens read the newest.
 struct OpenState {
+    /// References: file handles and internal users (truncate, fill).
     handles: u32,
     writers: u32,
-    /// The working copy, open read-write, once the inode has one.
+    /// The working copy of the current generation, open read-write, once
+    /// the inode has one.
     work: Option<Arc<std::fs::File>>,
     /// Size and mtime not yet recorded in the metadata cache.
     unsaved: Option<(u64, i64)>,
+    /// The current content generation.
+    generation: u64,
+    /// Working copies of earlier generations still read by their handles
+    /// (unlinked from `work/`, kept open).
+    retired: HashMap<u64, Arc<std::fs::File>>,
+    /// Open file handles per generation.
+    open_by_generation: BTreeMap<u64, u32>,
+}
+
+impl OpenState {
+    /// True while a handle of an earlier generation is open.
+    fn older_handles_open(&self) -> bool {
+        self.open_by_generation
+            .keys()
+            .next()
+            .is_some_and(|g| *g < self.generation)
+    }
+}
+
+/// How the kernel's page cache may serve a new open of a file
+/// ([`Vfs::page_cache`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageCache {
+    /// Pages cached for the file are current: keep them.
+    Keep,
+    /// Pages may be of an older version: drop them at open.
+    Drop,
+    /// A reader of an older version is still open and shares the inode's
+    /// pages: this handle bypasses the page cache (direct I/O).
+    Bypass,
 }
 
 struct OpenInode {
@@ -168,7 +205,10 @@ struct OpenInode {
 struct Handle {
     ino: u64,
     write: bool,
-    /// The manifest the handle reads when the inode has no working copy.
+    /// The content generation it was opened in (see [`OpenState`]).
+    generation: u64,
+    /// The manifest the handle reads when its generation has no working
+    /// copy.
     content: Option<Arc<ContentView>>,
     /// End of the previous read, to detect sequential access.
     last_end: AtomicU64,
@@ -241,6 +281,9 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     lookups: Mutex<HashMap<u64, u64>>,
+    /// Inodes whose cached pages may be of an older version (a remote
+    /// change arrived while a handle was open): the next open drops them.
+    stale_pages: Mutex<HashSet<u64>>,
     /// Inodes an `fsync` (with `--fsync remote`) is waiting on: the
     /// uploader pushes them even while open for writing.
     fsync_waiters: Mutex<HashMap<u64, u32>>,
@@ -290,6 +333,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             lookups: Mutex::new(HashMap::new()),
+            stale_pages: Mutex::new(HashSet::new()),
             fsync_waiters: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             journal_notify: tokio::sync::Notify::new(),
@@ -386,6 +430,8 @@ impl Vfs {
     }
 }
 
+#[cfg(test)]
+mod coherence_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

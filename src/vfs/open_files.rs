@@ -13,6 +13,9 @@ impl Vfs {
                     writers: 0,
                     work: None,
                     unsaved: None,
+                    generation: 0,
+                    retired: HashMap::new(),
+                    open_by_generation: BTreeMap::new(),
                 }),
                 fill: tokio::sync::Mutex::new(()),
             })
@@ -75,11 +78,18 @@ impl Vfs {
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        let generation = {
+            let mut st = o.state.lock();
+            let g = st.generation;
+            *st.open_by_generation.entry(g).or_insert(0) += 1;
+            g
+        };
         self.handles.lock().insert(
             fh,
             Arc::new(Handle {
                 ino,
                 write,
+                generation,
                 content,
                 last_end: AtomicU64::new(u64::MAX),
             }),
@@ -120,6 +130,16 @@ impl Vfs {
         } else {
             Ok(())
         };
+        {
+            let mut st = o.state.lock();
+            if let Some(n) = st.open_by_generation.get_mut(&h.generation) {
+                *n -= 1;
+                if *n == 0 {
+                    st.open_by_generation.remove(&h.generation);
+                    st.retired.remove(&h.generation);
+                }
+            }
+        }
         self.release_handle_state(h.ino, &o, h.write);
         if h.write {
             // The uploader defers files open for writing.
@@ -127,6 +147,24 @@ impl Vfs {
         }
         self.purge_if_unused(h.ino)?;
         r
+    }
+
+    /// How the kernel's page cache may serve handle `fh`, just opened:
+    /// bypassed while a reader of an older version of the file is still
+    /// open, dropped once when a remote change may have left older pages,
+    /// else kept.
+    pub fn page_cache(&self, fh: u64) -> VfsResult<PageCache> {
+        let h = self.handle(fh)?;
+        if let Some(o) = self.open_inode(h.ino) {
+            if o.state.lock().older_handles_open() {
+                return Ok(PageCache::Bypass);
+            }
+        }
+        Ok(if self.stale_pages.lock().remove(&h.ino) {
+            PageCache::Drop
+        } else {
+            PageCache::Keep
+        })
     }
 
     /// True while some handle has the file open for writing.

@@ -40,14 +40,21 @@ impl Vfs {
         let Some(o) = self.open_inode(h.ino) else {
             return Ok(None);
         };
-        let (file, unsaved) = {
+        // The handle's generation: the current working copy, or the one
+        // its generation had when a remote change retired it.
+        let (file, current, unsaved) = {
             let st = o.state.lock();
-            (st.work.clone(), st.unsaved)
+            if h.generation == st.generation {
+                (st.work.clone(), true, st.unsaved)
+            } else {
+                (st.retired.get(&h.generation).cloned(), false, None)
+            }
         };
         let Some(file) = file else { return Ok(None) };
-        let len = match unsaved {
-            Some((s, _)) => s,
-            None => self.meta.inode_required(h.ino)?.size,
+        let len = match (current, unsaved) {
+            (false, _) => file.metadata()?.len(),
+            (true, Some((s, _))) => s,
+            (true, None) => self.meta.inode_required(h.ino)?.size,
         };
         if offset >= len {
             return Ok(Some(Vec::new()));

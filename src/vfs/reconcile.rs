@@ -168,12 +168,27 @@ impl Vfs {
             t.put_content(inode.ino, content.as_ref());
             inode.content_hash = new_hash;
             notify_inodes.push(inode.ino);
-            // A clean working copy kept for open handles is stale now;
-            // the next write refills it from the new content.
+            // A new content generation: open handles keep reading theirs
+            // (a clean working copy they read is retired, not dropped), new
+            // opens read the new content, and the kernel's pages of the
+            // file are dropped now and at the next open.
             if let Some(o) = self.open_inode(inode.ino) {
-                if o.state.lock().work.take().is_some() {
+                let retired = {
+                    let mut st = o.state.lock();
+                    let work = st.work.take();
+                    let g = st.generation;
+                    if let Some(w) = &work {
+                        if st.open_by_generation.contains_key(&g) {
+                            st.retired.insert(g, w.clone());
+                        }
+                    }
+                    st.generation += 1;
+                    work.is_some()
+                };
+                if retired {
                     self.remove_work_durably(&inode.node_id);
                 }
+                self.stale_pages.lock().insert(inode.ino);
             }
         }
         if inode.mode != rec.meta.mode

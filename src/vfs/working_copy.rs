@@ -71,9 +71,25 @@ impl Vfs {
 
     pub(super) async fn fill_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
         let _fill = o.fill.lock().await;
-        if self.work_file(ino, o, false)?.is_some() {
-            return Ok(());
+        // A remote change that starts a new content generation while the
+        // copy is filled makes it stale: fill again from the new content.
+        for _ in 0..3 {
+            if self.fill_work_once(ino, o).await? {
+                return Ok(());
+            }
         }
+        Err(VfsError::Unavailable(
+            "the file kept changing on the server while its content was loaded".into(),
+        ))
+    }
+
+    /// One attempt of [`Vfs::fill_work`]; false when the content changed
+    /// meanwhile.
+    async fn fill_work_once(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<bool> {
+        if self.work_file(ino, o, false)?.is_some() {
+            return Ok(true);
+        }
+        let generation = o.state.lock().generation;
         let inode = self.meta.inode_required(ino)?;
         let content = self.meta.content(ino)?.unwrap_or(FileContent {
             manifest: Manifest::default(),
@@ -103,10 +119,15 @@ impl Vfs {
             file.write_all_at(&data, pos)?;
             pos += data.len() as u64;
         }
-        std::fs::rename(&tmp, &path)?;
         let mut st = o.state.lock();
+        if st.generation != generation {
+            drop(st);
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        std::fs::rename(&tmp, &path)?;
         st.work.get_or_insert(Arc::new(file));
-        Ok(())
+        Ok(true)
     }
 
     /// Write without waiting on the network; `None` when the working copy

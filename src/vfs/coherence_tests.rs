@@ -1,0 +1,102 @@
+//! Scenario 3 of the client-core issue: a reader never goes back in time.
+//! An open file keeps reading the version it opened (with this device's
+//! own writes) until it is closed; a new open reads the newest; the kernel
+//! is told which pages are stale.
+
+use super::test_support::open_vfs;
+use super::*;
+use crate::remote::in_process::InProcessServer;
+use crate::remote::Remote;
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<u64>>);
+
+impl KernelNotifier for Recorder {
+    fn inval_entry(&self, _parent: u64, _name: &str) {}
+    fn inval_inode(&self, ino: u64) {
+        self.0.lock().push(ino);
+    }
+}
+
+async fn read(vfs: &Vfs, fh: u64) -> Vec<u8> {
+    vfs.read(fh, 0, 1 << 20).await.unwrap()
+}
+
+fn overwrite(vfs: &Vfs, ino: u64, data: &[u8]) {
+    let fh = vfs.open_file(ino, true, true).unwrap();
+    vfs.write(fh, 0, data).unwrap();
+    vfs.release(fh).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
+    let server = InProcessServer::new().await.unwrap();
+    let (ra, rb) = (
+        server.device("laptop").await.unwrap(),
+        server.device("desktop").await.unwrap(),
+    );
+    let (ida, idb) = (ra.device_id(), rb.device_id());
+    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let kernel = Arc::new(Recorder::default());
+    a.set_notifier(kernel.clone());
+    let (up_a, up_b) = (
+        Uploader::new(a.clone(), ra.clone()),
+        Uploader::new(b.clone(), rb.clone()),
+    );
+
+    let (attr, fh) = a.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    a.write(fh, 0, b"v0").unwrap();
+    a.release(fh).unwrap();
+    let ino = attr.ino;
+    while up_a.run_once().await.unwrap() {}
+
+    // P opens v0; a local edit (v1) is visible to it, as on a local disk.
+    let p = a.open_file(ino, false, false).unwrap();
+    assert_eq!(read(&a, p).await, b"v0");
+    overwrite(&a, ino, b"v1");
+    assert_eq!(read(&a, p).await, b"v1");
+    while up_a.run_once().await.unwrap() {}
+
+    // Another device saves v2; it arrives here while P is open.
+    Follower::new(b.clone(), rb.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let on_b = b.lookup(ROOT_INO, b"f").unwrap().ino;
+    overwrite(&b, on_b, b"v2");
+    while up_b.run_once().await.unwrap() {}
+    kernel.0.lock().clear();
+    Follower::new(a.clone(), ra.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    assert!(
+        kernel.0.lock().contains(&ino),
+        "the kernel must drop the pages"
+    );
+
+    // P keeps reading v1, never v0; a new open reads v2, past the pages P
+    // may still fill.
+    assert_eq!(read(&a, p).await, b"v1");
+    let q = a.open_file(ino, false, false).unwrap();
+    assert_eq!(a.page_cache(q).unwrap(), PageCache::Bypass);
+    assert_eq!(read(&a, q).await, b"v2");
+    assert_eq!(read(&a, p).await, b"v1");
+    a.release(p).unwrap();
+    a.release(q).unwrap();
+
+    // Once the old reader is gone, the next open drops the old pages once.
+    let r = a.open_file(ino, false, false).unwrap();
+    assert_eq!(a.page_cache(r).unwrap(), PageCache::Drop);
+    assert_eq!(read(&a, r).await, b"v2");
+    a.release(r).unwrap();
+    let s = a.open_file(ino, false, false).unwrap();
+    assert_eq!(a.page_cache(s).unwrap(), PageCache::Keep);
+    assert_eq!(read(&a, s).await, b"v2");
+    a.release(s).unwrap();
+}
