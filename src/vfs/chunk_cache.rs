@@ -154,10 +154,9 @@ impl ChunkCache {
         if !self.verified.contains_key(id) || self.disk.get(id) != Some(chunk_len) {
             return None;
         }
-        use std::os::unix::fs::FileExt;
         let file = std::fs::File::open(chunk_path(&self.dir, id)).ok()?;
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset as u64).ok()?;
+        super::pio::read_exact_at(&file, &mut buf, offset as u64).ok()?;
         Some(buf)
     }
 

@@ -53,12 +53,6 @@ impl From<NameError> for VfsError {
     }
 }
 
-impl From<sled::Error> for VfsError {
-    fn from(e: sled::Error) -> Self {
-        VfsError::Store(e.to_string())
-    }
-}
-
 impl From<postcard::Error> for VfsError {
     fn from(e: postcard::Error) -> Self {
         VfsError::Store(format!("corrupt record: {e}"))

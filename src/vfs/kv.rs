@@ -2,7 +2,7 @@
 //! does not depend on sled directly (sled 1.0 is alpha and garage moved off
 //! it; swapping engines should touch only this file).
 
-use super::error::VfsResult;
+use super::error::{VfsError, VfsResult};
 use std::path::Path;
 
 /// One write of an atomic batch: `None` deletes the key.
@@ -20,6 +20,11 @@ pub trait Kv: Send + Sync + 'static {
     fn flush(&self) -> VfsResult<()>;
 }
 
+/// sled's errors become the core's; no sled type leaves this file.
+fn store_err(e: sled::Error) -> VfsError {
+    VfsError::Store(e.to_string())
+}
+
 pub struct SledKv {
     tree: sled::Db,
 }
@@ -30,14 +35,15 @@ impl SledKv {
             .path(path)
             .cache_capacity(64 << 20)
             .flush_every_ms(Some(200))
-            .open()?;
+            .open()
+            .map_err(store_err)?;
         Ok(SledKv { tree })
     }
 }
 
 impl Kv for SledKv {
     fn get(&self, key: &[u8]) -> VfsResult<Option<Vec<u8>>> {
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key).map_err(store_err)?.map(|v| v.to_vec()))
     }
 
     fn apply(&self, writes: Vec<KvWrite>) -> VfsResult<()> {
@@ -48,7 +54,7 @@ impl Kv for SledKv {
                 None => batch.remove(k),
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.tree.apply_batch(batch).map_err(store_err)?;
         Ok(())
     }
 
@@ -60,7 +66,7 @@ impl Kv for SledKv {
     ) -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         for item in self.tree.range(start.to_vec()..) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(store_err)?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
             }
@@ -70,7 +76,7 @@ impl Kv for SledKv {
     }
 
     fn flush(&self) -> VfsResult<()> {
-        self.tree.flush()?;
+        self.tree.flush().map_err(store_err)?;
         Ok(())
     }
 }

@@ -49,6 +49,7 @@ pub mod error;
 pub mod journal;
 pub mod kv;
 pub mod meta;
+mod pio;
 mod rebase;
 pub mod xattr;
 
@@ -67,7 +68,6 @@ pub use error::{VfsError, VfsResult};
 use meta::{Dentry, Inode, MetaCache, ROOT_INO};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

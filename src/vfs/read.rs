@@ -63,7 +63,7 @@ impl Vfs {
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {
-            let r = file.read_at(&mut buf[done..], offset + done as u64)?;
+            let r = pio::read_at(&file, &mut buf[done..], offset + done as u64)?;
             if r == 0 {
                 break; // sparse tail past the working copy's end reads as zeros
             }

@@ -116,7 +116,7 @@ impl Vfs {
                     return Err(e);
                 }
             };
-            file.write_all_at(&data, pos)?;
+            pio::write_all_at(&file, &data, pos)?;
             pos += data.len() as u64;
         }
         let mut st = o.state.lock();
@@ -144,7 +144,7 @@ impl Vfs {
         let Some(file) = self.work_file(h.ino, &o, false)? else {
             return Ok(None);
         };
-        file.write_all_at(data, offset)?;
+        pio::write_all_at(&file, data, offset)?;
         let end = offset + data.len() as u64;
         let mut st = o.state.lock();
         let size = match st.unsaved {
