@@ -77,14 +77,14 @@ impl NimbusFs {
     fn reply_entry(&self, r: Result<Attr, VfsError>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
     fn reply_empty(r: Result<(), VfsError>, reply: ReplyEmpty) {
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -121,6 +121,18 @@ impl KernelNotifier for FuseNotifier {
     fn inval_inode(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
     }
+}
+
+/// The errno to answer with, after logging the error once: failures of
+/// the mount as warnings, ordinary answers (ENOENT, ...) at debug level.
+fn failed(e: &VfsError) -> Errno {
+    let code = errno(e);
+    if e.is_failure() {
+        tracing::warn!(errno = code.code(), "request failed: {e}");
+    } else {
+        tracing::debug!(errno = code.code(), "{e}");
+    }
+    code
 }
 
 /// The open flags for the core's page-cache answer.
@@ -174,7 +186,7 @@ impl fuser::Filesystem for NimbusFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -211,7 +223,7 @@ impl fuser::Filesystem for NimbusFs {
         match ready {
             Ok(true) => match self.vfs.setattr(ino.0, set) {
                 Ok(a) => reply.attr(&ttl, &self.attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(failed(&e)),
             },
             Ok(false) => {
                 let vfs = self.vfs.clone();
@@ -219,18 +231,18 @@ impl fuser::Filesystem for NimbusFs {
                 self.rt.spawn(async move {
                     match vfs.setattr_filling(ino.0, set).await {
                         Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
-                        Err(e) => reply.error(errno(&e)),
+                        Err(e) => reply.error(failed(&e)),
                     }
                 });
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -324,7 +336,7 @@ impl fuser::Filesystem for NimbusFs {
             .and_then(|fh| Ok((fh, self.vfs.page_cache(fh)?)));
         match opened {
             Ok((fh, cache)) => reply.opened(FileHandle(fh), fopen_flags(cache)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -346,11 +358,11 @@ impl fuser::Filesystem for NimbusFs {
                 self.rt.spawn(async move {
                     match vfs.read(fh.0, offset, size).await {
                         Ok(data) => reply.data(&data),
-                        Err(e) => reply.error(errno(&e)),
+                        Err(e) => reply.error(failed(&e)),
                     }
                 });
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -379,11 +391,11 @@ impl fuser::Filesystem for NimbusFs {
                     match r {
                         Ok(Some(n)) => reply.written(n),
                         Ok(None) => reply.error(Errno::from_i32(libc::EIO)),
-                        Err(e) => reply.error(errno(&e)),
+                        Err(e) => reply.error(failed(&e)),
                     }
                 });
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -432,7 +444,7 @@ impl fuser::Filesystem for NimbusFs {
                 self.dirs.lock().insert(fh, Arc::new(list));
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -446,7 +458,7 @@ impl fuser::Filesystem for NimbusFs {
     ) {
         let list = match self.listing(ino.0, fh.0) {
             Ok(l) => l,
-            Err(e) => return reply.error(errno(&e)),
+            Err(e) => return reply.error(failed(&e)),
         };
         let mut i = offset as usize;
         while let Some((child, kind, name)) = self.dir_item(ino.0, &list, i) {
@@ -473,7 +485,7 @@ impl fuser::Filesystem for NimbusFs {
     ) {
         let list = match self.listing(ino.0, fh.0) {
             Ok(l) => l,
-            Err(e) => return reply.error(errno(&e)),
+            Err(e) => return reply.error(failed(&e)),
         };
         let mut i = offset as usize;
         while let Some((child, _kind, name)) = self.dir_item(ino.0, &list, i) {
@@ -546,7 +558,7 @@ impl fuser::Filesystem for NimbusFs {
                     reply.data(&v);
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -566,7 +578,7 @@ impl fuser::Filesystem for NimbusFs {
                     reply.data(&buf);
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 
@@ -614,7 +626,7 @@ impl fuser::Filesystem for NimbusFs {
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&e)),
         }
     }
 

@@ -47,6 +47,34 @@ pub enum VfsError {
     Store(String),
 }
 
+impl VfsError {
+    /// True for failures of the mount itself (local I/O, the metadata
+    /// store, content the server cannot give, a corrupt record), which a
+    /// front end logs as warnings; false for the ordinary answers of a file
+    /// system (ENOENT, EEXIST, EINVAL, ...), logged at debug level only.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            VfsError::Unavailable(_)
+            | VfsError::CorruptManifest(_)
+            | VfsError::Io(_)
+            | VfsError::Store(_) => true,
+            VfsError::NotFound
+            | VfsError::Exists
+            | VfsError::NotDir
+            | VfsError::IsDir
+            | VfsError::NotEmpty
+            | VfsError::InvalidName(_)
+            | VfsError::InvalidArgument(_)
+            | VfsError::NotPermitted(_)
+            | VfsError::ReadOnly
+            | VfsError::Busy(_)
+            | VfsError::NoAttribute
+            | VfsError::NotSupported(_)
+            | VfsError::Range => false,
+        }
+    }
+}
+
 impl From<NameError> for VfsError {
     fn from(e: NameError) -> Self {
         VfsError::InvalidName(e)
@@ -60,3 +88,17 @@ impl From<postcard::Error> for VfsError {
 }
 
 pub type VfsResult<T> = Result<T, VfsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_mount_are_failures() {
+        assert!(!VfsError::NotFound.is_failure());
+        assert!(!VfsError::InvalidName(NameError::TooLong).is_failure());
+        assert!(VfsError::Unavailable("offline".into()).is_failure());
+        assert!(VfsError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).is_failure());
+        assert!(VfsError::Store("x".into()).is_failure());
+    }
+}
