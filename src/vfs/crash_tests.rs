@@ -138,3 +138,55 @@ async fn a_crash_after_an_upload_round_loses_nothing_the_server_has() {
     assert_eq!(names, ["f"]);
     assert_eq!(read(&b, bd, "f").await.unwrap(), b"v4");
 }
+
+/// A dirty file whose working copy is missing at start (it must not
+/// happen; if it does) reads its last uploaded version, is shown as
+/// failed with the reason, and holds no upload back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_working_copy_is_shown_and_blocks_nothing() {
+    let server = InProcessServer::new().await.unwrap();
+    let remote = server.device("laptop").await.unwrap();
+    let device = remote.device_id();
+    let remote: Arc<dyn Remote> = Arc::new(remote);
+    let cache = tempfile::tempdir().unwrap();
+    let kv = Arc::new(CrashKv::default());
+    let vfs = open_vfs_on(kv.clone(), cache.path(), device, "laptop", remote.clone());
+    let up = Uploader::new(vfs.clone(), remote.clone());
+    write(&vfs, ROOT_INO, "f", b"uploaded");
+    while up.run_once().await.unwrap() {}
+    let ino = vfs.lookup(ROOT_INO, b"f").unwrap().ino;
+    let fh = vfs.open_file(ino, true, true).unwrap();
+    vfs.write(fh, 0, b"never sent").unwrap();
+    vfs.release(fh).unwrap();
+    write(&vfs, ROOT_INO, "g", b"after it");
+    let node = vfs.meta.inode(ino).unwrap().unwrap();
+    std::fs::remove_file(vfs.work_path_of(&node)).unwrap();
+    drop(up);
+    drop(vfs);
+    let vfs = open_vfs_on(
+        kv.after_crash(),
+        cache.path(),
+        device,
+        "laptop",
+        remote.clone(),
+    );
+    assert_eq!(read(&vfs, ROOT_INO, "f").await.unwrap(), b"uploaded");
+    assert_eq!(vfs.getxattr(ino, b"user.nimbus.state").unwrap(), b"failed");
+    let q = vfs
+        .meta
+        .journal()
+        .quarantined(vfs.meta.kv().as_ref())
+        .unwrap();
+    assert!(q[0].1.reason.contains("lost"), "{q:?}");
+    let up = Uploader::new(vfs.clone(), remote.clone());
+    while up.run_once().await.unwrap() {}
+    assert_eq!(vfs.meta.journal_len(), 0, "nothing stuck behind it");
+    assert_eq!(
+        vfs.getxattr(
+            vfs.lookup(ROOT_INO, b"g").unwrap().ino,
+            b"user.nimbus.state"
+        )
+        .unwrap(),
+        b"cached"
+    );
+}

@@ -502,6 +502,24 @@ impl Journal {
         Ok(())
     }
 
+    /// Puts `q` in the quarantine under a new sequence number: a change
+    /// that was never journaled but must be shown (lost local content).
+    pub fn report(&self, kv: &dyn Kv, q: Quarantined) -> VfsResult<()> {
+        let mut idx = self.index.lock();
+        let mut undo = Vec::new();
+        let seq = idx.alloc(&mut undo);
+        let writes = vec![
+            (rec_key(QUAR, seq), Some(enc(&q))),
+            (NEXT_SEQ.to_vec(), Some(enc(&idx.next_seq))),
+        ];
+        if let Err(e) = kv.apply(writes) {
+            idx.undo(undo);
+            return Err(e);
+        }
+        idx.quarantine.insert(seq, (q.op.ino(), q.blocked_by));
+        Ok(())
+    }
+
     /// The record with sequence number `seq`, if it is still in the journal.
     pub fn record(&self, kv: &dyn Kv, seq: u64) -> VfsResult<Option<JournalOp>> {
         kv.get(&rec_key(REC, seq))?.map(|b| dec(&b)).transpose()

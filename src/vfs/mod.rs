@@ -65,7 +65,7 @@ use crate::protocol::{
 };
 use chunk_cache::ChunkCache;
 pub use error::{VfsError, VfsResult};
-use meta::{Dentry, Inode, MetaCache, ROOT_INO};
+use meta::{Dentry, Inode, JournalOp, MetaCache, Quarantined, ROOT_INO};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -364,7 +364,11 @@ impl Vfs {
                 continue;
             }
             if inode.dirty {
-                keep.insert(inode.node_id.to_string());
+                if self.work_path(&inode.node_id).exists() {
+                    keep.insert(inode.node_id.to_string());
+                } else {
+                    self.recover_lost_work(&mut t, inode)?;
+                }
             }
         }
         t.commit()?;
@@ -375,6 +379,36 @@ impl Vfs {
             }
         }
         self.meta.flush()
+    }
+
+    /// A dirty inode whose working copy is gone (it should never happen:
+    /// copies are removed only once the inode's clean or unlinked state is
+    /// durable) falls back to the last content the server has, and says so
+    /// in the quarantine (`nimbus status`), instead of failing every open
+    /// and holding every upload behind it.
+    fn recover_lost_work(&self, t: &mut meta::Txn<'_>, mut inode: Inode) -> VfsResult<()> {
+        let path = self.path_of(inode.ino).unwrap_or_default();
+        tracing::error!(path = %path, "the working copy of unsent changes is missing; keeping the last uploaded version");
+        inode.dirty = false;
+        inode.size = self.meta.content(inode.ino)?.map_or(0, |c| c.size());
+        t.put_inode(&inode);
+        self.meta.journal().report(
+            self.meta.kv().as_ref(),
+            Quarantined {
+                op: JournalOp::Upsert {
+                    ino: inode.ino,
+                    parent: self.meta.node_id_of(inode.parent)?,
+                    name: inode.name.clone(),
+                    moved: false,
+                },
+                path,
+                reason: "the local copy of its unsent changes was lost (a crash?); \
+                         the last uploaded version is kept"
+                    .into(),
+                at_unix: now_ns() / 1_000_000_000,
+                blocked_by: None,
+            },
+        )
     }
 
     pub fn set_notifier(&self, n: Arc<dyn KernelNotifier>) {
