@@ -3,7 +3,7 @@
 //! own writes) until it is closed; a new open reads the newest; the kernel
 //! is told which pages are stale.
 
-use super::test_support::open_vfs;
+use super::test_support::{open_vfs, overwrite};
 use super::*;
 use crate::remote::in_process::InProcessServer;
 use crate::remote::Remote;
@@ -22,12 +22,6 @@ impl KernelNotifier for Recorder {
 
 async fn read(vfs: &Vfs, fh: u64) -> Vec<u8> {
     vfs.read(fh, 0, 1 << 20).await.unwrap()
-}
-
-fn overwrite(vfs: &Vfs, ino: u64, data: &[u8]) {
-    let fh = vfs.open_file(ino, true, true).unwrap();
-    vfs.write(fh, 0, data).unwrap();
-    vfs.release(fh).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

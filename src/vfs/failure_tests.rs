@@ -2,7 +2,7 @@
 //! the core against the server's real rules (`InProcessRemote`) behind a
 //! `FaultyRemote`.
 
-use super::test_support::open_vfs;
+use super::test_support::{open_vfs, overwrite};
 use super::*;
 use crate::remote::faulty::FaultyRemote;
 use crate::remote::in_process::{InProcessRemote, InProcessServer};
@@ -36,6 +36,14 @@ async fn device(server: &InProcessServer, name: &str) -> Dev {
 }
 
 impl Dev {
+    /// Applies everything the server has (one pull).
+    async fn pull(&self) {
+        Follower::new(self.vfs.clone(), self.remote.clone())
+            .pull_all()
+            .await
+            .unwrap();
+    }
+
     fn start(
         &self,
     ) -> (
@@ -178,10 +186,7 @@ async fn body_limit_pauses_survives_remount_and_drains_when_lifted() {
     stop.cancel();
     task.await.unwrap();
     let b = device(&server, "desktop").await;
-    Follower::new(b.vfs.clone(), b.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    b.pull().await;
     let on_b = b.vfs.lookup(ROOT_INO, b"big.bin").unwrap();
     assert_eq!(
         blake3::hash(&read(&b.vfs, on_b.ino).await),
@@ -249,9 +254,7 @@ async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
     let up_a = Uploader::new(a.vfs.clone(), a.remote.clone());
     while up_a.run_once().await.unwrap() {}
     // A edits; the server refuses it.
-    let fh = a.vfs.open_file(ino, true, true).unwrap();
-    a.vfs.write(fh, 0, b"v2 from a").unwrap();
-    a.vfs.release(fh).unwrap();
+    overwrite(&a.vfs, ino, b"v2 from a");
     a.faulty.refuse_next_commit(0);
     while up_a.run_once().await.unwrap() {}
     assert_eq!(
@@ -259,21 +262,13 @@ async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
         b"failed"
     );
     // B edits the same file.
-    Follower::new(b.vfs.clone(), b.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    b.pull().await;
     let on_b = b.vfs.lookup(ROOT_INO, b"doc.txt").unwrap().ino;
-    let fh = b.vfs.open_file(on_b, true, true).unwrap();
-    b.vfs.write(fh, 0, b"v3 from b").unwrap();
-    b.vfs.release(fh).unwrap();
+    overwrite(&b.vfs, on_b, b"v3 from b");
     let up_b = Uploader::new(b.vfs.clone(), b.remote.clone());
     while up_b.run_once().await.unwrap() {}
     // A pulls: the file shows B's edit, A's refused content is beside it.
-    Follower::new(a.vfs.clone(), a.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    a.pull().await;
     assert_eq!(read(&a.vfs, ino).await, b"v3 from b");
     let names: Vec<String> = a
         .vfs
@@ -291,10 +286,7 @@ async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
     assert!(!a.vfs.meta.journal().is_quarantined(ino));
     // The copy is an ordinary new file: it reaches the server.
     while up_a.run_once().await.unwrap() {}
-    Follower::new(b.vfs.clone(), b.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    b.pull().await;
     let copy_on_b = b.vfs.lookup(ROOT_INO, copy.as_bytes()).unwrap().ino;
     assert_eq!(read(&b.vfs, copy_on_b).await, b"v2 from a");
 }
@@ -310,14 +302,9 @@ async fn a_remote_change_waits_while_the_file_is_open_for_writing() {
     let ino = write(&a.vfs, "doc.txt", b"version one");
     let up_a = Uploader::new(a.vfs.clone(), a.remote.clone());
     while up_a.run_once().await.unwrap() {}
-    Follower::new(b.vfs.clone(), b.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    b.pull().await;
     let on_b = b.vfs.lookup(ROOT_INO, b"doc.txt").unwrap().ino;
-    let fh = b.vfs.open_file(on_b, true, true).unwrap();
-    b.vfs.write(fh, 0, b"version two").unwrap();
-    b.vfs.release(fh).unwrap();
+    overwrite(&b.vfs, on_b, b"version two");
     let up_b = Uploader::new(b.vfs.clone(), b.remote.clone());
     while up_b.run_once().await.unwrap() {}
     // A opens for writing and has its working copy ready...
@@ -330,10 +317,7 @@ async fn a_remote_change_waits_while_the_file_is_open_for_writing() {
     assert_eq!(a.vfs.write(fh, 0, b"VERSION").unwrap(), Some(7));
     a.vfs.release(fh).unwrap();
     while up_a.run_once().await.unwrap() {}
-    Follower::new(a.vfs.clone(), a.remote.clone())
-        .pull_all()
-        .await
-        .unwrap();
+    a.pull().await;
     assert_eq!(read(&a.vfs, ino).await, b"version two");
     let copy = a
         .vfs

@@ -45,6 +45,14 @@ pub(crate) fn open_vfs_on(
     .unwrap()
 }
 
+/// Replaces the content of file `ino` with `data` (open with truncate,
+/// write, close).
+pub(crate) fn overwrite(vfs: &Vfs, ino: u64, data: &[u8]) {
+    let fh = vfs.open_file(ino, true, true).unwrap();
+    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    vfs.release(fh).unwrap();
+}
+
 /// An in-memory [`Kv`] that keeps what was applied and, apart, what was
 /// flushed: [`CrashKv::after_crash`] is the store a restart finds.
 #[derive(Default)]
