@@ -5,7 +5,7 @@
 
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
 use super::drive::{read_back, read_tree, step};
-use super::model::{Content, ExpectedConflict, Gen, Model, ModelPath, Node, Op, Outcome, PathSel};
+use super::model::{Content, ExpectedConflict, Gen, Model, ModelPath, Op, PathSel};
 use crate::remote::in_process::InProcessServer;
 use crate::vfs::*;
 use proptest::prelude::*;
@@ -221,10 +221,7 @@ enum Turn {
 /// not overlap, so they make no conflicts; a [`Race`] makes exactly one:
 /// the name keeps the content uploaded first, and a conflict copy
 /// `<stem> (conflict <who> <time>)<ext>` beside it the racing write.
-async fn two_devices(
-    turns: Vec<Turn>,
-    upload_after_folder_delete: bool,
-) -> Result<(), TestCaseError> {
+async fn two_devices(turns: Vec<Turn>) -> Result<(), TestCaseError> {
     let server = new_server().await?;
     let mut devs = [
         Device::new(&server, "left", StoreKind::Sled).await?,
@@ -234,16 +231,7 @@ async fn two_devices(
     for (t, turn) in turns.iter().enumerate() {
         let who = match turn {
             Turn::Ops(who, steps) => {
-                play_turn(
-                    &server,
-                    &mut devs,
-                    &mut model,
-                    *who,
-                    steps,
-                    upload_after_folder_delete,
-                    t,
-                )
-                .await?;
+                play_turn(&server, &mut devs, &mut model, *who, steps, t).await?;
                 *who
             }
             Turn::Race(race) => {
@@ -276,7 +264,6 @@ async fn play_turn(
     model: &mut Model,
     who: usize,
     steps: &[Gen],
-    upload_after_folder_delete: bool,
     t: usize,
 ) -> Result<(), TestCaseError> {
     for (i, gen) in steps.iter().enumerate() {
@@ -296,24 +283,7 @@ async fn play_turn(
                     .await?;
                 }
                 _ => {
-                    let removes_folder = match op {
-                        Op::Rmdir(p) => model.nodes.get(p) == Some(&Node::Dir),
-                        Op::Rename(from, to, _) => {
-                            from != to && model.nodes.get(to) == Some(&Node::Dir)
-                        }
-                        _ => false,
-                    };
-                    let got = step(&devs[who].vfs(), model, op, &label).await?;
-                    // Workaround for a core bug (see
-                    // `folder_delete_overtakes_move_out_of_it`): every
-                    // device must see a folder's delete before any later
-                    // change to a node moved out of it.
-                    if upload_after_folder_delete && removes_folder && got == Outcome::Ok {
-                        devs[who].upload().await?;
-                        for d in devs.iter() {
-                            d.pull().await?;
-                        }
-                    }
+                    step(&devs[who].vfs(), model, op, &label).await?;
                 }
             }
         }
@@ -430,7 +400,7 @@ proptest! {
 
     #[test]
     fn two_devices_converge(turns in prop::collection::vec(turn(), 1..6)) {
-        runtime().block_on(two_devices(turns, true))?;
+        runtime().block_on(two_devices(turns))?;
     }
 }
 
@@ -473,26 +443,23 @@ async fn path_truncate_of_synced_file() {
 async fn folder_delete_overtakes_move_out_of_it() {
     let p = |s: &str| PathSel::Literal(s.split('/').map(String::from).collect());
     let op = |o: Op<PathSel>| Gen::Op(o);
-    two_devices(
-        vec![
-            Turn::Ops(
-                0,
-                vec![
-                    op(Op::Mkdir(p("d"))),
-                    op(Op::Create(p("d/f"), Content::Bytes(b"x".to_vec()))),
-                ],
-            ),
-            Turn::Ops(
-                0,
-                vec![
-                    op(Op::Rename(p("d/f"), p("g"), false)),
-                    op(Op::Rmdir(p("d"))),
-                    op(Op::WriteAt(p("g"), 0, b"yy".to_vec())),
-                ],
-            ),
-        ],
-        false,
-    )
+    two_devices(vec![
+        Turn::Ops(
+            0,
+            vec![
+                op(Op::Mkdir(p("d"))),
+                op(Op::Create(p("d/f"), Content::Bytes(b"x".to_vec()))),
+            ],
+        ),
+        Turn::Ops(
+            0,
+            vec![
+                op(Op::Rename(p("d/f"), p("g"), false)),
+                op(Op::Rmdir(p("d"))),
+                op(Op::WriteAt(p("g"), 0, b"yy".to_vec())),
+            ],
+        ),
+    ])
     .await
     .unwrap();
 }
@@ -505,31 +472,28 @@ async fn folder_delete_overtakes_move_out_of_it() {
 async fn a_write_racing_a_remote_write_keeps_both() {
     let p = |s: &str| PathSel::Literal(s.split('/').map(String::from).collect());
     for pull_first in [false, true] {
-        two_devices(
-            vec![
-                Turn::Ops(
-                    1,
-                    vec![
-                        Gen::Op(Op::Mkdir(p("d"))),
-                        Gen::Op(Op::Create(p("d/a.txt"), Content::Bytes(b"base".to_vec()))),
-                    ],
-                ),
-                Turn::Race(Race {
-                    who: 0,
-                    file: 0,
-                    at: 2,
-                    local: b"left".to_vec(),
-                    remote: b"right".to_vec(),
-                    pull_first,
-                }),
-                // The copy is an ordinary file afterwards.
-                Turn::Ops(
-                    1,
-                    vec![Gen::Op(Op::WriteAt(p("d/a.txt"), 0, b"x".to_vec()))],
-                ),
-            ],
-            true,
-        )
+        two_devices(vec![
+            Turn::Ops(
+                1,
+                vec![
+                    Gen::Op(Op::Mkdir(p("d"))),
+                    Gen::Op(Op::Create(p("d/a.txt"), Content::Bytes(b"base".to_vec()))),
+                ],
+            ),
+            Turn::Race(Race {
+                who: 0,
+                file: 0,
+                at: 2,
+                local: b"left".to_vec(),
+                remote: b"right".to_vec(),
+                pull_first,
+            }),
+            // The copy is an ordinary file afterwards.
+            Turn::Ops(
+                1,
+                vec![Gen::Op(Op::WriteAt(p("d/a.txt"), 0, b"x".to_vec()))],
+            ),
+        ])
         .await
         .unwrap_or_else(|e| panic!("pull_first {pull_first}: {e}"));
     }
