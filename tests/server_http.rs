@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use nimbus::protocol::{
     ChunkId, ChunkRef, CommitOp, CommitOutcome, ErrorBody, FileContent, Manifest, NodeChange,
-    NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_MISSING_QUERY,
+    NodeId, NodeKind, NodeMeta, VersionVector, MAX_CHUNK_LEN, MAX_MISSING_QUERY,
 };
 use nimbus::remote::http::{login, HttpRemote, Tokens};
+use nimbus::remote::suite::{applied, dir_meta, upsert};
 use nimbus::remote::{Remote, RemoteError};
 use nimbus::server::{self, RunningServer, ServerConfig};
 use rand::{RngCore, SeedableRng};
@@ -110,41 +111,6 @@ fn file(content: FileContent) -> NodeMeta {
         mtime_ns: 1_700_000_000_000_000_000,
         content: Some(content),
         symlink_target: None,
-    }
-}
-
-fn dir() -> NodeMeta {
-    NodeMeta {
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        mtime_ns: 1_700_000_000_000_000_000,
-        content: None,
-        symlink_target: None,
-    }
-}
-
-fn upsert(
-    node: NodeId,
-    base: &VersionVector,
-    parent: NodeId,
-    name: &str,
-    meta: NodeMeta,
-) -> CommitOp {
-    CommitOp {
-        node_id: node,
-        base: base.clone(),
-        change: NodeChange::Upsert {
-            parent,
-            name: name.into(),
-            meta,
-        },
-    }
-}
-
-fn applied(o: &CommitOutcome) -> &NodeRecord {
-    match o {
-        CommitOutcome::Applied { node } => node,
-        other => panic!("expected applied, got {other:?}"),
     }
 }
 
@@ -674,7 +640,7 @@ async fn accounts_are_isolated() {
                 &VersionVector::new(),
                 NodeId::ROOT,
                 "private",
-                dir(),
+                dir_meta(),
             ),
             upsert(
                 NodeId::random(),
@@ -717,7 +683,7 @@ async fn accounts_are_isolated() {
             &VersionVector::new(),
             folder,
             "x",
-            dir(),
+            dir_meta(),
         )])
         .await
         .unwrap_err();
@@ -756,7 +722,7 @@ async fn commit_pull_round_trip_and_conflicts() {
     let empty = VersionVector::new();
     let r = laptop
         .commit(vec![
-            upsert(docs, &empty, NodeId::ROOT, "docs", dir()),
+            upsert(docs, &empty, NodeId::ROOT, "docs", dir_meta()),
             upsert(report, &empty, docs, "report.txt", file(content_of(&[&v1]))),
         ])
         .await
@@ -867,8 +833,8 @@ async fn commit_pull_round_trip_and_conflicts() {
     let before = laptop.pull(0, 1000).await.unwrap().cursor;
     let e = laptop
         .commit(vec![
-            upsert(NodeId::random(), &empty, NodeId::ROOT, "ok", dir()),
-            upsert(NodeId::random(), &empty, NodeId::ROOT, "a/b", dir()),
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "ok", dir_meta()),
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "a/b", dir_meta()),
         ])
         .await
         .unwrap_err();
@@ -908,7 +874,7 @@ async fn file_content_with_and_without_range() {
     let content = content_of(&[&parts[0], &parts[1], &parts[2]]);
     remote
         .commit(vec![
-            upsert(d, &empty, NodeId::ROOT, "my docs", dir()),
+            upsert(d, &empty, NodeId::ROOT, "my docs", dir_meta()),
             upsert(f, &empty, d, "b ü.bin", file(content.clone())),
             upsert(
                 NodeId::random(),
