@@ -130,7 +130,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         chunks,
     )
     .context("cannot open the local state")?;
-    vfs.sync_state.lock().server = conn.server.clone();
+    vfs.set_server(&conn.server);
 
     // First listing before the folder appears, so `ls` right after mount
     // shows the account (best effort: offline mounts show the cache).
@@ -227,7 +227,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         let deadline = Instant::now() + DRAIN_ON_EXIT;
         while vfs.meta.journal_len() > 0
             && Instant::now() < deadline
-            && vfs.sync_state.lock().connection == crate::vfs::Connection::Online
+            && vfs.sync_state().connection == crate::vfs::Connection::Online
         {
             tokio::select! {
                 _ = vfs.drained_notify.notified() => {}

@@ -111,17 +111,7 @@ impl Follower {
                  kept and retried on every pull"
             );
         }
-        let mut st = self.vfs.sync_state.lock();
-        // A pull that works proves the server is reachable and takes the
-        // credentials, but not that it takes upload bodies (a proxy's 413
-        // pause stays until the uploader gets through).
-        if matches!(
-            st.connection,
-            Connection::Offline | Connection::Unauthorized(_)
-        ) {
-            st.connection = Connection::Online;
-        }
-        st.last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
+        self.vfs.note_pulled();
         Ok(())
     }
 }

@@ -53,6 +53,9 @@ mod pio;
 mod rebase;
 pub mod xattr;
 
+mod status;
+pub use status::{Connection, SyncState};
+
 mod inodes;
 mod namespace;
 mod open_files;
@@ -219,53 +222,6 @@ struct ContentView {
     offsets: Vec<u64>,
 }
 
-/// The device's connection to the server, as `nimbus status` and
-/// `user.nimbus.status` show it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Connection {
-    /// Not reached yet, or unreachable: uploads retry with backoff.
-    #[default]
-    Offline,
-    Online,
-    /// Credentials refused: uploads pause until `nimbus login`.
-    Unauthorized(String),
-    /// The server or a proxy refuses requests of this shape (413, unknown
-    /// route, ...): uploads pause until it accepts them.
-    Misconfigured(String),
-}
-
-impl Connection {
-    /// The state's name in the status JSON.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Connection::Offline => "offline",
-            Connection::Online => "online",
-            Connection::Unauthorized(_) => "unauthorized",
-            Connection::Misconfigured(_) => "misconfigured",
-        }
-    }
-    /// Why uploads pause, for the states that pause them.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Connection::Unauthorized(r) | Connection::Misconfigured(r) => Some(r),
-            Connection::Offline | Connection::Online => None,
-        }
-    }
-}
-
-/// Sync state shown to the user (status xattr, `nimbus status`). Failed
-/// (refused) changes live in the journal's quarantine, not here.
-#[derive(Clone, Debug, Default)]
-pub struct SyncState {
-    pub connection: Connection,
-    pub last_sync_unix: Option<i64>,
-    pub conflicts: u64,
-    pub server: String,
-    /// Pulled changes waiting for a folder this device does not have yet
-    /// (kept by the change follower, retried on every pull).
-    pub waiting_remote: u64,
-}
-
 pub struct Vfs {
     pub meta: MetaCache,
     pub chunks: Arc<ChunkCache>,
@@ -292,7 +248,7 @@ pub struct Vfs {
     pub journal_notify: tokio::sync::Notify,
     /// Wakes waiters when the journal shrinks.
     pub drained_notify: tokio::sync::Notify,
-    pub sync_state: Mutex<SyncState>,
+    sync_state: Mutex<SyncState>,
 }
 
 /// How many chunks (about 1 MiB each) sequential reads load ahead.
@@ -447,20 +403,6 @@ impl Vfs {
 
     fn open_inode(&self, ino: u64) -> Option<Arc<OpenInode>> {
         self.open.lock().get(&ino).cloned()
-    }
-
-    // ------------------------------------------------------------ attributes
-
-    /// Sets the connection state shown to the user.
-    pub fn set_connection(&self, c: Connection) {
-        self.sync_state.lock().connection = c;
-    }
-
-    /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
-    /// true when the number changed.
-    pub fn set_waiting_remote(&self, count: u64) -> bool {
-        let mut st = self.sync_state.lock();
-        std::mem::replace(&mut st.waiting_remote, count) != count
     }
 }
 

@@ -236,8 +236,7 @@ impl Uploader {
         }
         journal.finish(kv, &done, refused)?;
         self.clean_up_after_round(&plan.inos);
-        self.vfs.set_connection(Connection::Online);
-        self.vfs.sync_state.lock().last_sync_unix = Some(crate::vfs::now_ns() / 1_000_000_000);
+        self.vfs.note_uploaded();
         self.vfs.drained_notify.notify_waiters();
         Ok(true)
     }

@@ -1,0 +1,104 @@
+//! What the user sees of syncing: the connection state, last sync,
+//! conflicts, waiting remote changes ([`SyncState`]). The workers report
+//! through these methods; nothing outside the core touches the state
+//! itself.
+
+use super::*;
+
+/// The device's connection to the server, as `nimbus status` and
+/// `user.nimbus.status` show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Connection {
+    /// Not reached yet, or unreachable: uploads retry with backoff.
+    #[default]
+    Offline,
+    Online,
+    /// Credentials refused: uploads pause until `nimbus login`.
+    Unauthorized(String),
+    /// The server or a proxy refuses requests of this shape (413, unknown
+    /// route, ...): uploads pause until it accepts them.
+    Misconfigured(String),
+}
+
+impl Connection {
+    /// The state's name in the status JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Connection::Offline => "offline",
+            Connection::Online => "online",
+            Connection::Unauthorized(_) => "unauthorized",
+            Connection::Misconfigured(_) => "misconfigured",
+        }
+    }
+    /// Why uploads pause, for the states that pause them.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Connection::Unauthorized(r) | Connection::Misconfigured(r) => Some(r),
+            Connection::Offline | Connection::Online => None,
+        }
+    }
+}
+
+/// Sync state shown to the user (status xattr, `nimbus status`). Failed
+/// (refused) changes live in the journal's quarantine, not here.
+#[derive(Clone, Debug, Default)]
+pub struct SyncState {
+    pub connection: Connection,
+    pub last_sync_unix: Option<i64>,
+    pub conflicts: u64,
+    pub server: String,
+    /// Pulled changes waiting for a folder this device does not have yet
+    /// (kept by the change follower, retried on every pull).
+    pub waiting_remote: u64,
+}
+
+impl Vfs {
+    /// A snapshot of the sync state.
+    pub fn sync_state(&self) -> SyncState {
+        self.sync_state.lock().clone()
+    }
+
+    /// Sets the connection state shown to the user.
+    pub fn set_connection(&self, c: Connection) {
+        self.sync_state.lock().connection = c;
+    }
+
+    /// The server this mount talks to, for status displays.
+    pub fn set_server(&self, url: &str) {
+        self.sync_state.lock().server = url.to_string();
+    }
+
+    /// An upload round went through: the server takes this device's
+    /// requests (whatever paused uploads before is over).
+    pub fn note_uploaded(&self) {
+        let mut st = self.sync_state.lock();
+        st.connection = Connection::Online;
+        st.last_sync_unix = Some(now_ns() / 1_000_000_000);
+    }
+
+    /// A pull went through: the server is reachable and takes the
+    /// credentials, but that says nothing about upload bodies (a proxy's
+    /// 413 pause stays until the uploader gets through).
+    pub fn note_pulled(&self) {
+        let mut st = self.sync_state.lock();
+        if matches!(
+            st.connection,
+            Connection::Offline | Connection::Unauthorized(_)
+        ) {
+            st.connection = Connection::Online;
+        }
+        st.last_sync_unix = Some(now_ns() / 1_000_000_000);
+    }
+
+    /// The server kept a concurrent version beside this device's.
+    pub fn note_conflict(&self) {
+        self.sync_state.lock().conflicts += 1;
+    }
+
+    /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
+    /// true when the number changed.
+    pub fn set_waiting_remote(&self, count: u64) -> bool {
+        let mut st = self.sync_state.lock();
+        std::mem::replace(&mut st.waiting_remote, count) != count
+    }
+}
