@@ -31,43 +31,34 @@ mod convert;
 pub use convert::errno;
 use convert::{file_attr, file_type};
 
-use crate::vfs::{Attr, DirEntry, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
+use crate::vfs::{Answer, Attr, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
-    INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
-    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
-    ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo,
+    IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen,
+    ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache names and attributes. Remote changes
 /// invalidate them explicitly through the notifier.
 const TTL: Duration = Duration::from_secs(30);
+/// Directory entries fetched from the core per step of a listing reply.
+const DIR_PAGE: usize = 256;
 
 pub struct NimbusFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
-    /// Directory listings snapshotted at opendir, served by offset.
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    next_dir: AtomicU64,
 }
 
 impl NimbusFs {
     pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle) -> Self {
-        NimbusFs {
-            vfs,
-            rt,
-            dirs: Mutex::new(HashMap::new()),
-            next_dir: AtomicU64::new(1),
-        }
+        NimbusFs { vfs, rt }
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
@@ -88,25 +79,18 @@ impl NimbusFs {
         }
     }
 
-    fn listing(&self, ino: u64, fh: u64) -> Result<Arc<Vec<DirEntry>>, VfsError> {
-        if let Some(l) = self.dirs.lock().get(&fh) {
-            return Ok(l.clone());
-        }
-        Ok(Arc::new(self.vfs.readdir(ino, None, usize::MAX)?))
-    }
-
-    /// `.`, `..`, then the snapshot; offsets are positions + 1.
-    fn dir_item(&self, ino: u64, list: &[DirEntry], i: usize) -> Option<(u64, FileType, Vec<u8>)> {
-        match i {
-            0 => Some((ino, FileType::Directory, b".".to_vec())),
-            1 => Some((
-                self.vfs.parent_of(ino).unwrap_or(ino),
-                FileType::Directory,
-                b"..".to_vec(),
-            )),
-            n => list
-                .get(n - 2)
-                .map(|e| (e.ino, file_type(e.kind), e.name.as_bytes().to_vec())),
+    /// Replies with `answer` now when it is ready, else from a task once
+    /// its future completes: the FUSE thread never waits on the network.
+    fn answer<T: Send + 'static>(
+        &self,
+        answer: Answer<T>,
+        reply: impl FnOnce(Result<T, VfsError>) + Send + 'static,
+    ) {
+        match answer {
+            Answer::Ready(r) => reply(r),
+            Answer::Pending(f) => {
+                self.rt.spawn(async move { reply(f.await) });
+            }
         }
     }
 }
@@ -215,28 +199,11 @@ impl fuser::Filesystem for NimbusFs {
             uid,
             gid,
         };
-        let ready = match size {
-            Some(s) => self.vfs.write_ready(ino.0, s == 0),
-            None => Ok(true),
-        };
-        let ttl = TTL;
-        match ready {
-            Ok(true) => match self.vfs.setattr(ino.0, set) {
-                Ok(a) => reply.attr(&ttl, &self.attr(&a)),
-                Err(e) => reply.error(failed(&e)),
-            },
-            Ok(false) => {
-                let vfs = self.vfs.clone();
-                let (uid, gid) = (vfs.uid(), vfs.gid());
-                self.rt.spawn(async move {
-                    match vfs.setattr_filling(ino.0, set).await {
-                        Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
-                        Err(e) => reply.error(failed(&e)),
-                    }
-                });
-            }
+        let (uid, gid) = (self.vfs.uid(), self.vfs.gid());
+        self.answer(self.vfs.setattr(ino.0, set), move |r| match r {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a, uid, gid)),
             Err(e) => reply.error(failed(&e)),
-        }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -351,25 +318,16 @@ impl fuser::Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vfs.read_now(fh.0, offset, size) {
-            Ok(Some(data)) => reply.data(&data),
-            Ok(None) => {
-                let vfs = self.vfs.clone();
-                self.rt.spawn(async move {
-                    match vfs.read(fh.0, offset, size).await {
-                        Ok(data) => reply.data(&data),
-                        Err(e) => reply.error(failed(&e)),
-                    }
-                });
-            }
+        self.answer(self.vfs.read(fh.0, offset, size), move |r| match r {
+            Ok(data) => reply.data(&data),
             Err(e) => reply.error(failed(&e)),
-        }
+        });
     }
 
     fn write(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -378,25 +336,10 @@ impl fuser::Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.vfs.write(fh.0, offset, data) {
-            Ok(Some(n)) => reply.written(n),
-            Ok(None) => {
-                let vfs = self.vfs.clone();
-                let data = data.to_vec();
-                self.rt.spawn(async move {
-                    let r = match vfs.prepare_write(ino.0).await {
-                        Ok(()) => vfs.write(fh.0, offset, &data),
-                        Err(e) => Err(e),
-                    };
-                    match r {
-                        Ok(Some(n)) => reply.written(n),
-                        Ok(None) => reply.error(Errno::from_i32(libc::EIO)),
-                        Err(e) => reply.error(failed(&e)),
-                    }
-                });
-            }
+        self.answer(self.vfs.write(fh.0, offset, data), move |r| match r {
+            Ok(n) => reply.written(n),
             Err(e) => reply.error(failed(&e)),
-        }
+        });
     }
 
     fn flush(
@@ -438,12 +381,8 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vfs.readdir(ino.0, None, usize::MAX) {
-            Ok(list) => {
-                let fh = self.next_dir.fetch_add(1, Ordering::SeqCst);
-                self.dirs.lock().insert(fh, Arc::new(list));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
+        match self.vfs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(failed(&e)),
         }
     }
@@ -456,21 +395,22 @@ impl fuser::Filesystem for NimbusFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.listing(ino.0, fh.0) {
-            Ok(l) => l,
-            Err(e) => return reply.error(failed(&e)),
-        };
-        let mut i = offset as usize;
-        while let Some((child, kind, name)) = self.dir_item(ino.0, &list, i) {
-            if reply.add(
-                INodeNo(child),
-                (i + 1) as u64,
-                kind,
-                OsStr::from_bytes(&name),
-            ) {
+        let mut offset = offset;
+        loop {
+            let page = match self.vfs.readdir_page(ino.0, fh.0, offset, DIR_PAGE) {
+                Ok(p) => p,
+                Err(e) => return reply.error(failed(&e)),
+            };
+            if page.is_empty() {
                 break;
             }
-            i += 1;
+            for (next, e) in page {
+                let name = OsStr::new(&e.name);
+                if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
+                    return reply.ok();
+                }
+                offset = next;
+            }
         }
         reply.ok();
     }
@@ -483,36 +423,43 @@ impl fuser::Filesystem for NimbusFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.listing(ino.0, fh.0) {
-            Ok(l) => l,
-            Err(e) => return reply.error(failed(&e)),
-        };
-        let mut i = offset as usize;
-        while let Some((child, _kind, name)) = self.dir_item(ino.0, &list, i) {
-            let attr = if i < 2 {
-                self.vfs.getattr(child)
-            } else {
-                self.vfs.entry_attr(child)
+        let mut offset = offset;
+        loop {
+            let page = match self.vfs.readdir_page(ino.0, fh.0, offset, DIR_PAGE) {
+                Ok(p) => p,
+                Err(e) => return reply.error(failed(&e)),
             };
-            let Ok(attr) = attr else {
-                i += 1;
-                continue; // removed since the snapshot
-            };
-            if reply.add(
-                INodeNo(child),
-                (i + 1) as u64,
-                OsStr::from_bytes(&name),
-                &TTL,
-                &self.attr(&attr),
-                Generation(0),
-            ) {
-                if i >= 2 {
-                    // Not sent: the kernel did not take the reference.
-                    self.vfs.forget(child, 1);
-                }
+            if page.is_empty() {
                 break;
             }
-            i += 1;
+            for (next, e) in page {
+                offset = next;
+                let dots = e.name == "." || e.name == "..";
+                // Entries other than `.` and `..` count as lookups.
+                let attr = if dots {
+                    self.vfs.getattr(e.ino)
+                } else {
+                    self.vfs.entry_attr(e.ino)
+                };
+                let Ok(attr) = attr else {
+                    continue; // removed since the snapshot
+                };
+                let name = OsStr::new(&e.name);
+                if reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    name,
+                    &TTL,
+                    &self.attr(&attr),
+                    Generation(0),
+                ) {
+                    if !dots {
+                        // Not sent: the kernel did not take the reference.
+                        self.vfs.forget(e.ino, 1);
+                    }
+                    return reply.ok();
+                }
+            }
         }
         reply.ok();
     }
@@ -525,7 +472,7 @@ impl fuser::Filesystem for NimbusFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.lock().remove(&fh.0);
+        self.vfs.releasedir(fh.0);
         reply.ok();
     }
 

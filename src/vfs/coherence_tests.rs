@@ -44,7 +44,7 @@ async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
     );
 
     let (attr, fh) = a.create(ROOT_INO, b"f", 0o644, true).unwrap();
-    a.write(fh, 0, b"v0").unwrap();
+    a.write(fh, 0, b"v0").ready().unwrap();
     a.release(fh).unwrap();
     let ino = attr.ino;
     while up_a.run_once().await.unwrap() {}

@@ -49,7 +49,7 @@ impl Remote for CrashPointAtCommit {
 
 fn write(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) {
     let (_, fh) = vfs.create(parent, name.as_bytes(), 0o644, true).unwrap();
-    vfs.write(fh, 0, data).unwrap();
+    vfs.write(fh, 0, data).ready().unwrap();
     vfs.release(fh).unwrap();
 }
 
@@ -156,7 +156,7 @@ async fn a_lost_working_copy_is_shown_and_blocks_nothing() {
     while up.run_once().await.unwrap() {}
     let ino = vfs.lookup(ROOT_INO, b"f").unwrap().ino;
     let fh = vfs.open_file(ino, true, true).unwrap();
-    vfs.write(fh, 0, b"never sent").unwrap();
+    vfs.write(fh, 0, b"never sent").ready().unwrap();
     vfs.release(fh).unwrap();
     write(&vfs, ROOT_INO, "g", b"after it");
     let node = vfs.meta.inode(ino).unwrap().unwrap();

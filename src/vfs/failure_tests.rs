@@ -86,7 +86,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 fn write(vfs: &Vfs, name: &str, data: &[u8]) -> u64 {
     let (attr, fh) = vfs.create(ROOT_INO, name.as_bytes(), 0o644, true).unwrap();
-    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
     vfs.release(fh).unwrap();
     attr.ino
 }
@@ -202,7 +202,7 @@ async fn a_refused_op_sets_aside_exactly_its_record() {
     let dev = device(&server, "laptop").await;
     let vfs = &dev.vfs;
     let (open_attr, open_fh) = vfs.create(ROOT_INO, b"open.log", 0o644, true).unwrap();
-    vfs.write(open_fh, 0, b"first").unwrap();
+    vfs.write(open_fh, 0, b"first").ready().unwrap();
     write(vfs, "refused", b"r");
     dev.faulty.refuse_next_commit(0); // the round holds only `refused`
     let up = Uploader::new(vfs.clone(), dev.remote.clone());
@@ -234,6 +234,7 @@ async fn a_refused_op_sets_aside_exactly_its_record() {
             ..Default::default()
         },
     )
+    .ready()
     .unwrap();
     while up.run_once().await.unwrap() {}
     assert_eq!(
@@ -314,7 +315,7 @@ async fn a_remote_change_waits_while_the_file_is_open_for_writing() {
     let rec = rec.iter().find(|n| n.name == "doc.txt").unwrap();
     // ...when B's edit arrives: it must wait.
     assert!(!a.vfs.apply_remote(rec).unwrap(), "the record must wait");
-    assert_eq!(a.vfs.write(fh, 0, b"VERSION").unwrap(), Some(7));
+    assert_eq!(a.vfs.write(fh, 0, b"VERSION").ready().unwrap(), 7);
     a.vfs.release(fh).unwrap();
     while up_a.run_once().await.unwrap() {}
     a.pull().await;

@@ -21,7 +21,11 @@
 //! journal in order.
 //!
 //! # Parts
-//! One `impl Vfs` per concern, each in its own file:
+//! Operations that may wait on the network (`read`, `write`, `setattr`)
+//! answer with an [`Answer`]: ready now, or a future to spawn (`api`). A
+//! front end replies at once or spawns; it holds no filesystem state
+//! (directory handles live here too, `dir_handles`). One `impl Vfs` per
+//! concern, each in its own file:
 //! - `inodes`: attributes, lookups and lookup counts,
 //!   listings, paths, pending summaries, tombstones and purge;
 //! - `namespace`: create, mkdir, symlink, unlink, rmdir,
@@ -52,6 +56,10 @@ pub mod meta;
 mod pio;
 mod rebase;
 pub mod xattr;
+
+mod api;
+mod dir_handles;
+pub use api::Answer;
 
 mod status;
 pub use status::{Connection, SyncState};
@@ -223,6 +231,9 @@ struct ContentView {
 }
 
 pub struct Vfs {
+    /// This core itself, for the futures of operations that wait
+    /// (`Answer::Pending` must own what it uses).
+    me: std::sync::Weak<Vfs>,
     pub meta: MetaCache,
     pub chunks: Arc<ChunkCache>,
     work_dir: PathBuf,
@@ -249,6 +260,8 @@ pub struct Vfs {
     /// Wakes waiters when the journal shrinks.
     pub drained_notify: tokio::sync::Notify,
     sync_state: Mutex<SyncState>,
+    /// Open directory handles: the listing snapshot each reads.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
 }
 
 /// How many chunks (about 1 MiB each) sequential reads load ahead.
@@ -274,7 +287,8 @@ impl Vfs {
         let work_dir = cfg.cache_dir.join("work");
         std::fs::create_dir_all(&work_dir)?;
         let meta = MetaCache::open(kv)?;
-        let vfs = Vfs {
+        let vfs = Arc::new_cyclic(|me| Vfs {
+            me: me.clone(),
             meta,
             chunks,
             work_dir,
@@ -295,9 +309,10 @@ impl Vfs {
             journal_notify: tokio::sync::Notify::new(),
             drained_notify: tokio::sync::Notify::new(),
             sync_state: Mutex::new(SyncState::default()),
-        };
+            dirs: Mutex::new(HashMap::new()),
+        });
         vfs.recover()?;
-        Ok(Arc::new(vfs))
+        Ok(vfs)
     }
 
     /// Startup: make sure the root exists, drop inodes that were unlinked

@@ -5,8 +5,9 @@
 //!
 //! The harness plays the kernel's part: it walks paths with `lookup` (a
 //! missing component is `NotFound`, a non-folder one `NotDir`, symlinks are
-//! not followed), prepares working copies when `write_ready` says so, and
-//! forgets every inode it looked up once the operation is over, so unlinked
+//! not followed), calls the core's one entry point per operation (`read`,
+//! `write`, `setattr` answer now or with a future, as for the fuse adapter),
+//! and forgets every inode it looked up once the operation is over, so unlinked
 //! inodes really get purged. "Upload" drains the journal through the
 //! uploader and pulls the change log back; "reopen" drops the `Vfs` after
 //! `fsync_all` and opens it again from the same directories (a crash after

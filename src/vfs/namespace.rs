@@ -244,7 +244,7 @@ impl Vfs {
         Ok(())
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+    pub(super) fn setattr_now(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
         self.writable()?;
         if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
             return Err(VfsError::NotPermitted("files belong to the mounting user"));
@@ -306,7 +306,7 @@ impl Vfs {
     }
 
     /// True when a truncate/write of `ino` can proceed without the network.
-    pub fn write_ready(&self, ino: u64, truncating_to_zero: bool) -> VfsResult<bool> {
+    pub(super) fn write_ready(&self, ino: u64, truncating_to_zero: bool) -> VfsResult<bool> {
         if truncating_to_zero {
             return Ok(true);
         }

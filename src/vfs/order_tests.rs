@@ -160,7 +160,7 @@ impl Device {
 
 fn write(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
     let (attr, fh) = vfs.create(parent, name.as_bytes(), 0o644, true).unwrap();
-    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
     vfs.release(fh).unwrap();
     attr.ino
 }
@@ -322,6 +322,7 @@ async fn pending_counts_nodes_once_and_only_below() {
             ..Default::default()
         },
     )
+    .ready()
     .unwrap();
     vfs.rename(d.ino, b"x", d.ino, b"y", false).unwrap();
     let below = vfs.pending_below(d.ino, 10).unwrap();

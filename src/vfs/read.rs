@@ -6,8 +6,8 @@ use super::*;
 
 impl Vfs {
     /// Read without waiting: `None` when some chunk must be loaded first
-    /// (then call [`Vfs::read`]).
-    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Option<Vec<u8>>> {
+    /// (then [`Vfs::read_fetching`]).
+    pub(super) fn read_now(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Option<Vec<u8>>> {
         let h = self.handle(fh)?;
         if let Some(r) = self.read_work(&h, offset, size)? {
             return Ok(Some(r));
@@ -73,7 +73,12 @@ impl Vfs {
     }
 
     /// Read that may wait on the chunk cache and the server.
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+    pub(super) async fn read_fetching(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> VfsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         if let Some(r) = self.read_work(&h, offset, size)? {
             return Ok(r);

@@ -49,7 +49,7 @@ pub(crate) fn open_vfs_on(
 /// write, close).
 pub(crate) fn overwrite(vfs: &Vfs, ino: u64, data: &[u8]) {
     let fh = vfs.open_file(ino, true, true).unwrap();
-    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
     vfs.release(fh).unwrap();
 }
 

@@ -28,7 +28,7 @@ impl Fixture {
 
 fn write_file(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
     let (attr, fh) = vfs.create(parent, name.as_bytes(), 0o644, true).unwrap();
-    assert_eq!(vfs.write(fh, 0, data).unwrap(), Some(data.len() as u32));
+    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
     vfs.flush(fh).unwrap();
     vfs.release(fh).unwrap();
     attr.ino

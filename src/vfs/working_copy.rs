@@ -42,7 +42,7 @@ impl Vfs {
     /// Makes sure `ino` has a working copy, filling it from its chunks
     /// (which may need the server). Call before writes/truncates for which
     /// [`Vfs::write_ready`] said no.
-    pub async fn prepare_write(&self, ino: u64) -> VfsResult<()> {
+    pub(super) async fn prepare_write(&self, ino: u64) -> VfsResult<()> {
         let o = self.ensure_open_state(ino);
         let r = self.fill_work(ino, &o).await;
         self.release_state_ref(ino, &o);
@@ -53,7 +53,7 @@ impl Vfs {
     /// from chunks (a path truncate with no open handle): fills and
     /// truncates under one open-state reference, so the filled copy is not
     /// dropped in between.
-    pub async fn setattr_filling(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
+    pub(super) async fn setattr_filling(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
         self.writable()?;
         if let Some(size) = set.size {
             if self.meta.inode_required(ino)?.kind == NodeKind::File {
@@ -66,7 +66,7 @@ impl Vfs {
                 r?;
             }
         }
-        self.setattr(ino, SetAttr { size: None, ..set })
+        self.setattr_now(ino, SetAttr { size: None, ..set })
     }
 
     pub(super) async fn fill_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
@@ -132,7 +132,7 @@ impl Vfs {
 
     /// Write without waiting on the network; `None` when the working copy
     /// must first be prepared with [`Vfs::prepare_write`].
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<Option<u32>> {
+    pub(super) fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<Option<u32>> {
         self.writable()?;
         let h = self.handle(fh)?;
         if !h.write {

@@ -34,19 +34,13 @@ fn lookup_path(vfs: &Vfs, path: &[String], looked: &mut Vec<u64>) -> VfsResult<A
     Ok(a)
 }
 
-/// Writes `data` in kernel-sized pieces, preparing the working copy first
-/// when the core asks for it (as the fuse adapter does).
-async fn write_pieces(vfs: &Vfs, fh: u64, ino: u64, offset: u64, data: &[u8]) -> VfsResult<()> {
+/// Writes `data` in kernel-sized pieces through the core's one write entry
+/// point (awaiting it when it must first fill the working copy, as the
+/// fuse adapter does).
+async fn write_pieces(vfs: &Vfs, fh: u64, offset: u64, data: &[u8]) -> VfsResult<()> {
     for (i, piece) in data.chunks(IO_PIECE).enumerate() {
         let at = offset + (i * IO_PIECE) as u64;
-        let n = match vfs.write(fh, at, piece)? {
-            Some(n) => n,
-            None => {
-                vfs.prepare_write(ino).await?;
-                vfs.write(fh, at, piece)?
-                    .ok_or_else(|| VfsError::Unavailable("not ready after prepare".into()))?
-            }
-        };
+        let n = vfs.write(fh, at, piece).await?;
         if n as usize != piece.len() {
             return Err(VfsError::Unavailable(format!("short write {n}")));
         }
@@ -55,8 +49,8 @@ async fn write_pieces(vfs: &Vfs, fh: u64, ino: u64, offset: u64, data: &[u8]) ->
 }
 
 /// Writes, then closes (flush + release) whatever happened.
-async fn write_and_close(vfs: &Vfs, fh: u64, ino: u64, offset: u64, data: &[u8]) -> VfsResult<()> {
-    let written = match write_pieces(vfs, fh, ino, offset, data).await {
+async fn write_and_close(vfs: &Vfs, fh: u64, offset: u64, data: &[u8]) -> VfsResult<()> {
+    let written = match write_pieces(vfs, fh, offset, data).await {
         Ok(()) => vfs.flush(fh),
         Err(e) => Err(e),
     };
@@ -78,35 +72,29 @@ async fn run_vfs_op(vfs: &Vfs, op: &Op, arg: u64, looked: &mut Vec<u64>) -> VfsR
             let parent = parent_ino(vfs, p, looked)?;
             let (attr, fh) = vfs.create(parent, leaf(p), 0o644, true)?;
             looked.push(attr.ino);
-            write_and_close(vfs, fh, attr.ino, 0, &content.bytes()).await?;
+            write_and_close(vfs, fh, 0, &content.bytes()).await?;
         }
         Op::WriteAt(p, _, data) => {
             let a = lookup_path(vfs, p, looked)?;
             let fh = vfs.open_file(a.ino, true, false)?;
-            write_and_close(vfs, fh, a.ino, arg, data).await?;
+            write_and_close(vfs, fh, arg, data).await?;
         }
         Op::Truncate(p, _, via_handle) => {
             let a = lookup_path(vfs, p, looked)?;
-            let ready = vfs.write_ready(a.ino, arg == 0)?;
-            // Workaround for a core bug (see `path_truncate_of_synced_file`):
-            // `prepare_write` with no open handle fills a working copy that
-            // is dropped again before `setattr` runs, so a path truncate
-            // that needs one always fails. Such truncates go through a
-            // handle, as `ftruncate` would.
-            let fh = if *via_handle || !ready {
+            // A path truncate or an ftruncate, through the core's one
+            // setattr entry point (which fills the working copy first when
+            // the content is not local).
+            let fh = if *via_handle {
                 Some(vfs.open_file(a.ino, true, false)?)
             } else {
                 None
             };
             let r = async {
-                if !ready {
-                    vfs.prepare_write(a.ino).await?;
-                }
                 let set = SetAttr {
                     size: Some(arg),
                     ..Default::default()
                 };
-                let after = vfs.setattr(a.ino, set)?;
+                let after = vfs.setattr(a.ino, set).await?;
                 if after.size != arg {
                     return Err(VfsError::Unavailable(format!(
                         "setattr reported size {} for {arg}",
@@ -156,17 +144,14 @@ pub(super) async fn step(
     Ok(got)
 }
 
-/// Reads a whole file through a read-only handle, preferring `read_now`.
+/// Reads a whole file through a read-only handle.
 pub(super) async fn read_back(vfs: &Vfs, ino: u64, size: u64) -> VfsResult<Vec<u8>> {
     let fh = vfs.open_file(ino, false, false)?;
     let mut out = Vec::new();
     let r = async {
         while (out.len() as u64) < size {
             let at = out.len() as u64;
-            let part = match vfs.read_now(fh, at, IO_PIECE as u32)? {
-                Some(p) => p,
-                None => vfs.read(fh, at, IO_PIECE as u32).await?,
-            };
+            let part = vfs.read(fh, at, IO_PIECE as u32).await?;
             if part.is_empty() {
                 break;
             }

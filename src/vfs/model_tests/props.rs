@@ -415,7 +415,7 @@ async fn path_truncate_of_synced_file() {
     let dev = Device::new(&server, "one", StoreKind::Sled).await.unwrap();
     let vfs = dev.vfs();
     let (attr, fh) = vfs.create(meta::ROOT_INO, b"f", 0o644, true).unwrap();
-    vfs.write(fh, 0, b"hello").unwrap();
+    vfs.write(fh, 0, b"hello").ready().unwrap();
     vfs.release(fh).unwrap();
     dev.upload().await.unwrap();
     // The fuse adapter's setattr(size) without a file handle:
