@@ -533,3 +533,43 @@ fn unmount_then_mount_again_with_the_same_cache_dir() {
     let out = env.nimbus(&["unmount", m], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// The embedded default logs in afresh as the same device at every start:
+/// a refresh token that no longer works (expired after months offline, or
+/// revoked) cannot lock the drive out of its own server or strand its
+/// cache and journal.
+#[test]
+fn embedded_default_survives_a_dead_refresh_token() {
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let m = mnt.to_str().unwrap();
+    std::fs::write(mnt.join("kept.txt"), b"still here").unwrap();
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let account = env.path("config/embedded.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&account).unwrap()).unwrap();
+    let device = saved["device_id"].clone();
+    saved["refresh_token"] = "no-longer-valid".into();
+    std::fs::write(&account, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let out = env.nimbus(
+        &[
+            "mount",
+            m,
+            "--daemon",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(mnt.join("kept.txt")).unwrap(), b"still here");
+    std::fs::write(mnt.join("new.txt"), b"after").unwrap();
+    let out = env.nimbus(&["sync", "--wait", m, "--timeout", "30s"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&account).unwrap()).unwrap();
+    assert_eq!(saved["device_id"], device, "the same device");
+    let out = env.nimbus(&["unmount", m], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

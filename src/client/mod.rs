@@ -24,7 +24,7 @@
 use crate::config::{self, EmbeddedAccount, Login};
 use crate::protocol::DeviceId;
 use crate::remote::http::{HttpRemote, TokenSource, Tokens};
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteError};
 use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
 use crate::vfs::chunk_cache::ChunkCache;
@@ -138,7 +138,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     if let Err(e) = rt.block_on(async {
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(20), follower.pull_all()) => {
-                r.unwrap_or(Err(crate::remote::RemoteError::Unreachable(
+                r.unwrap_or(Err(RemoteError::Unreachable(
                     "initial listing timed out".into(),
                 )))
             }
@@ -412,30 +412,33 @@ async fn embedded(cfg_dir: &Path) -> Result<Connection> {
     crate::server::ensure_user(&cfg, &account.user, &account.password).await?;
     let server = crate::server::start(cfg).await?;
     let url = format!("http://{}", server.local_addr());
-    let tokens = match (&account.device_id, &account.refresh_token) {
-        (Some(id), Some(rt)) => Tokens {
-            access_token: String::new(),
-            refresh_token: rt.clone(),
-            device_id: *id,
-        },
-        _ => {
-            let r = crate::remote::http::login(
-                &url,
-                &account.user,
-                &account.password,
-                &account.device_name,
-            )
-            .await
-            .context("cannot log in to the embedded server")?;
-            account.device_id = Some(r.device_id);
-            account.refresh_token = Some(r.refresh_token.clone());
-            account.save(cfg_dir)?;
-            Tokens {
-                access_token: r.access_token,
-                refresh_token: r.refresh_token,
-                device_id: r.device_id,
-            }
+    // The password is saved, so every start logs in afresh as the same
+    // device: an expired or revoked refresh token cannot lock the
+    // embedded drive out of its own server (nor strand its journal).
+    let login = |device_id| {
+        crate::remote::http::login_with(
+            &url,
+            &account.user,
+            &account.password,
+            &account.device_name,
+            device_id,
+        )
+    };
+    let r = match login(account.device_id).await {
+        Err(RemoteError::Rejected { code, .. }) if code == "unknown_device" => {
+            tracing::warn!("the embedded server no longer knows this device; registering it anew");
+            login(None).await
         }
+        other => other,
+    }
+    .context("cannot log in to the embedded server")?;
+    account.device_id = Some(r.device_id);
+    account.refresh_token = Some(r.refresh_token.clone());
+    account.save(cfg_dir)?;
+    let tokens = Tokens {
+        access_token: r.access_token,
+        refresh_token: r.refresh_token,
+        device_id: r.device_id,
     };
     let device_id = tokens.device_id;
     Ok(Connection {
