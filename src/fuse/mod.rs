@@ -112,7 +112,7 @@ impl KernelNotifier for FuseNotifier {
 fn failed(e: &VfsError) -> Errno {
     let code = errno(e);
     if e.is_failure() {
-        tracing::warn!(errno = code.code(), "request failed: {e}");
+        tracing::warn!(errno = code.code(), "request failed: {}", e.chain());
     } else {
         tracing::debug!(errno = code.code(), "{e}");
     }

@@ -170,8 +170,8 @@ impl ChunkCache {
             .try_get_with(id, self.load(id))
             .await
             .map_err(|e: Arc<VfsError>| match &*e {
-                VfsError::Unavailable(m) => VfsError::Unavailable(m.clone()),
-                other => VfsError::Unavailable(other.to_string()),
+                VfsError::Unavailable(c) => VfsError::Unavailable(c.clone()),
+                other => VfsError::Unavailable(other.chain().into()),
             })
     }
 
@@ -195,9 +195,12 @@ impl ChunkCache {
         }
         let data = self.remote.get_chunk(id).await.map_err(|e| match e {
             RemoteError::NotFound(_) => {
-                VfsError::Unavailable(format!("chunk {id} is not on the server"))
+                VfsError::Unavailable(format!("chunk {id} is not on the server").into())
             }
-            other => VfsError::Unavailable(other.to_string()),
+            other => VfsError::Unavailable(super::error::Cause::from_error(
+                format!("chunk {id}"),
+                other,
+            )),
         })?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         self.fetched_bytes

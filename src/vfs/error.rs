@@ -3,6 +3,58 @@
 //! until each platform decides what it means.
 
 use crate::protocol::NameError;
+use std::sync::Arc;
+
+/// Why an operation failed below the core: a message and, when the
+/// failure came from elsewhere (the server, the metadata store), that
+/// error as its source, so logs show the whole chain.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with `source` as the error it comes from.
+    pub fn from_error(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Cause {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VfsError {
@@ -35,7 +87,7 @@ pub enum VfsError {
     /// Content is needed from the server and the server cannot give it now
     /// (offline, unauthorized, corrupt): fails promptly instead of hanging.
     #[error("content unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A file's manifest disagrees with its chunks' verified bytes (a bad
     /// server, a corrupt local record): the read fails, nothing panics.
     #[error("corrupt file record: {0}")]
@@ -44,10 +96,25 @@ pub enum VfsError {
     Io(#[from] std::io::Error),
     /// The local metadata store failed.
     #[error("metadata store error: {0}")]
-    Store(String),
+    Store(#[source] Cause),
 }
 
 impl VfsError {
+    /// The error and its sources, on one line (`a: b: c`).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            let m = e.to_string();
+            if !out.contains(&m) {
+                out.push_str(": ");
+                out.push_str(&m);
+            }
+            cur = e.source();
+        }
+        out
+    }
+
     /// True for failures of the mount itself (local I/O, the metadata
     /// store, content the server cannot give, a corrupt record), which a
     /// front end logs as warnings; false for the ordinary answers of a file
@@ -83,7 +150,7 @@ impl From<NameError> for VfsError {
 
 impl From<postcard::Error> for VfsError {
     fn from(e: postcard::Error) -> Self {
-        VfsError::Store(format!("corrupt record: {e}"))
+        VfsError::Store(Cause::from_error("corrupt record", e))
     }
 }
 
@@ -100,5 +167,14 @@ mod tests {
         assert!(VfsError::Unavailable("offline".into()).is_failure());
         assert!(VfsError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).is_failure());
         assert!(VfsError::Store("x".into()).is_failure());
+    }
+
+    #[test]
+    fn a_cause_keeps_its_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = VfsError::Unavailable(Cause::from_error("chunk ab12", io));
+        assert_eq!(e.chain(), "content unavailable: chunk ab12: disk on fire");
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.source().is_some(), "the io error is reachable");
     }
 }

@@ -75,7 +75,7 @@ use crate::protocol::{
     validate_name_bytes, ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeRecord,
 };
 use chunk_cache::ChunkCache;
-pub use error::{VfsError, VfsResult};
+pub use error::{Cause, VfsError, VfsResult};
 use meta::{Dentry, Inode, JournalOp, MetaCache, Quarantined, ROOT_INO};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -37,7 +37,9 @@ impl Vfs {
             n if n == STATUS.as_bytes() && ino == ROOT_INO => Ok(self.status_json().into_bytes()),
             n if n == PENDING.as_bytes() => {
                 let p = self.pending_below(ino, 50)?;
-                Ok(serde_json::to_vec(&p).map_err(|e| VfsError::Store(e.to_string()))?)
+                Ok(serde_json::to_vec(&p).map_err(|e| {
+                    VfsError::Store(super::error::Cause::from_error("status JSON", e))
+                })?)
             }
             n if n == STATE.as_bytes() => Ok(self.state_of(&inode).as_bytes().to_vec()),
             _ => Err(VfsError::NoAttribute),

@@ -42,7 +42,7 @@ async fn write_pieces(vfs: &Vfs, fh: u64, offset: u64, data: &[u8]) -> VfsResult
         let at = offset + (i * IO_PIECE) as u64;
         let n = vfs.write(fh, at, piece).await?;
         if n as usize != piece.len() {
-            return Err(VfsError::Unavailable(format!("short write {n}")));
+            return Err(VfsError::Unavailable(format!("short write {n}").into()));
         }
     }
     Ok(())
@@ -96,10 +96,9 @@ async fn run_vfs_op(vfs: &Vfs, op: &Op, arg: u64, looked: &mut Vec<u64>) -> VfsR
                 };
                 let after = vfs.setattr(a.ino, set).await?;
                 if after.size != arg {
-                    return Err(VfsError::Unavailable(format!(
-                        "setattr reported size {} for {arg}",
-                        after.size
-                    )));
+                    return Err(VfsError::Unavailable(
+                        format!("setattr reported size {} for {arg}", after.size).into(),
+                    ));
                 }
                 Ok(())
             }
