@@ -22,7 +22,7 @@ pub trait Kv: Send + Sync + 'static {
 
 /// sled's errors become the core's; no sled type leaves this file.
 fn store_err(e: sled::Error) -> VfsError {
-    VfsError::Store(super::error::Cause::from_error("sled", e))
+    VfsError::Store(super::error::Cause::from_error(e.to_string(), e))
 }
 
 pub struct SledKv {
