@@ -4,9 +4,9 @@
 //!
 //! Device A reaches the server only through the proxy, device B directly.
 //! While the limit refuses A's chunk uploads, nothing may be lost: the
-//! uploads pause, `nimbus status` and `nimbus sync --wait` say why, a
-//! remount keeps the work, and lifting the limit lets the journal drain by
-//! itself.
+//! refused content waits (everything else goes on), `nimbus status` and
+//! `nimbus sync --wait` say why, a remount keeps the work, and lifting the
+//! limit lets the journal drain by itself.
 
 mod common;
 
@@ -241,6 +241,9 @@ fn body_limit_pauses_uploads_without_losing_them_and_lifting_it_resumes() {
     wait_for("the proxy to refuse a chunk", ARRIVE, || {
         (proxy.refused() > 0).then_some(())
     });
+    // Only the refused content waits: the small file reaches B meanwhile.
+    wait_content(&b.path("small.txt"), b"small enough", ARRIVE);
+    assert!(!b.path("big.bin").exists(), "no empty stand-in for big.bin");
     // `sync --wait` gives up with the reason, not just "still pending".
     let out = nimbus(&a, &["sync", "--wait", "--timeout", "5s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -329,3 +329,62 @@ async fn a_remote_change_waits_while_the_file_is_open_for_writing() {
         .expect("A's write kept as a conflict copy");
     assert_eq!(read(&a.vfs, copy.ino).await, b"VERSION one");
 }
+
+/// A proxy's body limit holds back only the content it refuses: a small
+/// file (and a rename of an uploaded one) written after a big one reach
+/// the server meanwhile, and the big one follows once the limit is lifted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_big_file_does_not_hold_back_the_rest() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    let up = Uploader::new(dev.vfs.clone(), dev.remote.clone());
+    let old = write(&dev.vfs, "old.txt", b"uploaded before");
+    while up.run_once().await.unwrap() {}
+    dev.faulty.set_chunk_body_limit(Some(1 << 20));
+    let big = random(3 << 20);
+    write(&dev.vfs, "big.bin", &big);
+    let fh = dev.vfs.open_file(old, true, true).unwrap();
+    dev.vfs.write(fh, 0, &random(2 << 20)).await.unwrap();
+    dev.vfs.release(fh).unwrap();
+    dev.vfs
+        .rename(ROOT_INO, b"old.txt", ROOT_INO, b"renamed.txt", false)
+        .unwrap();
+    write(&dev.vfs, "small.txt", b"small");
+    while up.run_once().await.unwrap_or(false) {}
+    let b = device(&server, "desktop").await;
+    b.pull().await;
+    let names: Vec<String> = b
+        .vfs
+        .readdir(ROOT_INO, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"small.txt".to_string()), "{names:?}");
+    assert!(names.contains(&"renamed.txt".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"big.bin".to_string()),
+        "no empty stand-in: {names:?}"
+    );
+    assert!(matches!(
+        dev.vfs.sync_state().connection,
+        Connection::Misconfigured(_)
+    ));
+    assert_eq!(dev.vfs.pending_below(ROOT_INO, 10).unwrap().count, 2);
+    // The limit goes; the next tries send the rest.
+    dev.faulty.set_chunk_body_limit(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while dev.vfs.meta.journal_len() > 0 {
+        assert!(std::time::Instant::now() < deadline, "did not drain");
+        if !up.run_once().await.unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    b.pull().await;
+    let on_b = b.vfs.lookup(ROOT_INO, b"big.bin").unwrap();
+    assert_eq!(
+        blake3::hash(&read(&b.vfs, on_b.ino).await),
+        blake3::hash(&big)
+    );
+    assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
+}

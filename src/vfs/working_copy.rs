@@ -130,6 +130,21 @@ impl Vfs {
         Ok(true)
     }
 
+    /// Journals `ino`'s content again (the uploader could not send it and
+    /// answered its records with the content the server has).
+    pub fn journal_content_again(&self, ino: u64) -> VfsResult<()> {
+        let _ns = self.ns.lock();
+        let Some(inode) = self.meta.inode(ino)? else {
+            return Ok(());
+        };
+        if inode.dirty && !inode.unlinked {
+            let mut t = self.meta.txn();
+            t.journal_upsert(&inode, false)?;
+            t.commit()?;
+        }
+        Ok(())
+    }
+
     /// Write without waiting on the network; `None` when the working copy
     /// must first be prepared with [`Vfs::prepare_write`].
     pub(super) fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<Option<u32>> {

@@ -19,7 +19,12 @@
 //!   413 body limit, an unknown route): the queue pauses, the connection
 //!   state says why (`unauthorized`, `misconfigured`), and a probe round
 //!   runs every 1 s doubling to 60 s, so uploads resume by themselves after
-//!   `nimbus login` or once the server accepts the requests;
+//!   `nimbus login` or once the server accepts the requests. When only
+//!   some chunk uploads are refused (a body limit that large chunks
+//!   exceed), only the files needing them wait (`held_back`, tried again
+//!   on the same schedule): files the server never had keep their records,
+//!   the others go with the content the server has and their content is
+//!   journaled again; everything else proceeds;
 //! - **refused** (an error naming one op): exactly that op's record moves
 //!   to the quarantine ([`crate::vfs::journal`]), where `nimbus status`
 //!   shows it and `sync --wait` counts it, and the rest proceeds at once.
@@ -40,8 +45,9 @@ use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::meta::Quarantined;
 use crate::vfs::{Connection, Vfs, VfsError};
 use plan::Origin;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Journal records per round.
@@ -55,6 +61,11 @@ const IDLE: Duration = Duration::from_secs(2);
 pub struct Uploader {
     vfs: Arc<Vfs>,
     remote: Arc<dyn Remote>,
+    /// Files whose content the server or a proxy refuses until the user
+    /// acts (a 413 body limit), with when to try them again; the rest of
+    /// the journal goes on meanwhile.
+    held_back: parking_lot::Mutex<HashMap<u64, Instant>>,
+    probe: parking_lot::Mutex<Backoff>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +95,70 @@ impl RoundError {
 
 impl Uploader {
     pub fn new(vfs: Arc<Vfs>, remote: Arc<dyn Remote>) -> Self {
-        Uploader { vfs, remote }
+        Uploader {
+            vfs,
+            remote,
+            held_back: parking_lot::Mutex::new(HashMap::new()),
+            probe: parking_lot::Mutex::new(Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )),
+        }
+    }
+
+    /// True while `ino`'s content waits for its next try (see `held_back`).
+    fn waiting_for_probe(&self, ino: u64) -> bool {
+        self.held_back
+            .lock()
+            .get(&ino)
+            .is_some_and(|at| Instant::now() < *at)
+    }
+
+    /// Files whose content was held back this round: those the server
+    /// never had leave the round (their records stay; nothing depends on
+    /// them), the others go with the content the server has. `Err` when
+    /// nothing else is left to send.
+    fn hold_back(&self, plan: &mut plan::Plan) -> Result<(), RemoteError> {
+        let never_sent: HashSet<u64> = plan
+            .held
+            .iter()
+            .copied()
+            .filter(|ino| {
+                !self
+                    .vfs
+                    .meta
+                    .inode(*ino)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| i.on_server())
+            })
+            .collect();
+        let pairs = std::mem::take(&mut plan.ops)
+            .into_iter()
+            .zip(std::mem::take(&mut plan.origins));
+        for (op, (seq, origin)) in pairs {
+            if matches!(&origin, Origin::Node { ino, .. } if never_sent.contains(ino)) {
+                continue;
+            }
+            plan.ops.push(op);
+            plan.origins.push((seq, origin));
+        }
+        if plan.ops.is_empty() && plan.settled.is_empty() && plan.blocked.is_empty() {
+            if let Some(refusal) = plan.refusal.take() {
+                self.note_held(&plan.held);
+                return Err(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets when the held-back files are tried again.
+    fn note_held(&self, held: &[u64]) {
+        let next = Instant::now() + self.probe.lock().next_delay();
+        let mut map = self.held_back.lock();
+        for ino in held {
+            map.insert(*ino, next);
+        }
     }
 
     pub async fn run(self, stop: CancellationToken) {
@@ -161,12 +235,15 @@ impl Uploader {
     async fn round(&self, limit: usize) -> Result<bool, RoundError> {
         let journal = self.vfs.meta.journal();
         let kv = self.vfs.meta.kv().as_ref();
-        let records = journal.take(kv, limit, |op| plan::deferred(&self.vfs, op))?;
+        let records = journal.take(kv, limit, |op| {
+            plan::deferred(&self.vfs, op) || self.waiting_for_probe(op.ino())
+        })?;
         if records.is_empty() {
             return Ok(false);
         }
         let mut plan = plan::build(&self.vfs, records)?;
         self.transfer(&mut plan).await?;
+        self.hold_back(&mut plan)?;
         // Nothing reaches the server that a crash could still take back
         // here: the records and every metadata change before them are made
         // durable first (one flush per round). Otherwise a crash inside
@@ -236,9 +313,48 @@ impl Uploader {
         }
         journal.finish(kv, &done, refused)?;
         self.clean_up_after_round(&plan.inos);
-        self.vfs.note_uploaded();
+        self.after_held(&plan)?;
         self.vfs.drained_notify.notify_waiters();
         Ok(true)
+    }
+
+    /// After a round that went through: files whose content was held back
+    /// and that the server has get their content journaled again (their
+    /// records were answered with the old content); files whose content
+    /// got through leave the held-back set; the connection state says
+    /// whether anything is still held back, and why.
+    fn after_held(&self, plan: &plan::Plan) -> Result<(), RoundError> {
+        for ino in &plan.held {
+            // Those the server never had kept their records.
+            if self.vfs.meta.inode(*ino)?.is_some_and(|i| i.on_server()) {
+                self.vfs.journal_content_again(*ino)?;
+            }
+        }
+        self.note_held(&plan.held);
+        {
+            let mut map = self.held_back.lock();
+            for (_, origin) in &plan.origins {
+                if let Origin::Node { ino, sent } = origin {
+                    if sent.content {
+                        map.remove(ino);
+                    }
+                }
+            }
+            if map.is_empty() {
+                self.probe.lock().reset();
+            }
+        }
+        let still = !self.held_back.lock().is_empty();
+        match (&plan.refusal, still) {
+            (_, false) => self.vfs.note_uploaded(),
+            (Some(e), true) => {
+                if let FailureClass::NeedsUser(NeedsUser::Misconfigured(m)) = e.class() {
+                    self.vfs.set_connection(Connection::Misconfigured(m));
+                }
+            }
+            (None, true) => {}
+        }
+        Ok(())
     }
 
     fn clean_up_after_round(&self, inos: &[u64]) {

@@ -43,6 +43,11 @@ pub(super) struct Plan {
     pub blocked: Vec<(u64, Quarantined)>,
     /// Inodes the round touched (tombstones to release afterwards).
     pub inos: Vec<u64>,
+    /// Files whose new content could not be uploaded this round because
+    /// the server or a proxy refuses a chunk until the user acts
+    /// ([`Plan::refusal`]).
+    pub held: Vec<u64>,
+    pub refusal: Option<crate::remote::RemoteError>,
 }
 
 /// True when a record must wait: content or attribute pushes of a file

@@ -5,12 +5,17 @@
 //! A file that changed while it was being chunked (its `local_rev` moved)
 //! is not sent with that content: the op keeps the content the server has,
 //! and the change's own journal record sends the new one.
+//!
+//! A chunk upload refused in a way only the user can fix (a proxy's 413
+//! body limit) holds back the content of the files that need that chunk,
+//! not the round: they are listed in [`Plan::held`] with the refusal, and
+//! everything else goes on.
 
 use super::plan::{Origin, Plan};
 use super::{RoundError, Uploader};
 use crate::chunking::{chunk_bytes, chunk_stream};
 use crate::protocol::{ChunkId, FileContent, Manifest, NodeChange};
-use crate::remote::RemoteError;
+use crate::remote::{FailureClass, RemoteError};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -28,13 +33,25 @@ impl Uploader {
     /// manifests into their ops.
     pub(super) async fn transfer(&self, plan: &mut Plan) -> Result<(), RoundError> {
         let mut group = ChunkGroup::default();
+        let mut chunked = Vec::new();
         for (op_indices, inode) in std::mem::take(&mut plan.files) {
             let path = self.vfs.work_path_of(&inode);
             let manifest = self.upload_file(path, &mut group).await?;
+            chunked.push((op_indices, inode, manifest));
+        }
+        self.flush_group(&mut group).await?;
+        for (op_indices, inode, manifest) in chunked {
+            let refused = manifest
+                .chunks
+                .iter()
+                .any(|c| group.refused.contains(&c.id));
             let now = self.vfs.meta.inode(inode.ino)?;
             let unchanged = now.is_some_and(|n| n.local_rev == inode.local_rev && !n.unlinked);
+            if refused {
+                plan.held.push(inode.ino);
+            }
             for i in op_indices {
-                if unchanged {
+                if unchanged && !refused {
                     if let NodeChange::Upsert { meta, .. } = &mut plan.ops[i].change {
                         meta.content = Some(FileContent {
                             manifest: manifest.clone(),
@@ -45,7 +62,8 @@ impl Uploader {
                 }
             }
         }
-        self.flush_group(&mut group).await
+        plan.refusal = group.refusal.take();
+        Ok(())
     }
 
     /// Chunks one working copy and queues its chunks for upload.
@@ -109,18 +127,27 @@ impl Uploader {
             .filter(|(id, _)| missing.contains(id))
             .map(|(id, data)| {
                 let (remote, id, data) = (remote.clone(), *id, data.clone());
-                async move { remote.put_chunk(id, data).await }
+                async move { (id, remote.put_chunk(id, data).await) }
             })
             .collect();
-        let results: Vec<Result<(), RemoteError>> = futures::stream::iter(uploads)
+        let results: Vec<(ChunkId, Result<(), RemoteError>)> = futures::stream::iter(uploads)
             .buffer_unordered(PARALLEL_PUTS)
             .collect()
             .await;
-        for r in results {
-            r?;
+        for (id, r) in results {
+            match r {
+                Ok(()) => {}
+                Err(e) if matches!(e.class(), FailureClass::NeedsUser(_)) => {
+                    group.refused.insert(id);
+                    group.refusal = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         for (id, data) in &chunks {
-            self.vfs.chunks.store(*id, data).await?;
+            if !group.refused.contains(id) {
+                self.vfs.chunks.store(*id, data).await?;
+            }
         }
         Ok(())
     }
@@ -130,6 +157,10 @@ impl Uploader {
 struct ChunkGroup {
     chunks: Vec<(ChunkId, Bytes)>,
     bytes: usize,
+    /// Chunks whose upload was refused until the user acts, this round.
+    refused: HashSet<ChunkId>,
+    /// The last such refusal.
+    refusal: Option<RemoteError>,
 }
 
 impl ChunkGroup {
