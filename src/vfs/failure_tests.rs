@@ -388,3 +388,24 @@ async fn a_refused_big_file_does_not_hold_back_the_rest() {
     );
     assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
 }
+
+/// A held-back file that is deleted no longer keeps uploads paused.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_held_back_file_clears_the_pause() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    let up = Uploader::new(dev.vfs.clone(), dev.remote.clone());
+    dev.faulty.set_chunk_body_limit(Some(1 << 20));
+    write(&dev.vfs, "big.bin", &random(3 << 20));
+    write(&dev.vfs, "small.txt", b"small");
+    while up.run_once().await.unwrap_or(false) {}
+    assert!(matches!(
+        dev.vfs.sync_state().connection,
+        Connection::Misconfigured(_)
+    ));
+    dev.vfs.unlink(ROOT_INO, b"big.bin").unwrap();
+    write(&dev.vfs, "other.txt", b"more");
+    while up.run_once().await.unwrap() {}
+    assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
+    assert_eq!(dev.vfs.meta.journal_len(), 0);
+}

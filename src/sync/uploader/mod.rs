@@ -340,6 +340,15 @@ impl Uploader {
                     }
                 }
             }
+            // Files removed or rewritten meanwhile no longer wait.
+            map.retain(|ino, _| {
+                self.vfs
+                    .meta
+                    .inode(*ino)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| i.dirty && !i.unlinked)
+            });
             if map.is_empty() {
                 self.probe.lock().reset();
             }
