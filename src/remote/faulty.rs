@@ -215,7 +215,8 @@ impl FaultyRemote {
             return Some(RemoteError::Rejected {
                 status: 413,
                 code: "http_413".into(),
-                message: "<html><body><h1>413 Request Entity Too Large</h1></body></html>".into(),
+                // What HttpRemote makes of nginx's HTML page: its title.
+                message: "413 Request Entity Too Large".into(),
                 op: None,
             });
         }
