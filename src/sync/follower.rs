@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const CURSOR_KEY: &str = "cursor";
+pub use crate::vfs::meta::CURSOR_KEY;
 const POLL: Duration = Duration::from_secs(1);
 
 pub struct Follower {
@@ -157,6 +157,9 @@ impl Follower {
             t.put_waiting(rec);
         }
         t.commit().map_err(store_err)?;
+        if let Some(c) = cursor {
+            self.vfs.cursor_saved(c).map_err(store_err)?;
+        }
         *stored = waiting.keys().copied().collect();
         Ok(())
     }

@@ -162,9 +162,17 @@ impl Vfs {
         }
         // A node with records still queued (its delete, or earlier pushes
         // that must reach the server first) stays as an invisible
-        // tombstone, so that the server's older records of it (pulled
-        // before the delete is pushed) do not bring it back.
-        if self.keeps_tombstone(ino) {
+        // tombstone, and so does one whose delete is past the change log
+        // this device has applied: the server's older records of it (a
+        // page pulled before the delete was pushed) must not bring it back.
+        if self.keeps_tombstone(&inode)? {
+            if !self.meta.journal().has_records(ino) && !self.meta.journal().is_quarantined(ino) {
+                self.tombstones_waiting
+                    .lock()
+                    .entry(inode.server_seq)
+                    .or_default()
+                    .push(ino);
+            }
             return Ok(());
         }
         let mut t = self.meta.txn();
@@ -174,10 +182,29 @@ impl Vfs {
     }
 
     /// An unlinked inode stays (invisible) while the journal or the
-    /// quarantine still refers to it.
-    pub(super) fn keeps_tombstone(&self, ino: u64) -> bool {
+    /// quarantine still refers to it, or while its last server state (its
+    /// delete, once processed) is past the change-log cursor this device
+    /// has applied.
+    pub(super) fn keeps_tombstone(&self, inode: &Inode) -> VfsResult<bool> {
         let j = self.meta.journal();
-        j.has_records(ino) || j.is_quarantined(ino)
+        Ok(j.has_records(inode.ino)
+            || j.is_quarantined(inode.ino)
+            || inode.server_seq > self.meta.counter(meta::CURSOR_KEY)?)
+    }
+
+    /// The change follower has applied the log up to `cursor`: tombstones
+    /// that waited for it go.
+    pub fn cursor_saved(&self, cursor: u64) -> VfsResult<()> {
+        let due: Vec<u64> = {
+            let mut waiting = self.tombstones_waiting.lock();
+            let later = waiting.split_off(&(cursor + 1));
+            let due = std::mem::replace(&mut *waiting, later);
+            due.into_values().flatten().collect()
+        };
+        for ino in due {
+            self.purge_if_unused(ino)?;
+        }
+        Ok(())
     }
 
     /// Removes a working copy once the metadata that makes it unneeded (a
@@ -212,7 +239,7 @@ impl Vfs {
     /// The server has processed this device's delete of `node`: its
     /// tombstone is no longer needed (and a record of the node, e.g. an
     /// edit that won over the delete, may apply again).
-    pub fn delete_done(&self, node: &NodeId) -> VfsResult<()> {
+    pub fn delete_done(&self, node: &NodeId, rec: Option<&NodeRecord>) -> VfsResult<()> {
         let ino = {
             let _ns = self.ns.lock();
             let Some(ino) = self.meta.ino_of(node)? else {
@@ -225,6 +252,12 @@ impl Vfs {
                 return Ok(());
             }
             inode.synced_rev = inode.local_rev;
+            // The delete's own state: it dominates every older record of
+            // the node, and the tombstone waits for the cursor to pass it.
+            if let Some(rec) = rec {
+                inode.vv = rec.vv.clone();
+                inode.server_seq = rec.seq;
+            }
             let mut t = self.meta.txn();
             t.put_inode(&inode);
             t.commit()?;

@@ -28,6 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const ROOT_INO: u64 = 1;
+/// The counter holding the change-log cursor this device has applied up to
+/// (the change follower saves it; tombstones wait for it).
+pub const CURSOR_KEY: &str = "cursor";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Inode {

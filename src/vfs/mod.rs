@@ -248,6 +248,9 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     lookups: Mutex<HashMap<u64, u64>>,
+    /// Tombstones that wait only for the change-log cursor to pass their
+    /// last server state, by that sequence number.
+    tombstones_waiting: Mutex<BTreeMap<u64, Vec<u64>>>,
     /// Inodes whose cached pages may be of an older version (a remote
     /// change arrived while a handle was open): the next open drops them.
     stale_pages: Mutex<HashSet<u64>>,
@@ -304,6 +307,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             lookups: Mutex::new(HashMap::new()),
             stale_pages: Mutex::new(HashSet::new()),
+            tombstones_waiting: Mutex::new(BTreeMap::new()),
             fsync_waiters: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             journal_notify: tokio::sync::Notify::new(),
@@ -329,8 +333,14 @@ impl Vfs {
         let mut t = self.meta.txn();
         for inode in self.meta.all_inodes()? {
             if inode.unlinked {
-                if !self.keeps_tombstone(inode.ino) {
+                if !self.keeps_tombstone(&inode)? {
                     t.remove_inode(&inode);
+                } else {
+                    self.tombstones_waiting
+                        .lock()
+                        .entry(inode.server_seq)
+                        .or_default()
+                        .push(inode.ino);
                 }
                 continue;
             }

@@ -8,7 +8,7 @@
 //! The server is the real one (SQLite, chunk directory) on a loopback port,
 //! reached through `HttpRemote`.
 
-use super::test_support::open_vfs;
+use super::test_support::{open_vfs, overwrite};
 use super::*;
 use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
 use crate::remote::http::{login, HttpRemote, Tokens};
@@ -329,4 +329,51 @@ async fn pending_counts_nodes_once_and_only_below() {
     assert_eq!((below.count, below.bytes), (2, 4), "{below:?}");
     assert_eq!(vfs.meta.journal_len(), 3, "one record per new node");
     dev.task.await.unwrap();
+}
+
+/// A page the follower pulled before this device's own delete reached the
+/// server must not bring the deleted node back: its tombstone stays until
+/// the applied change log passes the delete (found by a break-it run:
+/// the stale node took the name back and the new file moved aside under
+/// a conflict name).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_page_does_not_bring_back_a_deleted_node() {
+    let fx = ServerFx::new().await;
+    let mut dev = fx.device("laptop").await;
+    dev.stop.cancel();
+    (&mut dev.task).await.unwrap();
+    let vfs = dev.vfs.clone();
+    let up = Uploader::new(vfs.clone(), dev.remote.clone());
+    let old = write(&vfs, ROOT_INO, "cur", b"old");
+    while up.run_once().await.unwrap() {}
+    // The follower fetches a page now...
+    let stale = dev.remote.pull(0, 1000).await.unwrap().changes;
+    // ...the user replaces `cur`, and the uploader pushes it...
+    write(&vfs, ROOT_INO, "cur.tmp", b"new");
+    vfs.rename(ROOT_INO, b"cur.tmp", ROOT_INO, b"cur", false)
+        .unwrap();
+    while up.run_once().await.unwrap() {}
+    vfs.forget(old, u64::MAX); // the kernel lets go of the replaced file
+    let ino = vfs.lookup(ROOT_INO, b"cur").unwrap().ino;
+    overwrite(&vfs, ino, b"newer");
+    // ...then the follower applies its page.
+    for rec in &stale {
+        vfs.apply_remote(rec).unwrap();
+    }
+    let names: Vec<String> = vfs
+        .readdir(ROOT_INO, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["cur"]);
+    assert_eq!(vfs.lookup(ROOT_INO, b"cur").unwrap().ino, ino);
+    while up.run_once().await.unwrap() {}
+    crate::sync::follower::Follower::new(vfs.clone(), dev.remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let tree = dev.server_tree().await;
+    no_conflict_names(&tree);
+    assert_eq!(tree.get("cur"), Some(&Some(b"newer".to_vec())));
 }

@@ -40,17 +40,20 @@ impl Uploader {
             (CommitOutcome::Superseded { node }, Origin::Delete(id)) => {
                 // The delete lost against an edit elsewhere: the node
                 // comes back.
-                self.vfs.delete_done(id)?;
+                self.vfs.delete_done(id, None)?;
                 self.vfs.apply_remote(node)?;
             }
             (
-                CommitOutcome::Applied { .. }
-                | CommitOutcome::Renamed { .. }
-                | CommitOutcome::ConflictCopy { .. }
-                | CommitOutcome::AlreadyGone,
+                CommitOutcome::Applied { node } | CommitOutcome::Renamed { node },
                 Origin::Delete(id),
             ) => {
-                self.vfs.delete_done(id)?;
+                self.vfs.delete_done(id, Some(node))?;
+            }
+            (
+                CommitOutcome::ConflictCopy { .. } | CommitOutcome::AlreadyGone,
+                Origin::Delete(id),
+            ) => {
+                self.vfs.delete_done(id, None)?;
             }
             (CommitOutcome::AlreadyGone, Origin::Node { .. }) => {}
         }
