@@ -108,6 +108,22 @@ fn random(len: usize) -> Vec<u8> {
     v
 }
 
+/// Random bytes of which some chunk is larger than `limit` (so a body
+/// limit of `limit` refuses its upload; chunk sizes vary with the bytes).
+fn random_with_chunk_over(len: usize, limit: usize) -> Vec<u8> {
+    loop {
+        let v = random(len);
+        let largest = crate::chunking::chunk_bytes(&v)
+            .iter()
+            .map(|(_, r)| r.len())
+            .max()
+            .unwrap_or(0);
+        if largest > limit {
+            return v;
+        }
+    }
+}
+
 /// 401 (refresh refused, device revoked): uploads pause without dropping
 /// anything or spinning, and resume once credentials work again.
 #[tokio::test(flavor = "multi_thread")]
@@ -162,7 +178,7 @@ async fn unauthorized_pauses_without_dropping_or_spinning() {
 async fn body_limit_pauses_survives_remount_and_drains_when_lifted() {
     let server = InProcessServer::new().await.unwrap();
     let dev = device(&server, "laptop").await;
-    let big = random(5 << 20);
+    let big = random_with_chunk_over(5 << 20, 1 << 20);
     let ino = write(&dev.vfs, "big.bin", &big);
     dev.faulty.set_chunk_body_limit(Some(1 << 20));
     let (stop, task) = dev.start();
@@ -341,10 +357,13 @@ async fn a_refused_big_file_does_not_hold_back_the_rest() {
     let old = write(&dev.vfs, "old.txt", b"uploaded before");
     while up.run_once().await.unwrap() {}
     dev.faulty.set_chunk_body_limit(Some(1 << 20));
-    let big = random(3 << 20);
+    let big = random_with_chunk_over(3 << 20, 1 << 20);
     write(&dev.vfs, "big.bin", &big);
     let fh = dev.vfs.open_file(old, true, true).unwrap();
-    dev.vfs.write(fh, 0, &random(2 << 20)).await.unwrap();
+    dev.vfs
+        .write(fh, 0, &random_with_chunk_over(2 << 20, 1 << 20))
+        .await
+        .unwrap();
     dev.vfs.release(fh).unwrap();
     dev.vfs
         .rename(ROOT_INO, b"old.txt", ROOT_INO, b"renamed.txt", false)
@@ -396,7 +415,11 @@ async fn deleting_a_held_back_file_clears_the_pause() {
     let dev = device(&server, "laptop").await;
     let up = Uploader::new(dev.vfs.clone(), dev.remote.clone());
     dev.faulty.set_chunk_body_limit(Some(1 << 20));
-    write(&dev.vfs, "big.bin", &random(3 << 20));
+    write(
+        &dev.vfs,
+        "big.bin",
+        &random_with_chunk_over(3 << 20, 1 << 20),
+    );
     write(&dev.vfs, "small.txt", b"small");
     while up.run_once().await.unwrap_or(false) {}
     assert!(matches!(

@@ -16,6 +16,8 @@ use super::{RoundError, Uploader};
 use crate::chunking::{chunk_bytes, chunk_stream};
 use crate::protocol::{ChunkId, FileContent, Manifest, NodeChange};
 use crate::remote::{FailureClass, RemoteError};
+use crate::vfs::meta::Inode;
+use crate::vfs::VfsError;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -36,7 +38,24 @@ impl Uploader {
         let mut chunked = Vec::new();
         for (op_indices, inode) in std::mem::take(&mut plan.files) {
             let path = self.vfs.work_path_of(&inode);
-            let manifest = self.upload_file(path, &mut group).await?;
+            let manifest = match self.upload_file(path, &mut group).await {
+                Ok(m) => m,
+                // Removed or rewritten since it was planned (its working
+                // copy went with it): sent without new content, like any
+                // file that changed during its upload.
+                Err(RoundError::Local(VfsError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && self.changed_since_planned(&inode)? =>
+                {
+                    for i in op_indices {
+                        if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
+                            sent.content = false;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             chunked.push((op_indices, inode, manifest));
         }
         self.flush_group(&mut group).await?;
@@ -64,6 +83,15 @@ impl Uploader {
         }
         plan.refusal = group.refusal.take();
         Ok(())
+    }
+
+    /// True when `planned` was removed or changed after the round planned
+    /// it.
+    fn changed_since_planned(&self, planned: &Inode) -> Result<bool, RoundError> {
+        Ok(match self.vfs.meta.inode(planned.ino)? {
+            Some(now) => now.unlinked || now.local_rev != planned.local_rev,
+            None => true,
+        })
     }
 
     /// Chunks one working copy and queues its chunks for upload.
