@@ -290,8 +290,38 @@ fn an_open_reader_keeps_its_version_and_new_opens_see_the_newest() {
     b.sync();
     wait_content(&a.path("doc.txt"), b"version two!", ARRIVE);
     assert_eq!(read_from_start(&mut p), b"version one!");
+    // A shared mapping of a new open works meanwhile and shows the newest.
+    assert_eq!(map_shared(&a.path("doc.txt")), b"version two!");
     drop(p);
     for _ in 0..3 {
         assert_eq!(fs::read(a.path("doc.txt")).unwrap(), b"version two!");
+    }
+}
+
+/// The bytes of `path` through a shared, read-only memory mapping.
+fn map_shared(path: &std::path::Path) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open
+    // file, read and unmapped before the file is closed.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let out = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+        libc::munmap(p, len);
+        out
     }
 }

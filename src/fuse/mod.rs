@@ -152,6 +152,10 @@ impl fuser::Filesystem for NimbusFs {
                 | fuser::InitFlags::FUSE_PARALLEL_DIROPS
                 | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        // Shared mappings of a file opened with direct I/O (a new open
+        // while a reader of an older version is open; see the core's
+        // `PageCache::Bypass`); kernels before 6.6 refuse them (ENODEV).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         Ok(())
     }
 
