@@ -573,3 +573,33 @@ fn embedded_default_survives_a_dead_refresh_token() {
     let out = env.nimbus(&["unmount", m], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// The mount's own attributes are read by name but not listed, so
+/// xattr-preserving copies neither fail on them nor carry them out.
+#[test]
+fn nimbus_attributes_are_readable_but_not_listed() {
+    use std::ffi::CString;
+    let env = Env::new();
+    let (mnt, _cache, _guard) = mount_daemon(&env, "mnt");
+    std::fs::write(mnt.join("f.txt"), b"x").unwrap();
+    let path = CString::new(mnt.join("f.txt").to_str().unwrap()).unwrap();
+    // SAFETY: plain syscalls on a NUL-terminated path with null or owned
+    // buffers of the given sizes.
+    let listed = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+    assert_eq!(listed, 0, "{}", std::io::Error::last_os_error());
+    let name = CString::new("user.nimbus.state").unwrap();
+    let mut buf = [0u8; 64];
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n > 0, "{}", std::io::Error::last_os_error());
+    let state = std::str::from_utf8(&buf[..n as usize]).unwrap();
+    assert!(["pending", "cached"].contains(&state), "{state}");
+    let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -46,13 +46,14 @@ impl Vfs {
         }
     }
 
+    /// The extended attributes stored on `ino`: none yet. The
+    /// `user.nimbus.*` attributes are computed, readable by name, and not
+    /// listed, so that xattr-preserving copies (`rsync -X`, `cp -a`, `tar
+    /// --xattrs`) neither fail setting them on a copy in the mount (they
+    /// are read-only) nor carry stale values out of it.
     pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<&'static str>> {
         self.meta.inode_required(ino)?;
-        let mut names = vec![STATE, PENDING];
-        if ino == ROOT_INO {
-            names.push(STATUS);
-        }
-        Ok(names)
+        Ok(Vec::new())
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], _value: &[u8]) -> VfsResult<()> {
