@@ -603,3 +603,30 @@ fn nimbus_attributes_are_readable_but_not_listed() {
     let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// A second mount on a cache dir in use fails with one clear line.
+#[test]
+fn a_cache_dir_in_use_is_one_clear_error() {
+    let env = Env::new();
+    let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
+    let other = env.path("other");
+    std::fs::create_dir(&other).unwrap();
+    let out = env.nimbus(
+        &[
+            "mount",
+            other.to_str().unwrap(),
+            "--daemon",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("in use by another nimbus mount"), "{err}");
+    assert!(!err.contains("Os {"), "{err}");
+    assert!(!mounted(&other));
+    let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -29,7 +29,7 @@ use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
 use crate::vfs::chunk_cache::ChunkCache;
 use crate::vfs::kv::SledKv;
-use crate::vfs::{Vfs, VfsConfig};
+use crate::vfs::{Vfs, VfsConfig, VfsError};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -103,11 +103,17 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     };
     check_identity(&cache_dir, &conn)?;
 
-    let kv = SledKv::open(&cache_dir.join("meta")).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the metadata cache in {} (is another mount using this cache dir?): {e}",
+    let kv = SledKv::open(&cache_dir.join("meta")).map_err(|e| match e {
+        VfsError::Busy(_) => anyhow::anyhow!(
+            "the cache dir {} is in use by another nimbus mount (unmount it first, or give \
+             this mount its own --cache-dir)",
             cache_dir.display()
-        )
+        ),
+        e => anyhow::anyhow!(
+            "cannot open the metadata cache in {}: {}",
+            cache_dir.display(),
+            e.chain()
+        ),
     })?;
     let chunks = ChunkCache::open(
         cache_dir.join("chunks"),

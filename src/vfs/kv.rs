@@ -36,7 +36,17 @@ impl SledKv {
             .cache_capacity(64 << 20)
             .flush_every_ms(Some(200))
             .open()
-            .map_err(store_err)?;
+            .map_err(|e| match e {
+                // sled reports its file lock as an I/O error of its own
+                // wording (the OS error only inside the message).
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    VfsError::Busy("the metadata store is locked by another process")
+                }
+                e => store_err(e),
+            })?;
         Ok(SledKv { tree })
     }
 }

@@ -75,9 +75,7 @@ impl Device {
                 loop {
                     match kv::SledKv::open(&cache.join("meta")) {
                         Ok(kv) => break Arc::new(kv),
-                        Err(e)
-                            if tries < 200 && e.to_string().contains("could not acquire lock") =>
-                        {
+                        Err(VfsError::Busy(_)) if tries < 200 => {
                             tries += 1;
                             std::thread::sleep(std::time::Duration::from_millis(10));
                         }
