@@ -432,3 +432,27 @@ async fn deleting_a_held_back_file_clears_the_pause() {
     assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
     assert_eq!(dev.vfs.meta.journal_len(), 0);
 }
+
+/// While a large file goes up, what `sync --wait` shows as left shrinks.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_left_shrink_while_a_large_file_uploads() {
+    let server = InProcessServer::new().await.unwrap();
+    let dev = device(&server, "laptop").await;
+    let size = 48usize << 20;
+    write(&dev.vfs, "large.bin", &random(size));
+    dev.faulty.set_latency(Duration::from_millis(40));
+    let up = Uploader::new(dev.vfs.clone(), dev.remote.clone());
+    let round = tokio::spawn(async move { up.run_once().await.unwrap() });
+    let mut seen = Vec::new();
+    while !round.is_finished() {
+        seen.push(dev.vfs.pending_below(ROOT_INO, 1).unwrap().bytes);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    round.await.unwrap();
+    assert!(
+        seen.iter().any(|&left| left > 0 && left < size as u64),
+        "bytes left went from all to nothing at once: {:?}",
+        seen.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert_eq!(dev.vfs.pending_below(ROOT_INO, 1).unwrap().bytes, 0);
+}

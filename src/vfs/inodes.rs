@@ -317,7 +317,7 @@ impl Vfs {
                 failed += 1;
             }
             if inode.kind == NodeKind::File && inode.dirty && !inode.unlinked {
-                bytes += inode.size;
+                bytes += inode.size.saturating_sub(self.uploaded_so_far(i));
             }
             if paths.len() < max_paths {
                 let parent = self.path_of(inode.parent).unwrap_or_default();

@@ -248,6 +248,8 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     lookups: Mutex<HashMap<u64, u64>>,
+    /// Bytes of new content uploaded per file in the round in flight.
+    upload_progress: Mutex<HashMap<u64, u64>>,
     /// Tombstones that wait only for the change-log cursor to pass their
     /// last server state, by that sequence number.
     tombstones_waiting: Mutex<BTreeMap<u64, Vec<u64>>>,
@@ -308,6 +310,7 @@ impl Vfs {
             lookups: Mutex::new(HashMap::new()),
             stale_pages: Mutex::new(HashSet::new()),
             tombstones_waiting: Mutex::new(BTreeMap::new()),
+            upload_progress: Mutex::new(HashMap::new()),
             fsync_waiters: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             journal_notify: tokio::sync::Notify::new(),

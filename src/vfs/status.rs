@@ -95,6 +95,27 @@ impl Vfs {
         self.sync_state.lock().conflicts += 1;
     }
 
+    /// `bytes` more of file `ino`'s new content are on the server (the
+    /// uploader reports it chunk group by chunk group), so what is left to
+    /// upload shrinks while a large file goes up.
+    pub fn note_upload_progress(&self, ino: u64, bytes: u64) {
+        *self.upload_progress.lock().entry(ino).or_insert(0) += bytes;
+    }
+
+    /// Forgets the upload progress of `inos` (their round is over).
+    pub fn clear_upload_progress(&self, inos: &[u64]) {
+        let mut p = self.upload_progress.lock();
+        for ino in inos {
+            p.remove(ino);
+        }
+    }
+
+    /// Bytes of `ino`'s new content already uploaded in the round in
+    /// flight.
+    pub(super) fn uploaded_so_far(&self, ino: u64) -> u64 {
+        self.upload_progress.lock().get(&ino).copied().unwrap_or(0)
+    }
+
     /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
     /// true when the number changed.
     pub fn set_waiting_remote(&self, count: u64) -> bool {

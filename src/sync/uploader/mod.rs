@@ -367,6 +367,7 @@ impl Uploader {
     }
 
     fn clean_up_after_round(&self, inos: &[u64]) {
+        self.vfs.clear_upload_progress(inos);
         if let Err(e) = self.vfs.after_round(inos) {
             tracing::warn!("cleanup after an upload round: {e}");
         }

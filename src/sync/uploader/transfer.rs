@@ -6,6 +6,10 @@
 //! is not sent with that content: the op keeps the content the server has,
 //! and the change's own journal record sends the new one.
 //!
+//! Progress is reported to the core chunk group by chunk group
+//! (`Vfs::note_upload_progress`), so what `sync --wait` shows as left
+//! shrinks while a large file goes up.
+//!
 //! A chunk upload refused in a way only the user can fix (a proxy's 413
 //! body limit) holds back the content of the files that need that chunk,
 //! not the round: they are listed in [`Plan::held`] with the refusal, and
@@ -36,9 +40,11 @@ impl Uploader {
     pub(super) async fn transfer(&self, plan: &mut Plan) -> Result<(), RoundError> {
         let mut group = ChunkGroup::default();
         let mut chunked = Vec::new();
+        let inos: Vec<u64> = plan.files.iter().map(|(_, i)| i.ino).collect();
+        self.vfs.clear_upload_progress(&inos);
         for (op_indices, inode) in std::mem::take(&mut plan.files) {
             let path = self.vfs.work_path_of(&inode);
-            let manifest = match self.upload_file(path, &mut group).await {
+            let manifest = match self.upload_file(path, inode.ino, &mut group).await {
                 Ok(m) => m,
                 // Removed or rewritten since it was planned (its working
                 // copy went with it): sent without new content, like any
@@ -98,6 +104,7 @@ impl Uploader {
     async fn upload_file(
         &self,
         path: std::path::PathBuf,
+        ino: u64,
         group: &mut ChunkGroup,
     ) -> Result<Manifest, RoundError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Bytes)>(4);
@@ -125,7 +132,7 @@ impl Uploader {
             })
         });
         while let Some((id, data)) = rx.recv().await {
-            group.push(id, data);
+            group.push(id, data, ino);
             if group.is_full() {
                 self.flush_group(group).await?;
             }
@@ -142,7 +149,7 @@ impl Uploader {
         }
         let chunks = std::mem::take(&mut group.chunks);
         group.bytes = 0;
-        let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<ChunkId> = chunks.iter().map(|(id, _, _)| *id).collect();
         let missing: HashSet<ChunkId> = self
             .remote
             .missing_chunks(&ids)
@@ -152,8 +159,8 @@ impl Uploader {
         let remote = self.remote.clone();
         let uploads: Vec<_> = chunks
             .iter()
-            .filter(|(id, _)| missing.contains(id))
-            .map(|(id, data)| {
+            .filter(|(id, _, _)| missing.contains(id))
+            .map(|(id, data, _)| {
                 let (remote, id, data) = (remote.clone(), *id, data.clone());
                 async move { (id, remote.put_chunk(id, data).await) }
             })
@@ -172,9 +179,10 @@ impl Uploader {
                 Err(e) => return Err(e.into()),
             }
         }
-        for (id, data) in &chunks {
+        for (id, data, ino) in &chunks {
             if !group.refused.contains(id) {
                 self.vfs.chunks.store(*id, data).await?;
+                self.vfs.note_upload_progress(*ino, data.len() as u64);
             }
         }
         Ok(())
@@ -183,7 +191,8 @@ impl Uploader {
 
 #[derive(Default)]
 struct ChunkGroup {
-    chunks: Vec<(ChunkId, Bytes)>,
+    /// Chunk, bytes, and the file it is counted for in upload progress.
+    chunks: Vec<(ChunkId, Bytes, u64)>,
     bytes: usize,
     /// Chunks whose upload was refused until the user acts, this round.
     refused: HashSet<ChunkId>,
@@ -192,12 +201,14 @@ struct ChunkGroup {
 }
 
 impl ChunkGroup {
-    fn push(&mut self, id: ChunkId, data: Bytes) {
-        if self.chunks.iter().any(|(c, _)| *c == id) {
+    /// Queues chunk `id` of file `ino` (a chunk already queued counts for
+    /// the file that queued it first).
+    fn push(&mut self, id: ChunkId, data: Bytes, ino: u64) {
+        if self.chunks.iter().any(|(c, _, _)| *c == id) {
             return;
         }
         self.bytes += data.len();
-        self.chunks.push((id, data));
+        self.chunks.push((id, data, ino));
     }
     fn is_full(&self) -> bool {
         self.chunks.len() >= GROUP_CHUNKS || self.bytes >= GROUP_BYTES
