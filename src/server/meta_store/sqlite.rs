@@ -19,272 +19,28 @@ use super::{
     TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector,
+    ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-/// Schema migrations, applied in order; `PRAGMA user_version` records how
-/// many ran.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE accounts (
-    id            INTEGER PRIMARY KEY,
-    name          TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    next_seq      INTEGER NOT NULL DEFAULT 1,
-    created_ns    INTEGER NOT NULL
-);
-CREATE TABLE devices (
-    id         BLOB PRIMARY KEY,
-    account    INTEGER NOT NULL REFERENCES accounts(id),
-    name       TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    revoked    INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX devices_account ON devices(account);
-CREATE TABLE tokens (
-    hash       BLOB PRIMARY KEY,
-    account    INTEGER NOT NULL REFERENCES accounts(id),
-    device     BLOB NOT NULL REFERENCES devices(id),
-    kind       TEXT NOT NULL,
-    expires_ns INTEGER NOT NULL
-);
-CREATE INDEX tokens_expiry ON tokens(expires_ns);
-CREATE TABLE nodes (
-    account        INTEGER NOT NULL REFERENCES accounts(id),
-    id             BLOB NOT NULL,
-    kind           TEXT NOT NULL,
-    mode           INTEGER NOT NULL,
-    mtime_ns       INTEGER NOT NULL,
-    size           INTEGER NOT NULL,
-    manifest       TEXT,
-    content_hash   BLOB,
-    symlink_target TEXT,
-    vv             TEXT NOT NULL,
-    seq            INTEGER NOT NULL,
-    deleted        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (account, id)
-);
-CREATE INDEX nodes_seq ON nodes(account, seq);
-CREATE TABLE entries (
-    account INTEGER NOT NULL,
-    node    BLOB NOT NULL,
-    parent  BLOB NOT NULL,
-    name    TEXT NOT NULL,
-    live    INTEGER NOT NULL,
-    PRIMARY KEY (account, node),
-    FOREIGN KEY (account, node) REFERENCES nodes(account, id)
-);
-CREATE UNIQUE INDEX entries_live_name ON entries(account, parent, name) WHERE live = 1;
-CREATE TABLE versions (
-    account      INTEGER NOT NULL,
-    node         BLOB NOT NULL,
-    version      INTEGER NOT NULL,
-    manifest     TEXT NOT NULL,
-    size         INTEGER NOT NULL,
-    content_hash BLOB NOT NULL,
-    device       BLOB NOT NULL,
-    created_ns   INTEGER NOT NULL,
-    PRIMARY KEY (account, node, version),
-    FOREIGN KEY (account, node) REFERENCES nodes(account, id)
-);
-CREATE TABLE account_chunks (
-    account    INTEGER NOT NULL REFERENCES accounts(id),
-    chunk      BLOB NOT NULL,
-    len        INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (account, chunk)
-);
-"#];
-
-/// How many ids go into one `IN (...)` list.
-const IN_BATCH: usize = 500;
-
-const NODE_COLUMNS: &str = "n.id, n.kind, n.mode, n.mtime_ns, n.manifest, n.symlink_target, \
-     n.vv, n.seq, n.deleted, e.parent, e.name";
-const NODE_FROM: &str =
-    "FROM nodes n LEFT JOIN entries e ON e.account = n.account AND e.node = n.id";
+mod rows;
+mod schema;
+use rows::*;
+use schema::MIGRATIONS;
 
 pub struct SqliteMetaStore {
     pool: SqlitePool,
     /// Queues this process's writers (see the module docs).
     write_lock: Arc<Mutex<()>>,
-}
-
-fn backend(e: sqlx::Error) -> MetaError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            // SQLITE_BUSY = 5, SQLITE_LOCKED = 6.
-            if matches!(primary, Some(5) | Some(6)) {
-                return MetaError::Busy(db.message().to_owned());
-            }
-            MetaError::Backend(Box::new(e))
-        }
-        sqlx::Error::PoolTimedOut => MetaError::Busy("no database connection free".into()),
-        _ => MetaError::Backend(Box::new(e)),
-    }
-}
-
-fn corrupt(what: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt(what.to_string())
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64, MetaError> {
-    i64::try_from(v).map_err(|_| corrupt(format!("{what} {v} out of range")))
-}
-
-fn uuid_from_blob(b: &[u8]) -> Result<uuid::Uuid, MetaError> {
-    uuid::Uuid::from_slice(b).map_err(|_| corrupt("id is not 16 bytes"))
-}
-
-fn chunk_from_blob(b: &[u8]) -> Result<ChunkId, MetaError> {
-    <[u8; 32]>::try_from(b)
-        .map(ChunkId)
-        .map_err(|_| corrupt("hash is not 32 bytes"))
-}
-
-fn kind_str(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-    }
-}
-
-fn kind_from_str(s: &str) -> Result<NodeKind, MetaError> {
-    match s {
-        "file" => Ok(NodeKind::File),
-        "dir" => Ok(NodeKind::Dir),
-        "symlink" => Ok(NodeKind::Symlink),
-        other => Err(corrupt(format!("unknown node kind '{other}'"))),
-    }
-}
-
-fn token_kind_str(k: TokenKind) -> &'static str {
-    match k {
-        TokenKind::Access => "access",
-        TokenKind::Refresh => "refresh",
-    }
-}
-
-fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
-    let id: Vec<u8> = row.try_get("id").map_err(backend)?;
-    let kind: String = row.try_get("kind").map_err(backend)?;
-    let mode: i64 = row.try_get("mode").map_err(backend)?;
-    let mtime_ns: i64 = row.try_get("mtime_ns").map_err(backend)?;
-    let manifest: Option<String> = row.try_get("manifest").map_err(backend)?;
-    let symlink_target: Option<String> = row.try_get("symlink_target").map_err(backend)?;
-    let vv: String = row.try_get("vv").map_err(backend)?;
-    let seq: i64 = row.try_get("seq").map_err(backend)?;
-    let deleted: bool = row.try_get("deleted").map_err(backend)?;
-    let parent: Option<Vec<u8>> = row.try_get("parent").map_err(backend)?;
-    let name: Option<String> = row.try_get("name").map_err(backend)?;
-    let content = match manifest {
-        Some(m) => Some(FileContent {
-            manifest: serde_json::from_str::<Manifest>(&m).map_err(corrupt)?,
-        }),
-        None => None,
-    };
-    Ok(NodeRecord {
-        node_id: NodeId(uuid_from_blob(&id)?),
-        parent: parent.map(|p| uuid_from_blob(&p).map(NodeId)).transpose()?,
-        name: name.unwrap_or_default(),
-        deleted,
-        meta: NodeMeta {
-            kind: kind_from_str(&kind)?,
-            mode: u32::try_from(mode).map_err(corrupt)?,
-            mtime_ns,
-            content,
-            symlink_target,
-        },
-        vv: serde_json::from_str::<VersionVector>(&vv).map_err(corrupt)?,
-        seq: u64::try_from(seq).map_err(corrupt)?,
-    })
-}
-
-fn device_from_row(row: &SqliteRow) -> Result<Device, MetaError> {
-    let id: Vec<u8> = row.try_get("id").map_err(backend)?;
-    Ok(Device {
-        id: DeviceId(uuid_from_blob(&id)?),
-        account: AccountId(row.try_get("account").map_err(backend)?),
-        name: row.try_get("name").map_err(backend)?,
-        created_ns: row.try_get("created_ns").map_err(backend)?,
-        revoked: row.try_get("revoked").map_err(backend)?,
-    })
-}
-
-// ---- queries shared by the pool and the transaction ----------------------
-
-async fn q_node(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-    id: NodeId,
-) -> Result<Option<NodeRecord>, MetaError> {
-    let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE n.account = ? AND n.id = ?");
-    sqlx::query(&sql)
-        .bind(account.0)
-        .bind(&id.as_bytes()[..])
-        .fetch_optional(conn)
-        .await
-        .map_err(backend)?
-        .map(|r| node_from_row(&r))
-        .transpose()
-}
-
-async fn q_lookup(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-    parent: NodeId,
-    name: &str,
-) -> Result<Option<NodeId>, MetaError> {
-    let row: Option<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT node FROM entries WHERE account = ? AND parent = ? AND name = ? AND live = 1",
-    )
-    .bind(account.0)
-    .bind(&parent.as_bytes()[..])
-    .bind(name)
-    .fetch_optional(conn)
-    .await
-    .map_err(backend)?;
-    row.map(|(b,)| uuid_from_blob(&b).map(NodeId)).transpose()
-}
-
-async fn q_owned_chunks(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-    ids: &[ChunkId],
-) -> Result<HashMap<ChunkId, u32>, MetaError> {
-    let mut out = HashMap::new();
-    for batch in ids.chunks(IN_BATCH) {
-        let marks = vec!["?"; batch.len()].join(",");
-        let sql = format!(
-            "SELECT chunk, len FROM account_chunks WHERE account = ? AND chunk IN ({marks})"
-        );
-        let mut q = sqlx::query_as::<_, (Vec<u8>, i64)>(&sql).bind(account.0);
-        for id in batch {
-            q = q.bind(&id.0[..]);
-        }
-        for (chunk, len) in q.fetch_all(&mut *conn).await.map_err(backend)? {
-            out.insert(
-                chunk_from_blob(&chunk)?,
-                u32::try_from(len).map_err(corrupt)?,
-            );
-        }
-    }
-    Ok(out)
 }
 
 impl SqliteMetaStore {
