@@ -1,0 +1,394 @@
+//! Health, metrics, the API description, logins and tokens, chunks.
+
+use super::*;
+
+#[tokio::test]
+async fn health_metrics_openapi_and_unknown_routes() {
+    let fx = Fx::new().await;
+    let r = fx
+        .http
+        .get(format!("{}/healthz", fx.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    let r = fx.http.get(fx.api("openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(doc["paths"]["/api/v1/sync/commit"].is_object());
+
+    let (s, code) = error_of(fx.http.get(fx.api("nope")).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (404, "not_found"));
+    let (s, code) = error_of(fx.http.delete(fx.api("sync/commit")).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (405, "method_not_allowed"));
+
+    // Some traffic, then the counters show it.
+    let remote = fx.remote("alice", "laptop").await;
+    let data = random(10_000, 1);
+    remote
+        .put_chunk(ChunkId::of(&data), data.clone())
+        .await
+        .unwrap();
+    remote.get_chunk(ChunkId::of(&data)).await.unwrap();
+    let r = fx
+        .http
+        .get(format!("{}/metrics", fx.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let m = r.text().await.unwrap();
+    assert!(
+        m.contains(r#"nimbus_http_requests_total{method="GET",route="/healthz",status="200"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"route="/api/v1/chunks/{hex}",status="204"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"route="unmatched",status="404"} 1"#), "{m}");
+    assert!(m.contains("nimbus_chunk_bytes_received_total 10000"), "{m}");
+    assert!(m.contains("nimbus_chunk_bytes_sent_total 10000"), "{m}");
+    assert!(m.contains("nimbus_chunk_store_chunks 1"), "{m}");
+    assert!(m.contains("nimbus_accounts 2"), "{m}");
+    assert!(m.contains("nimbus_logins_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn login_refresh_and_token_checks() {
+    let fx = Fx::new().await;
+    let ok = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
+    assert_eq!(ok.expires_in, 900);
+    let again = login(&fx.url, "alice", "alice-pw", "laptop").await.unwrap();
+    assert_ne!(
+        ok.device_id, again.device_id,
+        "every login registers a device"
+    );
+
+    // Wrong password and unknown user: the same 401, word for word.
+    let bodies = futures::future::join_all([("alice", "wrong"), ("mallory", "alice-pw")].map(
+        |(user, password)| {
+            fx.http
+                .post(fx.api("auth/login"))
+                .json(&serde_json::json!({"user": user, "password": password, "device": "x"}))
+                .send()
+        },
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for r in bodies {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 401);
+        seen.push(r.text().await.unwrap());
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(matches!(
+        login(&fx.url, "alice", "wrong", "x").await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        login(&fx.url, "mallory", "x", "x").await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    // A bad device name is a 400.
+    assert!(matches!(
+        login(&fx.url, "alice", "alice-pw", "a/b").await,
+        Err(RemoteError::Rejected { status: 400, .. })
+    ));
+
+    // Refresh: a new access token for the same device, same refresh token.
+    let r = fx
+        .http
+        .post(fx.api("auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": ok.refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refreshed: nimbus::protocol::LoginResponse = r.json().await.unwrap();
+    assert_eq!(refreshed.device_id, ok.device_id);
+    assert_eq!(refreshed.refresh_token, ok.refresh_token);
+    assert_ne!(refreshed.access_token, ok.access_token);
+    let r = fx
+        .http
+        .post(fx.api("auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": ok.access_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+
+    // Missing, garbage, refresh-as-access tokens.
+    let pull = fx.api("sync/pull");
+    let (s, code) = error_of(fx.http.get(&pull).send().await.unwrap()).await;
+    assert_eq!((s.as_u16(), code.as_str()), (401, "unauthorized"));
+    for bad in ["garbage", ok.refresh_token.as_str()] {
+        let r = fx.http.get(&pull).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(
+            error_of(r).await,
+            (StatusCode::UNAUTHORIZED, "unauthorized".into())
+        );
+    }
+    let r = fx
+        .http
+        .get(&pull)
+        .bearer_auth(&refreshed.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An expired access token: planted in the store, an hour old.
+    let meta = server::meta_store::SqliteMetaStore::open(&fx.cfg.data_dir.join("meta.sqlite"))
+        .await
+        .unwrap();
+    let alice = server::meta_store::MetaStore::account_by_name(&meta, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let (expired, hash) = server::auth::new_token(server::meta_store::TokenKind::Access);
+    server::meta_store::MetaStore::insert_token(
+        &meta,
+        &server::meta_store::NewToken {
+            hash,
+            account: alice.id,
+            device: ok.device_id,
+            kind: server::meta_store::TokenKind::Access,
+            expires_ns: server::now_ns() - 3_600_000_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    server::meta_store::MetaStore::close(&meta).await;
+    let r = fx
+        .http
+        .get(&pull)
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::UNAUTHORIZED, "token_expired".into())
+    );
+
+    // HttpRemote refreshes on its own...
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: expired.clone(),
+            refresh_token: ok.refresh_token.clone(),
+            device_id: ok.device_id,
+        },
+    );
+    assert_eq!(remote.pull(0, 10).await.unwrap().cursor, 0);
+    // ...also from no access token at all...
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: String::new(),
+            refresh_token: ok.refresh_token.clone(),
+            device_id: ok.device_id,
+        },
+    );
+    assert!(remote.missing_chunks(&[ChunkId::of(b"x")]).await.is_ok());
+    // ...and reports a refused refresh as Unauthorized.
+    let remote = HttpRemote::new(
+        &fx.url,
+        Tokens {
+            access_token: expired,
+            refresh_token: "nrt_bogus".into(),
+            device_id: ok.device_id,
+        },
+    );
+    assert!(matches!(
+        remote.pull(0, 10).await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn chunk_upload_download_and_verification() {
+    let fx = Fx::new().await;
+    let remote = fx.remote("alice", "laptop").await;
+    let token = fx.token("alice").await;
+
+    // Compressible (sent as zstd) and random (sent plain).
+    let squashy = text(1 << 20);
+    let noise = random(300_000, 2);
+    for data in [&squashy, &noise] {
+        let id = ChunkId::of(data);
+        assert_eq!(remote.missing_chunks(&[id]).await.unwrap(), vec![id]);
+        remote.put_chunk(id, data.clone()).await.unwrap();
+        assert!(remote.missing_chunks(&[id]).await.unwrap().is_empty());
+        assert_eq!(&remote.get_chunk(id).await.unwrap(), data);
+        assert!(fx.chunk_path(&id).exists());
+    }
+    // Stored compressed: the file is much smaller than the chunk.
+    let stored = std::fs::metadata(fx.chunk_path(&ChunkId::of(&squashy)))
+        .unwrap()
+        .len();
+    assert!(stored < squashy.len() as u64 / 4, "stored {stored} bytes");
+    // Uploading again is fine (idempotent).
+    remote
+        .put_chunk(ChunkId::of(&noise), noise.clone())
+        .await
+        .unwrap();
+
+    // Raw zstd upload, as curl would send it.
+    let data = text(50_000);
+    let id = ChunkId::of(&data);
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{id}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(zstd::bulk::compress(&data, 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(remote.get_chunk(id).await.unwrap(), data);
+
+    // Hash mismatch: 400 and nothing stored.
+    let claimed = ChunkId::of(b"what I claim");
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .body("something else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "hash_mismatch".into())
+    );
+    assert!(!fx.chunk_path(&claimed).exists());
+    assert_eq!(
+        remote.missing_chunks(&[claimed]).await.unwrap(),
+        vec![claimed]
+    );
+    assert!(matches!(
+        remote.get_chunk(claimed).await,
+        Err(RemoteError::NotFound(_))
+    ));
+    // The same through zstd.
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(zstd::bulk::compress(b"something else", 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "hash_mismatch".into())
+    );
+
+    // Bad ids, bad encodings.
+    for bad in ["xyz", &"g".repeat(64), &"a".repeat(63)] {
+        let r = fx
+            .http
+            .put(fx.api(&format!("chunks/{bad}")))
+            .bearer_auth(&token)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_chunk_id".into())
+        );
+    }
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body("not zstd at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::BAD_REQUEST, "bad_encoding".into())
+    );
+    let r = fx
+        .http
+        .put(fx.api(&format!("chunks/{claimed}")))
+        .bearer_auth(&token)
+        .header(header::CONTENT_ENCODING, "br")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn corrupt_chunks_are_never_served_and_heal_on_upload() {
+    let fx = Fx::new().await;
+    let remote = fx.remote("alice", "laptop").await;
+    let data = random(50_000, 30);
+    let id = ChunkId::of(&data);
+    remote.put_chunk(id, data.clone()).await.unwrap();
+    remote
+        .commit(vec![upsert(
+            NodeId::random(),
+            &VersionVector::new(),
+            NodeId::ROOT,
+            "f",
+            file(content_of(&[&data])),
+        )])
+        .await
+        .unwrap();
+    // Bit rot on disk.
+    let path = fx.chunk_path(&id);
+    let mut raw = std::fs::read(&path).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x40;
+    std::fs::write(&path, raw).unwrap();
+    let r = fx
+        .http
+        .get(fx.api("files/content"))
+        .query(&[("path", "/f")])
+        .bearer_auth(fx.token("alice").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(r).await,
+        (StatusCode::INTERNAL_SERVER_ERROR, "chunk_corrupt".into())
+    );
+    assert!(!path.exists(), "quarantined");
+    let e = remote.get_chunk(id).await.unwrap_err();
+    assert!(
+        matches!(e, RemoteError::Server { status: 500, .. }),
+        "{e:?}"
+    );
+    // The account must upload it again, which heals it.
+    assert_eq!(remote.missing_chunks(&[id]).await.unwrap(), vec![id]);
+    remote.put_chunk(id, data.clone()).await.unwrap();
+    assert_eq!(remote.get_chunk(id).await.unwrap(), data);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&fx.cfg.data_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "data dir is private");
+    }
+}
