@@ -116,7 +116,12 @@ impl RemoteError {
             } => FailureClass::NeedsUser(NeedsUser::Misconfigured(match status {
                 413 => format!(
                     "the server or a proxy in front of it refuses request bodies this large \
-                     (413: {message}); raise its body size limit (nginx: client_max_body_size 8m)"
+                     ({}); raise its body size limit (nginx: client_max_body_size 8m)",
+                    if message.starts_with("413") {
+                        message.clone()
+                    } else {
+                        format!("413: {message}")
+                    }
                 ),
                 _ => format!("the server refused a request ({status} {code}: {message})"),
             })),
