@@ -136,7 +136,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         chunks,
     )
     .context("cannot open the local state")?;
-    vfs.set_server(&conn.server);
+    vfs.status().set_server(&conn.server);
 
     // First listing before the folder appears, so `ls` right after mount
     // shows the account (best effort: offline mounts show the cache).
@@ -231,12 +231,12 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
     stop.cancel();
     rt.block_on(async {
         let deadline = Instant::now() + DRAIN_ON_EXIT;
-        while vfs.meta.journal_len() > 0
+        while vfs.journal_len() > 0
             && Instant::now() < deadline
-            && vfs.sync_state().connection == crate::vfs::Connection::Online
+            && vfs.status().snapshot().connection == crate::vfs::Connection::Online
         {
             tokio::select! {
-                _ = vfs.drained_notify.notified() => {}
+                _ = vfs.journal_settled() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
@@ -293,7 +293,7 @@ fn finish(
             tracing::warn!("embedded server shutdown: {e}");
         }
     }
-    let left = vfs.meta.journal_len();
+    let left = vfs.journal_len();
     if left > 0 {
         eprintln!(
             "nimbus: unmounted; {left} change(s) not yet uploaded stay queued for the next mount"

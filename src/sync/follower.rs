@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::vfs::meta::CURSOR_KEY;
 const POLL: Duration = Duration::from_secs(1);
 
 pub struct Follower {
@@ -60,10 +59,9 @@ impl Follower {
     /// past them, and retried at the start of every pull and after every
     /// page until their parent appears.
     pub async fn pull_all(&self) -> Result<(), RemoteError> {
-        let mut cursor = self.vfs.meta.counter(CURSOR_KEY).map_err(store_err)?;
+        let mut cursor = self.vfs.cursor().map_err(store_err)?;
         let mut waiting: BTreeMap<NodeId, NodeRecord> = self
             .vfs
-            .meta
             .waiting_records()
             .map_err(store_err)?
             .into_iter()
@@ -104,14 +102,14 @@ impl Follower {
             }
         }
         let count = waiting.len() as u64;
-        if self.vfs.set_waiting_remote(count) && count > 0 {
+        if self.vfs.status().set_waiting_remote(count) && count > 0 {
             tracing::warn!(
                 count,
                 "changes from the server wait for a folder this device does not have yet; \
                  kept and retried on every pull"
             );
         }
-        self.vfs.note_pulled();
+        self.vfs.status().note_pulled();
         Ok(())
     }
 }
@@ -146,20 +144,13 @@ impl Follower {
         waiting: &BTreeMap<NodeId, NodeRecord>,
         stored: &mut HashSet<NodeId>,
     ) -> Result<(), RemoteError> {
-        let mut t = self.vfs.meta.txn();
-        if let Some(c) = cursor {
-            t.set_counter(CURSOR_KEY, c);
-        }
-        for id in stored.iter().filter(|id| !waiting.contains_key(id)) {
-            t.remove_waiting(id);
-        }
-        for rec in waiting.values() {
-            t.put_waiting(rec);
-        }
-        t.commit().map_err(store_err)?;
-        if let Some(c) = cursor {
-            self.vfs.cursor_saved(c).map_err(store_err)?;
-        }
+        let drop: Vec<NodeId> = stored
+            .iter()
+            .filter(|id| !waiting.contains_key(id))
+            .copied()
+            .collect();
+        let put: Vec<&NodeRecord> = waiting.values().collect();
+        self.vfs.save_pull(cursor, &put, &drop).map_err(store_err)?;
         *stored = waiting.keys().copied().collect();
         Ok(())
     }
@@ -175,9 +166,11 @@ fn store_err(e: crate::vfs::VfsError) -> RemoteError {
 fn set_connection(vfs: &Vfs, e: &RemoteError) {
     match e.class() {
         FailureClass::NeedsUser(NeedsUser::Unauthorized(m)) => {
-            vfs.set_connection(Connection::Unauthorized(m))
+            vfs.status().set_connection(Connection::Unauthorized(m))
         }
-        _ if matches!(e, RemoteError::Unreachable(_)) => vfs.set_connection(Connection::Offline),
+        _ if matches!(e, RemoteError::Unreachable(_)) => {
+            vfs.status().set_connection(Connection::Offline)
+        }
         _ => {}
     }
 }

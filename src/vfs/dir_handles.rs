@@ -2,16 +2,46 @@
 //! pages through it by offset (`.` and `..` first, then the entries;
 //! offset n+1 follows entry n, as the kernel expects), `releasedir` drops
 //! it. A listing changed meanwhile does not disturb a handle's paging.
+//! [`DirHandles`] owns the snapshots behind its own lock (never held when
+//! a method returns). Directory handle numbers are their own sequence:
+//! the kernel never passes one where a file handle is expected.
 
 use super::*;
+
+/// Open directory handles: the listing snapshot each reads.
+pub(super) struct DirHandles {
+    snapshots: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next: AtomicU64,
+}
+
+impl DirHandles {
+    pub(super) fn new() -> Self {
+        DirHandles {
+            snapshots: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn insert(&self, list: Vec<DirEntry>) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::SeqCst);
+        self.snapshots.lock().insert(fh, Arc::new(list));
+        fh
+    }
+
+    fn get(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
+        self.snapshots.lock().get(&fh).cloned()
+    }
+
+    fn remove(&self, fh: u64) {
+        self.snapshots.lock().remove(&fh);
+    }
+}
 
 impl Vfs {
     /// Opens folder `ino` for listing; the handle.
     pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
         let list = self.readdir(ino, None, usize::MAX)?;
-        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
-        self.dirs.lock().insert(fh, Arc::new(list));
-        Ok(fh)
+        Ok(self.dirs.insert(list))
     }
 
     /// Entries of folder `ino` from `offset` on, each with the offset that
@@ -23,7 +53,7 @@ impl Vfs {
         offset: u64,
         limit: usize,
     ) -> VfsResult<Vec<(u64, DirEntry)>> {
-        let snapshot = self.dirs.lock().get(&fh).cloned();
+        let snapshot = self.dirs.get(fh);
         let list = match snapshot {
             Some(l) => l,
             None => Arc::new(self.readdir(ino, None, usize::MAX)?),
@@ -52,7 +82,7 @@ impl Vfs {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().remove(&fh);
+        self.dirs.remove(fh);
     }
 }
 

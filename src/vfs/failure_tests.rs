@@ -137,7 +137,7 @@ async fn unauthorized_pauses_without_dropping_or_spinning() {
     let (stop, task) = dev.start();
     until("the unauthorized state", || {
         matches!(
-            dev.vfs.sync_state.lock().connection,
+            dev.vfs.status().snapshot().connection,
             Connection::Unauthorized(_)
         )
     })
@@ -183,7 +183,7 @@ async fn body_limit_pauses_survives_remount_and_drains_when_lifted() {
     dev.faulty.set_chunk_body_limit(Some(1 << 20));
     let (stop, task) = dev.start();
     until("the misconfigured state", || {
-        matches!(&dev.vfs.sync_state.lock().connection, Connection::Misconfigured(r) if r.contains("413"))
+        matches!(&dev.vfs.status().snapshot().connection, Connection::Misconfigured(r) if r.contains("413"))
     })
     .await;
     stop.cancel();
@@ -386,7 +386,7 @@ async fn a_refused_big_file_does_not_hold_back_the_rest() {
         "no empty stand-in: {names:?}"
     );
     assert!(matches!(
-        dev.vfs.sync_state().connection,
+        dev.vfs.status().snapshot().connection,
         Connection::Misconfigured(_)
     ));
     assert_eq!(dev.vfs.pending_below(ROOT_INO, 10).unwrap().count, 2);
@@ -405,7 +405,7 @@ async fn a_refused_big_file_does_not_hold_back_the_rest() {
         blake3::hash(&read(&b.vfs, on_b.ino).await),
         blake3::hash(&big)
     );
-    assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
+    assert_eq!(dev.vfs.status().snapshot().connection, Connection::Online);
 }
 
 /// A held-back file that is deleted no longer keeps uploads paused.
@@ -423,13 +423,13 @@ async fn deleting_a_held_back_file_clears_the_pause() {
     write(&dev.vfs, "small.txt", b"small");
     while up.run_once().await.unwrap_or(false) {}
     assert!(matches!(
-        dev.vfs.sync_state().connection,
+        dev.vfs.status().snapshot().connection,
         Connection::Misconfigured(_)
     ));
     dev.vfs.unlink(ROOT_INO, b"big.bin").unwrap();
     write(&dev.vfs, "other.txt", b"more");
     while up.run_once().await.unwrap() {}
-    assert_eq!(dev.vfs.sync_state().connection, Connection::Online);
+    assert_eq!(dev.vfs.status().snapshot().connection, Connection::Online);
     assert_eq!(dev.vfs.meta.journal_len(), 0);
 }
 

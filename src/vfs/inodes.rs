@@ -3,14 +3,81 @@
 //! of an inode's life (tombstones kept while the journal refers to them,
 //! purge once nothing does, working copies removed only once that is
 //! durable).
+//!
+//! [`InodeTable`] owns what lives only in memory: the kernel's lookup
+//! count per inode and the tombstones waiting for the change-log cursor.
+//! Its locks are private and never held when its methods return.
 
 use super::*;
+
+/// Lookup counts and tombstones waiting for the cursor (see the module
+/// docs).
+pub(super) struct InodeTable {
+    /// References the kernel holds per inode (lookups minus forgets).
+    lookups: Mutex<HashMap<u64, u64>>,
+    /// Tombstones that wait only for the change-log cursor to pass their
+    /// last server state, by that sequence number.
+    tombstones_waiting: Mutex<BTreeMap<u64, Vec<u64>>>,
+}
+
+impl InodeTable {
+    pub(super) fn new() -> Self {
+        InodeTable {
+            lookups: Mutex::new(HashMap::new()),
+            tombstones_waiting: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The kernel took one more reference to `ino`.
+    pub(super) fn remember(&self, ino: u64) {
+        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` references to `ino`; true when none is left.
+    pub(super) fn forget(&self, ino: u64, n: u64) -> bool {
+        let mut l = self.lookups.lock();
+        match l.get_mut(&ino) {
+            Some(c) => {
+                *c = c.saturating_sub(n);
+                if *c == 0 {
+                    l.remove(&ino);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => true,
+        }
+    }
+
+    /// True while the kernel holds a reference to `ino`.
+    pub(super) fn is_referenced(&self, ino: u64) -> bool {
+        self.lookups.lock().contains_key(&ino)
+    }
+
+    /// Tombstone `ino` waits for the cursor to reach `server_seq`.
+    pub(super) fn wait_for_cursor(&self, server_seq: u64, ino: u64) {
+        self.tombstones_waiting
+            .lock()
+            .entry(server_seq)
+            .or_default()
+            .push(ino);
+    }
+
+    /// The tombstones whose wait is over now that the cursor is `cursor`.
+    pub(super) fn cursor_reached(&self, cursor: u64) -> Vec<u64> {
+        let mut waiting = self.tombstones_waiting.lock();
+        let later = waiting.split_off(&(cursor + 1));
+        let due = std::mem::replace(&mut *waiting, later);
+        due.into_values().flatten().collect()
+    }
+}
 
 impl Vfs {
     pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
         let mut size = inode.size;
         let mut mtime = inode.mtime_ns;
-        if let Some(o) = self.open_inode(inode.ino) {
+        if let Some(o) = self.open.get(inode.ino) {
             if let Some((s, m)) = o.state.lock().unsaved {
                 size = s;
                 mtime = m;
@@ -60,27 +127,12 @@ impl Vfs {
     }
 
     pub(super) fn remember_lookup(&self, ino: u64) {
-        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+        self.inodes.remember(ino);
     }
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        let gone = {
-            let mut l = self.lookups.lock();
-            match l.get_mut(&ino) {
-                Some(c) => {
-                    *c = c.saturating_sub(n);
-                    if *c == 0 {
-                        l.remove(&ino);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                None => true,
-            }
-        };
-        if gone {
+        if self.inodes.forget(ino, n) {
             let _ = self.purge_if_unused(ino);
         }
     }
@@ -145,14 +197,11 @@ impl Vfs {
 
     /// Drops an unlinked inode once nothing uses it.
     pub(super) fn purge_if_unused(&self, ino: u64) -> VfsResult<()> {
-        let _ns = self.ns.lock();
+        let ns = self.meta.lock_ns();
         let Some(inode) = self.meta.inode(ino)? else {
             return Ok(());
         };
-        if !inode.unlinked
-            || self.open.lock().contains_key(&ino)
-            || self.lookups.lock().contains_key(&ino)
-        {
+        if !inode.unlinked || self.open.is_open(ino) || self.inodes.is_referenced(ino) {
             return Ok(());
         }
         if inode.dirty {
@@ -167,15 +216,11 @@ impl Vfs {
         // page pulled before the delete was pushed) must not bring it back.
         if self.keeps_tombstone(&inode)? {
             if !self.meta.journal().has_records(ino) && !self.meta.journal().is_quarantined(ino) {
-                self.tombstones_waiting
-                    .lock()
-                    .entry(inode.server_seq)
-                    .or_default()
-                    .push(ino);
+                self.inodes.wait_for_cursor(inode.server_seq, ino);
             }
             return Ok(());
         }
-        let mut t = self.meta.txn();
+        let mut t = self.meta.txn(&ns);
         t.remove_inode(&inode);
         t.commit()?;
         Ok(())
@@ -195,13 +240,7 @@ impl Vfs {
     /// The change follower has applied the log up to `cursor`: tombstones
     /// that waited for it go.
     pub fn cursor_saved(&self, cursor: u64) -> VfsResult<()> {
-        let due: Vec<u64> = {
-            let mut waiting = self.tombstones_waiting.lock();
-            let later = waiting.split_off(&(cursor + 1));
-            let due = std::mem::replace(&mut *waiting, later);
-            due.into_values().flatten().collect()
-        };
-        for ino in due {
+        for ino in self.inodes.cursor_reached(cursor) {
             self.purge_if_unused(ino)?;
         }
         Ok(())
@@ -227,7 +266,7 @@ impl Vfs {
         self.meta.flush()?;
         for &ino in inos {
             if let Some(inode) = self.meta.inode(ino)? {
-                if !inode.dirty && !inode.unlinked && self.open_inode(ino).is_none() {
+                if !inode.dirty && !inode.unlinked && !self.open.is_open(ino) {
                     let _ = std::fs::remove_file(self.work_path(&inode.node_id));
                 }
             }
@@ -241,7 +280,7 @@ impl Vfs {
     /// edit that won over the delete, may apply again).
     pub fn delete_done(&self, node: &NodeId, rec: Option<&NodeRecord>) -> VfsResult<()> {
         let ino = {
-            let _ns = self.ns.lock();
+            let ns = self.meta.lock_ns();
             let Some(ino) = self.meta.ino_of(node)? else {
                 return Ok(());
             };
@@ -258,7 +297,7 @@ impl Vfs {
                 inode.vv = rec.vv.clone();
                 inode.server_seq = rec.seq;
             }
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             t.put_inode(&inode);
             t.commit()?;
             ino
@@ -317,7 +356,7 @@ impl Vfs {
                 failed += 1;
             }
             if inode.kind == NodeKind::File && inode.dirty && !inode.unlinked {
-                bytes += inode.size.saturating_sub(self.uploaded_so_far(i));
+                bytes += inode.size.saturating_sub(self.status.uploaded_so_far(i));
             }
             if paths.len() < max_paths {
                 let parent = self.path_of(inode.parent).unwrap_or_default();

@@ -17,12 +17,20 @@
 //! Counters and journal records are written in [`Txn::commit`] under the
 //! journal index's lock, so two transactions committing at once can never
 //! persist a smaller counter after a larger one.
+//!
+//! Every write goes through a [`Txn`], and a `Txn` (like an inode number
+//! from [`MetaCache::alloc_ino`]) can only be had with the namespace lock's
+//! guard, [`NsGuard`], in hand ([`MetaCache::lock_ns`]): a change is decided
+//! from reads made under the same lock that commits it, so two namespace
+//! operations never interleave. The compiler checks it: a function that
+//! writes either takes the lock or takes the guard as a parameter.
 
 use super::error::{VfsError, VfsResult};
 use super::journal::{Intent, Journal};
 pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
 use crate::protocol::{ContentHash, FileContent, NodeId, NodeKind, NodeRecord, VersionVector};
+use parking_lot::{Mutex, MutexGuard};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -137,6 +145,16 @@ pub struct MetaCache {
     kv: Arc<dyn Kv>,
     next_ino: AtomicU64,
     journal: Journal,
+    /// The namespace lock (see the module docs).
+    ns: Mutex<()>,
+}
+
+/// Proof that the namespace lock of a [`MetaCache`] is held (from
+/// [`MetaCache::lock_ns`]); unlocks when dropped. Writes and inode
+/// allocation take it as a parameter.
+pub struct NsGuard<'a> {
+    owner: *const MetaCache,
+    _guard: MutexGuard<'a, ()>,
 }
 
 impl MetaCache {
@@ -167,6 +185,7 @@ impl MetaCache {
             kv,
             next_ino: AtomicU64::new(next_ino),
             journal,
+            ns: Mutex::new(()),
         })
     }
 
@@ -241,8 +260,24 @@ impl MetaCache {
             None => 0,
         })
     }
-    pub fn alloc_ino(&self) -> u64 {
+    /// Takes the namespace lock (first in the core's lock order; see
+    /// `vfs` module docs).
+    pub fn lock_ns(&self) -> NsGuard<'_> {
+        NsGuard {
+            owner: self,
+            _guard: self.ns.lock(),
+        }
+    }
+    /// A new inode number (persisted by the `Txn` that creates the inode).
+    pub fn alloc_ino(&self, ns: &NsGuard<'_>) -> u64 {
+        self.check_guard(ns);
         self.next_ino.fetch_add(1, Ordering::SeqCst)
+    }
+    fn check_guard(&self, ns: &NsGuard<'_>) {
+        debug_assert!(
+            std::ptr::eq(ns.owner, self),
+            "namespace guard of another metadata store"
+        );
     }
     /// Number of journal records not yet acknowledged by the server.
     pub fn journal_len(&self) -> u64 {
@@ -291,7 +326,9 @@ impl MetaCache {
         Ok(out)
     }
 
-    pub fn txn(&self) -> Txn<'_> {
+    /// A transaction; `ns` must stay held until it is committed.
+    pub fn txn<'a>(&'a self, ns: &'a NsGuard<'_>) -> Txn<'a> {
+        self.check_guard(ns);
         Txn {
             meta: self,
             writes: Vec::new(),

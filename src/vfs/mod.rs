@@ -21,31 +21,48 @@
 //! journal in order.
 //!
 //! # Parts
+//! Each part owns its state behind its own private lock(s), which none of
+//! its methods holds when it returns; the operations (`impl Vfs` blocks,
+//! one file per concern) combine them:
+//! - [`meta::MetaCache`] (`meta`): the persistent metadata (inodes,
+//!   entries, manifests, counters) and the **namespace lock**;
+//!   [`journal::Journal`] inside it: records, per-node index, quarantine;
+//! - `InodeTable` (`inodes`): lookup counts, forget, tombstones waiting
+//!   for the cursor; with attributes, listings, paths, pending summaries
+//!   and purge;
+//! - `OpenFiles` (`open_files`): open inodes (handles, writers, content
+//!   generations, working copy in use), file handles, stale pages, `fsync`
+//!   waiters; with open and release;
+//! - `DirHandles` (`dir_handles`): directory listing snapshots;
+//! - [`SyncStatus`] (`status`): connection, last sync, conflicts, upload
+//!   progress;
+//! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
+//!   `working_copy`: working copies, write, flush, fsync; `read`: the read
+//!   path and read-ahead; `reconcile` and `rebase`: remote records and
+//!   commit outcomes; `sync_api`: what the sync workers ask (they never
+//!   touch the parts themselves); `api`: the one async entry point.
+//!
 //! Operations that may wait on the network (`read`, `write`, `setattr`)
-//! answer with an [`Answer`]: ready now, or a future to spawn (`api`). A
-//! front end replies at once or spawns; it holds no filesystem state
-//! (directory handles live here too, `dir_handles`). One `impl Vfs` per
-//! concern, each in its own file:
-//! - `inodes`: attributes, lookups and lookup counts,
-//!   listings, paths, pending summaries, tombstones and purge;
-//! - `namespace`: create, mkdir, symlink, unlink, rmdir,
-//!   rename, setattr;
-//! - `open_files`: open state, handles, open, release;
-//! - `working_copy`: working copies, write, flush,
-//!   fsync;
-//! - `read`: the read path and read-ahead;
-//! - `reconcile` and `rebase`: remote
-//!   records and commit outcomes;
-//! - [`journal`]: the journal's records, index and quarantine; [`meta`]:
-//!   the metadata store's typed access and transactions.
+//! answer with an [`Answer`]: ready now, or a future to spawn. A front end
+//! replies at once or spawns; it holds no filesystem state.
 //!
 //! # Lock order
-//! `ns` (namespace mutations) → `open` (map of open inodes) →
-//! `OpenInode::state` or `lookups`; the journal index's lock is innermost
-//! (taken by `Txn::commit` and the journal's queries). `handles`,
-//! `fsync_waiters`, `notifier` and `sync_state` are never held together
-//! with another lock. No lock is held across an `.await`; materialising a
-//! working copy takes the per-inode async `fill` lock alone.
+//! 1. The namespace lock ([`meta::MetaCache::lock_ns`]). Every metadata
+//!    write ([`meta::Txn`]) and inode allocation takes its guard,
+//!    [`meta::NsGuard`], as a parameter, and helpers that write while it is
+//!    held take the guard too: the compiler rejects a write without it.
+//!    The guard is `!Send`, so no future that a runtime may move holds it
+//!    across an `.await`.
+//! 2. A part's own locks: `OpenFiles`' tables, `InodeTable`, `DirHandles`,
+//!    `SyncStatus`. They are private to their type and released before its
+//!    methods return, so they never nest with one another.
+//! 3. An open inode's `state` (taken alone or under the namespace guard;
+//!    `OpenFiles` alone takes it under its table).
+//! 4. The journal index (innermost: `Txn::commit` and the journal's
+//!    queries).
+//!
+//! The per-inode async `fill` lock (materialising a working copy, which
+//! may wait on the network) is held with none of the above.
 
 pub mod chunk_cache;
 mod chunk_slice;
@@ -62,11 +79,16 @@ mod dir_handles;
 pub use api::Answer;
 
 mod status;
-pub use status::{Connection, SyncState};
+mod sync_api;
+pub use status::{Connection, SyncState, SyncStatus};
 
 mod inodes;
 mod namespace;
 mod open_files;
+use dir_handles::DirHandles;
+use inodes::InodeTable;
+pub use open_files::PageCache;
+use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 mod read;
 mod reconcile;
 mod working_copy;
@@ -161,81 +183,13 @@ pub struct VfsConfig {
     pub fsync_remote: bool,
 }
 
-/// An open inode's state. Its content has **generations**: a remote
-/// change of the content starts a new one; local writes stay in the
-/// current one. A handle reads the generation it was opened in until it is
-/// closed (close-to-open consistency, as NFS: no torn reads, and a reader
-/// never goes back to an older version), while new opens read the newest.
-struct OpenState {
-    /// References: file handles and internal users (truncate, fill).
-    handles: u32,
-    writers: u32,
-    /// The working copy of the current generation, open read-write, once
-    /// the inode has one.
-    work: Option<Arc<std::fs::File>>,
-    /// Size and mtime not yet recorded in the metadata cache.
-    unsaved: Option<(u64, i64)>,
-    /// The current content generation.
-    generation: u64,
-    /// Working copies of earlier generations still read by their handles
-    /// (unlinked from `work/`, kept open).
-    retired: HashMap<u64, Arc<std::fs::File>>,
-    /// Open file handles per generation.
-    open_by_generation: BTreeMap<u64, u32>,
-}
-
-impl OpenState {
-    /// True while a handle of an earlier generation is open.
-    fn older_handles_open(&self) -> bool {
-        self.open_by_generation
-            .keys()
-            .next()
-            .is_some_and(|g| *g < self.generation)
-    }
-}
-
-/// How the kernel's page cache may serve a new open of a file
-/// ([`Vfs::page_cache`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PageCache {
-    /// Pages cached for the file are current: keep them.
-    Keep,
-    /// Pages may be of an older version: drop them at open.
-    Drop,
-    /// A reader of an older version is still open and shares the inode's
-    /// pages: this handle bypasses the page cache (direct I/O).
-    Bypass,
-}
-
-struct OpenInode {
-    state: Mutex<OpenState>,
-    /// Serialises creating the working copy (may wait on the network).
-    fill: tokio::sync::Mutex<()>,
-}
-
-struct Handle {
-    ino: u64,
-    write: bool,
-    /// The content generation it was opened in (see [`OpenState`]).
-    generation: u64,
-    /// The manifest the handle reads when its generation has no working
-    /// copy.
-    content: Option<Arc<ContentView>>,
-    /// End of the previous read, to detect sequential access.
-    last_end: AtomicU64,
-}
-
-struct ContentView {
-    manifest: Manifest,
-    offsets: Vec<u64>,
-}
-
 pub struct Vfs {
     /// This core itself, for the futures of operations that wait
     /// (`Answer::Pending` must own what it uses).
     me: std::sync::Weak<Vfs>,
-    pub meta: MetaCache,
-    pub chunks: Arc<ChunkCache>,
+    /// The metadata store; it holds the namespace lock and the journal.
+    meta: MetaCache,
+    chunks: Arc<ChunkCache>,
     work_dir: PathBuf,
     pub device_id: DeviceId,
     pub device_name: String,
@@ -243,30 +197,15 @@ pub struct Vfs {
     fsync_remote: bool,
     uid: u32,
     gid: u32,
-    ns: Mutex<()>,
-    open: Mutex<HashMap<u64, Arc<OpenInode>>>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
-    lookups: Mutex<HashMap<u64, u64>>,
-    /// Bytes of new content uploaded per file in the round in flight.
-    upload_progress: Mutex<HashMap<u64, u64>>,
-    /// Tombstones that wait only for the change-log cursor to pass their
-    /// last server state, by that sequence number.
-    tombstones_waiting: Mutex<BTreeMap<u64, Vec<u64>>>,
-    /// Inodes whose cached pages may be of an older version (a remote
-    /// change arrived while a handle was open): the next open drops them.
-    stale_pages: Mutex<HashSet<u64>>,
-    /// Inodes an `fsync` (with `--fsync remote`) is waiting on: the
-    /// uploader pushes them even while open for writing.
-    fsync_waiters: Mutex<HashMap<u64, u32>>,
-    notifier: Mutex<Option<Arc<dyn KernelNotifier>>>,
+    inodes: InodeTable,
+    open: OpenFiles,
+    dirs: DirHandles,
+    status: SyncStatus,
+    notifier: std::sync::OnceLock<Arc<dyn KernelNotifier>>,
     /// Wakes the uploader when the journal grows.
-    pub journal_notify: tokio::sync::Notify,
-    /// Wakes waiters when the journal shrinks.
-    pub drained_notify: tokio::sync::Notify,
-    sync_state: Mutex<SyncState>,
-    /// Open directory handles: the listing snapshot each reads.
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    journal_notify: tokio::sync::Notify,
+    /// Wakes waiters when an upload round ends.
+    drained_notify: tokio::sync::Notify,
 }
 
 /// How many chunks (about 1 MiB each) sequential reads load ahead.
@@ -303,20 +242,13 @@ impl Vfs {
             fsync_remote: cfg.fsync_remote,
             uid: cfg.uid,
             gid: cfg.gid,
-            ns: Mutex::new(()),
-            open: Mutex::new(HashMap::new()),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            lookups: Mutex::new(HashMap::new()),
-            stale_pages: Mutex::new(HashSet::new()),
-            tombstones_waiting: Mutex::new(BTreeMap::new()),
-            upload_progress: Mutex::new(HashMap::new()),
-            fsync_waiters: Mutex::new(HashMap::new()),
-            notifier: Mutex::new(None),
+            inodes: InodeTable::new(),
+            open: OpenFiles::new(),
+            dirs: DirHandles::new(),
+            status: SyncStatus::default(),
+            notifier: std::sync::OnceLock::new(),
             journal_notify: tokio::sync::Notify::new(),
             drained_notify: tokio::sync::Notify::new(),
-            sync_state: Mutex::new(SyncState::default()),
-            dirs: Mutex::new(HashMap::new()),
         });
         vfs.recover()?;
         Ok(vfs)
@@ -326,24 +258,21 @@ impl Vfs {
     /// while open before a crash, and delete working copies that no journal
     /// entry refers to (writes never made durable by fsync/close).
     fn recover(&self) -> VfsResult<()> {
+        let ns = self.meta.lock_ns();
         if self.meta.inode(ROOT_INO)?.is_none() {
             let root = Inode::new(ROOT_INO, NodeId::ROOT, 0, "", NodeKind::Dir, 0o755);
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             t.create_inode(&root);
             t.commit()?;
         }
         let mut keep = std::collections::HashSet::new();
-        let mut t = self.meta.txn();
+        let mut t = self.meta.txn(&ns);
         for inode in self.meta.all_inodes()? {
             if inode.unlinked {
                 if !self.keeps_tombstone(&inode)? {
                     t.remove_inode(&inode);
                 } else {
-                    self.tombstones_waiting
-                        .lock()
-                        .entry(inode.server_seq)
-                        .or_default()
-                        .push(inode.ino);
+                    self.inodes.wait_for_cursor(inode.server_seq, inode.ino);
                 }
                 continue;
             }
@@ -356,6 +285,7 @@ impl Vfs {
             }
         }
         t.commit()?;
+        drop(ns);
         for f in std::fs::read_dir(&self.work_dir)? {
             let f = f?;
             if !keep.contains(f.file_name().to_string_lossy().as_ref()) {
@@ -395,20 +325,20 @@ impl Vfs {
         )
     }
 
+    /// Sets who is told about stale kernel caches; once per core (later
+    /// calls are ignored).
     pub fn set_notifier(&self, n: Arc<dyn KernelNotifier>) {
-        *self.notifier.lock() = Some(n);
+        let _ = self.notifier.set(n);
     }
 
     fn notify_entry(&self, parent: u64, name: &str) {
-        let n = self.notifier.lock().clone();
-        if let Some(n) = n {
+        if let Some(n) = self.notifier.get() {
             n.inval_entry(parent, name);
         }
     }
 
     fn notify_inode(&self, ino: u64) {
-        let n = self.notifier.lock().clone();
-        if let Some(n) = n {
+        if let Some(n) = self.notifier.get() {
             n.inval_inode(ino);
         }
     }
@@ -427,10 +357,6 @@ impl Vfs {
         } else {
             Ok(())
         }
-    }
-
-    fn open_inode(&self, ino: u64) -> Option<Arc<OpenInode>> {
-        self.open.lock().get(&ino).cloned()
     }
 }
 

@@ -5,9 +5,16 @@
 use super::*;
 
 impl Vfs {
-    pub(super) fn new_inode(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> Inode {
+    pub(super) fn new_inode(
+        &self,
+        ns: &meta::NsGuard<'_>,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+    ) -> Inode {
         let mut inode = Inode::new(
-            self.meta.alloc_ino(),
+            self.meta.alloc_ino(ns),
             NodeId::random(),
             parent,
             name,
@@ -36,7 +43,7 @@ impl Vfs {
     ) -> VfsResult<Attr> {
         self.writable()?;
         let name = check_name(name)?;
-        let _ns = self.ns.lock();
+        let ns = self.meta.lock_ns();
         let mut p = self.meta.inode_required(parent)?;
         if !p.is_dir() || p.unlinked {
             return Err(if p.unlinked {
@@ -48,12 +55,12 @@ impl Vfs {
         if self.meta.dentry(parent, name)?.is_some() {
             return Err(VfsError::Exists);
         }
-        let mut inode = self.new_inode(parent, name, kind, mode);
+        let mut inode = self.new_inode(&ns, parent, name, kind, mode);
         if let Some(t) = target {
             inode.size = t.len() as u64;
             inode.symlink_target = Some(t);
         }
-        let mut t = self.meta.txn();
+        let mut t = self.meta.txn(&ns);
         t.create_inode(&inode).put_dentry(
             parent,
             name,
@@ -114,7 +121,7 @@ impl Vfs {
         self.writable()?;
         let name = check_name(name)?;
         let ino = {
-            let _ns = self.ns.lock();
+            let ns = self.meta.lock_ns();
             let mut p = self.meta.inode_required(parent)?;
             let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
             let inode = self.meta.inode_required(d.ino)?;
@@ -126,7 +133,7 @@ impl Vfs {
                 }
                 _ => {}
             }
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             self.unlink_inode(&mut t, inode, parent, name);
             self.touch_dir(&mut t, &mut p);
             t.commit()?;
@@ -169,7 +176,7 @@ impl Vfs {
         let name = check_name(name)?.to_string();
         let new_name = check_name(new_name)?.to_string();
         let replaced = {
-            let _ns = self.ns.lock();
+            let ns = self.meta.lock_ns();
             let d = self.meta.dentry(parent, &name)?.ok_or(VfsError::NotFound)?;
             let mut np = self.meta.inode_required(new_parent)?;
             if !np.is_dir() {
@@ -194,7 +201,7 @@ impl Vfs {
                     cur = self.meta.inode_required(cur)?.parent;
                 }
             }
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             let mut replaced = None;
             if let Some(existing) = self.meta.dentry(new_parent, &new_name)? {
                 if no_replace {
@@ -258,7 +265,7 @@ impl Vfs {
                 NodeKind::File => self.truncate_sync(ino, size)?,
             }
         }
-        let _ns = self.ns.lock();
+        let ns = self.meta.lock_ns();
         let mut inode = self.meta.inode_required(ino)?;
         let mut changed = false;
         if let Some(mode) = set.mode {
@@ -268,7 +275,7 @@ impl Vfs {
         if let Some(m) = set.mtime_ns {
             inode.mtime_ns = m;
             // Keep an open writer's pending mtime in step.
-            if let Some(o) = self.open_inode(ino) {
+            if let Some(o) = self.open.get(ino) {
                 if let Some((_, mt)) = o.state.lock().unsaved.as_mut() {
                     *mt = m;
                 }
@@ -278,7 +285,7 @@ impl Vfs {
         if changed {
             inode.ctime_ns = now_ns();
             inode.local_rev += 1;
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             t.put_inode(&inode).journal_upsert(&inode, false)?;
             t.commit()?;
             self.journal_notify.notify_one();
@@ -310,7 +317,7 @@ impl Vfs {
         if truncating_to_zero {
             return Ok(true);
         }
-        if let Some(o) = self.open_inode(ino) {
+        if let Some(o) = self.open.get(ino) {
             if o.state.lock().work.is_some() {
                 return Ok(true);
             }

@@ -258,7 +258,7 @@ async fn folder_swapped_in_while_the_old_one_is_uploading() {
     let tree = dev.server_tree().await;
     no_conflict_names(&tree);
     assert_eq!(tree, expected);
-    assert_eq!(dev.vfs.sync_state.lock().conflicts, 0);
+    assert_eq!(dev.vfs.status().snapshot().conflicts, 0);
     dev.stop().await;
 }
 

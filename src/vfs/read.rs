@@ -37,7 +37,7 @@ impl Vfs {
         offset: u64,
         size: u32,
     ) -> VfsResult<Option<Vec<u8>>> {
-        let Some(o) = self.open_inode(h.ino) else {
+        let Some(o) = self.open.get(h.ino) else {
             return Ok(None);
         };
         // The handle's generation: the current working copy, or the one

@@ -11,16 +11,17 @@
 //! refused attribute or name changes give way to the remote ones, the
 //! refused content becomes the copy.
 
-use super::meta::{Dentry, Inode};
+use super::meta::{Dentry, Inode, NsGuard};
 use super::{now_ns, Vfs, VfsResult};
 use crate::protocol::{conflict_name, NodeId, NodeKind, NodeRecord};
 
 impl Vfs {
     /// Lets remote record `rec` apply to `inode`, which has local changes:
     /// returns false when those changes must still win (see the module
-    /// docs). Called with the namespace lock held.
+    /// docs).
     pub(super) fn rebase_refused(
         &self,
+        ns: &NsGuard<'_>,
         inode: &Inode,
         rec: &NodeRecord,
         notify_entries: &mut Vec<(u64, String)>,
@@ -29,12 +30,12 @@ impl Vfs {
         if !journal.is_quarantined(inode.ino)
             || journal.has_records(inode.ino)
             || inode.unlinked
-            || self.open_inode(inode.ino).is_some()
+            || self.open.get(inode.ino).is_some()
             || inode.vv.dominates(&rec.vv)
         {
             return Ok(false);
         }
-        let mut t = self.meta.txn();
+        let mut t = self.meta.txn(ns);
         let mut node = inode.clone();
         let mut moved_work = false;
         if inode.kind == NodeKind::File && inode.dirty {
@@ -47,7 +48,7 @@ impl Vfs {
                 n += 1;
             };
             let mut copy = Inode::new(
-                self.meta.alloc_ino(),
+                self.meta.alloc_ino(ns),
                 NodeId::random(),
                 inode.parent,
                 &name,

@@ -14,8 +14,8 @@ impl Vfs {
         let mut notify_entries: Vec<(u64, String)> = Vec::new();
         let mut notify_inodes = Vec::new();
         let applied = {
-            let _ns = self.ns.lock();
-            self.apply_remote_locked(rec, &mut notify_entries, &mut notify_inodes)?
+            let ns = self.meta.lock_ns();
+            self.apply_remote_locked(&ns, rec, &mut notify_entries, &mut notify_inodes)?
         };
         for (p, n) in notify_entries {
             self.notify_entry(p, &n);
@@ -28,6 +28,7 @@ impl Vfs {
 
     pub(super) fn apply_remote_locked(
         &self,
+        ns: &meta::NsGuard<'_>,
         rec: &NodeRecord,
         notify_entries: &mut Vec<(u64, String)>,
         notify_inodes: &mut Vec<u64>,
@@ -42,7 +43,7 @@ impl Vfs {
                     root.vv = rec.vv.clone();
                     root.server_seq = rec.seq;
                     root.mode = rec.meta.mode;
-                    let mut t = self.meta.txn();
+                    let mut t = self.meta.txn(ns);
                     t.put_inode(&root);
                     t.commit()?;
                 }
@@ -54,7 +55,7 @@ impl Vfs {
             // node unlinked here has its delete queued (local_rev moved).
             if inode.has_local_changes() {
                 // A change the server refused does not freeze the node.
-                if !self.rebase_refused(inode, rec, notify_entries)? {
+                if !self.rebase_refused(ns, inode, rec, notify_entries)? {
                     return Ok(true);
                 }
             }
@@ -69,7 +70,7 @@ impl Vfs {
             // While the file is open for writing without such writes, the
             // record waits: a write may be landing in the working copy right
             // now, and dropping that copy would lose it.
-            if let Some(o) = self.open_inode(inode.ino) {
+            if let Some(o) = self.open.get(inode.ino) {
                 let st = o.state.lock();
                 if st.unsaved.is_some() {
                     return Ok(true);
@@ -82,7 +83,7 @@ impl Vfs {
                 return Ok(true);
             }
         }
-        let mut t = self.meta.txn();
+        let mut t = self.meta.txn(ns);
         if rec.deleted {
             let Some(inode) = existing else {
                 return Ok(true);
@@ -105,10 +106,8 @@ impl Vfs {
             t.put_inode(&gone);
             t.commit()?;
             // purge needs ns; we hold it, so do the same work inline.
-            if !self.open.lock().contains_key(&inode.ino)
-                && !self.lookups.lock().contains_key(&inode.ino)
-            {
-                let mut t = self.meta.txn();
+            if !self.open.is_open(inode.ino) && !self.inodes.is_referenced(inode.ino) {
+                let mut t = self.meta.txn(ns);
                 t.remove_inode(&gone);
                 t.commit()?;
             }
@@ -124,7 +123,7 @@ impl Vfs {
         let mut inode = match existing {
             Some(i) => i,
             None => Inode::new(
-                self.meta.alloc_ino(),
+                self.meta.alloc_ino(ns),
                 rec.node_id,
                 parent_ino,
                 &rec.name,
@@ -172,7 +171,7 @@ impl Vfs {
             // (a clean working copy they read is retired, not dropped), new
             // opens read the new content, and the kernel's pages of the
             // file are dropped now and at the next open.
-            if let Some(o) = self.open_inode(inode.ino) {
+            if let Some(o) = self.open.get(inode.ino) {
                 let retired = {
                     let mut st = o.state.lock();
                     let work = st.work.take();
@@ -188,7 +187,7 @@ impl Vfs {
                 if retired {
                     self.remove_work_durably(&inode.node_id);
                 }
-                self.stale_pages.lock().insert(inode.ino);
+                self.open.mark_stale(inode.ino);
             }
         }
         if inode.mode != rec.meta.mode
@@ -267,7 +266,7 @@ impl Vfs {
         let mut notify = Vec::new();
         let mut notify_ino = false;
         {
-            let _ns = self.ns.lock();
+            let ns = self.meta.lock_ns();
             let Some(mut inode) = self.meta.inode(ino)? else {
                 return Ok(());
             };
@@ -278,13 +277,13 @@ impl Vfs {
                 if !rec.deleted {
                     inode.vv = rec.vv.clone();
                     inode.server_seq = rec.seq;
-                    let mut t = self.meta.txn();
+                    let mut t = self.meta.txn(&ns);
                     t.put_inode(&inode);
                     t.commit()?;
                 }
                 return Ok(());
             }
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             let unchanged = inode.local_rev == rev;
             // After a conflict, local changes made since the commit was
             // planned must not fast-forward over the winner: keep the old

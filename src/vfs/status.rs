@@ -1,7 +1,8 @@
 //! What the user sees of syncing: the connection state, last sync,
-//! conflicts, waiting remote changes ([`SyncState`]). The workers report
-//! through these methods; nothing outside the core touches the state
-//! itself.
+//! conflicts, waiting remote changes ([`SyncState`]), and the upload
+//! progress of the round in flight. [`SyncStatus`] owns them behind its
+//! own locks (never held when a method returns); the workers report
+//! through its methods ([`Vfs::status`]).
 
 use super::*;
 
@@ -52,26 +53,41 @@ pub struct SyncState {
     pub waiting_remote: u64,
 }
 
+/// The sync state and upload progress (see the module docs).
+#[derive(Default)]
+pub struct SyncStatus {
+    state: Mutex<SyncState>,
+    /// Bytes of new content uploaded per file in the round in flight.
+    upload_progress: Mutex<HashMap<u64, u64>>,
+}
+
 impl Vfs {
+    /// What the user sees of syncing; the workers report to it.
+    pub fn status(&self) -> &SyncStatus {
+        &self.status
+    }
+}
+
+impl SyncStatus {
     /// A snapshot of the sync state.
-    pub fn sync_state(&self) -> SyncState {
-        self.sync_state.lock().clone()
+    pub fn snapshot(&self) -> SyncState {
+        self.state.lock().clone()
     }
 
     /// Sets the connection state shown to the user.
     pub fn set_connection(&self, c: Connection) {
-        self.sync_state.lock().connection = c;
+        self.state.lock().connection = c;
     }
 
     /// The server this mount talks to, for status displays.
     pub fn set_server(&self, url: &str) {
-        self.sync_state.lock().server = url.to_string();
+        self.state.lock().server = url.to_string();
     }
 
     /// An upload round went through: the server takes this device's
     /// requests (whatever paused uploads before is over).
     pub fn note_uploaded(&self) {
-        let mut st = self.sync_state.lock();
+        let mut st = self.state.lock();
         st.connection = Connection::Online;
         st.last_sync_unix = Some(now_ns() / 1_000_000_000);
     }
@@ -80,7 +96,7 @@ impl Vfs {
     /// credentials, but that says nothing about upload bodies (a proxy's
     /// 413 pause stays until the uploader gets through).
     pub fn note_pulled(&self) {
-        let mut st = self.sync_state.lock();
+        let mut st = self.state.lock();
         if matches!(
             st.connection,
             Connection::Offline | Connection::Unauthorized(_)
@@ -92,7 +108,7 @@ impl Vfs {
 
     /// The server kept a concurrent version beside this device's.
     pub fn note_conflict(&self) {
-        self.sync_state.lock().conflicts += 1;
+        self.state.lock().conflicts += 1;
     }
 
     /// `bytes` more of file `ino`'s new content are on the server (the
@@ -112,14 +128,14 @@ impl Vfs {
 
     /// Bytes of `ino`'s new content already uploaded in the round in
     /// flight.
-    pub(super) fn uploaded_so_far(&self, ino: u64) -> u64 {
+    pub fn uploaded_so_far(&self, ino: u64) -> u64 {
         self.upload_progress.lock().get(&ino).copied().unwrap_or(0)
     }
 
     /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);
     /// true when the number changed.
     pub fn set_waiting_remote(&self, count: u64) -> bool {
-        let mut st = self.sync_state.lock();
+        let mut st = self.state.lock();
         std::mem::replace(&mut st.waiting_remote, count) != count
     }
 }

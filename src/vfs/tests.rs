@@ -343,8 +343,8 @@ async fn a_change_whose_folder_arrives_in_a_later_pull_is_kept_and_applied() {
             .await
             .unwrap();
         assert!(vfs.lookup(meta::ROOT_INO, b"outer").is_err());
-        assert!(vfs.meta.counter(crate::sync::follower::CURSOR_KEY).unwrap() > 0);
-        assert_eq!(vfs.sync_state.lock().waiting_remote, 1);
+        assert!(vfs.cursor().unwrap() > 0);
+        assert_eq!(vfs.status().snapshot().waiting_remote, 1);
         let status: serde_json::Value =
             serde_json::from_slice(&vfs.getxattr(meta::ROOT_INO, b"user.nimbus.status").unwrap())
                 .unwrap();
@@ -361,7 +361,7 @@ async fn a_change_whose_folder_arrives_in_a_later_pull_is_kept_and_applied() {
     let inner = vfs.lookup(outer.ino, b"inner").unwrap();
     assert_eq!(vfs.path_of(inner.ino).unwrap(), "outer/inner");
     assert!(vfs.meta.waiting_records().unwrap().is_empty());
-    assert_eq!(vfs.sync_state.lock().waiting_remote, 0);
+    assert_eq!(vfs.status().snapshot().waiting_remote, 0);
 }
 
 /// A newer record of a waiting node replaces the waiting one; applying it

@@ -133,12 +133,12 @@ impl Vfs {
     /// Journals `ino`'s content again (the uploader could not send it and
     /// answered its records with the content the server has).
     pub fn journal_content_again(&self, ino: u64) -> VfsResult<()> {
-        let _ns = self.ns.lock();
+        let ns = self.meta.lock_ns();
         let Some(inode) = self.meta.inode(ino)? else {
             return Ok(());
         };
         if inode.dirty && !inode.unlinked {
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             t.journal_upsert(&inode, false)?;
             t.commit()?;
         }
@@ -154,7 +154,8 @@ impl Vfs {
             return Err(VfsError::InvalidArgument("file not open for writing"));
         }
         let o = self
-            .open_inode(h.ino)
+            .open
+            .get(h.ino)
             .ok_or(VfsError::InvalidArgument("file not open"))?;
         let Some(file) = self.work_file(h.ino, &o, false)? else {
             return Ok(None);
@@ -182,7 +183,7 @@ impl Vfs {
         if !h.write {
             return Ok(());
         }
-        let Some(o) = self.open_inode(h.ino) else {
+        let Some(o) = self.open.get(h.ino) else {
             return Ok(());
         };
         self.save_work(h.ino, &o, true)
@@ -208,14 +209,14 @@ impl Vfs {
             }
         }
         {
-            let _ns = self.ns.lock();
+            let ns = self.meta.lock_ns();
             let mut inode = self.meta.inode_required(ino)?;
             inode.size = size;
             inode.mtime_ns = mtime;
             inode.ctime_ns = now_ns();
             inode.dirty = true;
             inode.local_rev += 1;
-            let mut t = self.meta.txn();
+            let mut t = self.meta.txn(&ns);
             t.put_inode(&inode);
             if !inode.unlinked {
                 t.journal_upsert(&inode, false)?;
@@ -243,21 +244,15 @@ impl Vfs {
             return Ok(());
         }
         let ino = self.handle(fh)?.ino;
-        *self.fsync_waiters.lock().entry(ino).or_insert(0) += 1;
+        self.open.begin_fsync_wait(ino);
         let r = self.wait_uploaded(ino);
-        let mut w = self.fsync_waiters.lock();
-        if let Some(n) = w.get_mut(&ino) {
-            *n -= 1;
-            if *n == 0 {
-                w.remove(&ino);
-            }
-        }
+        self.open.end_fsync_wait(ino);
         r
     }
 
     /// True while an `fsync --remote` waits for `ino`.
     pub fn fsync_waiting(&self, ino: u64) -> bool {
-        self.fsync_waiters.lock().contains_key(&ino)
+        self.open.fsync_waiting(ino)
     }
 
     pub(super) fn wait_uploaded(&self, ino: u64) -> VfsResult<()> {

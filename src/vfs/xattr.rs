@@ -108,7 +108,7 @@ impl Vfs {
 
     pub fn status_json(&self) -> String {
         let pending = self.pending_below(ROOT_INO, 0).unwrap_or_default();
-        let st = self.sync_state.lock().clone();
+        let st = self.status.snapshot();
         let last_sync = st.last_sync_unix.map(|s| {
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64),

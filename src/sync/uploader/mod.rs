@@ -126,7 +126,6 @@ impl Uploader {
             .filter(|ino| {
                 !self
                     .vfs
-                    .meta
                     .inode(*ino)
                     .ok()
                     .flatten()
@@ -176,14 +175,14 @@ impl Uploader {
                 Ok(false) => {
                     transient.reset();
                     paused.reset();
-                    self.vfs.drained_notify.notify_waiters();
+                    self.vfs.notify_settled();
                     None
                 }
                 Err(e) => {
                     let delay = match e.class() {
                         FailureClass::NeedsUser(n) => {
                             tracing::warn!("uploads paused: {e}");
-                            self.vfs.set_connection(match n {
+                            self.vfs.status().set_connection(match n {
                                 NeedsUser::Unauthorized(m) => Connection::Unauthorized(m),
                                 NeedsUser::Misconfigured(m) => Connection::Misconfigured(m),
                             });
@@ -191,14 +190,14 @@ impl Uploader {
                         }
                         _ => {
                             if matches!(e, RoundError::Remote(RemoteError::Unreachable(_))) {
-                                self.vfs.set_connection(Connection::Offline);
+                                self.vfs.status().set_connection(Connection::Offline);
                             }
                             let d = transient.next_delay();
                             tracing::info!("uploader: {e}; retrying in {d:?}");
                             d
                         }
                     };
-                    self.vfs.drained_notify.notify_waiters();
+                    self.vfs.notify_settled();
                     // New journal records do not cut a backoff short: every
                     // round would re-read pending files for nothing.
                     Some(delay)
@@ -214,7 +213,7 @@ impl Uploader {
                 None => {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = self.vfs.journal_notify.notified() => {}
+                        _ = self.vfs.journal_grew() => {}
                         _ = tokio::time::sleep(IDLE) => {}
                     }
                     if !stop.is_cancelled() {
@@ -233,9 +232,7 @@ impl Uploader {
 
     /// One round; `Ok(false)` when there was nothing it could push.
     async fn round(&self, limit: usize) -> Result<bool, RoundError> {
-        let journal = self.vfs.meta.journal();
-        let kv = self.vfs.meta.kv().as_ref();
-        let records = journal.take(kv, limit, |op| {
+        let records = self.vfs.take_round(limit, |op| {
             plan::deferred(&self.vfs, op) || self.waiting_for_probe(op.ino())
         })?;
         if records.is_empty() {
@@ -250,7 +247,7 @@ impl Uploader {
         // the store's flush interval rolls this device back behind what the
         // server already has, and the replayed older records collide with
         // the newer ones (conflict copies made by one device).
-        self.vfs.meta.flush()?;
+        self.vfs.fsync_all()?;
 
         let mut done = std::mem::take(&mut plan.settled);
         let mut refused = std::mem::take(&mut plan.blocked);
@@ -283,7 +280,7 @@ impl Uploader {
                         FailureClass::NeedsUser(_) => None,
                     };
                     let Some(op) = op.filter(|op| start + op < end) else {
-                        journal.finish(kv, &done, refused)?;
+                        self.vfs.finish_round(&done, refused)?;
                         self.clean_up_after_round(&plan.inos);
                         return Err(e.into());
                     };
@@ -292,7 +289,7 @@ impl Uploader {
                     let (seq, origin) = &plan.origins[start + op];
                     let path = self.origin_path(origin);
                     tracing::warn!(path = %path, "the server refused this change: {e}");
-                    if let Some(rec) = journal.record(kv, *seq)? {
+                    if let Some(rec) = self.vfs.journal_record(*seq)? {
                         refused.push((
                             *seq,
                             Quarantined {
@@ -304,17 +301,17 @@ impl Uploader {
                             },
                         ));
                     }
-                    journal.finish(kv, &done, refused)?;
+                    self.vfs.finish_round(&done, refused)?;
                     self.clean_up_after_round(&plan.inos);
-                    self.vfs.drained_notify.notify_waiters();
+                    self.vfs.notify_settled();
                     return Ok(true);
                 }
             }
         }
-        journal.finish(kv, &done, refused)?;
+        self.vfs.finish_round(&done, refused)?;
         self.clean_up_after_round(&plan.inos);
         self.after_held(&plan)?;
-        self.vfs.drained_notify.notify_waiters();
+        self.vfs.notify_settled();
         Ok(true)
     }
 
@@ -326,7 +323,7 @@ impl Uploader {
     fn after_held(&self, plan: &plan::Plan) -> Result<(), RoundError> {
         for ino in &plan.held {
             // Those the server never had kept their records.
-            if self.vfs.meta.inode(*ino)?.is_some_and(|i| i.on_server()) {
+            if self.vfs.inode(*ino)?.is_some_and(|i| i.on_server()) {
                 self.vfs.journal_content_again(*ino)?;
             }
         }
@@ -343,7 +340,6 @@ impl Uploader {
             // Files removed or rewritten meanwhile no longer wait.
             map.retain(|ino, _| {
                 self.vfs
-                    .meta
                     .inode(*ino)
                     .ok()
                     .flatten()
@@ -355,10 +351,12 @@ impl Uploader {
         }
         let still = !self.held_back.lock().is_empty();
         match (&plan.refusal, still) {
-            (_, false) => self.vfs.note_uploaded(),
+            (_, false) => self.vfs.status().note_uploaded(),
             (Some(e), true) => {
                 if let FailureClass::NeedsUser(NeedsUser::Misconfigured(m)) = e.class() {
-                    self.vfs.set_connection(Connection::Misconfigured(m));
+                    self.vfs
+                        .status()
+                        .set_connection(Connection::Misconfigured(m));
                 }
             }
             (None, true) => {}
@@ -367,7 +365,7 @@ impl Uploader {
     }
 
     fn clean_up_after_round(&self, inos: &[u64]) {
-        self.vfs.clear_upload_progress(inos);
+        self.vfs.status().clear_upload_progress(inos);
         if let Err(e) = self.vfs.after_round(inos) {
             tracing::warn!("cleanup after an upload round: {e}");
         }
@@ -379,8 +377,8 @@ impl Uploader {
         let Origin::Node { ino, .. } = origin else {
             return false;
         };
-        match self.vfs.meta.inode(*ino) {
-            Ok(Some(i)) => self.vfs.meta.journal().has_records(i.parent),
+        match self.vfs.inode(*ino) {
+            Ok(Some(i)) => self.vfs.is_journaled(i.parent),
             _ => false,
         }
     }
@@ -388,7 +386,7 @@ impl Uploader {
     fn origin_path(&self, origin: &Origin) -> String {
         match origin {
             Origin::Node { ino, .. } => self.vfs.path_of(*ino).unwrap_or_default(),
-            Origin::Delete(id) => match self.vfs.meta.ino_of(id) {
+            Origin::Delete(id) => match self.vfs.ino_of(id) {
                 Ok(Some(ino)) => self.vfs.path_of(ino).unwrap_or_default(),
                 _ => id.to_string(),
             },

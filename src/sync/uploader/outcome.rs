@@ -21,7 +21,7 @@ impl Uploader {
                 self.vfs.commit_done(*ino, sent, node)?;
             }
             (CommitOutcome::ConflictCopy { node, copy }, Origin::Node { ino, sent }) => {
-                self.vfs.note_conflict();
+                self.vfs.status().note_conflict();
                 let sent = SentState {
                     conflict: true,
                     content: true,

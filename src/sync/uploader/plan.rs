@@ -61,7 +61,7 @@ pub(super) fn deferred(vfs: &Vfs, op: &JournalOp) -> bool {
     if !vfs.has_writers(*ino) || vfs.fsync_waiting(*ino) {
         return false;
     }
-    match vfs.meta.inode(*ino) {
+    match vfs.inode(*ino) {
         Ok(Some(i)) => i.kind == NodeKind::File && !i.unlinked && (!*moved || !i.on_server()),
         _ => false,
     }
@@ -77,7 +77,7 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
             JournalOp::Upsert {
                 ino, parent, name, ..
             } => {
-                let Some(inode) = vfs.meta.inode(ino)? else {
+                let Some(inode) = vfs.inode(ino)? else {
                     tracing::warn!(ino, "journal record of a node that no longer exists");
                     plan.settled.push(seq);
                     continue;
@@ -87,13 +87,13 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                     continue;
                 }
                 if !parent.is_root() && !planned.contains(&parent) {
-                    let p = vfs.meta.ino_of(&parent)?;
+                    let p = vfs.ino_of(&parent)?;
                     let on_server = match p {
-                        Some(p) => vfs.meta.inode(p)?.is_some_and(|i| i.on_server()),
+                        Some(p) => vfs.inode(p)?.is_some_and(|i| i.on_server()),
                         None => false,
                     };
                     if let (false, Some(p)) = (on_server, p) {
-                        if vfs.meta.journal().is_quarantined(p) {
+                        if vfs.is_quarantined(p) {
                             plan.blocked.push((
                                 seq,
                                 Quarantined {
@@ -142,8 +142,8 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                 planned.insert(inode.node_id);
             }
             JournalOp::Delete { node_id, base, .. } => {
-                let base = match vfs.meta.ino_of(&node_id)? {
-                    Some(i) => match vfs.meta.inode(i)? {
+                let base = match vfs.ino_of(&node_id)? {
+                    Some(i) => match vfs.inode(i)? {
                         Some(t) if t.unlinked && !t.vv.is_empty() => t.vv,
                         _ => base,
                     },
@@ -165,7 +165,7 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
 /// server already has (the transfer step fills in new content).
 fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<CommitOp, RoundError> {
     let content = match inode.kind {
-        NodeKind::File => Some(vfs.meta.content(inode.ino)?.unwrap_or(FileContent {
+        NodeKind::File => Some(vfs.server_content(inode.ino)?.unwrap_or(FileContent {
             manifest: Manifest::default(),
         })),
         _ => None,

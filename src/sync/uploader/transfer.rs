@@ -7,7 +7,7 @@
 //! and the change's own journal record sends the new one.
 //!
 //! Progress is reported to the core chunk group by chunk group
-//! (`Vfs::note_upload_progress`), so what `sync --wait` shows as left
+//! (`SyncStatus::note_upload_progress`), so what `sync --wait` shows as left
 //! shrinks while a large file goes up.
 //!
 //! A chunk upload refused in a way only the user can fix (a proxy's 413
@@ -41,7 +41,7 @@ impl Uploader {
         let mut group = ChunkGroup::default();
         let mut chunked = Vec::new();
         let inos: Vec<u64> = plan.files.iter().map(|(_, i)| i.ino).collect();
-        self.vfs.clear_upload_progress(&inos);
+        self.vfs.status().clear_upload_progress(&inos);
         for (op_indices, inode) in std::mem::take(&mut plan.files) {
             let path = self.vfs.work_path_of(&inode);
             let manifest = match self.upload_file(path, inode.ino, &mut group).await {
@@ -70,7 +70,7 @@ impl Uploader {
                 .chunks
                 .iter()
                 .any(|c| group.refused.contains(&c.id));
-            let now = self.vfs.meta.inode(inode.ino)?;
+            let now = self.vfs.inode(inode.ino)?;
             let unchanged = now.is_some_and(|n| n.local_rev == inode.local_rev && !n.unlinked);
             if refused {
                 plan.held.push(inode.ino);
@@ -94,7 +94,7 @@ impl Uploader {
     /// True when `planned` was removed or changed after the round planned
     /// it.
     fn changed_since_planned(&self, planned: &Inode) -> Result<bool, RoundError> {
-        Ok(match self.vfs.meta.inode(planned.ino)? {
+        Ok(match self.vfs.inode(planned.ino)? {
             Some(now) => now.unlinked || now.local_rev != planned.local_rev,
             None => true,
         })
@@ -181,8 +181,10 @@ impl Uploader {
         }
         for (id, data, ino) in &chunks {
             if !group.refused.contains(id) {
-                self.vfs.chunks.store(*id, data).await?;
-                self.vfs.note_upload_progress(*ino, data.len() as u64);
+                self.vfs.keep_uploaded_chunk(*id, data).await?;
+                self.vfs
+                    .status()
+                    .note_upload_progress(*ino, data.len() as u64);
             }
         }
         Ok(())

@@ -18,9 +18,11 @@ impl Fx {
         let path = dir.path().join("meta");
         let meta = MetaCache::open(Arc::new(SledKv::open(&path).unwrap())).unwrap();
         let root = Inode::new(ROOT_INO, NodeId::ROOT, 0, "", NodeKind::Dir, 0o755);
-        let mut t = meta.txn();
+        let ns = meta.lock_ns();
+        let mut t = meta.txn(&ns);
         t.create_inode(&root);
         t.commit().unwrap();
+        drop(ns);
         Fx {
             _dir: dir,
             path,
@@ -35,28 +37,34 @@ impl Fx {
     }
     fn node(&self, name: &str, kind: NodeKind) -> Inode {
         let i = Inode::new(
-            self.meta.alloc_ino(),
+            self.meta.alloc_ino(&self.meta.lock_ns()),
             NodeId::random(),
             ROOT_INO,
             name,
             kind,
             0o644,
         );
-        let mut t = self.meta.txn();
+        let ns = self.meta.lock_ns();
+        let mut t = self.meta.txn(&ns);
         t.create_inode(&i);
         t.journal_upsert(&i, true).unwrap();
         t.commit().unwrap();
+        drop(ns);
         i
     }
     fn upsert(&self, i: &Inode, moved: bool) {
-        let mut t = self.meta.txn();
+        let ns = self.meta.lock_ns();
+        let mut t = self.meta.txn(&ns);
         t.put_inode(i).journal_upsert(i, moved).unwrap();
         t.commit().unwrap();
+        drop(ns);
     }
     fn delete(&self, i: &Inode) {
-        let mut t = self.meta.txn();
+        let ns = self.meta.lock_ns();
+        let mut t = self.meta.txn(&ns);
         t.journal_delete(i, i.parent, &i.name);
         t.commit().unwrap();
+        drop(ns);
     }
     fn records(&self) -> Vec<JournalOp> {
         self.meta
@@ -138,17 +146,19 @@ fn places_are_replayed_in_order() {
     // first, its rename goes last.
     let mut d = fx.node("d", NodeKind::Dir);
     let child = Inode::new(
-        fx.meta.alloc_ino(),
+        fx.meta.alloc_ino(&fx.meta.lock_ns()),
         NodeId::random(),
         d.ino,
         "c",
         NodeKind::File,
         0o644,
     );
-    let mut t = fx.meta.txn();
+    let ns = fx.meta.lock_ns();
+    let mut t = fx.meta.txn(&ns);
     t.put_inode(&d).create_inode(&child);
     t.journal_upsert(&child, true).unwrap();
     t.commit().unwrap();
+    drop(ns);
     d.name = "e".into();
     fx.upsert(&d, true);
     recs = fx.records();
@@ -169,17 +179,19 @@ fn a_new_folder_chain_removed_at_once_leaves_nothing() {
     let mut parent = ROOT_INO;
     for i in 0..5 {
         let d = Inode::new(
-            fx.meta.alloc_ino(),
+            fx.meta.alloc_ino(&fx.meta.lock_ns()),
             NodeId::random(),
             parent,
             &format!("d{i}"),
             NodeKind::Dir,
             0o755,
         );
-        let mut t = fx.meta.txn();
+        let ns = fx.meta.lock_ns();
+        let mut t = fx.meta.txn(&ns);
         t.create_inode(&d);
         t.journal_upsert(&d, true).unwrap();
         t.commit().unwrap();
+        drop(ns);
         parent = d.ino;
         chain.push(d);
     }
@@ -214,17 +226,19 @@ fn quarantine_holds_a_refused_record_until_the_next_change() {
     let kv = fx.meta.kv().clone();
     let d = fx.node("bad", NodeKind::Dir);
     let child = Inode::new(
-        fx.meta.alloc_ino(),
+        fx.meta.alloc_ino(&fx.meta.lock_ns()),
         NodeId::random(),
         d.ino,
         "c",
         NodeKind::File,
         0o644,
     );
-    let mut t = fx.meta.txn();
+    let ns = fx.meta.lock_ns();
+    let mut t = fx.meta.txn(&ns);
     t.create_inode(&child);
     t.journal_upsert(&child, true).unwrap();
     t.commit().unwrap();
+    drop(ns);
     let taken = fx.take();
     let q = |op: JournalOp, by: Option<u64>| Quarantined {
         op,
@@ -283,7 +297,7 @@ fn concurrent_transactions_never_move_counters_back() {
         for t in 0..8 {
             s.spawn(move || {
                 for i in 0..150 {
-                    let ino = meta.alloc_ino();
+                    let ino = meta.alloc_ino(&meta.lock_ns());
                     let node = Inode::new(
                         ino,
                         NodeId::random(),
@@ -292,10 +306,12 @@ fn concurrent_transactions_never_move_counters_back() {
                         NodeKind::Dir,
                         0o755,
                     );
-                    let mut txn = meta.txn();
+                    let ns = meta.lock_ns();
+                    let mut txn = meta.txn(&ns);
                     txn.create_inode(&node);
                     txn.journal_upsert(&node, true).unwrap();
                     txn.commit().unwrap();
+                    drop(ns);
                 }
             });
         }
@@ -311,7 +327,7 @@ fn concurrent_transactions_never_move_counters_back() {
     let highest_seq = fx.take().iter().map(|(s, _)| *s).max().unwrap();
     fx.meta.flush().unwrap();
     let fx = fx.reopen();
-    assert!(fx.meta.alloc_ino() > highest_ino);
+    assert!(fx.meta.alloc_ino(&fx.meta.lock_ns()) > highest_ino);
     let fresh = fx.node("after", NodeKind::Dir);
     assert!(fresh.ino > highest_ino);
     let newest = fx.take().iter().map(|(s, _)| *s).max().unwrap();
