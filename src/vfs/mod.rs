@@ -371,6 +371,8 @@ mod model_tests;
 #[cfg(test)]
 mod order_tests;
 #[cfg(test)]
+mod parts_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
