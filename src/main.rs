@@ -145,6 +145,19 @@ struct MountArgs {
     /// Mount read-only.
     #[arg(long)]
     read_only: bool,
+    /// Show numeric owners and groups set on other devices as they are
+    /// (for devices that share user ids); by default they show as the
+    /// mounting user.
+    #[arg(long)]
+    keep_ids: bool,
+    /// Honour setuid and setgid bits of executables (off by default, as
+    /// on network filesystems: such a file made on one device must not
+    /// gain rights on another).
+    #[arg(long)]
+    suid: bool,
+    /// Honour device nodes (off by default, like --suid).
+    #[arg(long)]
+    dev: bool,
     /// What fsync waits for: durable in the local journal, or acknowledged
     /// by the server.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = FsyncArg::Local)]
@@ -219,6 +232,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 daemon: a.daemon,
                 allow_other: a.allow_other,
                 read_only: a.read_only,
+                keep_ids: a.keep_ids,
+                suid: a.suid,
+                dev: a.dev,
                 fsync: match a.fsync {
                     FsyncArg::Local => FsyncMode::Local,
                     FsyncArg::Remote => FsyncMode::Remote,

@@ -313,7 +313,7 @@ fn mount_daemon(env: &Env, name: &str) -> (PathBuf, PathBuf, MountGuard) {
 }
 
 #[test]
-fn timestamps_out_of_range_clamp_and_before_1970_are_exact() {
+fn timestamps_far_out_and_before_1970_are_exact() {
     use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, UNIX_EPOCH};
     let env = Env::new();
@@ -327,13 +327,16 @@ fn timestamps_out_of_range_clamp_and_before_1970_are_exact() {
     };
     let mtime = || {
         let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()));
         (m.mtime(), m.mtime_nsec())
     };
 
-    // 2300-01-01 is past what i64 nanoseconds hold: clamped to the last
-    // representable instant, 2262-04-11 23:47:16.854775807, not wrapped.
-    set_mtime(UNIX_EPOCH + Duration::from_secs(10_413_792_000));
-    assert_eq!(mtime(), (9_223_372_036, 854_775_807));
+    // 2300-01-01 and year 1000 are past what i64 nanoseconds hold: kept
+    // exactly, not clamped or wrapped.
+    set_mtime(UNIX_EPOCH + Duration::new(10_413_792_000, 5));
+    assert_eq!(mtime(), (10_413_792_000, 5));
+    set_mtime(UNIX_EPOCH - Duration::from_secs(30_610_224_000));
+    assert_eq!(mtime(), (-30_610_224_000, 0));
 
     // 1960-01-01 00:00:00.25 is kept exactly.
     set_mtime(UNIX_EPOCH - Duration::from_secs(315_619_200) + Duration::from_millis(250));

@@ -25,6 +25,9 @@ pub struct MountArgs {
     pub daemon: bool,
     pub allow_other: bool,
     pub read_only: bool,
+    pub keep_ids: bool,
+    pub suid: bool,
+    pub dev: bool,
     pub fsync: FsyncMode,
 }
 
@@ -50,6 +53,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
         cache_size: args.cache_size,
         allow_other: args.allow_other,
         read_only: args.read_only,
+        keep_ids: args.keep_ids,
+        suid: args.suid,
+        dev: args.dev,
         fsync: args.fsync,
     };
     if args.daemon {
@@ -101,6 +107,15 @@ fn child_args(opts: &MountOptions) -> Vec<std::ffi::OsString> {
     }
     if opts.read_only {
         a.push("--read-only".into());
+    }
+    for (on, flag) in [
+        (opts.keep_ids, "--keep-ids"),
+        (opts.suid, "--suid"),
+        (opts.dev, "--dev"),
+    ] {
+        if on {
+            a.push(flag.into());
+        }
     }
     let fsync = match opts.fsync {
         FsyncMode::Local => "local",
@@ -411,6 +426,9 @@ mod tests {
             cache_size: 1024,
             allow_other: true,
             read_only: false,
+            keep_ids: true,
+            suid: false,
+            dev: true,
             fsync: FsyncMode::Remote,
         };
         let a: Vec<String> = child_args(&opts)
@@ -429,6 +447,8 @@ mod tests {
                 "--cache-size",
                 "1024",
                 "--allow-other",
+                "--keep-ids",
+                "--dev",
                 "--fsync",
                 "remote"
             ]

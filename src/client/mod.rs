@@ -58,6 +58,12 @@ pub struct MountOptions {
     pub cache_size: u64,
     pub allow_other: bool,
     pub read_only: bool,
+    /// Numeric ids from other devices are shown as they are.
+    pub keep_ids: bool,
+    /// setuid/setgid bits take effect (mount without `nosuid`).
+    pub suid: bool,
+    /// Device nodes work (mount without `nodev`).
+    pub dev: bool,
     pub fsync: FsyncMode,
 }
 
@@ -131,6 +137,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             fsync_remote: opts.fsync == FsyncMode::Remote,
+            keep_ids: opts.keep_ids,
         },
         Arc::new(kv),
         chunks,
@@ -166,8 +173,16 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         fuser::MountOption::FSName("nimbus".into()),
         fuser::MountOption::Subtype("nimbus".into()),
         fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
+        if opts.dev {
+            fuser::MountOption::Dev
+        } else {
+            fuser::MountOption::NoDev
+        },
+        if opts.suid {
+            fuser::MountOption::Suid
+        } else {
+            fuser::MountOption::NoSuid
+        },
     ];
     if opts.read_only {
         options.push(fuser::MountOption::RO);

@@ -31,7 +31,8 @@ mod convert;
 pub use convert::errno;
 use convert::{file_attr, file_type};
 
-use crate::vfs::{Answer, Attr, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
+use crate::protocol::Timestamp;
+use crate::vfs::{Answer, Attr, Caller, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo,
     IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags,
@@ -62,7 +63,7 @@ impl NimbusFs {
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        file_attr(a, self.vfs.uid(), self.vfs.gid())
+        file_attr(a)
     }
 
     fn reply_entry(&self, r: Result<Attr, VfsError>, reply: ReplyEntry) {
@@ -135,10 +136,18 @@ fn unsupported(op: &'static str, code: i32) -> Errno {
     Errno::from_i32(code)
 }
 
-fn to_ns(t: TimeOrNow) -> i64 {
+fn to_time(t: TimeOrNow) -> Timestamp {
     match t {
-        TimeOrNow::SpecificTime(t) => convert::ns_from_request_time(t),
-        TimeOrNow::Now => crate::vfs::now_ns(),
+        TimeOrNow::SpecificTime(t) => convert::time_from_request(t),
+        TimeOrNow::Now => Timestamp::now(),
+    }
+}
+
+/// The process asking, as the core's caller.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -186,7 +195,7 @@ impl fuser::Filesystem for NimbusFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -199,13 +208,13 @@ impl fuser::Filesystem for NimbusFs {
         let set = SetAttr {
             mode,
             size,
-            mtime_ns: mtime.map(to_ns),
+            atime: atime.map(to_time),
+            mtime: mtime.map(to_time),
             uid,
             gid,
         };
-        let (uid, gid) = (self.vfs.uid(), self.vfs.gid());
         self.answer(self.vfs.setattr(ino.0, set), move |r| match r {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a, uid, gid)),
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(failed(&e)),
         });
     }
@@ -234,7 +243,7 @@ impl fuser::Filesystem for NimbusFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -242,7 +251,8 @@ impl fuser::Filesystem for NimbusFs {
         reply: ReplyEntry,
     ) {
         self.reply_entry(
-            self.vfs.mkdir(parent.0, name.as_bytes(), mode & !umask),
+            self.vfs
+                .mkdir_as(caller(req), parent.0, name.as_bytes(), mode & !umask),
             reply,
         );
     }
@@ -257,14 +267,15 @@ impl fuser::Filesystem for NimbusFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
         self.reply_entry(
-            self.vfs.symlink(
+            self.vfs.symlink_as(
+                caller(req),
                 parent.0,
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
@@ -557,7 +568,7 @@ impl fuser::Filesystem for NimbusFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -568,7 +579,7 @@ impl fuser::Filesystem for NimbusFs {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         match self
             .vfs
-            .create(parent.0, name.as_bytes(), mode & !umask, write)
+            .create_as(caller(req), parent.0, name.as_bytes(), mode & !umask, write)
         {
             Ok((a, fh)) => reply.created(
                 &TTL,

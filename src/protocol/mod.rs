@@ -18,10 +18,12 @@ mod api;
 mod ids;
 mod manifest;
 mod names;
+mod time;
 mod version_vector;
 
 pub use api::*;
 pub use ids::*;
 pub use manifest::*;
 pub use names::*;
+pub use time::Timestamp;
 pub use version_vector::*;

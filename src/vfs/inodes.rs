@@ -76,13 +76,16 @@ impl InodeTable {
 impl Vfs {
     pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
         let mut size = inode.size;
-        let mut mtime = inode.mtime_ns;
+        let mut mtime = inode.mtime;
+        let mut ctime = inode.ctime;
         if let Some(o) = self.open.get(inode.ino) {
             if let Some((s, m)) = o.state.lock().unsaved {
                 size = s;
                 mtime = m;
+                ctime = ctime.max(m);
             }
         }
+        let (uid, gid) = self.shown_ids(inode);
         let local_bytes = match inode.kind {
             NodeKind::File if inode.dirty => size,
             NodeKind::File => self.local_content_bytes(inode.ino),
@@ -92,10 +95,15 @@ impl Vfs {
             ino: inode.ino,
             kind: inode.kind,
             mode: inode.mode,
+            uid,
+            gid,
+            rdev: inode.rdev,
             size,
             local_bytes,
-            mtime_ns: mtime,
-            ctime_ns: inode.ctime_ns.max(mtime),
+            atime: inode.atime,
+            mtime,
+            ctime,
+            btime: inode.btime,
             nlink: if inode.unlinked {
                 0
             } else if inode.is_dir() {
@@ -119,11 +127,43 @@ impl Vfs {
         }
     }
 
+    /// The mounting user, as a caller.
+    pub fn mounter(&self) -> Caller {
+        Caller {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// The mounting user's uid (what `None` owners are shown as).
     pub fn uid(&self) -> u32 {
         self.uid
     }
+    /// The mounting user's gid.
     pub fn gid(&self) -> u32 {
         self.gid
+    }
+
+    /// The owner and group this device shows for `inode`: stored numeric
+    /// ids as they are when this device set them or the mount keeps ids
+    /// (`--keep-ids`); otherwise (ids set on another device, where the same
+    /// number may be another user) and for the account's own user, the
+    /// mounting user.
+    pub(super) fn shown_ids(&self, inode: &Inode) -> (u32, u32) {
+        let foreign = inode.ids_from.is_some_and(|d| d != self.device_id) && !self.keep_ids;
+        match (inode.uid, inode.gid, foreign) {
+            (_, _, true) => (self.uid, self.gid),
+            (u, g, false) => (u.unwrap_or(self.uid), g.unwrap_or(self.gid)),
+        }
+    }
+
+    /// Stores owner `uid` and group `gid` (as this device shows them) in
+    /// `inode`: the mounting user's ids become the account's user
+    /// (`None`), and this device becomes the one that set them.
+    pub(super) fn store_ids(&self, inode: &mut Inode, uid: u32, gid: u32) {
+        inode.uid = (uid != self.uid).then_some(uid);
+        inode.gid = (gid != self.gid).then_some(gid);
+        inode.ids_from = None;
     }
 
     pub(super) fn remember_lookup(&self, ino: u64) {

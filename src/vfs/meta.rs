@@ -29,11 +29,15 @@ use super::error::{VfsError, VfsResult};
 use super::journal::{Intent, Journal};
 pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
-use crate::protocol::{ContentHash, FileContent, NodeId, NodeKind, NodeRecord, VersionVector};
+use crate::protocol::{
+    ContentHash, DeviceId, FileContent, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector,
+};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub mod format;
 
 pub const ROOT_INO: u64 = 1;
 /// The counter holding the change-log cursor this device has applied up to
@@ -48,10 +52,28 @@ pub struct Inode {
     pub parent: u64,
     pub name: String,
     pub kind: NodeKind,
+    /// Permission bits with setuid, setgid and sticky (`0o7777`).
     pub mode: u32,
+    /// Owner; `None` is the account's own user, shown as the mounting
+    /// user on every device (see [`Inode::ids_from`]).
+    pub uid: Option<u32>,
+    /// Group; `None` is the mounting user's group.
+    pub gid: Option<u32>,
+    /// The device that set `uid`/`gid` to numeric ids (`None`: this
+    /// device). Numeric ids are shown as they are only on that device or
+    /// with `--keep-ids`; elsewhere they map to the mounting user.
+    pub ids_from: Option<DeviceId>,
+    /// Device number of a character or block device node.
+    pub rdev: u32,
     pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
+    /// Last access (relatime rules, `Vfs::note_access`).
+    pub atime: Timestamp,
+    /// Last content change (or as set by `utimensat`).
+    pub mtime: Timestamp,
+    /// Last change of the inode itself (metadata or content).
+    pub ctime: Timestamp,
+    /// Creation (birth) time.
+    pub btime: Timestamp,
     /// Hash of the content in `c/ino` (files the server has content for).
     pub content_hash: Option<ContentHash>,
     pub symlink_target: Option<String>,
@@ -79,7 +101,7 @@ impl Inode {
         kind: NodeKind,
         mode: u32,
     ) -> Self {
-        let now = super::now_ns();
+        let now = Timestamp::now();
         Inode {
             ino,
             node_id,
@@ -87,9 +109,15 @@ impl Inode {
             name: name.to_string(),
             kind,
             mode: mode & 0o7777,
+            uid: None,
+            gid: None,
+            ids_from: None,
+            rdev: 0,
             size: 0,
-            mtime_ns: now,
-            ctime_ns: now,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
             content_hash: None,
             symlink_target: None,
             vv: VersionVector::default(),
@@ -158,7 +186,10 @@ pub struct NsGuard<'a> {
 }
 
 impl MetaCache {
+    /// Opens the store in `kv`, upgrading an older format first
+    /// ([`format`]); refuses a newer one.
     pub fn open(kv: Arc<dyn Kv>) -> VfsResult<Self> {
+        format::upgrade(kv.as_ref())?;
         let get_counter = |name: &str| -> VfsResult<u64> {
             Ok(match kv.get(&key(b'm', name.as_bytes()))? {
                 Some(b) => dec(&b)?,

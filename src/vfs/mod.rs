@@ -95,6 +95,7 @@ mod working_copy;
 
 use crate::protocol::{
     validate_name_bytes, ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeRecord,
+    Timestamp,
 };
 use chunk_cache::ChunkCache;
 pub use error::{Cause, VfsError, VfsResult};
@@ -111,12 +112,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Attr {
     pub ino: u64,
     pub kind: NodeKind,
+    /// Permission bits with setuid, setgid and sticky.
     pub mode: u32,
+    /// Owner and group as this device shows them.
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number (device nodes only).
+    pub rdev: u32,
     pub size: u64,
     /// Bytes stored locally (for `st_blocks`).
     pub local_bytes: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    /// Birth time.
+    pub btime: Timestamp,
     pub nlink: u32,
 }
 
@@ -162,12 +172,24 @@ pub struct PendingSummary {
     pub paths: Vec<String>,
 }
 
+/// Who asks for an operation: the calling process's (filesystem) user and
+/// group ids, which own what it creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The setgid bit of a mode.
+const SETGID: u32 = 0o2000;
+
 /// Setattr request, platform-neutral.
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
     pub mode: Option<u32>,
     pub size: Option<u64>,
-    pub mtime_ns: Option<i64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
 }
@@ -181,6 +203,9 @@ pub struct VfsConfig {
     pub gid: u32,
     /// `fsync` waits until the server has the file (`--fsync remote`).
     pub fsync_remote: bool,
+    /// Show numeric owner and group ids set on other devices as they are
+    /// (`--keep-ids`), instead of as the mounting user.
+    pub keep_ids: bool,
 }
 
 pub struct Vfs {
@@ -195,6 +220,7 @@ pub struct Vfs {
     pub device_name: String,
     read_only: bool,
     fsync_remote: bool,
+    keep_ids: bool,
     uid: u32,
     gid: u32,
     inodes: InodeTable,
@@ -240,6 +266,7 @@ impl Vfs {
             device_name: cfg.device_name,
             read_only: cfg.read_only,
             fsync_remote: cfg.fsync_remote,
+            keep_ids: cfg.keep_ids,
             uid: cfg.uid,
             gid: cfg.gid,
             inodes: InodeTable::new(),
@@ -372,6 +399,8 @@ mod model_tests;
 mod order_tests;
 #[cfg(test)]
 mod parts_tests;
+#[cfg(test)]
+mod posix_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -26,15 +26,20 @@ impl Vfs {
         inode
     }
 
+    /// A folder's entries changed: its mtime and ctime are now (POSIX).
     pub(super) fn touch_dir(&self, t: &mut meta::Txn<'_>, parent: &mut Inode) {
-        let now = now_ns();
-        parent.mtime_ns = now;
-        parent.ctime_ns = now;
+        let now = Timestamp::now();
+        parent.mtime = now;
+        parent.ctime = now;
         t.put_inode(parent);
     }
 
+    /// Creates a node owned by `by`. Its group is `by`'s, or the folder's
+    /// when the folder has the setgid bit (and a new folder inherits that
+    /// bit), as on ext4 without `grpid`.
     pub(super) fn create_node(
         &self,
+        by: Caller,
         parent: u64,
         name: &[u8],
         kind: NodeKind,
@@ -56,6 +61,15 @@ impl Vfs {
             return Err(VfsError::Exists);
         }
         let mut inode = self.new_inode(&ns, parent, name, kind, mode);
+        let gid = if p.mode & SETGID != 0 {
+            if kind == NodeKind::Dir {
+                inode.mode |= SETGID;
+            }
+            self.shown_ids(&p).1
+        } else {
+            by.gid
+        };
+        self.store_ids(&mut inode, by.uid, gid);
         if let Some(t) = target {
             inode.size = t.len() as u64;
             inode.symlink_target = Some(t);
@@ -77,17 +91,38 @@ impl Vfs {
         Ok(self.attr_of(&inode))
     }
 
+    /// `mkdir` by the mounting user.
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
-        self.create_node(parent, name, NodeKind::Dir, mode, None)
+        self.mkdir_as(self.mounter(), parent, name, mode)
     }
 
+    /// Creates folder `name` in `parent` with permission bits `mode`
+    /// (umask already applied), owned by `by`.
+    pub fn mkdir_as(&self, by: Caller, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+        self.create_node(by, parent, name, NodeKind::Dir, mode, None)
+    }
+
+    /// `symlink` by the mounting user.
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> VfsResult<Attr> {
+        self.symlink_as(self.mounter(), parent, name, target)
+    }
+
+    /// Creates symlink `name` in `parent` pointing at `target` (1 to 4095
+    /// bytes of UTF-8), owned by `by`.
+    pub fn symlink_as(
+        &self,
+        by: Caller,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> VfsResult<Attr> {
         if target.is_empty() || target.len() > 4095 {
             return Err(VfsError::InvalidArgument("symlink target length"));
         }
         let target = std::str::from_utf8(target)
             .map_err(|_| VfsError::InvalidArgument("symlink target is not UTF-8"))?;
         self.create_node(
+            by,
             parent,
             name,
             NodeKind::Symlink,
@@ -96,7 +131,7 @@ impl Vfs {
         )
     }
 
-    /// Creates an empty regular file and opens it.
+    /// `create` by the mounting user.
     pub fn create(
         &self,
         parent: u64,
@@ -104,7 +139,20 @@ impl Vfs {
         mode: u32,
         write: bool,
     ) -> VfsResult<(Attr, u64)> {
-        let attr = self.create_node(parent, name, NodeKind::File, mode, None)?;
+        self.create_as(self.mounter(), parent, name, mode, write)
+    }
+
+    /// Creates an empty regular file owned by `by` and opens it; its
+    /// attributes and the file handle.
+    pub fn create_as(
+        &self,
+        by: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        write: bool,
+    ) -> VfsResult<(Attr, u64)> {
+        let attr = self.create_node(by, parent, name, NodeKind::File, mode, None)?;
         let fh = self.open_file(attr.ino, write, false)?;
         Ok((attr, fh))
     }
@@ -159,7 +207,7 @@ impl Vfs {
         // order before whatever takes the name next.
         t.journal_delete(&inode, parent, name);
         inode.unlinked = true;
-        inode.ctime_ns = now_ns();
+        inode.ctime = Timestamp::now();
         inode.local_rev += 1;
         t.put_inode(&inode);
     }
@@ -232,7 +280,7 @@ impl Vfs {
             );
             inode.parent = new_parent;
             inode.name = new_name.clone();
-            inode.ctime_ns = now_ns();
+            inode.ctime = Timestamp::now();
             inode.local_rev += 1;
             t.put_inode(&inode);
             t.journal_upsert(&inode, true)?;
@@ -253,9 +301,6 @@ impl Vfs {
 
     pub(super) fn setattr_now(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
         self.writable()?;
-        if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
-            return Err(VfsError::NotPermitted("files belong to the mounting user"));
-        }
         if let Some(size) = set.size {
             match self.meta.inode_required(ino)?.kind {
                 NodeKind::Dir => return Err(VfsError::IsDir),
@@ -272,8 +317,20 @@ impl Vfs {
             inode.mode = mode & 0o7777;
             changed = true;
         }
-        if let Some(m) = set.mtime_ns {
-            inode.mtime_ns = m;
+        // Who may change owner and group is the kernel's check
+        // (`default_permissions`); so is clearing setuid/setgid, which it
+        // sends as a mode change in the same request.
+        if set.uid.is_some() || set.gid.is_some() {
+            let (uid, gid) = self.shown_ids(&inode);
+            self.store_ids(&mut inode, set.uid.unwrap_or(uid), set.gid.unwrap_or(gid));
+            changed = true;
+        }
+        if let Some(a) = set.atime {
+            inode.atime = a;
+            changed = true;
+        }
+        if let Some(m) = set.mtime {
+            inode.mtime = m;
             // Keep an open writer's pending mtime in step.
             if let Some(o) = self.open.get(ino) {
                 if let Some((_, mt)) = o.state.lock().unsaved.as_mut() {
@@ -283,7 +340,7 @@ impl Vfs {
             changed = true;
         }
         if changed {
-            inode.ctime_ns = now_ns();
+            inode.ctime = Timestamp::now();
             inode.local_rev += 1;
             let mut t = self.meta.txn(&ns);
             t.put_inode(&inode).journal_upsert(&inode, false)?;
@@ -308,7 +365,7 @@ impl Vfs {
             return Err(VfsError::Unavailable("working copy not ready".into()));
         };
         file.set_len(size)?;
-        o.state.lock().unsaved = Some((size, now_ns()));
+        o.state.lock().unsaved = Some((size, Timestamp::now()));
         self.save_work(ino, o, true)
     }
 

@@ -24,7 +24,7 @@ pub(super) struct OpenState {
     /// the inode has one.
     pub(super) work: Option<Arc<std::fs::File>>,
     /// Size and mtime not yet recorded in the metadata cache.
-    pub(super) unsaved: Option<(u64, i64)>,
+    pub(super) unsaved: Option<(u64, Timestamp)>,
     /// The current content generation.
     pub(super) generation: u64,
     /// Working copies of earlier generations still read by their handles

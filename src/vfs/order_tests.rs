@@ -318,7 +318,7 @@ async fn pending_counts_nodes_once_and_only_below() {
         f,
         SetAttr {
             mode: Some(0o600),
-            mtime_ns: Some(1),
+            mtime: Some(Timestamp::from_ns(1)),
             ..Default::default()
         },
     )

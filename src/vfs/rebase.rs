@@ -56,7 +56,8 @@ impl Vfs {
                 inode.mode,
             );
             copy.size = inode.size;
-            copy.mtime_ns = inode.mtime_ns;
+            copy.mtime = inode.mtime;
+            (copy.uid, copy.gid, copy.ids_from) = (inode.uid, inode.gid, inode.ids_from);
             copy.dirty = true;
             copy.local_rev = 1;
             // Linked first, so that a crash at any point leaves the content

@@ -191,13 +191,14 @@ impl Vfs {
             }
         }
         if inode.mode != rec.meta.mode
-            || inode.mtime_ns != rec.meta.mtime_ns
+            || inode.mtime != Timestamp::from_ns(rec.meta.mtime_ns)
             || inode.size != rec.meta.size()
         {
             notify_inodes.push(inode.ino);
         }
         inode.mode = rec.meta.mode;
-        inode.mtime_ns = rec.meta.mtime_ns;
+        inode.mtime = Timestamp::from_ns(rec.meta.mtime_ns);
+        inode.ctime = Timestamp::now();
         inode.size = rec.meta.size();
         inode.symlink_target = rec.meta.symlink_target.clone();
         inode.vv = rec.vv.clone();

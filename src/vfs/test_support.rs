@@ -38,6 +38,7 @@ pub(crate) fn open_vfs_on(
             uid: 0,
             gid: 0,
             fsync_remote: false,
+            keep_ids: false,
         },
         kv,
         chunks,

@@ -172,7 +172,7 @@ impl Vfs {
                 st.unsaved.map(|u| u.0).unwrap_or(s)
             }
         };
-        st.unsaved = Some((size.max(end), now_ns()));
+        st.unsaved = Some((size.max(end), Timestamp::now()));
         Ok(Some(data.len() as u32))
     }
 
@@ -212,8 +212,8 @@ impl Vfs {
             let ns = self.meta.lock_ns();
             let mut inode = self.meta.inode_required(ino)?;
             inode.size = size;
-            inode.mtime_ns = mtime;
-            inode.ctime_ns = now_ns();
+            inode.mtime = mtime;
+            inode.ctime = Timestamp::now().max(mtime);
             inode.dirty = true;
             inode.local_rev += 1;
             let mut t = self.meta.txn(&ns);

@@ -179,7 +179,7 @@ fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<Com
             meta: NodeMeta {
                 kind: inode.kind,
                 mode: inode.mode,
-                mtime_ns: inode.mtime_ns,
+                mtime_ns: inode.mtime.as_ns_clamped(),
                 content,
                 symlink_target: inode.symlink_target.clone(),
             },

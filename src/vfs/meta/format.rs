@@ -1,0 +1,223 @@
+//! The store's format version, and the upgrade of stores written by older
+//! versions of the client (records are postcard, which has no field names:
+//! a new field means a new format and an upgrade here).
+//!
+//! - Format 1: inodes without ownership, device numbers or access and
+//!   birth times; times as `i64` nanoseconds.
+//! - Format 2 (current): [`Inode`] as it is. Upgrading keeps every field,
+//!   takes the owner and group to be the account's user (what format 1
+//!   showed), and sets access and birth time to the modification time.
+//!
+//! The upgrade rewrites every inode in one batch, then records the format
+//! (counter `format`), so an interrupted upgrade runs again from the
+//! start. A store of a newer format than this client knows is refused
+//! with a clear error, never read as garbage.
+
+use super::{dec, enc, ino_key, key, Inode};
+use crate::protocol::{ContentHash, NodeId, NodeKind, Timestamp, VersionVector};
+use crate::vfs::error::{Cause, VfsError, VfsResult};
+use crate::vfs::kv::Kv;
+use serde::Deserialize;
+
+/// The format this client writes.
+pub(super) const CURRENT: u64 = 2;
+const FORMAT_KEY: &[u8] = b"format";
+
+/// An inode as format 1 stored it.
+#[derive(Deserialize)]
+struct InodeV1 {
+    ino: u64,
+    node_id: NodeId,
+    parent: u64,
+    name: String,
+    kind: NodeKind,
+    mode: u32,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    content_hash: Option<ContentHash>,
+    symlink_target: Option<String>,
+    vv: VersionVector,
+    server_seq: u64,
+    dirty: bool,
+    local_rev: u64,
+    synced_rev: u64,
+    unlinked: bool,
+}
+
+impl From<InodeV1> for Inode {
+    fn from(o: InodeV1) -> Inode {
+        let mtime = Timestamp::from_ns(o.mtime_ns);
+        Inode {
+            ino: o.ino,
+            node_id: o.node_id,
+            parent: o.parent,
+            name: o.name,
+            kind: o.kind,
+            mode: o.mode,
+            uid: None,
+            gid: None,
+            ids_from: None,
+            rdev: 0,
+            size: o.size,
+            atime: mtime,
+            mtime,
+            ctime: Timestamp::from_ns(o.ctime_ns),
+            btime: mtime,
+            content_hash: o.content_hash,
+            symlink_target: o.symlink_target,
+            vv: o.vv,
+            server_seq: o.server_seq,
+            dirty: o.dirty,
+            local_rev: o.local_rev,
+            synced_rev: o.synced_rev,
+            unlinked: o.unlinked,
+        }
+    }
+}
+
+/// Brings the store in `kv` to [`CURRENT`]. A new (empty) store is
+/// stamped with it.
+pub(super) fn upgrade(kv: &dyn Kv) -> VfsResult<()> {
+    let format_key = key(b'm', FORMAT_KEY);
+    let format: u64 = match kv.get(&format_key)? {
+        Some(b) => dec(&b)?,
+        // Unstamped: format 1 if it holds inodes, else new.
+        None if kv.scan(b"i", b"i", 1)?.is_empty() => CURRENT,
+        None => 1,
+    };
+    if format > CURRENT {
+        return Err(VfsError::Store(Cause::from(format!(
+            "the metadata cache was written by a newer Nimbus (format {format}; this one \
+             reads up to {CURRENT}): upgrade nimbus, or mount with another --cache-dir"
+        ))));
+    }
+    let mut writes = Vec::new();
+    if format == 1 {
+        let mut start = vec![b'i'];
+        loop {
+            let page = kv.scan(b"i", &start, 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (_, v) in &page {
+                let old: InodeV1 = dec(v)?;
+                let inode = Inode::from(old);
+                writes.push((ino_key(b'i', inode.ino), Some(enc(&inode))));
+            }
+        }
+        tracing::info!(
+            inodes = writes.len(),
+            "metadata cache upgraded to format {CURRENT}"
+        );
+    }
+    if format != CURRENT || kv.get(&format_key)?.is_none() {
+        writes.push((format_key, Some(enc(&CURRENT))));
+        kv.apply(writes)?;
+        kv.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::test_support::CrashKv;
+    use serde::Serialize;
+
+    /// Format 1's layout, to write a store as the old client did.
+    #[derive(Serialize)]
+    struct OldInode {
+        ino: u64,
+        node_id: NodeId,
+        parent: u64,
+        name: String,
+        kind: NodeKind,
+        mode: u32,
+        size: u64,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        content_hash: Option<ContentHash>,
+        symlink_target: Option<String>,
+        vv: VersionVector,
+        server_seq: u64,
+        dirty: bool,
+        local_rev: u64,
+        synced_rev: u64,
+        unlinked: bool,
+    }
+
+    #[test]
+    fn a_format_1_store_is_upgraded_keeping_every_field() {
+        let kv = CrashKv::default();
+        let node = NodeId::random();
+        let old = OldInode {
+            ino: 7,
+            node_id: node,
+            parent: 1,
+            name: "a.txt".into(),
+            kind: NodeKind::File,
+            mode: 0o640,
+            size: 12,
+            mtime_ns: -250_000_000,
+            ctime_ns: 5_000_000_001,
+            content_hash: None,
+            symlink_target: None,
+            vv: VersionVector::default(),
+            server_seq: 9,
+            dirty: true,
+            local_rev: 3,
+            synced_rev: 2,
+            unlinked: false,
+        };
+        kv.apply(vec![(
+            ino_key(b'i', 7),
+            Some(postcard::to_allocvec(&old).unwrap()),
+        )])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let new: Inode = dec(&kv.get(&ino_key(b'i', 7)).unwrap().unwrap()).unwrap();
+        assert_eq!((new.ino, new.node_id, new.parent), (7, node, 1));
+        assert_eq!(
+            (new.name.as_str(), new.mode, new.size),
+            ("a.txt", 0o640, 12)
+        );
+        assert_eq!(
+            new.mtime,
+            Timestamp {
+                sec: -1,
+                nsec: 750_000_000
+            }
+        );
+        assert_eq!(new.ctime, Timestamp { sec: 5, nsec: 1 });
+        assert_eq!((new.atime, new.btime), (new.mtime, new.mtime));
+        assert_eq!((new.uid, new.gid, new.rdev), (None, None, 0));
+        assert_eq!(
+            (new.server_seq, new.dirty, new.local_rev, new.synced_rev),
+            (9, true, 3, 2)
+        );
+        // Stamped: a second open does nothing.
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+        upgrade(&kv).unwrap();
+        let again: Inode = dec(&kv.get(&ino_key(b'i', 7)).unwrap().unwrap()).unwrap();
+        assert_eq!(again, new);
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_clearly() {
+        let kv = CrashKv::default();
+        kv.apply(vec![(key(b'm', FORMAT_KEY), Some(enc(&(CURRENT + 1))))])
+            .unwrap();
+        let e = upgrade(&kv).unwrap_err().to_string();
+        assert!(e.contains("newer Nimbus"), "{e}");
+    }
+
+    #[test]
+    fn a_new_store_is_stamped_current() {
+        let kv = CrashKv::default();
+        upgrade(&kv).unwrap();
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+    }
+}
