@@ -1,6 +1,7 @@
 //! Logging in again as an existing device (`LoginRequest::device_id`)
 //! against the real server on a loopback port: the device keeps its id,
-//! and no account can log in as another account's device.
+//! and no account can log in as another account's device. And logging in
+//! to a server of another protocol version: one clear error.
 
 use nimbus::protocol::{DeviceId, LoginResponse};
 use nimbus::remote::http::{login, login_with, HttpRemote, Tokens};
@@ -131,4 +132,127 @@ async fn a_foreign_unknown_or_revoked_device_id_is_refused() {
     assert!(is_unknown_device(&revoked), "{revoked:?}");
     assert!(!fx.works(&alices).await);
     fx.server.shutdown().await.unwrap();
+}
+
+/// A server of protocol version `version`, as the real one behaves: every
+/// answer names its version, a request naming another gets 400
+/// `protocol_version`. Records the version header of each request.
+async fn server_of_version(
+    version: u32,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    use nimbus::protocol::{ErrorBody, PROTOCOL_HEADER};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let log = log.clone();
+        async move {
+            let asked = headers
+                .get(PROTOCOL_HEADER)
+                .map(|v| v.to_str().unwrap().to_owned());
+            log.lock().unwrap().push(asked.clone());
+            let body = ErrorBody {
+                error: "protocol_version".into(),
+                message: format!("the server's own words about {asked:?}"),
+                op: None,
+            };
+            (
+                StatusCode::BAD_REQUEST,
+                [(PROTOCOL_HEADER, version.to_string())],
+                axum::Json(body),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_login_to_a_server_of_another_protocol_version_says_which_to_upgrade() {
+    use nimbus::protocol::PROTOCOL_VERSION;
+    use nimbus::remote::{FailureClass, NeedsUser};
+    for (server, upgrade) in [
+        (PROTOCOL_VERSION + 1, "upgrade this client"),
+        (PROTOCOL_VERSION - 1, "upgrade the server"),
+    ] {
+        let (url, seen) = server_of_version(server).await;
+        let err = login(&url, "alice", "alice-pw", "laptop")
+            .await
+            .unwrap_err();
+        let RemoteError::Rejected {
+            status: 400,
+            code,
+            message,
+            op: None,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(code, "protocol_version");
+        // The client's sentence, from the version the answer names.
+        assert!(
+            message.starts_with(&format!(
+                "the server speaks Nimbus protocol {server} and this client protocol \
+                 {PROTOCOL_VERSION}; {upgrade}"
+            )) && message.ends_with(&format!("speaks protocol {}", server.max(PROTOCOL_VERSION))),
+            "{message}"
+        );
+        // A mount pauses and says so; it neither retries nor drops a change.
+        assert_eq!(
+            err.class(),
+            FailureClass::NeedsUser(NeedsUser::Misconfigured(message.clone()))
+        );
+        // The client told its version.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Some(PROTOCOL_VERSION.to_string())]
+        );
+    }
+}
+
+/// `nimbus login` prints one line with both versions, and saves nothing.
+#[tokio::test]
+async fn nimbus_login_to_a_server_of_another_protocol_version_prints_one_clear_error() {
+    use nimbus::protocol::PROTOCOL_VERSION;
+    let (url, _) = server_of_version(PROTOCOL_VERSION + 1).await;
+    let config = tempfile::tempdir().unwrap();
+    let dir = config.path().to_owned();
+    let server = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nimbus"))
+            .args(["login", &server, "--user", "alice", "--password-stdin"])
+            .args(["--device", "laptop"])
+            .env("NIMBUS_CONFIG_DIR", &dir)
+            .env_remove("RUST_LOG")
+            .env_remove("NIMBUS_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"alice-pw\n");
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let newer = PROTOCOL_VERSION + 1;
+    assert_eq!(
+        lines[0],
+        format!(
+            "nimbus: cannot log in to {url}: the server speaks Nimbus protocol {newer} and this \
+             client protocol {PROTOCOL_VERSION}; upgrade this client (nimbus) to a release that \
+             speaks protocol {newer}"
+        )
+    );
+    assert!(!config.path().join("login.json").exists());
 }

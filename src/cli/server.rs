@@ -185,6 +185,15 @@ pub fn login(server: String, user: String, device: Option<String>) -> Result<()>
         }
         other => other,
     }
+    .map_err(|e| match e {
+        // Its message already says both versions and what to upgrade.
+        crate::remote::RemoteError::Rejected { code, message, .. }
+            if code == crate::protocol::PROTOCOL_VERSION_ERROR =>
+        {
+            anyhow::anyhow!(message)
+        }
+        other => anyhow::Error::new(other),
+    })
     .with_context(|| format!("cannot log in to {server}"))?;
     let login = Login {
         server: server.clone(),

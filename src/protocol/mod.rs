@@ -13,12 +13,18 @@
 //! device can create folders and files offline and refer to them in later
 //! journal entries before the server has seen them. The root folder of
 //! every account is [`NodeId::ROOT`] (the nil UUID).
+//!
+//! # Versions
+//! Client and server exchange [`PROTOCOL_VERSION`] in the
+//! [`PROTOCOL_HEADER`] of every request and answer; a mismatch is a clear
+//! error, never a body read with fields dropped (see `version`).
 
 mod api;
 mod ids;
 mod manifest;
 mod names;
 mod time;
+mod version;
 mod version_vector;
 
 pub use api::*;
@@ -26,4 +32,5 @@ pub use ids::*;
 pub use manifest::*;
 pub use names::*;
 pub use time::Timestamp;
+pub use version::*;
 pub use version_vector::*;

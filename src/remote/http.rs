@@ -18,6 +18,11 @@
 //!   `Rejected { status, code, message, op }` from the server's `ErrorBody`
 //!   (a response that is not an `ErrorBody`, e.g. a proxy's HTML page, gets
 //!   the code `http_<status>`).
+//! - Every request carries `Nimbus-Protocol: PROTOCOL_VERSION` (login and
+//!   refresh too). A server of another version answers 400
+//!   `protocol_version`: `Rejected` with a message naming both versions
+//!   (the server's from its answer's header) and the side to upgrade,
+//!   which pauses the uploads as misconfigured (`RemoteError::class`).
 //! - Chunks go up zstd-compressed (`Content-Encoding: zstd`) when that
 //!   makes them smaller, and come down verified against their BLAKE3 hash
 //!   (`Corrupt` otherwise).
@@ -31,6 +36,10 @@
 //!   harmless: a device's own commit is never a conflict).
 
 use super::{Remote, RemoteError};
+use crate::protocol::{
+    parse_protocol_version, protocol_mismatch_message, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_ERROR,
+};
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, ErrorBody,
     LoginRequest, LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse,
@@ -83,7 +92,11 @@ fn build_client() -> Client {
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
+        .default_headers(header::HeaderMap::from_iter([(
+            header::HeaderName::from_static(PROTOCOL_HEADER),
+            header::HeaderValue::from(PROTOCOL_VERSION),
+        )]));
     // Building only fails if the TLS backend cannot initialise; fall back
     // to the defaults rather than refusing to start.
     builder.build().unwrap_or_else(|e| {
@@ -122,11 +135,25 @@ fn transport(e: reqwest::Error) -> RemoteError {
     }
 }
 
-/// Turns a non-success response into the matching error.
+/// Turns a non-success response into the matching error. A refused
+/// protocol version gets the client's own sentence, from the version the
+/// server's answer names.
 async fn error_from(resp: Response) -> RemoteError {
     let status = resp.status();
+    let server_version = resp
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_protocol_version);
     let text = resp.text().await.unwrap_or_default();
     let (code, message, op) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) if b.error == PROTOCOL_VERSION_ERROR => {
+            let message = match server_version {
+                Some(v) if v != PROTOCOL_VERSION => protocol_mismatch_message(v, PROTOCOL_VERSION),
+                _ => b.message,
+            };
+            (b.error, message, b.op)
+        }
         Ok(b) => (b.error, b.message, b.op),
         Err(_) => (
             format!("http_{}", status.as_u16()),

@@ -17,7 +17,7 @@ pub mod memory;
 #[doc(hidden)]
 pub mod suite;
 
-use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
+use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse, PROTOCOL_VERSION_ERROR};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -75,7 +75,8 @@ pub enum NeedsUser {
     /// device): resumes after `nimbus login`.
     Unauthorized(String),
     /// The server or a proxy in front of it refuses requests of this shape
-    /// (413 body limit, unknown route, ...): resumes once it accepts them.
+    /// (413 body limit, unknown route, another protocol version, ...):
+    /// resumes once it accepts them.
     Misconfigured(String),
 }
 
@@ -98,6 +99,11 @@ impl RemoteError {
             RemoteError::NotFound(m) => FailureClass::NeedsUser(NeedsUser::Misconfigured(format!(
                 "the server answered 404 ({m}): is the server URL right?"
             ))),
+            // Another protocol version: nothing works until one side is
+            // upgraded, whatever the op or status.
+            RemoteError::Rejected { code, message, .. } if code == PROTOCOL_VERSION_ERROR => {
+                FailureClass::NeedsUser(NeedsUser::Misconfigured(message.clone()))
+            }
             RemoteError::Rejected { status, code, .. }
                 if RETRYABLE_CODES.contains(&code.as_str()) || matches!(status, 408 | 429) =>
             {
@@ -236,6 +242,13 @@ mod tests {
             RemoteError::Unauthorized("revoked".into()).class(),
             NeedsUser(super::NeedsUser::Unauthorized(m)) if m.contains("nimbus login")
         ));
+        // Another protocol version pauses, even when an op is named.
+        for op in [None, Some(0)] {
+            assert!(matches!(
+                rejected(400, "protocol_version", op).class(),
+                NeedsUser(super::NeedsUser::Misconfigured(m)) if m == "m"
+            ));
+        }
         assert!(matches!(
             RemoteError::NotFound("no route".into()).class(),
             NeedsUser(super::NeedsUser::Misconfigured(_))

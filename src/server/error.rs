@@ -3,7 +3,10 @@
 
 use super::chunk_store::ChunkStoreError;
 use super::meta_store::MetaError;
-use crate::protocol::{ChunkId, DeviceId, ErrorBody, NameError, NodeId};
+use crate::protocol::{
+    protocol_mismatch_message, ChunkId, DeviceId, ErrorBody, NameError, NodeId, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_ERROR,
+};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -41,6 +44,13 @@ pub enum ServerError {
     InvalidPath(String),
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    /// The request names a protocol version other than this server's
+    /// ([`PROTOCOL_VERSION`]).
+    #[error("{}", protocol_mismatch_message(PROTOCOL_VERSION, *.0))]
+    ProtocolMismatch(u32),
+    /// The protocol header is not a version number.
+    #[error("the {PROTOCOL_HEADER} header must be a protocol version number (this server speaks protocol {PROTOCOL_VERSION}), not {0:?}")]
+    BadProtocolHeader(String),
 
     // ---- 403 ----
     /// A login named a device that is not a live device of the account
@@ -153,6 +163,9 @@ impl ServerError {
             BadEncoding(_) => (StatusCode::BAD_REQUEST, "bad_encoding"),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             NotAFile(_) => (StatusCode::BAD_REQUEST, "not_a_file"),
+            ProtocolMismatch(_) | BadProtocolHeader(_) => {
+                (StatusCode::BAD_REQUEST, PROTOCOL_VERSION_ERROR)
+            }
             UnknownDevice(_) => (StatusCode::FORBIDDEN, "unknown_device"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

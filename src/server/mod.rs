@@ -30,6 +30,19 @@
 //! commits 16 MiB, other JSON 1 MiB; beyond → 413 `payload_too_large`.
 //! A locked database answers 503 `busy` with `Retry-After`.
 //!
+//! # Protocol version
+//! Every answer carries `Nimbus-Protocol: N`, the version this server
+//! speaks ([`PROTOCOL_VERSION`](crate::protocol::PROTOCOL_VERSION)). A
+//! request with a `Nimbus-Protocol` header naming another version (or not
+//! a number) gets 400 `protocol_version` on every route, before
+//! authentication and before its body is read, with a message naming both
+//! versions and the side to upgrade: a client and a server of different
+//! versions never read each other's bodies with fields dropped. 400, not
+//! 426: 426 means "switch protocols with an `Upgrade` header", which is
+//! not what is asked; the stable error code carries the meaning. A
+//! request without the header (curl, a browser, `/healthz` probes, the
+//! Prometheus scrape) is served as one of this version.
+//!
 //! # Chunks
 //! A chunk is stored once per server, but an account may reference it (in
 //! a commit) or read it only after uploading it itself: knowing a hash is
@@ -99,10 +112,12 @@ pub(crate) mod api;
 mod content;
 mod openapi;
 
+use crate::protocol::{parse_protocol_version, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chunk_store::ChunkStore;
@@ -218,6 +233,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn(check_protocol_version))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_requests,
@@ -236,6 +252,33 @@ async fn track_requests(State(st): State<AppState>, req: Request, next: Next) ->
     st.metrics
         .record_request(&method, &route, resp.status().as_u16());
     tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// Refuses a request that names another protocol version (400
+/// `protocol_version`, before any handler reads it), serves one that
+/// names this version or none, and tells this server's version on every
+/// answer (see "Protocol version" in the module docs).
+async fn check_protocol_version(req: Request, next: Next) -> Response {
+    let asked = req.headers().get(PROTOCOL_HEADER).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(parse_protocol_version)
+            // At most 40 characters of a bad value go back in the message.
+            .ok_or_else(|| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(40)
+                    .collect()
+            })
+    });
+    let mut resp = match asked {
+        None | Some(Ok(PROTOCOL_VERSION)) => next.run(req).await,
+        Some(Ok(other)) => ServerError::ProtocolMismatch(other).into_response(),
+        Some(Err(raw)) => ServerError::BadProtocolHeader(raw).into_response(),
+    };
+    resp.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
     resp
 }
 

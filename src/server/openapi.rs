@@ -24,7 +24,8 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Nimbus", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cloud drive API. Every error is an ErrorBody. Commit rules: see the `nimbus::server` module documentation."},
+            "description": "Cloud drive API. Every error is an ErrorBody. Commit rules: see the `nimbus::server` module documentation. Protocol version: clients send `Nimbus-Protocol: <version>` on every request, and every answer carries the server's; a request naming another version (or not a number) is refused on every route with 400 `protocol_version`; a request without the header is served as the server's version.",
+            "x-nimbus-protocol": crate::protocol::PROTOCOL_VERSION},
         "security": [{"bearer": []}],
         "paths": {
             "/healthz": {"get": {"security": [], "summary": "Liveness", "responses": {"200": {"description": "ok"}}}},

@@ -392,3 +392,104 @@ async fn corrupt_chunks_are_never_served_and_heal_on_upload() {
         assert_eq!(mode & 0o777, 0o700, "data dir is private");
     }
 }
+
+/// Another protocol version is refused on every route, before
+/// authentication and body parsing, with 400 `protocol_version`; no header
+/// (curl, probes) is served; every answer names the server's version.
+#[tokio::test]
+async fn the_protocol_version_is_checked_and_told() {
+    use nimbus::protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+    let fx = Fx::new().await;
+    let token = fx.token("alice").await;
+    let pull = || {
+        fx.http
+            .get(fx.api("sync/pull"))
+            .bearer_auth(&token)
+            .query(&[("cursor", "0")])
+    };
+    let server_version = |r: &reqwest::Response| {
+        r.headers()
+            .get(PROTOCOL_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let ours = PROTOCOL_VERSION.to_string();
+
+    // No header, or this version: served, and told the version.
+    let health = fx
+        .http
+        .get(format!("{}/healthz", fx.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(server_version(&health), Some(ours.clone()));
+    let r = pull().send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server_version(&r), Some(ours.clone()));
+    let r = pull().header(PROTOCOL_HEADER, &ours).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Another version: 400 with both versions in the message, the server's
+    // version in the header.
+    let newer = PROTOCOL_VERSION + 1;
+    let r = pull().header(PROTOCOL_HEADER, newer).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(server_version(&r), Some(ours.clone()));
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.error, "protocol_version");
+    assert!(
+        body.message
+            .contains(&format!("protocol {PROTOCOL_VERSION}"))
+            && body.message.contains(&format!("protocol {newer}"))
+            && body.message.contains("upgrade the server"),
+        "{}",
+        body.message
+    );
+    // Before anything else: no token, a login (nothing registered), a
+    // health probe that sends one, a header that is not a number.
+    let r = fx
+        .http
+        .get(fx.api("sync/pull"))
+        .header(PROTOCOL_HEADER, newer)
+        .send()
+        .await
+        .unwrap();
+    let (s, code) = error_of(r).await;
+    assert_eq!((s.as_u16(), code.as_str()), (400, "protocol_version"));
+    let r = fx
+        .http
+        .post(fx.api("auth/login"))
+        .header(PROTOCOL_HEADER, newer)
+        .json(&serde_json::json!({"user": "alice", "password": "alice-pw", "device": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, code) = error_of(r).await;
+    assert_eq!((s.as_u16(), code.as_str()), (400, "protocol_version"));
+    let meta = server::meta_store::open(None, &fx.cfg.data_dir)
+        .await
+        .unwrap();
+    let alice = meta.account_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(meta.list_devices(alice.id).await.unwrap().len(), 1);
+    meta.close().await;
+    let r = fx
+        .http
+        .get(format!("{}/healthz", fx.url))
+        .header(PROTOCOL_HEADER, "0")
+        .send()
+        .await
+        .unwrap();
+    let (s, code) = error_of(r).await;
+    assert_eq!((s.as_u16(), code.as_str()), (400, "protocol_version"));
+    let r = pull().header(PROTOCOL_HEADER, "v1").send().await.unwrap();
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.error, "protocol_version");
+    assert!(body.message.contains("\"v1\""), "{}", body.message);
+
+    // HttpRemote sends this version: its requests are served.
+    fx.remote("alice", "laptop")
+        .await
+        .pull(0, 10)
+        .await
+        .unwrap();
+}

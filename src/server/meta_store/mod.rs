@@ -134,6 +134,15 @@ pub enum MetaError {
     /// A stored value does not decode (bad JSON, wrong blob length...).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// The database was migrated by a newer program: its schema version
+    /// `found` is above the newest one this program knows (`known`).
+    /// Nothing was changed; run a release at least as new.
+    #[error(
+        "the metadata database has schema version {found}, newer than this program \
+         knows (up to version {known}): it was written by a newer nimbus; run that \
+         release or a later one (a database cannot be downgraded)"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("metadata store: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
