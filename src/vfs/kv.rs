@@ -30,7 +30,26 @@ pub struct SledKv {
 }
 
 impl SledKv {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// sled holds an exclusive file lock while any of its threads keeps the
+    /// database alive; after a `Db` is dropped its background flusher and
+    /// I/O pool let go of the lock a moment later, so a reopen in the same
+    /// process (remount, tests) polls for up to [`LOCK_WAIT`] before
+    /// answering [`VfsError::Busy`].
     pub fn open(path: &Path) -> VfsResult<Self> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(path) {
+                Err(VfsError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> VfsResult<Self> {
         let tree = sled::Config::new()
             .path(path)
             .cache_capacity(64 << 20)
@@ -50,6 +69,10 @@ impl SledKv {
         Ok(SledKv { tree })
     }
 }
+
+/// How long [`SledKv::open`] waits for a lock that a just-dropped handle of
+/// this process still holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Kv for SledKv {
     fn get(&self, key: &[u8]) -> VfsResult<Option<Vec<u8>>> {
