@@ -25,6 +25,10 @@
 //! - `bmap`: `ENOSYS` (there is no block device).
 //! - `link`: `EPERM`, what `link(2)` answers on a filesystem without hard
 //!   links.
+//!
+//! `mknod` creates FIFOs, sockets and device nodes (metadata only; see
+//! `vfs::special`). The kernel opens those itself and never sends their
+//! `open`, `read` or `write` here.
 
 mod convert;
 
@@ -228,17 +232,22 @@ impl fuser::Filesystem for NimbusFs {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Regular files arrive through create; special files are not
-        // supported yet.
-        reply.error(Errno::from_i32(libc::EPERM));
+        // FIFOs, sockets, device nodes, and regular files from mknod(2);
+        // the umask applies to the permission bits, not the type.
+        let mode = mode & !(umask & 0o7777);
+        self.reply_entry(
+            self.vfs
+                .mknod_as(caller(req), parent.0, name.as_bytes(), mode, rdev),
+            reply,
+        );
     }
 
     fn mkdir(

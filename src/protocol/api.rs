@@ -1,7 +1,34 @@
 //! JSON bodies of the HTTP API (`/api/v1/...`). The route list and their
 //! semantics are documented on `crate::server`.
+//!
+//! # Node attributes on the wire (protocol 2)
+//! [`NodeMeta`] carries what a node *is* on every device: its kind (files,
+//! folders, symlinks, FIFOs, sockets, character and block devices), full
+//! mode (permission bits with setuid, setgid and sticky), owner and group,
+//! device number, and modification, access and birth times as
+//! [`Timestamp`] (seconds and nanoseconds: any time, before 1970 and after
+//! 2262 included, exactly).
+//! - **Owner and group**: `None` is the account's own user, which every
+//!   device shows as its mounting user. A number is a numeric id set on
+//!   device `ids_from`; only that device shows it as it is (elsewhere the
+//!   same number may be another person), others show the mounting user
+//!   unless mounted with `--keep-ids`.
+//! - **ctime is not synced.** It is each device's own "inode changed"
+//!   time, as POSIX defines it: applying a remote change *is* a change of
+//!   the local inode, so a device sets ctime to when it applied it, and
+//!   `find -cnewer`, backup tools and `make` on that device see the change.
+//!   Sending it would only let one device's clock move another's ctime
+//!   backwards.
+//! - **atime** travels as set (`touch -a`, `utimensat`); reads do not
+//!   change it, so reading never causes an upload.
+//! - **Special nodes** (FIFO, socket, devices) are metadata only: no
+//!   content, no symlink target, size 0. `rdev` is meaningful for
+//!   character and block devices only (0 for every other kind).
+//!
+//! Fields at their default (no owner, device 0, a time at the epoch for
+//! atime and btime) are left out of the JSON, so bodies stay small.
 
-use super::{ChunkId, ContentHash, DeviceId, Manifest, NodeId, VersionVector};
+use super::{ChunkId, ContentHash, DeviceId, Manifest, NodeId, Timestamp, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// Largest chunk FastCDC may emit (and the server accepts), in bytes.
@@ -57,12 +84,69 @@ pub struct ErrorBody {
     pub op: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What a node is. JSON: the lowercase name (`"file"`, `"char_device"`).
+/// New kinds go at the end (the client's cache stores the variant index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeKind {
+    /// A regular file: has content.
     File,
+    /// A folder.
     Dir,
+    /// A symbolic link: has a target.
     Symlink,
+    /// A named pipe (`mkfifo`); metadata only.
+    Fifo,
+    /// A Unix domain socket's name; metadata only.
+    Socket,
+    /// A character device node (`mknod c`); metadata and `rdev`.
+    CharDevice,
+    /// A block device node (`mknod b`); metadata and `rdev`.
+    BlockDevice,
+}
+
+impl NodeKind {
+    /// Every kind, in wire order.
+    pub const ALL: [NodeKind; 7] = [
+        NodeKind::File,
+        NodeKind::Dir,
+        NodeKind::Symlink,
+        NodeKind::Fifo,
+        NodeKind::Socket,
+        NodeKind::CharDevice,
+        NodeKind::BlockDevice,
+    ];
+
+    /// A FIFO, socket or device node: no content and no target.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice
+        )
+    }
+
+    /// A character or block device: the only kinds with an `rdev`.
+    pub fn is_device(self) -> bool {
+        matches!(self, NodeKind::CharDevice | NodeKind::BlockDevice)
+    }
+
+    /// The name used on the wire and in the server's database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::CharDevice => "char_device",
+            NodeKind::BlockDevice => "block_device",
+        }
+    }
+
+    /// The kind named `s` (see [`NodeKind::as_str`]).
+    pub fn from_name(s: &str) -> Option<NodeKind> {
+        NodeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// Content of one version of a regular file.
@@ -88,15 +172,40 @@ impl FileContent {
     }
 }
 
-/// The synced attributes of a node (what a commit sets).
+/// The synced attributes of a node (what a commit sets); see the module
+/// docs for what each means across devices and why ctime is not here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMeta {
     pub kind: NodeKind,
-    /// Permission bits (`0o7777` at most).
+    /// Permission bits with setuid (`0o4000`), setgid (`0o2000`) and
+    /// sticky (`0o1000`): `0o7777` at most.
     pub mode: u32,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// Files only: the content. Folders and symlinks carry `None`.
+    /// Last modification (content change, or as set by `utimensat`).
+    pub mtime: Timestamp,
+    /// Last access as set explicitly; omitted at the epoch.
+    #[serde(default, skip_serializing_if = "is_epoch")]
+    pub atime: Timestamp,
+    /// Creation (birth) time; omitted at the epoch.
+    #[serde(default, skip_serializing_if = "is_epoch")]
+    pub btime: Timestamp,
+    /// Numeric owner set on device `ids_from`; `None` (omitted) is the
+    /// account's own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Numeric group set on device `ids_from`; `None` (omitted) is the
+    /// account user's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The device that set the numeric `uid`/`gid`; `None` when both are
+    /// `None`. The server fills in the committing device when a numeric id
+    /// comes without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids_from: Option<DeviceId>,
+    /// Device number (Linux `dev_t` encoding, `makedev`) of a character or
+    /// block device; 0 (omitted) for every other kind.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u32,
+    /// Files only: the content. Every other kind carries `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<FileContent>,
     /// Symlinks only: the target, as written.
@@ -104,7 +213,34 @@ pub struct NodeMeta {
     pub symlink_target: Option<String>,
 }
 
+fn is_epoch(t: &Timestamp) -> bool {
+    *t == Timestamp::EPOCH
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 impl NodeMeta {
+    /// A node of `kind` with `mode`, modified (and born and accessed) at
+    /// `mtime`, owned by the account's user, without content or target.
+    pub fn new(kind: NodeKind, mode: u32, mtime: Timestamp) -> Self {
+        NodeMeta {
+            kind,
+            mode,
+            mtime,
+            atime: mtime,
+            btime: mtime,
+            uid: None,
+            gid: None,
+            ids_from: None,
+            rdev: 0,
+            content: None,
+            symlink_target: None,
+        }
+    }
+
+    /// Size in bytes: the content's, the target's length, else 0.
     pub fn size(&self) -> u64 {
         match (&self.content, &self.symlink_target) {
             (Some(c), _) => c.size(),
@@ -161,6 +297,9 @@ pub struct CommitRequest {
 
 /// What happened to one op. Ops are applied in order, each in its own
 /// transaction; the results come in the same order.
+// `ConflictCopy` holds two records, the others one: a body decoded once
+// per op and matched at once, not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommitOutcome {
@@ -204,4 +343,56 @@ pub struct PullResponse {
     /// Cursor to pass next time.
     pub cursor: u64,
     pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_meta_round_trips_every_attribute_and_omits_defaults() {
+        let t = |sec, nsec| Timestamp { sec, nsec };
+        let full = NodeMeta {
+            kind: NodeKind::CharDevice,
+            mode: 0o4755,
+            mtime: t(-1, 250_000_000),
+            atime: t(10_413_792_000, 7),
+            btime: t(1_700_000_000, 999_999_999),
+            uid: Some(41_234),
+            gid: Some(0),
+            ids_from: Some(DeviceId(uuid::Uuid::from_bytes([3; 16]))),
+            rdev: 0x0103,
+            content: None,
+            symlink_target: None,
+        };
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(json.contains(r#""kind":"char_device""#), "{json}");
+        assert!(
+            json.contains(r#""mtime":{"sec":-1,"nsec":250000000}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NodeMeta>(&json).unwrap(), full);
+
+        let mut plain = NodeMeta::new(NodeKind::Dir, 0o755, t(5, 0));
+        plain.atime = Timestamp::EPOCH;
+        plain.btime = Timestamp::EPOCH;
+        let json = serde_json::to_string(&plain).unwrap();
+        assert_eq!(
+            json, r#"{"kind":"dir","mode":493,"mtime":{"sec":5,"nsec":0}}"#,
+            "defaults are left out"
+        );
+        assert_eq!(serde_json::from_str::<NodeMeta>(&json).unwrap(), plain);
+    }
+
+    #[test]
+    fn kind_names_are_the_wire_names() {
+        for k in NodeKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(NodeKind::from_name(k.as_str()), Some(k));
+            assert_eq!(k.is_device(), k.as_str().ends_with("_device"));
+        }
+        assert_eq!(NodeKind::from_name("pipe"), None);
+        assert!(NodeKind::Fifo.is_special() && !NodeKind::Symlink.is_special());
+    }
 }

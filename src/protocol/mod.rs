@@ -2,8 +2,8 @@
 //! and the JSON bodies of the HTTP API. No I/O lives here.
 //!
 //! # Wire model
-//! The server keeps *nodes* (files, folders, symlinks) separately from
-//! *entries* (`parent, name → node`). On the wire a node travels as a
+//! The server keeps *nodes* (files, folders, symlinks, special files)
+//! apart from *entries* (`parent, name → node`). On the wire a node travels as a
 //! [`NodeRecord`] that carries its single live entry (`parent`, `name`);
 //! a deleted node carries `deleted = true` and keeps its last entry so a
 //! client can find it. Hard links (several entries per node) will extend

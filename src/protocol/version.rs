@@ -11,9 +11,17 @@
 //!
 //! The version changes whenever a request or response body, or the
 //! meaning of a field, changes in a way the other side must know about.
+//!
+//! # History
+//! - 1: nodes are files, folders and symlinks with permission bits and a
+//!   modification time in nanoseconds (`mtime_ns`).
+//! - 2: `NodeMeta` carries owner and group (`uid`, `gid`, `ids_from`),
+//!   setuid/setgid/sticky, `rdev`, and `mtime`/`atime`/`btime` as
+//!   seconds + nanoseconds; FIFOs, sockets and device nodes are kinds
+//!   (see `protocol::api`).
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

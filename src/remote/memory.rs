@@ -156,11 +156,9 @@ impl Remote for MemoryRemote {
 
 /// A plain folder record, for tests that inject remote changes.
 pub fn folder_meta() -> NodeMeta {
-    NodeMeta {
-        kind: crate::protocol::NodeKind::Dir,
-        mode: 0o755,
-        mtime_ns: 0,
-        content: None,
-        symlink_target: None,
-    }
+    NodeMeta::new(
+        crate::protocol::NodeKind::Dir,
+        0o755,
+        crate::protocol::Timestamp::EPOCH,
+    )
 }

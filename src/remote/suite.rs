@@ -179,23 +179,22 @@ pub fn content(data: &Bytes) -> FileContent {
 
 /// Folder metadata.
 pub fn dir_meta() -> NodeMeta {
-    NodeMeta {
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        mtime_ns: 1_700_000_000_000_000_000,
-        content: None,
-        symlink_target: None,
-    }
+    NodeMeta::new(
+        NodeKind::Dir,
+        0o755,
+        crate::protocol::Timestamp::from_ns(1_700_000_000_000_000_000),
+    )
 }
 
 /// File metadata with one chunk, `data`.
 pub fn file_meta(data: &Bytes) -> NodeMeta {
     NodeMeta {
-        kind: NodeKind::File,
-        mode: 0o644,
-        mtime_ns: 1_700_000_000_000_000_000,
         content: Some(content(data)),
-        symlink_target: None,
+        ..NodeMeta::new(
+            NodeKind::File,
+            0o644,
+            crate::protocol::Timestamp::from_ns(1_700_000_000_000_000_000),
+        )
     }
 }
 

@@ -78,14 +78,14 @@ async fn apply_in(
 ) -> Result<CommitOutcome, ServerError> {
     match &op.change {
         NodeChange::Upsert { parent, name, meta } => {
-            upsert(txn, ctx, op.node_id, &op.base, *parent, name, meta).await
+            let meta = normalized(meta, ctx.device);
+            upsert(txn, ctx, op.node_id, &op.base, *parent, name, &meta).await
         }
         NodeChange::Delete => delete(txn, ctx, op.node_id, &op.base).await,
     }
 }
 
-/// The checks that need no store: name, mode, kind consistency, chunk
-/// lengths, symlink target.
+/// The checks that need no store: name, then [`validate_meta`].
 pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
     if op.node_id.is_root() {
         return Err(ServerError::RootImmutable);
@@ -97,10 +97,37 @@ pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
         name: name.clone(),
         reason,
     })?;
+    validate_meta(meta)
+}
+
+/// The attribute rules of [`NodeMeta`] (`protocol::api` module docs):
+/// mode within `0o7777`; nanoseconds below 1e9; content for files only, a
+/// target for symlinks only, neither for folders and special nodes; an
+/// `rdev` for character and block devices only.
+pub fn validate_meta(meta: &NodeMeta) -> Result<(), ServerError> {
     if meta.mode > 0o7777 {
         return Err(ServerError::InvalidNode(format!(
             "mode {:o} has bits outside 0o7777",
             meta.mode
+        )));
+    }
+    for (what, t) in [
+        ("mtime", meta.mtime),
+        ("atime", meta.atime),
+        ("btime", meta.btime),
+    ] {
+        if !t.is_valid() {
+            return Err(ServerError::InvalidNode(format!(
+                "{what} has nsec {}; nanoseconds are 0..=999999999",
+                t.nsec
+            )));
+        }
+    }
+    if meta.rdev != 0 && !meta.kind.is_device() {
+        return Err(ServerError::InvalidNode(format!(
+            "a {} has no device number (rdev {}); only character and block devices do",
+            kind_name(meta.kind),
+            meta.rdev
         )));
     }
     match (meta.kind, &meta.content, &meta.symlink_target) {
@@ -125,16 +152,38 @@ pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
                 Ok(())
             }
         }
+        (k, None, None) if k.is_special() => Ok(()),
         (NodeKind::File, _, _) => Err(ServerError::InvalidNode(
             "a file carries content and no symlink target".into(),
-        )),
-        (NodeKind::Dir, _, _) => Err(ServerError::InvalidNode(
-            "a folder carries neither content nor a symlink target".into(),
         )),
         (NodeKind::Symlink, _, _) => Err(ServerError::InvalidNode(
             "a symlink carries a target and no content".into(),
         )),
+        (
+            k @ (NodeKind::Dir
+            | NodeKind::Fifo
+            | NodeKind::Socket
+            | NodeKind::CharDevice
+            | NodeKind::BlockDevice),
+            _,
+            _,
+        ) => Err(ServerError::InvalidNode(format!(
+            "a {} carries neither content nor a symlink target",
+            kind_name(k)
+        ))),
     }
+}
+
+/// `meta` as stored: numeric ids always name the device that set them
+/// (the committing one when the op does not say), and no ids, no device.
+fn normalized(meta: &NodeMeta, device: DeviceId) -> NodeMeta {
+    let mut meta = meta.clone();
+    if meta.uid.is_none() && meta.gid.is_none() {
+        meta.ids_from = None;
+    } else if meta.ids_from.is_none() {
+        meta.ids_from = Some(device);
+    }
+    meta
 }
 
 /// Applies one (validated) op in its own transaction.
@@ -157,11 +206,16 @@ pub async fn apply_op(
     }
 }
 
+/// A kind as error messages name it.
 fn kind_name(k: NodeKind) -> &'static str {
     match k {
         NodeKind::File => "file",
         NodeKind::Dir => "folder",
         NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "FIFO",
+        NodeKind::Socket => "socket",
+        NodeKind::CharDevice => "character device",
+        NodeKind::BlockDevice => "block device",
     }
 }
 

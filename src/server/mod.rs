@@ -52,10 +52,14 @@
 //!
 //! # Commit rules
 //! A commit's ops are all validated first without touching the store
-//! (name per `protocol::validate_name` → 400 `invalid_name`; mode ≤ 0o7777,
-//! files carry content, symlinks a target, folders neither → 400
-//! `invalid_node`; root → 400 `root_immutable`): a malformed request stores
-//! nothing. Then the ops are applied in order **in one transaction**.
+//! (name per `protocol::validate_name` → 400 `invalid_name`; per
+//! `commit::validate_meta` → 400 `invalid_node`: mode ≤ 0o7777, every
+//! time's nanoseconds below 1e9, files carry content, symlinks a target,
+//! folders, FIFOs, sockets and device nodes neither, and only character
+//! and block devices a nonzero `rdev`; root → 400 `root_immutable`): a
+//! malformed request stores nothing. Numeric owner or group ids without
+//! `ids_from` are stored as set by the committing device; no ids, no
+//! `ids_from`. Then the ops are applied in order **in one transaction**.
 //! A check that needs the store stops the request at that op with its
 //! error (message `op N: ...`) and **nothing of the request is applied**
 //! (the client retries its ops one at a time). Those checks: the parent exists in this

@@ -349,9 +349,7 @@ impl MetaCache {
             start = last.clone();
             start.push(0);
             for (_, v) in &page {
-                out.push(serde_json::from_slice(v).map_err(|e| {
-                    VfsError::Store(super::error::Cause::from_error("corrupt waiting record", e))
-                })?);
+                out.push(format::waiting_record(v)?);
             }
         }
         Ok(out)

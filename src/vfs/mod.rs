@@ -37,6 +37,7 @@
 //! - [`SyncStatus`] (`status`): connection, last sync, conflicts, upload
 //!   progress;
 //! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
+//!   `special`: mknod (FIFOs, sockets, device nodes: metadata only);
 //!   `working_copy`: working copies, write, flush, fsync; `read`: the read
 //!   path and read-ahead; `reconcile` and `rebase`: remote records and
 //!   commit outcomes; `sync_api`: what the sync workers ask (they never
@@ -91,6 +92,7 @@ pub use open_files::PageCache;
 use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 mod read;
 mod reconcile;
+pub mod special;
 mod working_copy;
 
 use crate::protocol::{

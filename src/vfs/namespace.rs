@@ -1,5 +1,5 @@
 //! Namespace operations: create, mkdir, symlink, unlink, rmdir, rename and
-//! setattr. Each commits its metadata change and journal intent in one
+//! setattr (mknod is in `special`). Each commits its metadata change and journal intent in one
 //! batch under the namespace lock (`ns`).
 
 use super::*;
@@ -34,9 +34,11 @@ impl Vfs {
         t.put_inode(parent);
     }
 
-    /// Creates a node owned by `by`. Its group is `by`'s, or the folder's
+    /// Creates a node owned by `by` (`rdev`: device nodes' number, else
+    /// 0). Its group is `by`'s, or the folder's
     /// when the folder has the setgid bit (and a new folder inherits that
     /// bit), as on ext4 without `grpid`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_node(
         &self,
         by: Caller,
@@ -45,6 +47,7 @@ impl Vfs {
         kind: NodeKind,
         mode: u32,
         target: Option<String>,
+        rdev: u32,
     ) -> VfsResult<Attr> {
         self.writable()?;
         let name = check_name(name)?;
@@ -70,6 +73,7 @@ impl Vfs {
             by.gid
         };
         self.store_ids(&mut inode, by.uid, gid);
+        inode.rdev = rdev;
         if let Some(t) = target {
             inode.size = t.len() as u64;
             inode.symlink_target = Some(t);
@@ -99,7 +103,7 @@ impl Vfs {
     /// Creates folder `name` in `parent` with permission bits `mode`
     /// (umask already applied), owned by `by`.
     pub fn mkdir_as(&self, by: Caller, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
-        self.create_node(by, parent, name, NodeKind::Dir, mode, None)
+        self.create_node(by, parent, name, NodeKind::Dir, mode, None, 0)
     }
 
     /// `symlink` by the mounting user.
@@ -128,6 +132,7 @@ impl Vfs {
             NodeKind::Symlink,
             0o777,
             Some(target.to_string()),
+            0,
         )
     }
 
@@ -152,7 +157,7 @@ impl Vfs {
         mode: u32,
         write: bool,
     ) -> VfsResult<(Attr, u64)> {
-        let attr = self.create_node(by, parent, name, NodeKind::File, mode, None)?;
+        let attr = self.create_node(by, parent, name, NodeKind::File, mode, None, 0)?;
         let fh = self.open_file(attr.ino, write, false)?;
         Ok((attr, fh))
     }
@@ -304,10 +309,13 @@ impl Vfs {
         if let Some(size) = set.size {
             match self.meta.inode_required(ino)?.kind {
                 NodeKind::Dir => return Err(VfsError::IsDir),
-                NodeKind::Symlink => {
-                    return Err(VfsError::InvalidArgument("cannot truncate a symlink"))
-                }
                 NodeKind::File => self.truncate_sync(ino, size)?,
+                // As truncate(2) on anything but a regular file: EINVAL.
+                _ => {
+                    return Err(VfsError::InvalidArgument(
+                        "only a regular file can be truncated",
+                    ))
+                }
             }
         }
         let ns = self.meta.lock_ns();

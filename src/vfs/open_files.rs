@@ -226,6 +226,13 @@ impl Vfs {
         match inode.kind {
             NodeKind::Dir => return Err(VfsError::IsDir),
             NodeKind::Symlink => return Err(VfsError::InvalidArgument("cannot open a symlink")),
+            // The kernel opens these itself (pipe buffers, device drivers)
+            // and never asks a FUSE filesystem; another front end must too.
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                return Err(VfsError::NotSupported(
+                    "a FIFO, socket or device node is opened by the kernel, not read as a file",
+                ))
+            }
             NodeKind::File => {}
         }
         let o = self.ensure_open_state(ino);

@@ -42,7 +42,8 @@ impl Vfs {
                 if !root.vv.dominates(&rec.vv) {
                     root.vv = rec.vv.clone();
                     root.server_seq = rec.seq;
-                    root.mode = rec.meta.mode;
+                    self.adopt_attributes(&mut root, &rec.meta);
+                    root.ctime = Timestamp::now();
                     let mut t = self.meta.txn(ns);
                     t.put_inode(&root);
                     t.commit()?;
@@ -190,17 +191,12 @@ impl Vfs {
                 self.open.mark_stale(inode.ino);
             }
         }
-        if inode.mode != rec.meta.mode
-            || inode.mtime != Timestamp::from_ns(rec.meta.mtime_ns)
-            || inode.size != rec.meta.size()
-        {
+        let before = self.attr_of(&inode);
+        self.adopt_attributes(&mut inode, &rec.meta);
+        if before != self.attr_of(&inode) {
             notify_inodes.push(inode.ino);
         }
-        inode.mode = rec.meta.mode;
-        inode.mtime = Timestamp::from_ns(rec.meta.mtime_ns);
         inode.ctime = Timestamp::now();
-        inode.size = rec.meta.size();
-        inode.symlink_target = rec.meta.symlink_target.clone();
         inode.vv = rec.vv.clone();
         inode.server_seq = rec.seq;
         if is_new {
@@ -210,6 +206,23 @@ impl Vfs {
         }
         t.commit()?;
         Ok(true)
+    }
+
+    /// Takes the synced attributes of `meta` (a server record) into
+    /// `inode`: mode, owner and group (ids set on this device are stored
+    /// as set here, `ids_from = None`), device number, size, target, and
+    /// mtime, atime and btime. ctime is the caller's (each device's own).
+    pub(super) fn adopt_attributes(&self, inode: &mut Inode, meta: &crate::protocol::NodeMeta) {
+        inode.mode = meta.mode;
+        inode.uid = meta.uid;
+        inode.gid = meta.gid;
+        inode.ids_from = meta.ids_from.filter(|d| *d != self.device_id);
+        inode.rdev = meta.rdev;
+        inode.mtime = meta.mtime;
+        inode.atime = meta.atime;
+        inode.btime = meta.btime;
+        inode.size = meta.size();
+        inode.symlink_target = meta.symlink_target.clone();
     }
 
     /// A remote node takes a name a local node holds. If the local node has

@@ -413,13 +413,14 @@ async fn a_manifest_that_disagrees_with_its_chunks_fails_reads_with_eio() {
         name: name.into(),
         deleted: false,
         meta: NodeMeta {
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_ns: 0,
             content: Some(FileContent {
                 manifest: Manifest { chunks },
             }),
-            symlink_target: None,
+            ..NodeMeta::new(
+                NodeKind::File,
+                0o644,
+                crate::protocol::Timestamp::from_ns(0),
+            )
         },
         vv: Default::default(),
         seq: 0,

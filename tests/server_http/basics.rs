@@ -445,6 +445,16 @@ async fn the_protocol_version_is_checked_and_told() {
         "{}",
         body.message
     );
+    // A client of protocol 1 (mtime_ns only, no owners or special
+    // nodes) is told to upgrade itself.
+    let r = pull().header(PROTOCOL_HEADER, "1").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert!(
+        body.message.contains("upgrade this client"),
+        "{}",
+        body.message
+    );
     // Before anything else: no token, a login (nothing registered), a
     // health probe that sends one, a header that is not a number.
     let r = fx

@@ -37,11 +37,12 @@ async fn oversized_bodies_are_413() {
     let ops: Vec<CommitOp> = (0..300)
         .map(|i| {
             let meta = NodeMeta {
-                kind: NodeKind::Symlink,
-                mode: 0o777,
-                mtime_ns: 0,
-                content: None,
                 symlink_target: Some(target.clone()),
+                ..NodeMeta::new(
+                    NodeKind::Symlink,
+                    0o777,
+                    nimbus::protocol::Timestamp::from_ns(0),
+                )
             };
             upsert(
                 NodeId::random(),

@@ -106,11 +106,12 @@ fn content_of(parts: &[&Bytes]) -> FileContent {
 
 fn file(content: FileContent) -> NodeMeta {
     NodeMeta {
-        kind: NodeKind::File,
-        mode: 0o644,
-        mtime_ns: 1_700_000_000_000_000_000,
         content: Some(content),
-        symlink_target: None,
+        ..NodeMeta::new(
+            NodeKind::File,
+            0o644,
+            nimbus::protocol::Timestamp::from_ns(1_700_000_000_000_000_000),
+        )
     }
 }
 

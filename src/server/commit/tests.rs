@@ -105,22 +105,21 @@ impl Fx {
 
 fn file_meta(content: FileContent) -> NodeMeta {
     NodeMeta {
-        kind: NodeKind::File,
-        mode: 0o644,
-        mtime_ns: NOW,
         content: Some(content),
-        symlink_target: None,
+        ..NodeMeta::new(
+            NodeKind::File,
+            0o644,
+            crate::protocol::Timestamp::from_ns(NOW),
+        )
     }
 }
 
 fn dir_meta() -> NodeMeta {
-    NodeMeta {
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        mtime_ns: NOW,
-        content: None,
-        symlink_target: None,
-    }
+    NodeMeta::new(
+        NodeKind::Dir,
+        0o755,
+        crate::protocol::Timestamp::from_ns(NOW),
+    )
 }
 
 fn upsert(

@@ -19,7 +19,8 @@ use super::{
     TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector,
+    ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
+    VersionVector,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -128,13 +129,7 @@ impl MetaStore for SqliteMetaStore {
             parent: None,
             name: String::new(),
             deleted: false,
-            meta: NodeMeta {
-                kind: NodeKind::Dir,
-                mode: 0o755,
-                mtime_ns: now_ns,
-                content: None,
-                symlink_target: None,
-            },
+            meta: NodeMeta::new(NodeKind::Dir, 0o755, Timestamp::from_ns(now_ns)),
             vv: VersionVector::new(),
             seq: 0,
         };
@@ -451,19 +446,34 @@ async fn write_node(
     let hash = node.meta.content.as_ref().map(|c| c.hash().0.to_vec());
     let vv = serde_json::to_string(&node.vv).map_err(corrupt)?;
     sqlx::query(
-        "INSERT INTO nodes (account, id, kind, mode, mtime_ns, size, manifest, content_hash, \
-             symlink_target, vv, seq, deleted) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
+             mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
+             size, manifest, content_hash, symlink_target, vv, seq, deleted) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (account, id) DO UPDATE SET kind = excluded.kind, mode = excluded.mode, \
-             mtime_ns = excluded.mtime_ns, size = excluded.size, manifest = excluded.manifest, \
-             content_hash = excluded.content_hash, symlink_target = excluded.symlink_target, \
-             vv = excluded.vv, seq = excluded.seq, deleted = excluded.deleted",
+             uid = excluded.uid, gid = excluded.gid, ids_from = excluded.ids_from, \
+             rdev = excluded.rdev, mtime_sec = excluded.mtime_sec, \
+             mtime_nsec = excluded.mtime_nsec, atime_sec = excluded.atime_sec, \
+             atime_nsec = excluded.atime_nsec, btime_sec = excluded.btime_sec, \
+             btime_nsec = excluded.btime_nsec, size = excluded.size, \
+             manifest = excluded.manifest, content_hash = excluded.content_hash, \
+             symlink_target = excluded.symlink_target, vv = excluded.vv, seq = excluded.seq, \
+             deleted = excluded.deleted",
     )
     .bind(account.0)
     .bind(&node.node_id.as_bytes()[..])
     .bind(kind_str(node.meta.kind))
     .bind(i64::from(node.meta.mode))
-    .bind(node.meta.mtime_ns)
+    .bind(node.meta.uid.map(i64::from))
+    .bind(node.meta.gid.map(i64::from))
+    .bind(node.meta.ids_from.map(|d| d.0.as_bytes().to_vec()))
+    .bind(i64::from(node.meta.rdev))
+    .bind(node.meta.mtime.sec)
+    .bind(i64::from(node.meta.mtime.nsec))
+    .bind(node.meta.atime.sec)
+    .bind(i64::from(node.meta.atime.nsec))
+    .bind(node.meta.btime.sec)
+    .bind(i64::from(node.meta.btime.nsec))
     .bind(to_i64(node.meta.size(), "size")?)
     .bind(manifest)
     .bind(hash)

@@ -68,13 +68,11 @@ fn dir_node(id: NodeId, parent: NodeId, name: &str, seq: u64) -> NodeRecord {
         parent: Some(parent),
         name: name.into(),
         deleted: false,
-        meta: NodeMeta {
-            kind: NodeKind::Dir,
-            mode: 0o755,
-            mtime_ns: T0,
-            content: None,
-            symlink_target: None,
-        },
+        meta: NodeMeta::new(
+            NodeKind::Dir,
+            0o755,
+            crate::protocol::Timestamp::from_ns(T0),
+        ),
         vv: VersionVector::new(),
         seq,
     }
@@ -89,13 +87,14 @@ fn file_node(id: NodeId, parent: NodeId, name: &str, seq: u64, chunks: &[&[u8]])
         name: name.into(),
         deleted: false,
         meta: NodeMeta {
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_ns: T0 + 5,
             content: Some(FileContent {
                 manifest: manifest(chunks),
             }),
-            symlink_target: None,
+            ..NodeMeta::new(
+                NodeKind::File,
+                0o644,
+                crate::protocol::Timestamp::from_ns(T0 + 5),
+            )
         },
         vv,
         seq,
@@ -285,16 +284,34 @@ pub(crate) async fn txn_write_read(store: Store) {
     // A symlink round-trips its target.
     let link = NodeRecord {
         meta: NodeMeta {
-            kind: NodeKind::Symlink,
-            mode: 0o777,
-            mtime_ns: -5,
-            content: None,
             symlink_target: Some("../x y/z".into()),
+            ..NodeMeta::new(
+                NodeKind::Symlink,
+                0o777,
+                crate::protocol::Timestamp::from_ns(-5),
+            )
         },
         ..dir_node(NodeId::random(), dir, "ln", 0)
     };
     let link = put(&store, a, link).await;
     assert_eq!(store.node(a, link.node_id).await.unwrap().unwrap(), link);
+    // A device node round-trips every POSIX attribute, times far outside
+    // i64 nanoseconds included.
+    let t = |sec, nsec| crate::protocol::Timestamp { sec, nsec };
+    let dev = NodeRecord {
+        meta: NodeMeta {
+            uid: Some(41_234),
+            gid: Some(u32::MAX),
+            ids_from: Some(DeviceId(uuid::Uuid::from_bytes([4; 16]))),
+            rdev: 0x0801,
+            atime: t(-30_610_224_000, 1),
+            btime: t(10_413_792_000, 999_999_999),
+            ..NodeMeta::new(NodeKind::BlockDevice, 0o6660, t(-1, 750_000_000))
+        },
+        ..dir_node(NodeId::random(), dir, "sda1", 0)
+    };
+    let dev = put(&store, a, dev).await;
+    assert_eq!(store.node(a, dev.node_id).await.unwrap().unwrap(), dev);
 }
 
 pub(crate) async fn txn_rollback_on_drop(store: Store) {

@@ -1,7 +1,10 @@
 //! Planning: journal records → commit ops, in journal order.
 //!
 //! - `Upsert` sends the node's place *as recorded* (parent, name) with its
-//!   current attributes. New content goes with it when the file has a
+//!   current attributes: kind, mode, owner and group (numeric ids with the
+//!   device that set them: this one unless adopted from another), mtime,
+//!   atime, btime and, for device nodes, rdev (ctime stays local; see
+//!   `protocol::api`). Special nodes never carry content. New content goes with it when the file has a
 //!   working copy and is not open for writing (an `fsync --fsync remote`
 //!   waiter excepted); otherwise the op carries the content the server
 //!   already has, and the file's close journals the rest.
@@ -179,10 +182,31 @@ fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<Com
             meta: NodeMeta {
                 kind: inode.kind,
                 mode: inode.mode,
-                mtime_ns: inode.mtime.as_ns_clamped(),
+                mtime: inode.mtime,
+                atime: inode.atime,
+                btime: inode.btime,
+                uid: inode.uid,
+                gid: inode.gid,
+                ids_from: ids_from(vfs, inode),
+                rdev: if inode.kind.is_device() {
+                    inode.rdev
+                } else {
+                    0
+                },
                 content,
                 symlink_target: inode.symlink_target.clone(),
             },
         },
     })
+}
+
+/// The device that set `inode`'s numeric owner or group, as the wire
+/// names it: this device for ids set here (`None` locally), the
+/// recorded one for ids adopted from another; `None` without numeric ids.
+fn ids_from(vfs: &Vfs, inode: &Inode) -> Option<crate::protocol::DeviceId> {
+    if inode.uid.is_none() && inode.gid.is_none() {
+        None
+    } else {
+        Some(inode.ids_from.unwrap_or(vfs.device_id))
+    }
 }

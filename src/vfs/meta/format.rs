@@ -8,13 +8,17 @@
 //!   takes the owner and group to be the account's user (what format 1
 //!   showed), and sets access and birth time to the modification time.
 //!
+//! Waiting records (`W`) are JSON as on the wire; one saved by a client of
+//! protocol 1 (`mtime_ns`) is read as protocol 2 by
+//! [`waiting_record`], so an upgrade never strands it.
+//!
 //! The upgrade rewrites every inode in one batch, then records the format
 //! (counter `format`), so an interrupted upgrade runs again from the
 //! start. A store of a newer format than this client knows is refused
 //! with a clear error, never read as garbage.
 
 use super::{dec, enc, ino_key, key, Inode};
-use crate::protocol::{ContentHash, NodeId, NodeKind, Timestamp, VersionVector};
+use crate::protocol::{ContentHash, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector};
 use crate::vfs::error::{Cause, VfsError, VfsResult};
 use crate::vfs::kv::Kv;
 use serde::Deserialize;
@@ -74,6 +78,23 @@ impl From<InodeV1> for Inode {
             unlinked: o.unlinked,
         }
     }
+}
+
+/// A pulled record saved in the `W` keyspace: protocol 2 JSON, or
+/// protocol 1's (`meta.mtime_ns` nanoseconds, no owner, atime and btime
+/// taken as the mtime).
+pub(super) fn waiting_record(bytes: &[u8]) -> VfsResult<NodeRecord> {
+    let corrupt = |e| VfsError::Store(Cause::from_error("corrupt waiting record", e));
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if let Some(meta) = v.get_mut("meta").and_then(|m| m.as_object_mut()) {
+        if let Some(ns) = meta.remove("mtime_ns").and_then(|n| n.as_i64()) {
+            let t = serde_json::to_value(Timestamp::from_ns(ns)).map_err(corrupt)?;
+            for k in ["mtime", "atime", "btime"] {
+                meta.entry(k).or_insert_with(|| t.clone());
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(corrupt)
 }
 
 /// Brings the store in `kv` to [`CURRENT`]. A new (empty) store is
@@ -219,5 +240,17 @@ mod tests {
         upgrade(&kv).unwrap();
         let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
         assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+    }
+
+    #[test]
+    fn a_waiting_record_of_protocol_1_reads_as_protocol_2() {
+        let old = br#"{"node_id":"00000000-0000-0000-0000-000000000001","parent":null,
+            "name":"a","deleted":false,"vv":{},"seq":3,
+            "meta":{"kind":"dir","mode":493,"mtime_ns":-250000000}}"#;
+        let rec = waiting_record(old).unwrap();
+        let t = Timestamp::from_ns(-250_000_000);
+        assert_eq!((rec.meta.mtime, rec.meta.atime, rec.meta.btime), (t, t, t));
+        let new = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(waiting_record(&new).unwrap(), rec);
     }
 }

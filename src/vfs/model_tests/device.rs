@@ -194,6 +194,10 @@ pub(super) async fn server_tree(remote: &dyn Remote) -> Result<Tree, String> {
             }
         };
         let snap = match rec.meta.kind {
+            k @ (NodeKind::Fifo
+            | NodeKind::Socket
+            | NodeKind::CharDevice
+            | NodeKind::BlockDevice) => Snap::Inconsistent(format!("{k:?} nodes are not modelled")),
             NodeKind::Dir => Snap::Dir,
             NodeKind::Symlink => match &rec.meta.symlink_target {
                 Some(t) => Snap::Symlink(t.clone()),

@@ -194,6 +194,12 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
                     Snap::Inconsistent(format!("path_of says {}", vfs.path_of(e.ino)?))
                 } else {
                     match a.kind {
+                        k @ (NodeKind::Fifo
+                        | NodeKind::Socket
+                        | NodeKind::CharDevice
+                        | NodeKind::BlockDevice) => {
+                            Snap::Inconsistent(format!("{k:?} nodes are not modelled"))
+                        }
                         NodeKind::Dir => {
                             stack.push((e.ino, path.clone()));
                             Snap::Dir
@@ -230,6 +236,12 @@ pub(super) async fn read_tree(vfs: &Vfs) -> VfsResult<BTreeMap<ModelPath, Node>>
             let mut path = prefix.clone();
             path.push(e.name.clone());
             let node = match e.kind {
+                NodeKind::Fifo
+                | NodeKind::Socket
+                | NodeKind::CharDevice
+                | NodeKind::BlockDevice => {
+                    return Err(VfsError::NotSupported("special nodes are not modelled"))
+                }
                 NodeKind::Dir => {
                     stack.push((e.ino, path.clone()));
                     Node::Dir

@@ -345,3 +345,97 @@ fn conflict_names() {
     assert!(c.ends_with(&format!("(conflict laptop {STAMP} 12).jpeg")));
     assert!(validate_name(&c).is_ok());
 }
+
+#[tokio::test]
+async fn special_nodes_and_posix_attributes_are_kept_and_checked() {
+    use crate::protocol::Timestamp;
+    let fx = Fx::new().await;
+    let empty = VersionVector::new();
+    let t = |sec, nsec| Timestamp { sec, nsec };
+    let special = |kind, rdev| NodeMeta {
+        rdev,
+        mode: 0o4755,
+        atime: t(-2_208_988_800, 1),
+        btime: t(10_413_792_000, 999_999_999),
+        uid: Some(41_234),
+        gid: Some(0),
+        ids_from: Some(fx.phone.device),
+        ..NodeMeta::new(kind, 0o644, t(-1, 250_000_000))
+    };
+    // Kept exactly, special kinds included.
+    for (name, meta) in [
+        ("fifo", special(NodeKind::Fifo, 0)),
+        ("sock", special(NodeKind::Socket, 0)),
+        ("tty", special(NodeKind::CharDevice, 0x0403)),
+        ("sda", special(NodeKind::BlockDevice, 0x0800)),
+        (
+            "setuid",
+            NodeMeta {
+                content: Some(fx.owned(fx.account, &[b"s"]).await),
+                ..special(NodeKind::File, 0)
+            },
+        ),
+    ] {
+        let id = NodeId::random();
+        fx.one(
+            &fx.laptop,
+            upsert(id, &empty, NodeId::ROOT, name, meta.clone()),
+        )
+        .await;
+        assert_eq!(fx.node(id).await.meta, meta, "{name}");
+    }
+    // Numeric ids name the device that set them: the committing one if
+    // the op does not say; no ids, no device.
+    let id = NodeId::random();
+    let mut mine = dir_meta();
+    mine.uid = Some(7);
+    fx.one(&fx.laptop, upsert(id, &empty, NodeId::ROOT, "mine", mine))
+        .await;
+    assert_eq!(fx.node(id).await.meta.ids_from, Some(fx.laptop.device));
+    let id = NodeId::random();
+    let mut stray = dir_meta();
+    stray.ids_from = Some(fx.phone.device);
+    fx.one(&fx.laptop, upsert(id, &empty, NodeId::ROOT, "stray", stray))
+        .await;
+    assert_eq!(fx.node(id).await.meta.ids_from, None);
+
+    // Refused, each with a sentence naming what is wrong.
+    let content = fx.owned(fx.account, &[b"x"]).await;
+    let mut fifo_with_content = special(NodeKind::Fifo, 0);
+    fifo_with_content.content = Some(content);
+    let mut socket_with_target = special(NodeKind::Socket, 0);
+    socket_with_target.symlink_target = Some("x".into());
+    let mut bad_mtime = dir_meta();
+    bad_mtime.mtime.nsec = 1_000_000_000;
+    let mut bad_atime = dir_meta();
+    bad_atime.atime.nsec = u32::MAX;
+    let mut bad_btime = dir_meta();
+    bad_btime.btime.nsec = 1_000_000_000;
+    let mut dir_with_rdev = dir_meta();
+    dir_with_rdev.rdev = 1;
+    for (meta, says) in [
+        (
+            fifo_with_content,
+            "a FIFO carries neither content nor a symlink target",
+        ),
+        (socket_with_target, "a socket carries neither"),
+        (
+            special(NodeKind::Fifo, 5),
+            "a FIFO has no device number (rdev 5)",
+        ),
+        (dir_with_rdev, "a folder has no device number"),
+        (bad_mtime, "mtime has nsec 1000000000"),
+        (bad_atime, "atime has nsec"),
+        (bad_btime, "btime has nsec"),
+    ] {
+        let e = fx
+            .run(
+                &fx.laptop,
+                vec![upsert(NodeId::random(), &empty, NodeId::ROOT, "bad", meta)],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err_code(&e), "invalid_node", "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}

@@ -3,7 +3,8 @@
 
 use super::super::{AccountId, Device, MetaError, TokenKind};
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord, VersionVector,
+    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
+    VersionVector,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
@@ -13,7 +14,8 @@ use std::collections::HashMap;
 pub(super) const IN_BATCH: usize = 500;
 
 pub(super) const NODE_COLUMNS: &str =
-    "n.id, n.kind, n.mode, n.mtime_ns, n.manifest, n.symlink_target, \
+    "n.id, n.kind, n.mode, n.uid, n.gid, n.ids_from, n.rdev, n.mtime_sec, n.mtime_nsec, \
+     n.atime_sec, n.atime_nsec, n.btime_sec, n.btime_nsec, n.manifest, n.symlink_target, \
      n.vv, n.seq, n.deleted, e.parent, e.name";
 pub(super) const NODE_FROM: &str =
     "FROM nodes n LEFT JOIN entries e ON e.account = n.account AND e.node = n.id";
@@ -54,21 +56,31 @@ pub(super) fn chunk_from_blob(b: &[u8]) -> Result<ChunkId, MetaError> {
         .map_err(|_| corrupt("hash is not 32 bytes"))
 }
 
+/// The `kind` column: the wire name ([`NodeKind::as_str`]).
 pub(super) fn kind_str(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-    }
+    k.as_str()
 }
 
 pub(super) fn kind_from_str(s: &str) -> Result<NodeKind, MetaError> {
-    match s {
-        "file" => Ok(NodeKind::File),
-        "dir" => Ok(NodeKind::Dir),
-        "symlink" => Ok(NodeKind::Symlink),
-        other => Err(corrupt(format!("unknown node kind '{other}'"))),
+    NodeKind::from_name(s).ok_or_else(|| corrupt(format!("unknown node kind '{s}'")))
+}
+
+/// A time stored as `<prefix>_sec`, `<prefix>_nsec`.
+fn time_from_row(row: &SqliteRow, sec: &str, nsec: &str) -> Result<Timestamp, MetaError> {
+    let t = Timestamp {
+        sec: row.try_get(sec).map_err(backend)?,
+        nsec: u32::try_from(row.try_get::<i64, _>(nsec).map_err(backend)?).map_err(corrupt)?,
+    };
+    if t.is_valid() {
+        Ok(t)
+    } else {
+        Err(corrupt(format!("{nsec} {} out of range", t.nsec)))
     }
+}
+
+fn id_from_row(row: &SqliteRow, col: &str) -> Result<Option<u32>, MetaError> {
+    let v: Option<i64> = row.try_get(col).map_err(backend)?;
+    v.map(|v| u32::try_from(v).map_err(corrupt)).transpose()
 }
 
 pub(super) fn token_kind_str(k: TokenKind) -> &'static str {
@@ -82,7 +94,8 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     let id: Vec<u8> = row.try_get("id").map_err(backend)?;
     let kind: String = row.try_get("kind").map_err(backend)?;
     let mode: i64 = row.try_get("mode").map_err(backend)?;
-    let mtime_ns: i64 = row.try_get("mtime_ns").map_err(backend)?;
+    let ids_from: Option<Vec<u8>> = row.try_get("ids_from").map_err(backend)?;
+    let rdev: i64 = row.try_get("rdev").map_err(backend)?;
     let manifest: Option<String> = row.try_get("manifest").map_err(backend)?;
     let symlink_target: Option<String> = row.try_get("symlink_target").map_err(backend)?;
     let vv: String = row.try_get("vv").map_err(backend)?;
@@ -104,7 +117,15 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
         meta: NodeMeta {
             kind: kind_from_str(&kind)?,
             mode: u32::try_from(mode).map_err(corrupt)?,
-            mtime_ns,
+            mtime: time_from_row(row, "mtime_sec", "mtime_nsec")?,
+            atime: time_from_row(row, "atime_sec", "atime_nsec")?,
+            btime: time_from_row(row, "btime_sec", "btime_nsec")?,
+            uid: id_from_row(row, "uid")?,
+            gid: id_from_row(row, "gid")?,
+            ids_from: ids_from
+                .map(|b| uuid_from_blob(&b).map(DeviceId))
+                .transpose()?,
+            rdev: u32::try_from(rdev).map_err(corrupt)?,
             content,
             symlink_target,
         },

@@ -298,4 +298,72 @@ mod tests {
             .unwrap();
         assert_eq!(applied_versions(&mut conn).await.unwrap(), None);
     }
+
+    #[tokio::test]
+    async fn a_version_1_database_keeps_every_mtime_exactly() {
+        use crate::protocol::{NodeId, Timestamp};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let mut old = create_hand_rolled(&path).await;
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, name, password_hash, next_seq, created_ns) \
+                 VALUES (7, 'alice', 'phc', 9, 1);",
+        )
+        .execute(&mut old)
+        .await
+        .unwrap();
+        let times = [
+            -250_000_000,
+            -1,
+            -2_208_988_800_000_000_000,
+            0,
+            1_700_000_000_123_456_789,
+            i64::MIN,
+            i64::MAX,
+        ];
+        let mut ids = Vec::new();
+        for (i, ns) in times.iter().enumerate() {
+            let id = NodeId::random();
+            ids.push(id);
+            sqlx::query(
+                "INSERT INTO nodes (account, id, kind, mode, mtime_ns, size, vv, seq) \
+                 VALUES (7, ?, 'dir', 493, ?, 0, '{}', ?)",
+            )
+            .bind(&id.as_bytes()[..])
+            .bind(ns)
+            .bind(i as i64 + 1)
+            .execute(&mut old)
+            .await
+            .unwrap();
+        }
+        old.close().await.unwrap();
+
+        let store = SqliteMetaStore::open(&path).await.unwrap();
+        let alice = store.account_by_name("alice").await.unwrap().unwrap();
+        for (id, ns) in ids.iter().zip(times) {
+            let meta = store.node(alice.id, *id).await.unwrap().unwrap().meta;
+            let want = Timestamp::from_ns(ns);
+            assert_eq!(meta.mtime, want, "{ns}");
+            assert_eq!(meta.mtime.as_ns_clamped(), ns);
+            assert_eq!((meta.atime, meta.btime), (want, want), "{ns}");
+            assert_eq!(
+                (meta.uid, meta.gid, meta.ids_from, meta.rdev),
+                (None, None, None, 0)
+            );
+        }
+        assert_eq!(
+            store
+                .node(alice.id, ids[0])
+                .await
+                .unwrap()
+                .unwrap()
+                .meta
+                .mtime,
+            Timestamp {
+                sec: -1,
+                nsec: 750_000_000
+            }
+        );
+        store.close().await;
+    }
 }
