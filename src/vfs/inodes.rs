@@ -73,7 +73,13 @@ impl InodeTable {
     }
 }
 
+/// A folder's `st_size`: one 4 KiB block, as ext4 shows a small folder.
+pub(super) const DIR_SIZE: u64 = 4096;
+
 impl Vfs {
+    /// What stat shows for `inode`: an open writer's unsaved size and
+    /// mtime; for a folder, size [`DIR_SIZE`] and link count 2 + its
+    /// subfolders (ext4); 0 links once unlinked.
     pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
         let mut size = inode.size;
         let mut mtime = inode.mtime;
@@ -89,8 +95,13 @@ impl Vfs {
         let local_bytes = match inode.kind {
             NodeKind::File if inode.dirty => size,
             NodeKind::File => self.local_content_bytes(inode.ino),
-            _ => 0,
+            NodeKind::Dir => DIR_SIZE,
+            NodeKind::Symlink => 0,
         };
+        if inode.is_dir() {
+            // What ext4 shows for a folder that fits in one block.
+            size = DIR_SIZE;
+        }
         Attr {
             ino: inode.ino,
             kind: inode.kind,
@@ -107,7 +118,9 @@ impl Vfs {
             nlink: if inode.unlinked {
                 0
             } else if inode.is_dir() {
-                2
+                // ext4: `.`, the entry in its parent, and each child's `..`.
+                let subdirs = self.meta.subdir_count(inode.ino).unwrap_or(0);
+                u32::try_from(2 + subdirs).unwrap_or(u32::MAX)
             } else {
                 1
             },

@@ -392,6 +392,8 @@ mod coherence_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
+mod ext4_tests;
+#[cfg(test)]
 mod failure_tests;
 #[cfg(test)]
 mod model_tests;

