@@ -23,8 +23,8 @@
 //! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
 //!   local disk.
 //! - `bmap`: `ENOSYS` (there is no block device).
-//! - `link`: `EPERM`, what `link(2)` answers on a filesystem without hard
-//!   links.
+//! - `link`: `EPERM` from the core (after its name checks), what
+//!   `link(2)` answers on a filesystem without hard links.
 
 mod convert;
 
@@ -294,19 +294,16 @@ impl fuser::Filesystem for NimbusFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::from_i32(libc::EINVAL));
-        }
-        Self::reply_empty(
-            self.vfs.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                flags.contains(RenameFlags::RENAME_NOREPLACE),
-            ),
-            reply,
-        );
+        let (from, to) = (name.as_bytes(), newname.as_bytes());
+        let r = if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            Err(VfsError::InvalidArgument("RENAME_WHITEOUT"))
+        } else if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            self.vfs.rename_exchange(parent.0, from, newparent.0, to)
+        } else {
+            let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            self.vfs.rename(parent.0, from, newparent.0, to, no_replace)
+        };
+        Self::reply_empty(r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -595,12 +592,13 @@ impl fuser::Filesystem for NimbusFs {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(unsupported("link", libc::EPERM));
+        let r = self.vfs.link(ino.0, newparent.0, newname.as_bytes());
+        self.reply_entry(r, reply);
     }
 
     fn getlk(

@@ -82,3 +82,120 @@ async fn remote_folder_changes_move_the_link_count() {
     follow_a.pull_all().await.unwrap();
     assert_eq!((nlink(&a, on_a.ino), nlink(&a, ROOT_INO)), (2, 4));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rename_exchange_swaps_a_file_and_a_folder_across_folders_and_uploads_it() {
+    let server = InProcessServer::new().await.unwrap();
+    let (ra, rb) = (
+        server.device("laptop").await.unwrap(),
+        server.device("desktop").await.unwrap(),
+    );
+    let (ida, idb) = (ra.device_id(), rb.device_id());
+    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let up_a = Uploader::new(a.clone(), ra.clone());
+    let x = a.mkdir(ROOT_INO, b"x", 0o755).unwrap();
+    let y = a.mkdir(ROOT_INO, b"y", 0o755).unwrap();
+    let (f, fh) = a.create(x.ino, b"f", 0o644, true).unwrap();
+    a.write(fh, 0, b"file").ready().unwrap();
+    a.release(fh).unwrap();
+    let d = a.mkdir(y.ino, b"d", 0o755).unwrap();
+    a.mkdir(d.ino, b"inner", 0o755).unwrap();
+    while up_a.run_once().await.unwrap() {}
+
+    a.rename_exchange(x.ino, b"f", y.ino, b"d").unwrap();
+    assert_eq!(a.lookup(x.ino, b"f").unwrap().ino, d.ino);
+    assert_eq!(a.lookup(y.ino, b"d").unwrap().ino, f.ino);
+    assert_eq!((nlink(&a, x.ino), nlink(&a, y.ino)), (3, 2));
+    assert_eq!(a.path_of(d.ino).unwrap(), "x/f");
+    while up_a.run_once().await.unwrap() {}
+    assert_eq!(a.meta.journal_len(), 0);
+
+    Follower::new(b.clone(), rb.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let bx = b.lookup(ROOT_INO, b"x").unwrap().ino;
+    let by = b.lookup(ROOT_INO, b"y").unwrap().ino;
+    let now_dir = b.lookup(bx, b"f").unwrap();
+    let now_file = b.lookup(by, b"d").unwrap();
+    assert_eq!(
+        (now_dir.kind, now_file.kind),
+        (NodeKind::Dir, NodeKind::File)
+    );
+    assert!(b.lookup(now_dir.ino, b"inner").is_ok());
+    assert_eq!(
+        b.readdir(bx, None, 10).unwrap().len(),
+        1,
+        "no parked name left"
+    );
+}
+
+#[tokio::test]
+async fn rename_answers_as_linux() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let d = vfs.mkdir(ROOT_INO, b"d", 0o755).unwrap();
+    let sub = vfs.mkdir(d.ino, b"sub", 0o755).unwrap();
+    vfs.mkdir(ROOT_INO, b"full", 0o755).unwrap();
+    let full = vfs.lookup(ROOT_INO, b"full").unwrap().ino;
+    vfs.mkdir(full, b"child", 0o755).unwrap();
+    vfs.mkdir(ROOT_INO, b"empty", 0o755).unwrap();
+    let (_, fh) = vfs.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    vfs.release(fh).unwrap();
+    let (_, fh) = vfs.create(ROOT_INO, b"g", 0o644, true).unwrap();
+    vfs.release(fh).unwrap();
+    let err = |r: VfsResult<()>| r.unwrap_err().to_string();
+    assert!(matches!(
+        vfs.rename(ROOT_INO, b"f", ROOT_INO, b"g", true),
+        Err(VfsError::Exists)
+    ));
+    assert!(err(vfs.rename(ROOT_INO, b"d", sub.ino, b"d", false)).contains("into itself"));
+    assert!(err(vfs.rename(ROOT_INO, b"d", d.ino, b"d2", false)).contains("into itself"));
+    assert!(err(vfs.rename_exchange(ROOT_INO, b"d", sub.ino, b"x")).contains("no such"));
+    vfs.mkdir(sub.ino, b"x", 0o755).unwrap();
+    assert!(err(vfs.rename_exchange(ROOT_INO, b"d", sub.ino, b"x")).contains("into itself"));
+    assert!(matches!(
+        vfs.rename(ROOT_INO, b"empty", ROOT_INO, b"full", false),
+        Err(VfsError::NotEmpty)
+    ));
+    assert!(matches!(
+        vfs.rename(ROOT_INO, b"f", ROOT_INO, b"empty", false),
+        Err(VfsError::IsDir)
+    ));
+    assert!(matches!(
+        vfs.rename(ROOT_INO, b"empty", ROOT_INO, b"f", false),
+        Err(VfsError::NotDir)
+    ));
+    // Names longer than NAME_MAX (255 bytes) from every call taking one.
+    let long = vec![b'n'; 256];
+    let too_long = |r: VfsResult<()>| {
+        matches!(
+            r,
+            Err(VfsError::InvalidName(crate::protocol::NameError::TooLong))
+        )
+    };
+    assert!(too_long(vfs.lookup(ROOT_INO, &long).map(|_| ())));
+    assert!(too_long(vfs.mkdir(ROOT_INO, &long, 0o755).map(|_| ())));
+    assert!(too_long(
+        vfs.create(ROOT_INO, &long, 0o644, true).map(|_| ())
+    ));
+    assert!(too_long(vfs.symlink(ROOT_INO, &long, b"f").map(|_| ())));
+    assert!(too_long(vfs.rename(ROOT_INO, b"f", ROOT_INO, &long, false)));
+    assert!(too_long(
+        vfs.rename_exchange(ROOT_INO, b"f", ROOT_INO, &long)
+    ));
+    assert!(too_long(
+        vfs.link(vfs.lookup(ROOT_INO, b"f").unwrap().ino, ROOT_INO, &long)
+            .map(|_| ())
+    ));
+    assert!(matches!(
+        vfs.link(vfs.lookup(ROOT_INO, b"f").unwrap().ino, ROOT_INO, b"h"),
+        Err(VfsError::NotPermitted(_))
+    ));
+    let max = vec![b'm'; 255];
+    vfs.mkdir(ROOT_INO, &max, 0o755).unwrap();
+    vfs.lookup(ROOT_INO, &max).unwrap();
+}
