@@ -15,11 +15,6 @@
 //!   `open`, `tar`, `vim`, is simply false).
 //! - `getlk`/`setlk`: `ENOSYS`, so the kernel keeps POSIX locks locally
 //!   (it does not even ask while `FUSE_POSIX_LOCKS` is not negotiated).
-//! - `fallocate`: `ENOSYS`; the kernel stops asking and returns
-//!   `EOPNOTSUPP`, after which `posix_fallocate` writes zeros itself.
-//! - `lseek` (`SEEK_DATA`/`SEEK_HOLE`): `ENOSYS`; the kernel answers
-//!   from the size (all data, one hole at the end).
-//! - `copy_file_range`: `ENOSYS`; the kernel copies through read/write.
 //! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
 //!   local disk.
 //! - `bmap`: `ENOSYS` (there is no block device).
@@ -667,40 +662,51 @@ impl fuser::Filesystem for NimbusFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(unsupported("fallocate", libc::ENOSYS));
+        let answer = self.vfs.fallocate(fh.0, offset, length, mode);
+        self.answer(answer, move |r| Self::reply_empty(r, reply));
     }
 
     fn lseek(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: i64,
-        _whence: i32,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
         reply: ReplyLseek,
     ) {
-        reply.error(unsupported("lseek", libc::ENOSYS));
+        let offset = u64::try_from(offset).unwrap_or(u64::MAX);
+        match self.vfs.lseek(fh.0, offset, whence) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(failed(&e)),
+        }
     }
 
     fn copy_file_range(
         &self,
         _req: &Request,
         _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
+        fh_in: FileHandle,
+        offset_in: u64,
         _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(unsupported("copy_file_range", libc::ENOSYS));
+        let answer = self
+            .vfs
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        self.answer(answer, move |r| match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(failed(&e)),
+        });
     }
 }

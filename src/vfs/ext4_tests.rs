@@ -199,3 +199,97 @@ async fn rename_answers_as_linux() {
     vfs.mkdir(ROOT_INO, &max, 0o755).unwrap();
     vfs.lookup(ROOT_INO, &max).unwrap();
 }
+
+async fn read_all(vfs: &Vfs, ino: u64) -> Vec<u8> {
+    let fh = vfs.open_file(ino, false, false).unwrap();
+    let data = vfs.read(fh, 0, 1 << 20).await.unwrap();
+    vfs.release(fh).unwrap();
+    data
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallocate_seek_data_and_copy_file_range_change_the_working_copy_and_upload() {
+    use super::space::*;
+    let server = InProcessServer::new().await.unwrap();
+    let ra = server.device("laptop").await.unwrap();
+    let ida = ra.device_id();
+    let ra: Arc<dyn Remote> = Arc::new(ra);
+    let da = tempfile::tempdir().unwrap();
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let up = Uploader::new(a.clone(), ra.clone());
+    let (f, fh) = a.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    a.write(fh, 0, &[7u8; 10_000]).ready().unwrap();
+    // Mode 0 grows; KEEP_SIZE does not.
+    a.fallocate(fh, 8_000, 8_000, 0).await.unwrap();
+    assert_eq!(a.getattr(f.ino).unwrap().size, 16_000);
+    a.fallocate(fh, 0, 100_000, FALLOC_FL_KEEP_SIZE)
+        .await
+        .unwrap();
+    assert_eq!(a.getattr(f.ino).unwrap().size, 16_000);
+    // A punched hole reads as zeros and shows as a hole.
+    a.fallocate(fh, 4096, 4096, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)
+        .await
+        .unwrap();
+    assert_eq!(a.lseek(fh, 0, SEEK_DATA).unwrap(), 0);
+    assert_eq!(a.lseek(fh, 0, SEEK_HOLE).unwrap(), 4096);
+    assert_eq!(a.lseek(fh, 4096, SEEK_DATA).unwrap(), 8192);
+    assert!(a.lseek(fh, 16_000, SEEK_DATA).is_err(), "ENXIO at the end");
+    // Bad modes and lengths.
+    assert!(matches!(
+        a.fallocate(fh, 0, 0, 0).await,
+        Err(VfsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        a.fallocate(fh, 0, 1, FALLOC_FL_PUNCH_HOLE).await,
+        Err(VfsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        a.fallocate(fh, 0, 1, 0x08).await,
+        Err(VfsError::NotSupported(_))
+    ));
+    a.release(fh).unwrap();
+    let mut want = vec![7u8; 10_000];
+    want.resize(16_000, 0);
+    want[4096..8192].fill(0);
+    assert_eq!(read_all(&a, f.ino).await, want);
+
+    // Copy a range into another file; overlapping ranges of one file fail.
+    let (g, gh) = a.create(ROOT_INO, b"g", 0o644, true).unwrap();
+    let fr = a.open_file(f.ino, false, false).unwrap();
+    assert_eq!(
+        a.copy_file_range(fr, 0, gh, 100, 5_000).await.unwrap(),
+        5_000
+    );
+    assert_eq!(a.copy_file_range(fr, 16_000, gh, 0, 10).await.unwrap(), 0);
+    assert!(
+        matches!(
+            a.copy_file_range(fr, 0, fr, 0, 10).await,
+            Err(VfsError::Io(_))
+        ),
+        "EBADF: the destination is not open for writing"
+    );
+    let fw = a.open_file(f.ino, true, false).unwrap();
+    assert!(matches!(
+        a.copy_file_range(fr, 0, fw, 100, 200).await,
+        Err(VfsError::InvalidArgument(_))
+    ));
+    assert_eq!(a.copy_file_range(fr, 0, fw, 200, 100).await.unwrap(), 100);
+    for h in [fr, fw, gh] {
+        a.release(h).unwrap();
+    }
+    let mut want_g = vec![0u8; 100];
+    want_g.extend_from_slice(&want[..5_000]);
+    assert_eq!(read_all(&a, g.ino).await, want_g);
+    while up.run_once().await.unwrap() {}
+    assert_eq!(a.meta.journal_len(), 0, "both files uploaded");
+    let db = tempfile::tempdir().unwrap();
+    let rb = server.device("desktop").await.unwrap();
+    let idb = rb.device_id();
+    let rb: Arc<dyn Remote> = Arc::new(rb);
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    Follower::new(b.clone(), rb).pull_all().await.unwrap();
+    let on_b = b.lookup(ROOT_INO, b"g").unwrap().ino;
+    assert_eq!(read_all(&b, on_b).await, want_g);
+    let on_b = b.lookup(ROOT_INO, b"f").unwrap().ino;
+    assert_eq!(b.getattr(on_b).unwrap().size, 16_000);
+}

@@ -37,7 +37,8 @@
 //! - [`SyncStatus`] (`status`): connection, last sync, conflicts, upload
 //!   progress;
 //! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
-//!   `working_copy`: working copies, write, flush, fsync; `read`: the read
+//!   `working_copy`: working copies, write, flush, fsync; `space`:
+//!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
 //!   path and read-ahead; `reconcile` and `rebase`: remote records and
 //!   commit outcomes; `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
@@ -91,6 +92,7 @@ pub use open_files::PageCache;
 use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 mod read;
 mod reconcile;
+pub mod space;
 mod working_copy;
 
 use crate::protocol::{
