@@ -293,3 +293,62 @@ async fn fallocate_seek_data_and_copy_file_range_change_the_working_copy_and_upl
     let on_b = b.lookup(ROOT_INO, b"f").unwrap().ino;
     assert_eq!(b.getattr(on_b).unwrap().size, 16_000);
 }
+
+#[tokio::test]
+async fn an_open_moves_atime_by_relatime_rules_without_a_journal_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let (f, fh) = vfs.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    vfs.write(fh, 0, b"x").ready().unwrap();
+    vfs.release(fh).unwrap();
+    let set_atime = |atime: Timestamp| {
+        vfs.setattr(
+            f.ino,
+            SetAttr {
+                atime: Some(atime),
+                ..Default::default()
+            },
+        )
+        .ready()
+        .unwrap()
+    };
+    let open_close = || {
+        let fh = vfs.open_file(f.ino, false, false).unwrap();
+        vfs.release(fh).unwrap();
+        vfs.getattr(f.ino).unwrap().atime
+    };
+    // Not newer than mtime/ctime: the open moves it.
+    let before = set_atime(Timestamp { sec: 1, nsec: 0 });
+    let journal = vfs.meta.journal_len();
+    let rev = vfs.meta.inode(f.ino).unwrap().unwrap().local_rev;
+    let a1 = open_close();
+    assert!(a1 > before.ctime, "older than ctime: updated");
+    assert_eq!(vfs.meta.journal_len(), journal, "no journal record");
+    assert_eq!(vfs.meta.inode(f.ino).unwrap().unwrap().local_rev, rev);
+    // Newer than both and recent: kept.
+    assert_eq!(open_close(), a1);
+    // A day old but newer than mtime/ctime (set in the future): moved.
+    let now = Timestamp::now();
+    let day_old = |t: Timestamp| Timestamp {
+        sec: t.sec - 86_401,
+        nsec: 0,
+    };
+    let mut inode = vfs.meta.inode(f.ino).unwrap().unwrap();
+    inode.mtime = day_old(day_old(now));
+    inode.ctime = inode.mtime;
+    inode.atime = day_old(now);
+    {
+        let ns = vfs.meta.lock_ns();
+        let mut t = vfs.meta.txn(&ns);
+        t.put_inode(&inode);
+        t.commit().unwrap();
+    }
+    assert!(open_close() >= now);
+    assert!(inodes::relatime_due(
+        inode.atime,
+        inode.mtime,
+        inode.ctime,
+        now
+    ));
+    assert!(!inodes::relatime_due(now, inode.mtime, inode.ctime, now));
+}

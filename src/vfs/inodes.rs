@@ -76,6 +76,19 @@ impl InodeTable {
 /// A folder's `st_size`: one 4 KiB block, as ext4 shows a small folder.
 pub(super) const DIR_SIZE: u64 = 4096;
 
+/// `relatime` (Linux `fs/inode.c`, `relatime_need_update`): an access
+/// moves `atime` when it is not after `mtime` or `ctime`, or more than a
+/// day before `now`.
+pub(super) fn relatime_due(
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    now: Timestamp,
+) -> bool {
+    const DAY_SECS: i64 = 24 * 60 * 60;
+    atime <= mtime || atime <= ctime || now.sec - atime.sec >= DAY_SECS
+}
+
 impl Vfs {
     /// What stat shows for `inode`: an open writer's unsaved size and
     /// mtime; for a folder, size [`DIR_SIZE`] and link count 2 + its
@@ -125,6 +138,28 @@ impl Vfs {
                 1
             },
         }
+    }
+
+    /// An open that may read `ino` (all but a truncating one): its access
+    /// time becomes now under the `relatime` rules (Linux `mount(8)`,
+    /// the default on ext4): when atime is not newer than mtime or ctime,
+    /// or is 24 hours old. Updated at open, since reads may be served by
+    /// the kernel's page cache. Stored locally only: no journal record and
+    /// no local revision of its own (the next real change carries it).
+    pub(super) fn note_access(&self, ino: u64) -> VfsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let ns = self.meta.lock_ns();
+        let mut inode = self.meta.inode_required(ino)?;
+        let now = Timestamp::now();
+        if !relatime_due(inode.atime, inode.mtime, inode.ctime, now) {
+            return Ok(());
+        }
+        inode.atime = now;
+        let mut t = self.meta.txn(&ns);
+        t.put_inode(&inode);
+        t.commit()
     }
 
     pub(super) fn local_content_bytes(&self, ino: u64) -> u64 {
