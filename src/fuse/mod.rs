@@ -101,6 +101,10 @@ impl KernelNotifier for FuseNotifier {
     fn inval_inode(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
     }
+    fn inval_attr(&self, ino: u64) {
+        // A negative offset: attributes only, the pages stay.
+        let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
+    }
 }
 
 /// The errno to answer with, after logging the error once: failures of

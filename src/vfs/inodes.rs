@@ -159,7 +159,14 @@ impl Vfs {
         inode.atime = now;
         let mut t = self.meta.txn(&ns);
         t.put_inode(&inode);
-        t.commit()
+        t.commit()?;
+        drop(ns);
+        // The kernel keeps attributes for its TTL, and reads from its page
+        // cache do not refresh them: tell it atime moved.
+        if let Some(n) = self.notifier.get() {
+            n.inval_attr(ino);
+        }
+        Ok(())
     }
 
     pub(super) fn local_content_bytes(&self, ino: u64) -> u64 {

@@ -144,6 +144,11 @@ pub struct DirEntry {
 pub trait KernelNotifier: Send + Sync {
     fn inval_entry(&self, parent: u64, name: &str);
     fn inval_inode(&self, ino: u64);
+    /// Only the attributes of `ino` are stale (its pages are not): an
+    /// access time moved. Defaults to [`KernelNotifier::inval_inode`].
+    fn inval_attr(&self, ino: u64) {
+        self.inval_inode(ino);
+    }
 }
 
 /// What the uploader sent for a node, to reconcile the server's answer.
