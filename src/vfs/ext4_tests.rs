@@ -352,3 +352,34 @@ async fn an_open_moves_atime_by_relatime_rules_without_a_journal_record() {
     ));
     assert!(!inodes::relatime_due(now, inode.mtime, inode.ctime, now));
 }
+
+#[tokio::test]
+async fn chown_clears_setuid_and_setgid_of_a_file_like_ext4() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let chown = |ino: u64, mode: Option<u32>| {
+        vfs.setattr(
+            ino,
+            SetAttr {
+                uid: Some(1000),
+                mode,
+                ..Default::default()
+            },
+        )
+        .ready()
+        .unwrap()
+        .mode
+    };
+    let file = |name: &[u8], mode: u32| {
+        let (a, fh) = vfs.create(ROOT_INO, name, mode, true).unwrap();
+        vfs.release(fh).unwrap();
+        a.ino
+    };
+    assert_eq!(chown(file(b"both", 0o6755), None), 0o755);
+    assert_eq!(chown(file(b"lock", 0o2644), None), 0o2644, "no group-exec");
+    // The kernel's own decision (a mode in the request) is kept as sent.
+    assert_eq!(chown(file(b"sent", 0o6755), Some(0o2755)), 0o2755);
+    let d = vfs.mkdir(ROOT_INO, b"d", 0o2775).unwrap();
+    assert_eq!(chown(d.ino, None), 0o2775, "a folder keeps them");
+    assert_eq!(namespace::mode_after_chown(0o6710), 0o710);
+}

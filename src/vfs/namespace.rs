@@ -417,11 +417,15 @@ impl Vfs {
             changed = true;
         }
         // Who may change owner and group is the kernel's check
-        // (`default_permissions`); so is clearing setuid/setgid, which it
-        // sends as a mode change in the same request.
+        // (`default_permissions`). It also sends the setuid/setgid
+        // clearing as a mode in the same request; a request without a
+        // mode (a front end without that logic) gets ext4's rule here.
         if set.uid.is_some() || set.gid.is_some() {
             let (uid, gid) = self.shown_ids(&inode);
             self.store_ids(&mut inode, set.uid.unwrap_or(uid), set.gid.unwrap_or(gid));
+            if set.mode.is_none() && !inode.is_dir() {
+                inode.mode = mode_after_chown(inode.mode);
+            }
             changed = true;
         }
         if let Some(a) = set.atime {
@@ -481,4 +485,18 @@ impl Vfs {
         let inode = self.meta.inode_required(ino)?;
         Ok(inode.dirty || inode.content_hash.is_none())
     }
+}
+
+/// The setuid bit of a mode.
+const SETUID: u32 = 0o4000;
+
+/// A non-folder's mode after `chown` (Linux `chown(2)`, as ext4): setuid
+/// is cleared, even by root, and setgid too when group-exec is set
+/// (setgid without group-exec marks mandatory locking and stays).
+pub(super) fn mode_after_chown(mode: u32) -> u32 {
+    let mut mode = mode & !SETUID;
+    if mode & 0o010 != 0 {
+        mode &= !SETGID;
+    }
+    mode
 }
