@@ -344,6 +344,20 @@ async fn an_open_moves_atime_by_relatime_rules_without_a_journal_record() {
         t.commit().unwrap();
     }
     assert!(open_close() >= now);
+    // Listing a folder is an access too.
+    let d = vfs.mkdir(ROOT_INO, b"d", 0o755).unwrap();
+    vfs.setattr(
+        d.ino,
+        SetAttr {
+            atime: Some(Timestamp { sec: 1, nsec: 0 }),
+            ..Default::default()
+        },
+    )
+    .ready()
+    .unwrap();
+    let dh = vfs.opendir(d.ino).unwrap();
+    vfs.releasedir(dh);
+    assert!(vfs.getattr(d.ino).unwrap().atime >= now);
     assert!(inodes::relatime_due(
         inode.atime,
         inode.mtime,

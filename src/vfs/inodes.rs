@@ -140,11 +140,12 @@ impl Vfs {
         }
     }
 
-    /// An open that may read `ino` (all but a truncating one): its access
-    /// time becomes now under the `relatime` rules (Linux `mount(8)`,
-    /// the default on ext4): when atime is not newer than mtime or ctime,
-    /// or is 24 hours old. Updated at open, since reads may be served by
-    /// the kernel's page cache. Stored locally only: no journal record and
+    /// An open of file `ino` (all but a truncating one; the core cannot
+    /// tell read-write from write-only) or of folder `ino` (a listing):
+    /// its access time becomes now under the `relatime` rules (Linux
+    /// `mount(8)`, the default on ext4): when atime is not newer than
+    /// mtime or ctime, or is 24 hours old. Updated at open, since reads
+    /// may be served by the kernel's page cache. Stored locally only: no journal record and
     /// no local revision of its own (the next real change carries it).
     pub(super) fn note_access(&self, ino: u64) -> VfsResult<()> {
         if self.read_only {
