@@ -397,3 +397,24 @@ async fn chown_clears_setuid_and_setgid_of_a_file_like_ext4() {
     assert_eq!(chown(d.ino, None), 0o2775, "a folder keeps them");
     assert_eq!(namespace::mode_after_chown(0o6710), 0o710);
 }
+
+#[tokio::test]
+async fn fallocate_within_the_size_changes_nothing() {
+    use super::space::*;
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let (f, fh) = vfs.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    vfs.write(fh, 0, &[1u8; 100]).ready().unwrap();
+    vfs.release(fh).unwrap();
+    let before = vfs.getattr(f.ino).unwrap();
+    let journal = vfs.meta.journal_len();
+    let fh = vfs.open_file(f.ino, true, false).unwrap();
+    vfs.fallocate(fh, 0, 50, 0).await.unwrap();
+    vfs.fallocate(fh, 0, 500, FALLOC_FL_KEEP_SIZE)
+        .await
+        .unwrap();
+    vfs.release(fh).unwrap();
+    let after = vfs.getattr(f.ino).unwrap();
+    assert_eq!((after.size, after.mtime), (100, before.mtime));
+    assert_eq!(vfs.meta.journal_len(), journal);
+}

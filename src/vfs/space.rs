@@ -103,7 +103,8 @@ impl Vfs {
         let size = self.unsaved_size(h.ino, &o)?;
         let end = offset + len;
         let zero_end = end.min(size);
-        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 && offset < zero_end {
+        let zeroing = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0;
+        if zeroing && offset < zero_end {
             zero_range(&file, offset, zero_end - offset)?;
         }
         let new_size = if mode & FALLOC_FL_KEEP_SIZE == 0 {
@@ -113,6 +114,10 @@ impl Vfs {
         };
         if new_size > size {
             file.set_len(new_size)?;
+        } else if !(zeroing && offset < zero_end) {
+            // Space within the size is already there: nothing changed, no
+            // new mtime and nothing to upload.
+            return Ok(());
         }
         o.state.lock().unsaved = Some((new_size, Timestamp::now()));
         Ok(())
