@@ -15,16 +15,11 @@
 //!   `open`, `tar`, `vim`, is simply false).
 //! - `getlk`/`setlk`: `ENOSYS`, so the kernel keeps POSIX locks locally
 //!   (it does not even ask while `FUSE_POSIX_LOCKS` is not negotiated).
-//! - `fallocate`: `ENOSYS`; the kernel stops asking and returns
-//!   `EOPNOTSUPP`, after which `posix_fallocate` writes zeros itself.
-//! - `lseek` (`SEEK_DATA`/`SEEK_HOLE`): `ENOSYS`; the kernel answers
-//!   from the size (all data, one hole at the end).
-//! - `copy_file_range`: `ENOSYS`; the kernel copies through read/write.
 //! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
 //!   local disk.
 //! - `bmap`: `ENOSYS` (there is no block device).
-//! - `link`: `EPERM`, what `link(2)` answers on a filesystem without hard
-//!   links.
+//! - `link`: `EPERM` from the core (after its name checks), what
+//!   `link(2)` answers on a filesystem without hard links.
 //!
 //! `mknod` creates FIFOs, sockets and device nodes (metadata only; see
 //! `vfs::special`). The kernel opens those itself and never sends their
@@ -109,6 +104,10 @@ impl KernelNotifier for FuseNotifier {
     }
     fn inval_inode(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
+    }
+    fn inval_attr(&self, ino: u64) {
+        // A negative offset: attributes only, the pages stay.
+        let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
     }
 }
 
@@ -303,19 +302,16 @@ impl fuser::Filesystem for NimbusFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::from_i32(libc::EINVAL));
-        }
-        Self::reply_empty(
-            self.vfs.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                flags.contains(RenameFlags::RENAME_NOREPLACE),
-            ),
-            reply,
-        );
+        let (from, to) = (name.as_bytes(), newname.as_bytes());
+        let r = if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            Err(VfsError::InvalidArgument("RENAME_WHITEOUT"))
+        } else if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            self.vfs.rename_exchange(parent.0, from, newparent.0, to)
+        } else {
+            let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            self.vfs.rename(parent.0, from, newparent.0, to, no_replace)
+        };
+        Self::reply_empty(r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -604,12 +600,13 @@ impl fuser::Filesystem for NimbusFs {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(unsupported("link", libc::EPERM));
+        let r = self.vfs.link(ino.0, newparent.0, newname.as_bytes());
+        self.reply_entry(r, reply);
     }
 
     fn getlk(
@@ -678,40 +675,51 @@ impl fuser::Filesystem for NimbusFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(unsupported("fallocate", libc::ENOSYS));
+        let answer = self.vfs.fallocate(fh.0, offset, length, mode);
+        self.answer(answer, move |r| Self::reply_empty(r, reply));
     }
 
     fn lseek(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: i64,
-        _whence: i32,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
         reply: ReplyLseek,
     ) {
-        reply.error(unsupported("lseek", libc::ENOSYS));
+        let offset = u64::try_from(offset).unwrap_or(u64::MAX);
+        match self.vfs.lseek(fh.0, offset, whence) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(failed(&e)),
+        }
     }
 
     fn copy_file_range(
         &self,
         _req: &Request,
         _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
+        fh_in: FileHandle,
+        offset_in: u64,
         _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(unsupported("copy_file_range", libc::ENOSYS));
+        let answer = self
+            .vfs
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        self.answer(answer, move |r| match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(failed(&e)),
+        });
     }
 }

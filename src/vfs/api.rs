@@ -54,7 +54,7 @@ impl<T: Send + 'static> IntoFuture for Answer<T> {
 
 impl Vfs {
     /// The core as an owned handle, for a future that outlives the call.
-    fn owned(&self) -> Arc<Vfs> {
+    pub(super) fn owned(&self) -> Arc<Vfs> {
         self.me
             .upgrade()
             .expect("a Vfs is only reached through its Arc")

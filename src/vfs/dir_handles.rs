@@ -56,6 +56,10 @@ impl Vfs {
     /// Opens folder `ino` for listing; the handle.
     pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
         let list = self.readdir(ino, None, usize::MAX)?;
+        // Listing a folder is an access (ext4, relatime rules).
+        if let Err(e) = self.note_access(ino) {
+            tracing::debug!(ino, "atime not updated: {e}");
+        }
         Ok(self.dirs.insert(list))
     }
 

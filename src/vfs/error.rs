@@ -121,6 +121,9 @@ impl VfsError {
     /// system (ENOENT, EEXIST, EINVAL, ...), logged at debug level only.
     pub fn is_failure(&self) -> bool {
         match self {
+            // Answers given as an errno the core has no variant for
+            // (`space`: ENXIO past the end, EBADF for a read-only handle).
+            VfsError::Io(e) if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::EBADF)) => false,
             VfsError::Unavailable(_)
             | VfsError::CorruptManifest(_)
             | VfsError::Io(_)

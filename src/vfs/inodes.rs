@@ -73,7 +73,26 @@ impl InodeTable {
     }
 }
 
+/// A folder's `st_size`: one 4 KiB block, as ext4 shows a small folder.
+pub(super) const DIR_SIZE: u64 = 4096;
+
+/// `relatime` (Linux `fs/inode.c`, `relatime_need_update`): an access
+/// moves `atime` when it is not after `mtime` or `ctime`, or more than a
+/// day before `now`.
+pub(super) fn relatime_due(
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    now: Timestamp,
+) -> bool {
+    const DAY_SECS: i64 = 24 * 60 * 60;
+    atime <= mtime || atime <= ctime || now.sec - atime.sec >= DAY_SECS
+}
+
 impl Vfs {
+    /// What stat shows for `inode`: an open writer's unsaved size and
+    /// mtime; for a folder, size [`DIR_SIZE`] and link count 2 + its
+    /// subfolders (ext4); 0 links once unlinked.
     pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
         let mut size = inode.size;
         let mut mtime = inode.mtime;
@@ -89,8 +108,13 @@ impl Vfs {
         let local_bytes = match inode.kind {
             NodeKind::File if inode.dirty => size,
             NodeKind::File => self.local_content_bytes(inode.ino),
+            NodeKind::Dir => DIR_SIZE,
             _ => 0,
         };
+        if inode.is_dir() {
+            // What ext4 shows for a folder that fits in one block.
+            size = DIR_SIZE;
+        }
         Attr {
             ino: inode.ino,
             kind: inode.kind,
@@ -107,11 +131,43 @@ impl Vfs {
             nlink: if inode.unlinked {
                 0
             } else if inode.is_dir() {
-                2
+                // ext4: `.`, the entry in its parent, and each child's `..`.
+                let subdirs = self.meta.subdir_count(inode.ino).unwrap_or(0);
+                u32::try_from(2 + subdirs).unwrap_or(u32::MAX)
             } else {
                 1
             },
         }
+    }
+
+    /// An open of file `ino` (all but a truncating one; the core cannot
+    /// tell read-write from write-only) or of folder `ino` (a listing):
+    /// its access time becomes now under the `relatime` rules (Linux
+    /// `mount(8)`, the default on ext4): when atime is not newer than
+    /// mtime or ctime, or is 24 hours old. Updated at open, since reads
+    /// may be served by the kernel's page cache. Stored locally only: no journal record and
+    /// no local revision of its own (the next real change carries it).
+    pub(super) fn note_access(&self, ino: u64) -> VfsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let ns = self.meta.lock_ns();
+        let mut inode = self.meta.inode_required(ino)?;
+        let now = Timestamp::now();
+        if !relatime_due(inode.atime, inode.mtime, inode.ctime, now) {
+            return Ok(());
+        }
+        inode.atime = now;
+        let mut t = self.meta.txn(&ns);
+        t.put_inode(&inode);
+        t.commit()?;
+        drop(ns);
+        // The kernel keeps attributes for its TTL, and reads from its page
+        // cache do not refresh them: tell it atime moved.
+        if let Some(n) = self.notifier.get() {
+            n.inval_attr(ino);
+        }
+        Ok(())
     }
 
     pub(super) fn local_content_bytes(&self, ino: u64) -> u64 {

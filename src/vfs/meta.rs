@@ -7,6 +7,9 @@
 //! - `c` ino → [`FileContent`] (the last manifest the server has)
 //! - `n` node id → ino (stable inode numbers across remounts)
 //! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes)
+//! - `s` folder ino → number of its entries that are folders (absent when
+//!   0), kept by [`Txn`] with every entry change, for a folder's link
+//!   count (ext4: 2 + subfolders) without scanning it
 //! - `J` seq → [`JournalOp`], `Q` seq → quarantined record (see
 //!   [`super::journal`], which owns them and their index)
 //! - `m` name → counters (next ino, next journal seq, change-log cursor)
@@ -34,6 +37,7 @@ use crate::protocol::{
 };
 use parking_lot::{Mutex, MutexGuard};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -282,6 +286,14 @@ impl MetaCache {
             })
             .collect()
     }
+    /// How many entries of folder `ino` are folders (maintained by every
+    /// [`Txn`] that writes entries; see the `s` keys in the module docs).
+    pub fn subdir_count(&self, ino: u64) -> VfsResult<u64> {
+        Ok(match self.kv.get(&ino_key(b's', ino))? {
+            Some(b) => dec(&b)?,
+            None => 0,
+        })
+    }
     pub fn is_empty_dir(&self, ino: u64) -> VfsResult<bool> {
         Ok(self.list(ino, None, 1)?.is_empty())
     }
@@ -363,11 +375,45 @@ impl MetaCache {
             writes: Vec::new(),
             intents: Vec::new(),
             created_inode: false,
+            entries: Vec::new(),
+            removed: Vec::new(),
         }
     }
     pub fn flush(&self) -> VfsResult<()> {
         self.kv.flush()
     }
+}
+
+/// The subfolder counts (`s` keys) after a batch's entry changes
+/// `entries` (in order: folder, name, now a folder or `None` for removed),
+/// each compared with what the entry was before it (earlier in the batch,
+/// else in the store); folders in `removed` are left out. Read under the
+/// namespace lock the batch holds, so counts never race.
+fn subdir_writes(
+    meta: &MetaCache,
+    entries: &[(u64, String, Option<bool>)],
+    removed: &[u64],
+) -> VfsResult<Vec<KvWrite>> {
+    let mut seen: HashMap<(u64, &str), Option<bool>> = HashMap::new();
+    let mut delta: HashMap<u64, i64> = HashMap::new();
+    for (parent, name, now) in entries {
+        let before = match seen.get(&(*parent, name.as_str())) {
+            Some(was) => *was,
+            None => meta.dentry(*parent, name)?.map(|d| d.kind == NodeKind::Dir),
+        };
+        *delta.entry(*parent).or_insert(0) +=
+            i64::from(*now == Some(true)) - i64::from(before == Some(true));
+        seen.insert((*parent, name.as_str()), *now);
+    }
+    let mut writes = Vec::new();
+    for (folder, d) in delta {
+        if d == 0 || removed.contains(&folder) {
+            continue;
+        }
+        let count = (meta.subdir_count(folder)? as i64 + d).max(0) as u64;
+        writes.push((ino_key(b's', folder), (count > 0).then(|| enc(&count))));
+    }
+    Ok(writes)
 }
 
 /// Writes collected for one atomic batch.
@@ -376,6 +422,11 @@ pub struct Txn<'a> {
     writes: Vec<KvWrite>,
     intents: Vec<Intent>,
     created_inode: bool,
+    /// Entries this batch writes, in order: folder, name, and whether it
+    /// is now a folder (`None`: removed); see [`Txn::subdir_writes`].
+    entries: Vec<(u64, String, Option<bool>)>,
+    /// Folders this batch removes (their counts go with them).
+    removed: Vec<u64>,
 }
 
 impl Txn<'_> {
@@ -394,6 +445,8 @@ impl Txn<'_> {
     }
     pub fn remove_inode(&mut self, inode: &Inode) -> &mut Self {
         self.writes.push((ino_key(b'i', inode.ino), None));
+        self.writes.push((ino_key(b's', inode.ino), None));
+        self.removed.push(inode.ino);
         self.writes.push((ino_key(b'c', inode.ino), None));
         self.writes
             .push((key(b'n', inode.node_id.as_bytes()), None));
@@ -403,11 +456,18 @@ impl Txn<'_> {
         self.writes.push((ino_key(b'c', ino), content.map(enc)));
         self
     }
+    /// Writes entry `name` of folder `parent` (replacing any); the
+    /// folder's subfolder count follows at commit.
     pub fn put_dentry(&mut self, parent: u64, name: &str, d: Dentry) -> &mut Self {
+        self.entries
+            .push((parent, name.to_string(), Some(d.kind == NodeKind::Dir)));
         self.writes.push((dentry_key(parent, name), Some(enc(&d))));
         self
     }
+    /// Removes entry `name` of folder `parent`; the folder's subfolder
+    /// count follows at commit.
     pub fn remove_dentry(&mut self, parent: u64, name: &str) -> &mut Self {
+        self.entries.push((parent, name.to_string(), None));
         self.writes.push((dentry_key(parent, name), None));
         self
     }
@@ -475,6 +535,7 @@ impl Txn<'_> {
         }
         let kv = self.meta.kv.as_ref();
         let mut writes = self.writes;
+        writes.extend(subdir_writes(self.meta, &self.entries, &self.removed)?);
         let mut idx = self.meta.journal.lock();
         let mut undo = Vec::new();
         for intent in self.intents {

@@ -38,7 +38,8 @@
 //!   progress;
 //! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
 //!   `special`: mknod (FIFOs, sockets, device nodes: metadata only);
-//!   `working_copy`: working copies, write, flush, fsync; `read`: the read
+//!   `working_copy`: working copies, write, flush, fsync; `space`:
+//!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
 //!   path and read-ahead; `reconcile` and `rebase`: remote records and
 //!   commit outcomes; `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
@@ -92,6 +93,7 @@ pub use open_files::PageCache;
 use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 mod read;
 mod reconcile;
+pub mod space;
 pub mod special;
 mod working_copy;
 
@@ -144,6 +146,11 @@ pub struct DirEntry {
 pub trait KernelNotifier: Send + Sync {
     fn inval_entry(&self, parent: u64, name: &str);
     fn inval_inode(&self, ino: u64);
+    /// Only the attributes of `ino` are stale (its pages are not): an
+    /// access time moved. Defaults to [`KernelNotifier::inval_inode`].
+    fn inval_attr(&self, ino: u64) {
+        self.inval_inode(ino);
+    }
 }
 
 /// What the uploader sent for a node, to reconcile the server's answer.
@@ -393,6 +400,8 @@ impl Vfs {
 mod coherence_tests;
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod ext4_tests;
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]

@@ -243,16 +243,10 @@ impl Vfs {
                 return Ok(());
             }
             // A folder may not move below itself.
-            if inode.is_dir() {
-                let mut cur = new_parent;
-                while cur != 0 {
-                    if cur == inode.ino {
-                        return Err(VfsError::InvalidArgument(
-                            "cannot move a folder into itself",
-                        ));
-                    }
-                    cur = self.meta.inode_required(cur)?.parent;
-                }
+            if inode.is_dir() && self.is_within(new_parent, inode.ino)? {
+                return Err(VfsError::InvalidArgument(
+                    "cannot move a folder into itself",
+                ));
             }
             let mut t = self.meta.txn(&ns);
             let mut replaced = None;
@@ -304,6 +298,111 @@ impl Vfs {
         Ok(())
     }
 
+    /// `link(2)`: hard links are not supported, so `EPERM` (what Linux
+    /// answers on a filesystem without them), after the checks Linux
+    /// makes first: `ENAMETOOLONG` for a name over 255 bytes, `ENOENT`
+    /// for a missing node, `EEXIST` for a taken name.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> VfsResult<Attr> {
+        let new_name = check_name(new_name)?;
+        self.meta.inode_required(ino)?;
+        if self.meta.dentry(new_parent, new_name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        Err(VfsError::NotPermitted("hard links are not supported"))
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)`: atomically swaps the nodes at
+    /// (`parent`, `name`) and (`new_parent`, `new_name`), of any kinds.
+    /// Errors (Linux `rename(2)`): `ENOENT` when either is missing,
+    /// `EINVAL` when a folder would move into itself or below itself,
+    /// `ENOTDIR` when a parent is not a folder.
+    ///
+    /// Journaled as three moves, so the server never sees one node moved
+    /// onto a name the other still holds (which it would resolve as a
+    /// conflict): the first node to a temporary name in the target folder,
+    /// the second to the first's place, the first to its final place.
+    pub fn rename_exchange(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> VfsResult<()> {
+        self.writable()?;
+        let name = check_name(name)?.to_string();
+        let new_name = check_name(new_name)?.to_string();
+        let ns = self.meta.lock_ns();
+        let da = self.meta.dentry(parent, &name)?.ok_or(VfsError::NotFound)?;
+        let db = self
+            .meta
+            .dentry(new_parent, &new_name)?
+            .ok_or(VfsError::NotFound)?;
+        if da.ino == db.ino {
+            return Ok(());
+        }
+        let mut a = self.meta.inode_required(da.ino)?;
+        let mut b = self.meta.inode_required(db.ino)?;
+        if (a.is_dir() && self.is_within(new_parent, a.ino)?)
+            || (b.is_dir() && self.is_within(parent, b.ino)?)
+        {
+            return Err(VfsError::InvalidArgument(
+                "cannot move a folder into itself",
+            ));
+        }
+        let mut t = self.meta.txn(&ns);
+        t.put_dentry(
+            new_parent,
+            &new_name,
+            Dentry {
+                ino: a.ino,
+                kind: a.kind,
+            },
+        );
+        t.put_dentry(
+            parent,
+            &name,
+            Dentry {
+                ino: b.ino,
+                kind: b.kind,
+            },
+        );
+        let now = Timestamp::now();
+        let mut parked = a.clone();
+        parked.parent = new_parent;
+        parked.name = format!(".nimbus-exchange-{}", a.node_id);
+        t.journal_upsert(&parked, true)?;
+        for (node, p, n) in [(&mut b, parent, &name), (&mut a, new_parent, &new_name)] {
+            node.parent = p;
+            node.name = n.clone();
+            node.ctime = now;
+            node.local_rev += 1;
+            t.put_inode(node);
+            t.journal_upsert(node, true)?;
+        }
+        let mut np = self.meta.inode_required(new_parent)?;
+        if parent != new_parent {
+            let mut op = self.meta.inode_required(parent)?;
+            self.touch_dir(&mut t, &mut op);
+        }
+        self.touch_dir(&mut t, &mut np);
+        t.commit()?;
+        drop(ns);
+        self.journal_notify.notify_one();
+        Ok(())
+    }
+
+    /// True when folder `ino` is `dir` or below it.
+    fn is_within(&self, ino: u64, dir: u64) -> VfsResult<bool> {
+        let mut cur = ino;
+        while cur != 0 {
+            if cur == dir {
+                return Ok(true);
+            }
+            cur = self.meta.inode_required(cur)?.parent;
+        }
+        Ok(false)
+    }
+
     pub(super) fn setattr_now(&self, ino: u64, set: SetAttr) -> VfsResult<Attr> {
         self.writable()?;
         if let Some(size) = set.size {
@@ -326,11 +425,15 @@ impl Vfs {
             changed = true;
         }
         // Who may change owner and group is the kernel's check
-        // (`default_permissions`); so is clearing setuid/setgid, which it
-        // sends as a mode change in the same request.
+        // (`default_permissions`). It also sends the setuid/setgid
+        // clearing as a mode in the same request; a request without a
+        // mode (a front end without that logic) gets ext4's rule here.
         if set.uid.is_some() || set.gid.is_some() {
             let (uid, gid) = self.shown_ids(&inode);
             self.store_ids(&mut inode, set.uid.unwrap_or(uid), set.gid.unwrap_or(gid));
+            if set.mode.is_none() && !inode.is_dir() {
+                inode.mode = mode_after_chown(inode.mode);
+            }
             changed = true;
         }
         if let Some(a) = set.atime {
@@ -390,4 +493,18 @@ impl Vfs {
         let inode = self.meta.inode_required(ino)?;
         Ok(inode.dirty || inode.content_hash.is_none())
     }
+}
+
+/// The setuid bit of a mode.
+const SETUID: u32 = 0o4000;
+
+/// A non-folder's mode after `chown` (Linux `chown(2)`, as ext4): setuid
+/// is cleared, even by root, and setgid too when group-exec is set
+/// (setgid without group-exec marks mandatory locking and stays).
+pub(super) fn mode_after_chown(mode: u32) -> u32 {
+    let mut mode = mode & !SETUID;
+    if mode & 0o010 != 0 {
+        mode &= !SETGID;
+    }
+    mode
 }

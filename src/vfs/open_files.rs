@@ -275,6 +275,9 @@ impl Vfs {
                 let _ = self.release(fh);
                 return Err(e);
             }
+        } else if let Err(e) = self.note_access(ino) {
+            // Only the access time is lost; the open itself stands.
+            tracing::debug!(ino, "atime not updated: {e}");
         }
         Ok(fh)
     }

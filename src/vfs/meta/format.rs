@@ -4,27 +4,30 @@
 //!
 //! - Format 1: inodes without ownership, device numbers or access and
 //!   birth times; times as `i64` nanoseconds.
-//! - Format 2 (current): [`Inode`] as it is. Upgrading keeps every field,
+//! - Format 2: [`Inode`] as it is. Upgrading from 1 keeps every field,
 //!   takes the owner and group to be the account's user (what format 1
 //!   showed), and sets access and birth time to the modification time.
+//! - Format 3 (current): as 2, plus each folder's subfolder count (`s`
+//!   keys, see [`super`]). Upgrading counts the folder entries once.
 //!
 //! Waiting records (`W`) are JSON as on the wire; one saved by a client of
 //! protocol 1 (`mtime_ns`) is read as protocol 2 by
 //! [`waiting_record`], so an upgrade never strands it.
 //!
-//! The upgrade rewrites every inode in one batch, then records the format
+//! The upgrade rewrites every inode (and count) in one batch, then records
+//! the format
 //! (counter `format`), so an interrupted upgrade runs again from the
 //! start. A store of a newer format than this client knows is refused
 //! with a clear error, never read as garbage.
 
-use super::{dec, enc, ino_key, key, Inode};
+use super::{dec, enc, ino_key, key, Dentry, Inode};
 use crate::protocol::{ContentHash, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector};
 use crate::vfs::error::{Cause, VfsError, VfsResult};
 use crate::vfs::kv::Kv;
 use serde::Deserialize;
 
 /// The format this client writes.
-pub(super) const CURRENT: u64 = 2;
+pub(super) const CURRENT: u64 = 3;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
@@ -132,12 +135,39 @@ pub(super) fn upgrade(kv: &dyn Kv) -> VfsResult<()> {
             "metadata cache upgraded to format {CURRENT}"
         );
     }
+    if format < 3 {
+        writes.extend(count_subdirs(kv)?);
+    }
     if format != CURRENT || kv.get(&format_key)?.is_none() {
         writes.push((format_key, Some(enc(&CURRENT))));
         kv.apply(writes)?;
         kv.flush()?;
     }
     Ok(())
+}
+
+/// The `s` key of every folder with subfolders, counted from the entries
+/// (format 3).
+fn count_subdirs(kv: &dyn Kv) -> VfsResult<Vec<crate::vfs::kv::KvWrite>> {
+    let mut counts = std::collections::BTreeMap::<u64, u64>::new();
+    let mut start = vec![b'd'];
+    loop {
+        let page = kv.scan(b"d", &start, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (k, v) in &page {
+            let d: Dentry = dec(v)?;
+            if d.kind == NodeKind::Dir && k.len() >= 9 {
+                let parent = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
+                *counts.entry(parent).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(ino, n)| (ino_key(b's', ino), Some(enc(&n))))
+        .collect())
 }
 
 #[cfg(test)]
@@ -223,6 +253,34 @@ mod tests {
         upgrade(&kv).unwrap();
         let again: Inode = dec(&kv.get(&ino_key(b'i', 7)).unwrap().unwrap()).unwrap();
         assert_eq!(again, new);
+    }
+
+    #[test]
+    fn a_format_2_store_gets_its_subfolder_counts() {
+        let kv = CrashKv::default();
+        let entry = |parent: u64, name: &str, ino: u64, kind: NodeKind| {
+            let mut k = ino_key(b'd', parent);
+            k.extend_from_slice(name.as_bytes());
+            (k, Some(enc(&Dentry { ino, kind })))
+        };
+        kv.apply(vec![
+            (key(b'm', FORMAT_KEY), Some(enc(&2u64))),
+            entry(1, "a", 2, NodeKind::Dir),
+            entry(1, "b", 3, NodeKind::Dir),
+            entry(1, "f", 4, NodeKind::File),
+            entry(2, "c", 5, NodeKind::Dir),
+            entry(3, "g", 6, NodeKind::Symlink),
+        ])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let count = |ino| {
+            kv.get(&ino_key(b's', ino))
+                .unwrap()
+                .map(|b| dec::<u64>(&b).unwrap())
+        };
+        assert_eq!((count(1), count(2), count(3)), (Some(2), Some(1), None));
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
     }
 
     #[test]

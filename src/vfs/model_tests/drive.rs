@@ -111,6 +111,11 @@ async fn run_vfs_op(vfs: &Vfs, op: &Op, arg: u64, looked: &mut Vec<u64>) -> VfsR
             let to_parent = parent_ino(vfs, to, looked)?;
             vfs.rename(from_parent, leaf(from), to_parent, leaf(to), *no_replace)?;
         }
+        Op::Exchange(a, b) => {
+            let a_parent = parent_ino(vfs, a, looked)?;
+            let b_parent = parent_ino(vfs, b, looked)?;
+            vfs.rename_exchange(a_parent, leaf(a), b_parent, leaf(b))?;
+        }
         Op::Unlink(p) => {
             let parent = parent_ino(vfs, p, looked)?;
             vfs.unlink(parent, leaf(p))?;

@@ -82,6 +82,8 @@ pub(super) enum Op<P = ModelPath> {
     /// with `true` through an open write handle (`ftruncate`).
     Truncate(P, u32, bool),
     Rename(P, P, bool),
+    /// `renameat2(RENAME_EXCHANGE)`.
+    Exchange(P, P),
     Unlink(P),
     Rmdir(P),
     Symlink(P, String),
@@ -150,6 +152,7 @@ impl Op<PathSel> {
             Op::WriteAt(p, at, d) => Op::WriteAt(r(p), *at, d.clone()),
             Op::Truncate(p, s, h) => Op::Truncate(r(p), *s, *h),
             Op::Rename(a, b, n) => Op::Rename(r(a), r(b), *n),
+            Op::Exchange(a, b) => Op::Exchange(r(a), r(b)),
             Op::Unlink(p) => Op::Unlink(r(p)),
             Op::Rmdir(p) => Op::Rmdir(r(p)),
             Op::Symlink(p, t) => Op::Symlink(r(p), t.clone()),
@@ -440,6 +443,44 @@ impl Model {
                     let mut new = to.clone();
                     new.extend_from_slice(&old[from.len()..]);
                     self.nodes.insert(new, node);
+                }
+            }
+            Op::Exchange(a, b) => {
+                self.walk(a)?;
+                self.walk(b)?;
+                let (Some(na), Some(nb)) = (self.nodes.get(a), self.nodes.get(b)) else {
+                    return Err(Outcome::NotFound);
+                };
+                if a == b {
+                    return Ok(());
+                }
+                let inside = |outer: &ModelPath, inner: &ModelPath| {
+                    inner.len() > outer.len() && inner.starts_with(outer)
+                };
+                if (*na == Node::Dir && inside(a, b)) || (*nb == Node::Dir && inside(b, a)) {
+                    return Err(Outcome::Invalid);
+                }
+                let take = |nodes: &mut BTreeMap<ModelPath, Node>, root: &ModelPath| {
+                    let keys: Vec<ModelPath> = nodes
+                        .keys()
+                        .filter(|k| k.starts_with(root))
+                        .cloned()
+                        .collect();
+                    keys.into_iter()
+                        .map(|k| {
+                            let n = nodes.remove(&k).expect("listed");
+                            (k[root.len()..].to_vec(), n)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let from_a = take(&mut self.nodes, a);
+                let from_b = take(&mut self.nodes, b);
+                for (dest, moved) in [(b, from_a), (a, from_b)] {
+                    for (rest, n) in moved {
+                        let mut k = dest.clone();
+                        k.extend(rest);
+                        self.nodes.insert(k, n);
+                    }
                 }
             }
             Op::Upload | Op::Reopen | Op::Crash => {}

@@ -68,6 +68,7 @@ fn fs_op() -> impl Strategy<Value = Op<PathSel>> {
             .prop_map(|(p, s, h)| Op::Truncate(p, s, h)),
         5 => (path_sel(), path_sel(), prop::bool::weighted(0.2))
             .prop_map(|(a, b, n)| Op::Rename(a, b, n)),
+        2 => (path_sel(), path_sel()).prop_map(|(a, b)| Op::Exchange(a, b)),
         2 => path_sel().prop_map(Op::Unlink),
         2 => path_sel().prop_map(Op::Rmdir),
         1 => (path_sel(), "[a-z./]{1,12}").prop_map(|(p, t)| Op::Symlink(p, t)),
