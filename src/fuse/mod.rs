@@ -316,10 +316,11 @@ impl fuser::Filesystem for NimbusFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let read = flags.acc_mode() != OpenAccMode::O_WRONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let opened = self
             .vfs
-            .open_file(ino.0, write, truncate)
+            .open_access(ino.0, read, write, truncate)
             .and_then(|fh| Ok((fh, self.vfs.page_cache(fh)?)));
         match opened {
             Ok((fh, cache)) => reply.opened(FileHandle(fh), fopen_flags(cache)),

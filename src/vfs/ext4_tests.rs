@@ -317,6 +317,12 @@ async fn an_open_moves_atime_by_relatime_rules_without_a_journal_record() {
         vfs.release(fh).unwrap();
         vfs.getattr(f.ino).unwrap().atime
     };
+    // A write-only open is no access (`touch -m` opens O_WRONLY and must
+    // keep the atime it does not set).
+    let old = set_atime(Timestamp { sec: 1, nsec: 0 }).atime;
+    let fh = vfs.open_access(f.ino, false, true, false).unwrap();
+    vfs.release(fh).unwrap();
+    assert_eq!(vfs.getattr(f.ino).unwrap().atime, old, "write-only open");
     // Not newer than mtime/ctime: the open moves it.
     let before = set_atime(Timestamp { sec: 1, nsec: 0 });
     let journal = vfs.meta.journal_len();

@@ -140,8 +140,8 @@ impl Vfs {
         }
     }
 
-    /// An open of file `ino` (all but a truncating one; the core cannot
-    /// tell read-write from write-only) or of folder `ino` (a listing):
+    /// An open of file `ino` with read access (not truncating) or of
+    /// folder `ino` (a listing):
     /// its access time becomes now under the `relatime` rules (Linux
     /// `mount(8)`, the default on ext4): when atime is not newer than
     /// mtime or ctime, or is 24 hours old. Updated at open, since reads

@@ -218,7 +218,24 @@ impl Vfs {
         }
     }
 
+    /// Opens file `ino` for reading and, if `write`, writing (`O_RDWR`);
+    /// `truncate` is `O_TRUNC`. Returns the handle number. See
+    /// [`Vfs::open_access`] for a write-only open.
     pub fn open_file(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<u64> {
+        self.open_access(ino, true, write, truncate)
+    }
+
+    /// Opens file `ino` with the access an `open(2)` asked: `read` and
+    /// `write` from `O_ACCMODE`, `truncate` from `O_TRUNC`. Returns the
+    /// handle number. Errors: `IsDir`, `InvalidArgument` for a symlink,
+    /// `NotSupported` for special nodes (the kernel opens those), `ReadOnly`
+    /// for a write on a read-only mount, `NotFound`.
+    ///
+    /// An open with read access that does not truncate is an access for
+    /// `relatime` (`note_access`); a write-only open is not, as on ext4,
+    /// where only reads move atime (so `touch -m`, which opens
+    /// write-only, keeps the access time it does not set).
+    pub fn open_access(&self, ino: u64, read: bool, write: bool, truncate: bool) -> VfsResult<u64> {
         if write {
             self.writable()?;
         }
@@ -275,6 +292,7 @@ impl Vfs {
                 let _ = self.release(fh);
                 return Err(e);
             }
+        } else if !read {
         } else if let Err(e) = self.note_access(ino) {
             // Only the access time is lost; the open itself stands.
             tracing::debug!(ino, "atime not updated: {e}");
