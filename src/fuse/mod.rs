@@ -31,6 +31,7 @@ pub use convert::errno;
 use convert::{file_attr, file_type};
 
 use crate::protocol::Timestamp;
+use crate::vfs::capacity::BLOCK;
 use crate::vfs::{Answer, Attr, Caller, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo,
@@ -511,7 +512,14 @@ impl fuser::Filesystem for NimbusFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.vfs.statfs();
         reply.statfs(
-            s.blocks, s.bfree, s.bfree, s.files, s.ffree, 4096, 255, 4096,
+            s.blocks,
+            s.bfree,
+            s.bfree,
+            s.files,
+            s.ffree,
+            BLOCK as u32,
+            255,
+            BLOCK as u32,
         );
     }
 

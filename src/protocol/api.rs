@@ -345,6 +345,25 @@ pub struct PullResponse {
     pub has_more: bool,
 }
 
+/// `GET /api/v1/account/space`: room for the account, what `statfs(2)`
+/// on a mount reports (`df`). Bytes throughout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceReport {
+    /// Sum of the sizes of the account's live files (before
+    /// deduplication; trash and old versions not counted).
+    pub used_bytes: u64,
+    /// Live nodes of the account, the root folder included.
+    pub nodes: u64,
+    /// The account's quota; `None` (omitted) when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// Room left for the account: its quota less what it uses, or, without
+    /// a quota, the free space of the server's chunk storage; `None`
+    /// (omitted) when unbounded (an object store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@
 //! at any time, from any thread; [`FaultyRemote::clear`] removes them all.
 
 use super::{Remote, RemoteError};
-use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse};
+use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse, SpaceReport};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -58,6 +58,7 @@ pub struct CallCounts {
     pub get_chunk: u64,
     pub commit: u64,
     pub pull: u64,
+    pub space: u64,
     /// Calls that an injected fault failed.
     pub injected: u64,
 }
@@ -65,7 +66,7 @@ pub struct CallCounts {
 impl CallCounts {
     /// All calls of every kind.
     pub fn total(&self) -> u64 {
-        self.missing_chunks + self.put_chunk + self.get_chunk + self.commit + self.pull
+        self.missing_chunks + self.put_chunk + self.get_chunk + self.commit + self.pull + self.space
     }
 }
 
@@ -76,6 +77,7 @@ enum Call<'a> {
     GetChunk,
     Commit(&'a [CommitOp]),
     Pull,
+    Space,
 }
 
 /// A [`Remote`] that forwards to another one unless a fault is switched on
@@ -174,6 +176,7 @@ impl FaultyRemote {
                 Call::GetChunk => c.get_chunk += 1,
                 Call::Commit(_) => c.commit += 1,
                 Call::Pull => c.pull += 1,
+                Call::Space => c.space += 1,
             }
             c.total()
         };
@@ -271,6 +274,11 @@ impl Remote for FaultyRemote {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
         self.before(Call::Pull).await?;
         self.inner.pull(cursor, limit).await
+    }
+
+    async fn space(&self) -> Result<SpaceReport, RemoteError> {
+        self.before(Call::Space).await?;
+        self.inner.space().await
     }
 }
 

@@ -43,7 +43,7 @@ use crate::protocol::{
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, ErrorBody,
     LoginRequest, LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse,
-    RefreshRequest, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_MISSING_QUERY,
+    RefreshRequest, SpaceReport, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_MISSING_QUERY,
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -544,6 +544,12 @@ impl Remote for HttpRemote {
         let url = self.url("sync/pull");
         let query = [("cursor", cursor.to_string()), ("limit", limit.to_string())];
         let resp = self.send(|c| c.get(&url).query(&query)).await?;
+        json_of(resp).await
+    }
+
+    async fn space(&self) -> Result<SpaceReport, RemoteError> {
+        let url = self.url("account/space");
+        let resp = self.send(|c| c.get(&url)).await?;
         json_of(resp).await
     }
 }

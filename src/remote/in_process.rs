@@ -26,7 +26,8 @@
 
 use super::{Remote, RemoteError};
 use crate::protocol::{
-    ChunkId, CommitOp, CommitOutcome, DeviceId, PullResponse, MAX_COMMIT_OPS, MAX_MISSING_QUERY,
+    ChunkId, CommitOp, CommitOutcome, DeviceId, PullResponse, SpaceReport, MAX_COMMIT_OPS,
+    MAX_MISSING_QUERY,
 };
 use crate::server::api::{self, WireEncoding};
 use crate::server::auth::Auth;
@@ -256,6 +257,11 @@ impl Remote for InProcessRemote {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
         let auth = self.auth().await?;
         mapped(api::pull_page(self.state(), auth.account, cursor, Some(limit)).await)
+    }
+
+    async fn space(&self) -> Result<SpaceReport, RemoteError> {
+        let auth = self.auth().await?;
+        mapped(api::space_report(self.state(), auth.account).await)
     }
 }
 

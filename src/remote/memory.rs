@@ -6,6 +6,7 @@
 use super::{Remote, RemoteError};
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeMeta, NodeRecord, PullResponse,
+    SpaceReport,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -150,6 +151,19 @@ impl Remote for MemoryRemote {
             changes,
             cursor,
             has_more,
+        })
+    }
+
+    /// Live files' sizes; memory has no bound (`free_bytes: None`).
+    async fn space(&self) -> Result<SpaceReport, RemoteError> {
+        self.check()?;
+        let nodes = self.nodes.lock();
+        let live = nodes.iter().filter(|n| !n.deleted);
+        Ok(SpaceReport {
+            used_bytes: live.clone().map(|n| n.meta.size()).sum(),
+            nodes: live.count() as u64 + 1,
+            quota_bytes: None,
+            free_bytes: None,
         })
     }
 }

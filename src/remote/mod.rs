@@ -17,7 +17,9 @@ pub mod memory;
 #[doc(hidden)]
 pub mod suite;
 
-use crate::protocol::{ChunkId, CommitOp, CommitOutcome, PullResponse, PROTOCOL_VERSION_ERROR};
+use crate::protocol::{
+    ChunkId, CommitOp, CommitOutcome, PullResponse, SpaceReport, PROTOCOL_VERSION_ERROR,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -190,6 +192,8 @@ pub trait Remote: Send + Sync + 'static {
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError>;
     /// Changes after `cursor`, at most `limit`.
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError>;
+    /// The account's usage and the room left (`GET account/space`).
+    async fn space(&self) -> Result<SpaceReport, RemoteError>;
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ macro_rules! remote_conformance_suite {
                 pull_pages_and_cursor_ahead,
                 bad_name_is_refused_with_its_op,
                 refused_op_index_counts_across_split_commits,
-                missing_chunks_are_transient
+                missing_chunks_are_transient,
+                space_counts_live_files
             );
         }
     };
@@ -504,4 +505,47 @@ pub async fn missing_chunks_are_transient(fx: &dyn Fixture) {
         .await
         .unwrap();
     assert_eq!(applied(&ok[1]).meta.size(), data.len() as u64);
+}
+
+/// `space` counts the account's live files (not another account's, not
+/// deleted ones); the room left is never below zero nor above a bound.
+pub async fn space_counts_live_files(fx: &dyn Fixture) {
+    let r = fx.device("laptop").await;
+    let before = r.space().await.unwrap();
+    let data = payload("space");
+    r.put_chunk(ChunkId::of(&data), data.clone()).await.unwrap();
+    let file = NodeId::random();
+    let created = r
+        .commit(vec![
+            upsert(
+                file,
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "f",
+                file_meta(&data),
+            ),
+            dir_op("d"),
+        ])
+        .await
+        .unwrap();
+    let after = r.space().await.unwrap();
+    assert_eq!(after.used_bytes, before.used_bytes + data.len() as u64);
+    assert_eq!(after.nodes, before.nodes + 2);
+    assert_eq!(after.quota_bytes, None);
+    let stranger = fx.stranger().await.space().await.unwrap();
+    assert_eq!(
+        stranger.used_bytes, 0,
+        "another account's files do not count"
+    );
+    let vv = applied(&created[0]).vv.clone();
+    r.commit(vec![CommitOp {
+        node_id: file,
+        base: vv,
+        change: NodeChange::Delete,
+    }])
+    .await
+    .unwrap();
+    let deleted = r.space().await.unwrap();
+    assert_eq!(deleted.used_bytes, before.used_bytes);
+    assert_eq!(deleted.nodes, before.nodes + 1);
 }

@@ -10,7 +10,7 @@ use super::{now_ns, AppState};
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, LoginRequest,
     LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse, RefreshRequest,
-    MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
+    SpaceReport, MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -385,6 +385,31 @@ pub async fn pull(
 ) -> Result<Json<PullResponse>, ServerError> {
     let Query(q) = query?;
     Ok(Json(pull_page(&st, auth.account, q.cursor, q.limit).await?))
+}
+
+/// `GET /api/v1/account/space`: see [`SpaceReport`].
+pub async fn space(
+    auth: Auth,
+    State(st): State<AppState>,
+) -> Result<Json<SpaceReport>, ServerError> {
+    Ok(Json(space_report(&st, auth.account).await?))
+}
+
+/// The account's usage, and the room left: accounts have no quota yet,
+/// so that is the free space of the chunk storage (`None` for a store
+/// without a bound).
+pub(crate) async fn space_report(
+    st: &AppState,
+    account: AccountId,
+) -> Result<SpaceReport, ServerError> {
+    let usage = st.meta.account_usage(account).await?;
+    let capacity = st.chunks.capacity().await?;
+    Ok(SpaceReport {
+        used_bytes: usage.file_bytes,
+        nodes: usage.nodes,
+        quota_bytes: None,
+        free_bytes: capacity.map(|c| c.free_bytes),
+    })
 }
 
 /// One page of the account's change log after `cursor` (`limit` default

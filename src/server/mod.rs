@@ -233,6 +233,7 @@ pub fn router(state: AppState) -> Router {
             post(api::commit).layer(DefaultBodyLimit::max(COMMIT_BODY_LIMIT)),
         )
         .route("/api/v1/sync/pull", get(api::pull))
+        .route("/api/v1/account/space", get(api::space))
         .route("/api/v1/files/content", get(content::file_content))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -59,6 +59,8 @@ pub fn document() -> Value {
                     {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": crate::protocol::MAX_PULL_LIMIT, "default": 1000}}],
                 "responses": {"200": ok_json("PullResponse")}}},
+            "/api/v1/account/space": {"get": {"summary": "The account's usage and the room left (what statfs on a mount reports)",
+                "responses": {"200": ok_json("SpaceReport")}}},
             "/api/v1/files/content": {"get": {"summary": "A file's bytes (Range supported)",
                 "parameters": [
                     {"name": "path", "in": "query", "required": true, "schema": {"type": "string"}, "example": "/photos/cat.jpg"},
@@ -79,6 +81,11 @@ pub fn document() -> Value {
                     "properties": {"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
                         "expires_in": {"type": "integer"}, "device_id": {"type": "string", "format": "uuid"}}},
                 "RefreshRequest": {"type": "object", "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}},
+                "SpaceReport": {"type": "object", "required": ["used_bytes", "nodes"],
+                    "properties": {"used_bytes": {"type": "integer", "minimum": 0, "description": "sum of the sizes of the account's live files"},
+                        "nodes": {"type": "integer", "minimum": 0, "description": "live nodes, the root included"},
+                        "quota_bytes": {"type": "integer", "minimum": 0, "description": "the account's quota; absent without one"},
+                        "free_bytes": {"type": "integer", "minimum": 0, "description": "room left (quota less usage, else the chunk storage's free space); absent when unbounded"}}},
                 "ChunkId": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "MissingChunksRequest": {"type": "object", "required": ["ids"],
                     "properties": {"ids": {"type": "array", "maxItems": crate::protocol::MAX_MISSING_QUERY, "items": {"$ref": "#/components/schemas/ChunkId"}}}},
@@ -147,6 +154,7 @@ mod tests {
             "/api/v1/chunks/{hex}",
             "/api/v1/sync/commit",
             "/api/v1/sync/pull",
+            "/api/v1/account/space",
             "/api/v1/files/content",
         ] {
             assert!(paths.contains_key(p), "{p} undocumented");

@@ -14,13 +14,21 @@
 use super::Backoff;
 use crate::protocol::{NodeId, NodeRecord, MAX_PULL_LIMIT};
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
+use crate::vfs::capacity::{SPACE_REFRESH_MAX, SPACE_REFRESH_MIN};
 use crate::vfs::{Connection, Vfs};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const POLL: Duration = Duration::from_secs(1);
+
+/// When the account's space was last asked for, at which change cursor.
+#[derive(Default)]
+struct SpaceRefresh {
+    last: Option<Instant>,
+    cursor: u64,
+}
 
 pub struct Follower {
     vfs: Arc<Vfs>,
@@ -34,10 +42,12 @@ impl Follower {
 
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut space = SpaceRefresh::default();
         loop {
             let delay = match self.pull_all().await {
                 Ok(()) => {
                     backoff.reset();
+                    self.refresh_space(&mut space).await;
                     POLL
                 }
                 Err(e) => {
@@ -50,6 +60,33 @@ impl Follower {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
+        }
+    }
+
+    /// Asks the server for the account's space when it is due (see
+    /// [`crate::vfs::capacity`]) and saves the answer. A failure is only
+    /// logged: `statfs` keeps the last answer, and the next round retries.
+    async fn refresh_space(&self, space: &mut SpaceRefresh) {
+        let cursor = self.vfs.cursor().unwrap_or(0);
+        let due = match space.last {
+            None => true,
+            Some(at) => {
+                let age = at.elapsed();
+                age >= SPACE_REFRESH_MAX || (cursor != space.cursor && age >= SPACE_REFRESH_MIN)
+            }
+        };
+        if !due {
+            return;
+        }
+        space.last = Some(Instant::now());
+        match self.remote.space().await {
+            Ok(report) => {
+                space.cursor = cursor;
+                if let Err(e) = self.vfs.set_space_report(&report) {
+                    tracing::warn!("cannot save the space report: {}", e.chain());
+                }
+            }
+            Err(e) => tracing::debug!("space report: {e}"),
         }
     }
 

@@ -45,6 +45,9 @@ impl Remote for CrashPointAtCommit {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
         self.inner.pull(cursor, limit).await
     }
+    async fn space(&self) -> Result<crate::protocol::SpaceReport, RemoteError> {
+        self.inner.space().await
+    }
 }
 
 fn write(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) {

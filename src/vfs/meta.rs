@@ -16,6 +16,8 @@
 //! - `W` node id → a pulled [`NodeRecord`] waiting for its folder (or, a
 //!   folder delete, for its children to move away); JSON, as on the wire.
 //!   The change follower ([`crate::sync::follower`]) owns them.
+//! - `R` `space` → the last [`SpaceReport`] from the server (JSON), what
+//!   `statfs` shows, also while offline (see `vfs::capacity`).
 //!
 //! Counters and journal records are written in [`Txn::commit`] under the
 //! journal index's lock, so two transactions committing at once can never
@@ -33,7 +35,8 @@ use super::journal::{Intent, Journal};
 pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
 use crate::protocol::{
-    ContentHash, DeviceId, FileContent, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector,
+    ContentHash, DeviceId, FileContent, NodeId, NodeKind, NodeRecord, SpaceReport, Timestamp,
+    VersionVector,
 };
 use parking_lot::{Mutex, MutexGuard};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -350,6 +353,16 @@ impl MetaCache {
         Ok(out)
     }
 
+    /// The last space report saved by [`Txn::put_space_report`]; `None`
+    /// before the first.
+    pub fn space_report(&self) -> VfsResult<Option<SpaceReport>> {
+        match self.kv.get(&key(b'R', b"space"))? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                VfsError::Store(crate::vfs::Cause::from_error("corrupt space report", e))
+            }),
+        }
+    }
     /// Pulled records waiting to be applied (the `W` keyspace), in node id
     /// order.
     pub fn waiting_records(&self) -> VfsResult<Vec<NodeRecord>> {
@@ -515,6 +528,11 @@ impl Txn<'_> {
         let value = serde_json::to_vec(rec).expect("JSON encoding of a record cannot fail");
         self.writes
             .push((key(b'W', rec.node_id.as_bytes()), Some(value)));
+        self
+    }
+    pub fn put_space_report(&mut self, report: &SpaceReport) -> &mut Self {
+        let value = serde_json::to_vec(report).expect("JSON encoding of a report cannot fail");
+        self.writes.push((key(b'R', b"space"), Some(value)));
         self
     }
     pub fn remove_waiting(&mut self, node: &NodeId) -> &mut Self {

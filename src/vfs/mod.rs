@@ -91,6 +91,7 @@ use dir_handles::DirHandles;
 use inodes::InodeTable;
 pub use open_files::PageCache;
 use open_files::{ContentView, Handle, OpenFiles, OpenInode};
+pub mod capacity;
 mod read;
 mod reconcile;
 pub mod space;

@@ -44,6 +44,9 @@ impl Remote for SlowCommits {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
         self.inner.pull(cursor, limit).await
     }
+    async fn space(&self) -> Result<crate::protocol::SpaceReport, RemoteError> {
+        self.inner.space().await
+    }
 }
 
 struct Device {

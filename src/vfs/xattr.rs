@@ -22,14 +22,6 @@ pub const STATUS: &str = "user.nimbus.status";
 pub const PENDING: &str = "user.nimbus.pending";
 pub const STATE: &str = "user.nimbus.state";
 
-/// Numbers for statfs.
-pub struct StatFs {
-    pub blocks: u64,
-    pub bfree: u64,
-    pub files: u64,
-    pub ffree: u64,
-}
-
 impl Vfs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
         let inode = self.meta.inode_required(ino)?;
@@ -140,16 +132,5 @@ impl Vfs {
             "failed": failed,
         })
         .to_string()
-    }
-
-    pub fn statfs(&self) -> StatFs {
-        let limit = self.chunks.limit();
-        let used = self.chunks.used_bytes();
-        StatFs {
-            blocks: limit / 4096,
-            bfree: limit.saturating_sub(used) / 4096,
-            files: 1 << 32,
-            ffree: 1 << 31,
-        }
     }
 }

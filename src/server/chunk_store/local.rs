@@ -24,7 +24,7 @@
 //! moved to `ROOT/corrupt/<hex>.<unix-ns>` and an error returned; the chunk
 //! then counts as absent, so the next upload of it stores a good copy.
 
-use super::{ChunkStore, ChunkStoreError, ChunkStoreUsage};
+use super::{Capacity, ChunkStore, ChunkStoreError, ChunkStoreUsage};
 use crate::protocol::{ChunkId, MAX_CHUNK_LEN};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -321,6 +321,19 @@ impl ChunkStore for LocalChunkStore {
         blocking(move || this.usage_blocking()).await
     }
 
+    async fn capacity(&self) -> Result<Option<Capacity>, ChunkStoreError> {
+        let root = self.root.clone();
+        blocking(move || {
+            let st = nix::sys::statvfs::statvfs(&root).map_err(io::Error::from)?;
+            let frsize = st.fragment_size();
+            Ok(Some(Capacity {
+                total_bytes: st.blocks().saturating_mul(frsize),
+                free_bytes: st.blocks_available().saturating_mul(frsize),
+            }))
+        })
+        .await
+    }
+
     async fn remove_stale_temp_files(&self, max_age: Duration) -> Result<u64, ChunkStoreError> {
         let this = self.clone();
         blocking(move || Ok(this.remove_stale_temp_files_blocking(max_age)?)).await
@@ -329,6 +342,20 @@ impl ChunkStore for LocalChunkStore {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn capacity_is_the_filesystem_under_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalChunkStore::open(dir.path()).unwrap();
+        let c = store
+            .capacity()
+            .await
+            .unwrap()
+            .expect("a directory is bounded");
+        let st = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        assert_eq!(c.total_bytes, st.blocks() * st.fragment_size());
+        assert!(c.free_bytes > 0 && c.free_bytes <= c.total_bytes, "{c:?}");
+    }
+
     use super::*;
 
     crate::server::chunk_store::suite::chunk_store_suite!(

@@ -49,6 +49,15 @@ pub struct ChunkStoreUsage {
     pub stored_bytes: u64,
 }
 
+/// Room on the storage under a store, in bytes (`statvfs(3)` of a local
+/// directory: `f_blocks`/`f_bavail` times `f_frsize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub total_bytes: u64,
+    /// What an unprivileged writer may still use.
+    pub free_bytes: u64,
+}
+
 #[async_trait]
 pub trait ChunkStore: Send + Sync + 'static {
     /// Stores a chunk durably (idempotent: an existing chunk is kept).
@@ -69,6 +78,12 @@ pub trait ChunkStore: Send + Sync + 'static {
     async fn delete(&self, id: ChunkId) -> Result<bool, ChunkStoreError>;
     /// Counts chunks and bytes (may walk the whole store: not for hot paths).
     async fn usage(&self) -> Result<ChunkStoreUsage, ChunkStoreError>;
+    /// The room on the storage under the store, when it has a bound: a
+    /// local directory's filesystem does; an object store that grows on
+    /// demand answers `None` (the default).
+    async fn capacity(&self) -> Result<Option<Capacity>, ChunkStoreError> {
+        Ok(None)
+    }
     /// Removes what interrupted writes left behind (temp files, unfinished
     /// multipart uploads) that is older than `max_age`; younger leftovers
     /// may belong to a write still in progress, maybe of another server

@@ -32,6 +32,7 @@ macro_rules! chunk_store_suite {
             $crate::server::chunk_store::suite::chunk_store_suite!(@case delete_removes);
             $crate::server::chunk_store::suite::chunk_store_suite!(@case put_refuses_wrong_bytes);
             $crate::server::chunk_store::suite::chunk_store_suite!(@case usage_counts_chunks);
+            $crate::server::chunk_store::suite::chunk_store_suite!(@case capacity_is_consistent);
             $crate::server::chunk_store::suite::chunk_store_suite!(@case concurrent_puts_of_one_chunk);
         }
     };
@@ -159,6 +160,15 @@ pub(crate) async fn put_refuses_wrong_bytes(store: Store) {
     assert!(matches!(r, Err(ChunkStoreError::Invalid(..))), "{r:?}");
     assert!(!store.contains(id).await.unwrap());
     assert_eq!(store.usage().await.unwrap().chunks, 0);
+}
+
+/// A bounded store reports room that fits in itself; an unbounded one
+/// (`None`) is allowed.
+pub(crate) async fn capacity_is_consistent(store: Store) {
+    if let Some(c) = store.capacity().await.unwrap() {
+        assert!(c.total_bytes > 0, "{c:?}");
+        assert!(c.free_bytes <= c.total_bytes, "{c:?}");
+    }
 }
 
 pub(crate) async fn usage_counts_chunks(store: Store) {

@@ -123,6 +123,17 @@ pub struct MetaCounts {
     pub live_nodes: u64,
 }
 
+/// What one account holds (live nodes only; trash and old versions are
+/// not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountUsage {
+    /// Sum of the sizes of the account's live files, in bytes (what its
+    /// users see, before deduplication).
+    pub file_bytes: u64,
+    /// Live nodes of every kind, the root folder included.
+    pub nodes: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("user '{0}' already exists")]
@@ -221,6 +232,8 @@ pub trait MetaStore: Send + Sync + 'static {
         node: NodeId,
     ) -> Result<Vec<VersionRecord>, MetaError>;
     async fn counts(&self) -> Result<MetaCounts, MetaError>;
+    /// What `account` holds (see [`AccountUsage`]).
+    async fn account_usage(&self, account: AccountId) -> Result<AccountUsage, MetaError>;
 
     /// Opens a write transaction on one account (see the module docs).
     async fn begin(&self, account: AccountId) -> Result<Box<dyn MetaTxn>, MetaError>;

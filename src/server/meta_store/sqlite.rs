@@ -15,8 +15,8 @@
 //! nanoseconds.
 
 use super::{
-    Account, AccountId, Device, MetaCounts, MetaError, MetaStore, MetaTxn, NewToken, NewVersion,
-    TokenHash, TokenInfo, TokenKind, VersionRecord,
+    Account, AccountId, AccountUsage, Device, MetaCounts, MetaError, MetaStore, MetaTxn, NewToken,
+    NewVersion, TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
     ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
@@ -409,6 +409,21 @@ impl MetaStore for SqliteMetaStore {
             accounts: u64::try_from(accounts).map_err(corrupt)?,
             devices: u64::try_from(devices).map_err(corrupt)?,
             live_nodes: u64::try_from(live_nodes).map_err(corrupt)?,
+        })
+    }
+
+    async fn account_usage(&self, account: AccountId) -> Result<AccountUsage, MetaError> {
+        let (file_bytes, nodes): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'file' THEN size ELSE 0 END), 0), COUNT(*) \
+             FROM nodes WHERE account = ? AND deleted = 0",
+        )
+        .bind(account.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(AccountUsage {
+            file_bytes: u64::try_from(file_bytes).map_err(corrupt)?,
+            nodes: u64::try_from(nodes).map_err(corrupt)?,
         })
     }
 

@@ -39,6 +39,7 @@ macro_rules! meta_store_suite {
             $crate::server::meta_store::suite::meta_store_suite!(@case versions_append);
             $crate::server::meta_store::suite::meta_store_suite!(@case concurrent_txns_serialize);
             $crate::server::meta_store::suite::meta_store_suite!(@case counts);
+            $crate::server::meta_store::suite::meta_store_suite!(@case account_usage);
         }
     };
     (@case $case:ident) => {
@@ -540,4 +541,42 @@ pub(crate) async fn counts(store: Store) {
     gone.deleted = true;
     put(&store, a, gone).await;
     assert_eq!(store.counts().await.unwrap().live_nodes, 1);
+}
+
+pub(crate) async fn account_usage(store: Store) {
+    let a = account(&store, "alice").await;
+    let b = account(&store, "bob").await;
+    let fresh = store.account_usage(a).await.unwrap();
+    assert_eq!((fresh.file_bytes, fresh.nodes), (0, 1), "the root only");
+    let d = put(&store, a, dir_node(NodeId::random(), NodeId::ROOT, "d", 0)).await;
+    let f1 = put(
+        &store,
+        a,
+        file_node(NodeId::random(), d.node_id, "f1", 0, &[b"abc", b"de"]),
+    )
+    .await;
+    put(
+        &store,
+        a,
+        file_node(NodeId::random(), NodeId::ROOT, "f2", 0, &[b"0123456789"]),
+    )
+    .await;
+    put(
+        &store,
+        b,
+        file_node(NodeId::random(), NodeId::ROOT, "g", 0, &[b"xxxxxxx"]),
+    )
+    .await;
+    let u = store.account_usage(a).await.unwrap();
+    assert_eq!((u.file_bytes, u.nodes), (15, 4));
+    let mut gone = f1;
+    gone.deleted = true;
+    put(&store, a, gone).await;
+    let u = store.account_usage(a).await.unwrap();
+    assert_eq!(
+        (u.file_bytes, u.nodes),
+        (10, 3),
+        "a deleted file no longer counts"
+    );
+    assert_eq!(store.account_usage(b).await.unwrap().file_bytes, 7);
 }
