@@ -424,3 +424,36 @@ async fn fallocate_within_the_size_changes_nothing() {
     assert_eq!((after.size, after.mtime), (100, before.mtime));
     assert_eq!(vfs.meta.journal_len(), journal);
 }
+
+/// A truncate down after a growing `fallocate` on the same handle bounds
+/// what the handle reads (`copy_file_range` reads through it with no
+/// kernel size check in front), and a copy within one file past its end
+/// grows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncate_after_fallocate_bounds_reads_and_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let (f, fh) = vfs.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    vfs.write(fh, 44_768, &[9u8; 28]).ready().unwrap();
+    vfs.fallocate(fh, 41_172, 4_855, 0).await.unwrap();
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 46_027);
+    vfs.setattr(
+        f.ino,
+        SetAttr {
+            size: Some(546),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 546);
+    assert_eq!(vfs.read(fh, 160, 2_453).await.unwrap().len(), 386);
+    assert_eq!(
+        vfs.copy_file_range(fh, 160, fh, 42_388, 2_453)
+            .await
+            .unwrap(),
+        386
+    );
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 42_388 + 386);
+    vfs.release(fh).unwrap();
+}
