@@ -195,6 +195,8 @@ fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<Com
                 },
                 content,
                 symlink_target: inode.symlink_target.clone(),
+                // Not stored on this side yet (the core refuses to set them).
+                xattrs: Default::default(),
             },
         },
     })
