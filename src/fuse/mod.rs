@@ -31,6 +31,7 @@ pub use convert::errno;
 use convert::{file_attr, file_type};
 
 use crate::protocol::Timestamp;
+use crate::vfs::xattr::XattrFlags;
 use crate::vfs::{Answer, Attr, Caller, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo,
@@ -515,8 +516,8 @@ impl fuser::Filesystem for NimbusFs {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.vfs.getxattr(ino.0, name.as_bytes()) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.getxattr_as(caller(req), ino.0, name.as_bytes()) {
             Ok(v) => {
                 if size == 0 {
                     reply.size(v.len() as u32);
@@ -530,8 +531,8 @@ impl fuser::Filesystem for NimbusFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.vfs.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.listxattr_as(caller(req), ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -552,19 +553,26 @@ impl fuser::Filesystem for NimbusFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.vfs.setxattr(ino.0, name.as_bytes(), value), reply);
+        let result = XattrFlags::from_bits(flags).and_then(|flags| {
+            self.vfs
+                .setxattr_as(caller(req), ino.0, name.as_bytes(), value, flags)
+        });
+        Self::reply_empty(result, reply);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(self.vfs.removexattr(ino.0, name.as_bytes()), reply);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(
+            self.vfs.removexattr_as(caller(req), ino.0, name.as_bytes()),
+            reply,
+        );
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -7,8 +7,12 @@
 //! - Format 2: [`Inode`] as it is. Upgrading from 1 keeps every field,
 //!   takes the owner and group to be the account's user (what format 1
 //!   showed), and sets access and birth time to the modification time.
-//! - Format 3 (current): as 2, plus each folder's subfolder count (`s`
-//!   keys, see [`super`]). Upgrading counts the folder entries once.
+//! - Format 3: as 2, plus each folder's subfolder count (`s` keys, see
+//!   [`super`]). Upgrading counts the folder entries once.
+//! - Format 4 (current): as 3, plus stored extended attributes (`x` keys).
+//!   Upgrading writes nothing (a format 3 store has none); the number
+//!   changes so that an older client, which would upload its nodes without
+//!   their attributes, refuses the store instead.
 //!
 //! Waiting records (`W`) are JSON as on the wire; one saved by a client of
 //! protocol 1 (`mtime_ns`) is read as protocol 2 by
@@ -27,7 +31,7 @@ use crate::vfs::kv::Kv;
 use serde::Deserialize;
 
 /// The format this client writes.
-pub(super) const CURRENT: u64 = 3;
+pub(super) const CURRENT: u64 = 4;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
