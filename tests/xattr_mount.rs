@@ -332,7 +332,10 @@ fn attributes_travel_between_two_devices() {
     arrived(&a.path("d"), "user.tag", b"changed");
     assert_eq!(list(&a.path("f")), ["user.empty"]);
 
-    // cp -a keeps them on a copy inside the mount, and the copy travels.
+    // cp -a keeps them on a copy inside the mount (a file's are set while
+    // cp holds it open for writing), and the copy travels.
+    std::fs::write(b.path("d/inner"), b"inner").unwrap();
+    set(&b.path("d/inner"), "user.i", b"file", 0).unwrap();
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(b.path("d"))
@@ -345,8 +348,11 @@ fn attributes_travel_between_two_devices() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(get(&b.path("d2"), "user.tag").unwrap(), b"changed");
+    assert_eq!(get(&b.path("d2/inner"), "user.i").unwrap(), b"file");
     b.sync();
     arrived(&a.path("d2"), "user.tag", b"changed");
+    arrived(&a.path("d2/inner"), "user.i", b"file");
+    wait_content(&a.path("d2/inner"), b"inner", ARRIVE);
 
     // And they survive a remount of the receiving device.
     a.unmount();
