@@ -299,3 +299,40 @@ async fn a_change_moves_ctime_is_journaled_and_survives_a_reopen() {
         assert!(a.vfs.meta.xattrs(f).unwrap().is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_changes_converge_on_the_last_committed_set() {
+    let server = InProcessServer::new().await.unwrap();
+    let a = device(&server, "a").await;
+    let b = device(&server, "b").await;
+    let f = file(&a.vfs, "f");
+    set(&a.vfs, ROOT, f, "user.both", b"0").unwrap();
+    a.sync().await;
+    b.sync().await;
+    let bf = b.ino("f");
+    set(&a.vfs, ROOT, f, "user.both", b"from a").unwrap();
+    set(&a.vfs, ROOT, f, "user.only_a", b"1").unwrap();
+    set(&b.vfs, ROOT, bf, "user.both", b"from b").unwrap();
+    b.vfs
+        .setattr(
+            bf,
+            SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .ready()
+        .unwrap();
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    let (on_a, on_b) = (a.vfs.xattrs_of(f).unwrap(), b.vfs.xattrs_of(bf).unwrap());
+    assert_eq!(on_a, on_b, "both devices agree");
+    assert_eq!(
+        on_a.get("user.both"),
+        Some(&b"from b"[..]),
+        "the last commit's set"
+    );
+    assert_eq!(a.vfs.getattr(f).unwrap().mode & 0o7777, 0o600);
+    assert!(!a.vfs.is_journaled(f) && !b.vfs.is_journaled(bf));
+}

@@ -288,6 +288,30 @@ mod tests {
     }
 
     #[test]
+    fn a_format_3_store_is_stamped_4_and_keeps_everything() {
+        let kv = CrashKv::default();
+        let entry = (
+            ino_key(b'd', 1),
+            Some(enc(&Dentry {
+                ino: 2,
+                kind: NodeKind::Dir,
+            })),
+        );
+        kv.apply(vec![
+            (key(b'm', FORMAT_KEY), Some(enc(&3u64))),
+            entry.clone(),
+            (ino_key(b's', 1), Some(enc(&1u64))),
+        ])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!((CURRENT, dec::<u64>(&stamped).unwrap()), (4, 4));
+        assert_eq!(kv.get(&entry.0).unwrap(), entry.1);
+        assert_eq!(kv.get(&ino_key(b's', 1)).unwrap(), Some(enc(&1u64)));
+        assert!(kv.scan(b"x", b"x", 1).unwrap().is_empty(), "no attributes");
+    }
+
+    #[test]
     fn a_store_of_a_newer_format_is_refused_clearly() {
         let kv = CrashKv::default();
         kv.apply(vec![(key(b'm', FORMAT_KEY), Some(enc(&(CURRENT + 1))))])
