@@ -336,3 +336,29 @@ async fn concurrent_changes_converge_on_the_last_committed_set() {
     assert_eq!(a.vfs.getattr(f).unwrap().mode & 0o7777, 0o600);
     assert!(!a.vfs.is_journaled(f) && !b.vfs.is_journaled(bf));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_keeps_a_synced_change_and_never_half_of_one() {
+    use super::test_support::{open_vfs_on, CrashKv};
+    let device = DeviceId::random();
+    let remote: Arc<dyn Remote> = Arc::new(MemoryRemote::new(device));
+    let cache = tempfile::tempdir().unwrap();
+    let kv = Arc::new(CrashKv::default());
+    let vfs = open_vfs_on(kv.clone(), cache.path(), device, "t", remote.clone());
+    let f = file(&vfs, "f");
+    set(&vfs, ROOT, f, "user.kept", b"1").unwrap();
+    vfs.fsync_all().unwrap();
+    let journaled = vfs.meta.journal_len();
+    // Not flushed: lost whole (value, ctime and record) or kept whole.
+    set(&vfs, ROOT, f, "user.maybe", b"2").unwrap();
+    let after = kv.after_crash();
+    drop(vfs);
+    let vfs = open_vfs_on(after, cache.path(), device, "t", remote);
+    assert_eq!(vfs.getxattr(f, b"user.kept").unwrap(), b"1");
+    assert!(vfs.is_journaled(f));
+    match vfs.getxattr(f, b"user.maybe") {
+        Ok(v) => assert_eq!(v, b"2"),
+        Err(VfsError::NoAttribute) => assert_eq!(vfs.meta.journal_len(), journaled),
+        Err(e) => panic!("{e}"),
+    }
+}
