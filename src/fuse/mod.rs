@@ -21,6 +21,13 @@
 //! - `link`: `EPERM` from the core (after its name checks), what
 //!   `link(2)` answers on a filesystem without hard links.
 //!
+//! Extended attributes pass through with the caller (uid 0 is privileged
+//! for `trusted.*`) and the `setxattr` flags; the core answers them (see
+//! `vfs::xattr`). `FUSE_POSIX_ACL` is not negotiated, so the kernel never
+//! consults ACLs for permission checks or applies default ACLs, and
+//! `setfacl`/`getfacl` (`system.posix_acl_*`) reach the core, which
+//! answers `EOPNOTSUPP` as a file system mounted without ACL support.
+//!
 //! `mknod` creates FIFOs, sockets and device nodes (metadata only; see
 //! `vfs::special`). The kernel opens those itself and never sends their
 //! `open`, `read` or `write` here.

@@ -1,7 +1,7 @@
 //! JSON bodies of the HTTP API (`/api/v1/...`). The route list and their
 //! semantics are documented on `crate::server`.
 //!
-//! # Node attributes on the wire (protocol 2)
+//! # Node attributes on the wire (protocol 2; extended attributes: 3)
 //! [`NodeMeta`] carries what a node *is* on every device: its kind (files,
 //! folders, symlinks, FIFOs, sockets, character and block devices), full
 //! mode (permission bits with setuid, setgid and sticky), owner and group,
