@@ -278,6 +278,20 @@ fn attributes_answer_like_ext4_and_survive_a_remount() {
         libc::EACCES
     );
     assert_eq!(as_user(ALICE, || code(get(&f2, "user.colour"))), 0);
+    // security.* takes privilege to write (the kernel's capability
+    // module), and a sticky folder's user.* only its owner.
+    assert_eq!(
+        as_user(ALICE, || code(set(&mine2, "security.x", b"1", 0))),
+        libc::EPERM
+    );
+    let sticky = m.join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let sticky2 = sticky.clone();
+    assert_eq!(
+        as_user(ALICE, || code(set(&sticky2, "user.s", b"1", 0))),
+        libc::EPERM
+    );
     assert_eq!(
         as_user(ALICE, || code(set(&mine2, "user.mine", b"1", 0))),
         0
