@@ -35,6 +35,8 @@ pub fn errno(e: &VfsError) -> Errno {
         VfsError::NoAttribute => libc::ENODATA,
         VfsError::NotSupported(_) => libc::ENOTSUP,
         VfsError::Range => libc::ERANGE,
+        VfsError::TooLarge(_) => libc::E2BIG,
+        VfsError::NoSpace(_) => libc::ENOSPC,
         VfsError::Unavailable(_) => libc::EIO,
         VfsError::CorruptManifest(_) => libc::EIO,
         VfsError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),

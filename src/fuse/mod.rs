@@ -21,6 +21,13 @@
 //! - `link`: `EPERM` from the core (after its name checks), what
 //!   `link(2)` answers on a filesystem without hard links.
 //!
+//! Extended attributes pass through with the caller (uid 0 is privileged
+//! for `trusted.*`) and the `setxattr` flags; the core answers them (see
+//! `vfs::xattr`). `FUSE_POSIX_ACL` is not negotiated, so the kernel never
+//! consults ACLs for permission checks or applies default ACLs, and
+//! `setfacl`/`getfacl` (`system.posix_acl_*`) reach the core, which
+//! answers `EOPNOTSUPP` as a file system mounted without ACL support.
+//!
 //! `mknod` creates FIFOs, sockets and device nodes (metadata only; see
 //! `vfs::special`). The kernel opens those itself and never sends their
 //! `open`, `read` or `write` here.
@@ -32,6 +39,7 @@ use convert::{file_attr, file_type};
 
 use crate::protocol::Timestamp;
 use crate::vfs::capacity::BLOCK;
+use crate::vfs::xattr::XattrFlags;
 use crate::vfs::{Answer, Attr, Caller, KernelNotifier, PageCache, SetAttr, Vfs, VfsError};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo,
@@ -523,8 +531,8 @@ impl fuser::Filesystem for NimbusFs {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.vfs.getxattr(ino.0, name.as_bytes()) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.getxattr_as(caller(req), ino.0, name.as_bytes()) {
             Ok(v) => {
                 if size == 0 {
                     reply.size(v.len() as u32);
@@ -538,8 +546,8 @@ impl fuser::Filesystem for NimbusFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.vfs.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.listxattr_as(caller(req), ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -560,19 +568,26 @@ impl fuser::Filesystem for NimbusFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.vfs.setxattr(ino.0, name.as_bytes(), value), reply);
+        let result = XattrFlags::from_bits(flags).and_then(|flags| {
+            self.vfs
+                .setxattr_as(caller(req), ino.0, name.as_bytes(), value, flags)
+        });
+        Self::reply_empty(result, reply);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(self.vfs.removexattr(ino.0, name.as_bytes()), reply);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(
+            self.vfs.removexattr_as(caller(req), ino.0, name.as_bytes()),
+            reply,
+        );
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

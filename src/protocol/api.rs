@@ -1,7 +1,7 @@
 //! JSON bodies of the HTTP API (`/api/v1/...`). The route list and their
 //! semantics are documented on `crate::server`.
 //!
-//! # Node attributes on the wire (protocol 2)
+//! # Node attributes on the wire (protocol 2; extended attributes: 3)
 //! [`NodeMeta`] carries what a node *is* on every device: its kind (files,
 //! folders, symlinks, FIFOs, sockets, character and block devices), full
 //! mode (permission bits with setuid, setgid and sticky), owner and group,
@@ -25,10 +25,15 @@
 //!   content, no symlink target, size 0. `rdev` is meaningful for
 //!   character and block devices only (0 for every other kind).
 //!
+//! - **Extended attributes** (protocol 3): `xattrs`, name → base64 value,
+//!   validated by the rules of [`Xattrs`] on both sides; ctime moves on
+//!   every device that applies a change of them.
+//!
 //! Fields at their default (no owner, device 0, a time at the epoch for
-//! atime and btime) are left out of the JSON, so bodies stay small.
+//! atime and btime, no extended attributes) are left out of the JSON, so
+//! bodies stay small.
 
-use super::{ChunkId, ContentHash, DeviceId, Manifest, NodeId, Timestamp, VersionVector};
+use super::{ChunkId, ContentHash, DeviceId, Manifest, NodeId, Timestamp, VersionVector, Xattrs};
 use serde::{Deserialize, Serialize};
 
 /// Largest chunk FastCDC may emit (and the server accepts), in bytes.
@@ -211,6 +216,10 @@ pub struct NodeMeta {
     /// Symlinks only: the target, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symlink_target: Option<String>,
+    /// Extended attributes (`user.*`, `trusted.*`, `security.*`), values
+    /// in base64; omitted when there are none. Rules: [`Xattrs`].
+    #[serde(default, skip_serializing_if = "Xattrs::is_empty")]
+    pub xattrs: Xattrs,
 }
 
 fn is_epoch(t: &Timestamp) -> bool {
@@ -237,6 +246,7 @@ impl NodeMeta {
             rdev: 0,
             content: None,
             symlink_target: None,
+            xattrs: Xattrs::new(),
         }
     }
 
@@ -274,6 +284,9 @@ pub struct CommitOp {
     pub change: NodeChange,
 }
 
+// `Upsert` carries a whole `NodeMeta`, `Delete` nothing: ops are decoded
+// from a request and matched at once, not stored in bulk; not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum NodeChange {
@@ -383,9 +396,16 @@ mod tests {
             rdev: 0x0103,
             content: None,
             symlink_target: None,
+            xattrs: [("security.selinux".to_string(), b"u:r\0".to_vec())]
+                .into_iter()
+                .collect(),
         };
         let json = serde_json::to_string(&full).unwrap();
         assert!(json.contains(r#""kind":"char_device""#), "{json}");
+        assert!(
+            json.contains(r#""xattrs":{"security.selinux":"dTpyAA=="}"#),
+            "{json}"
+        );
         assert!(
             json.contains(r#""mtime":{"sec":-1,"nsec":250000000}"#),
             "{json}"

@@ -26,6 +26,7 @@ mod names;
 mod time;
 mod version;
 mod version_vector;
+mod xattrs;
 
 pub use api::*;
 pub use ids::*;
@@ -34,3 +35,4 @@ pub use names::*;
 pub use time::Timestamp;
 pub use version::*;
 pub use version_vector::*;
+pub use xattrs::*;

@@ -19,9 +19,11 @@
 //!   setuid/setgid/sticky, `rdev`, and `mtime`/`atime`/`btime` as
 //!   seconds + nanoseconds; FIFOs, sockets and device nodes are kinds
 //!   (see `protocol::api`).
+//! - 3: `NodeMeta` carries extended attributes (`xattrs`, see
+//!   `protocol::xattrs`); a protocol 2 peer would drop them silently.
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

@@ -48,7 +48,8 @@ macro_rules! remote_conformance_suite {
                 bad_name_is_refused_with_its_op,
                 refused_op_index_counts_across_split_commits,
                 missing_chunks_are_transient,
-                space_counts_live_files
+                space_counts_live_files,
+                extended_attributes_travel_and_bad_ones_are_refused
             );
         }
     };
@@ -469,6 +470,51 @@ pub async fn bad_name_is_refused_with_its_op(fx: &dyn Fixture) {
         .unwrap_err();
     assert_eq!(e.class(), FailureClass::Refused { op: 0 });
     assert!(r.pull(start, 10).await.unwrap().changes.is_empty());
+}
+
+/// Extended attributes reach another device byte for byte; a set that
+/// breaks a rule is refused with 400 `invalid_node` naming its op.
+pub async fn extended_attributes_travel_and_bad_ones_are_refused(fx: &dyn Fixture) {
+    let laptop = fx.device("laptop").await;
+    let phone = fx.device("phone").await;
+    let (_, start) = drain(phone.as_ref(), 0).await;
+    let mut meta = dir_meta();
+    meta.xattrs = [
+        ("user.bin".to_string(), vec![0, 255, 10]),
+        ("user.empty".to_string(), vec![]),
+        ("trusted.t".to_string(), b"1".to_vec()),
+    ]
+    .into_iter()
+    .collect();
+    let id = NodeId::random();
+    let empty = VersionVector::new();
+    let done = laptop
+        .commit(vec![upsert(
+            id,
+            &empty,
+            NodeId::ROOT,
+            "tagged",
+            meta.clone(),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(applied(&done[0]).meta.xattrs, meta.xattrs);
+    let (changes, _) = drain(phone.as_ref(), start).await;
+    let seen = changes.iter().find(|n| n.node_id == id).unwrap();
+    assert_eq!(seen.meta.xattrs, meta.xattrs);
+
+    let mut bad = dir_meta();
+    bad.xattrs = [("system.posix_acl_access".to_string(), vec![2, 0, 0, 0])]
+        .into_iter()
+        .collect();
+    let e = laptop
+        .commit(vec![
+            dir_op("fine"),
+            upsert(NodeId::random(), &empty, NodeId::ROOT, "bad", bad),
+        ])
+        .await
+        .unwrap_err();
+    assert_rejected(&e, 400, "invalid_node", Some(1));
 }
 
 /// A commit longer than `MAX_COMMIT_OPS` is sent in parts; the op index of

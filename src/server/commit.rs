@@ -103,8 +103,13 @@ pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
 /// The attribute rules of [`NodeMeta`] (`protocol::api` module docs):
 /// mode within `0o7777`; nanoseconds below 1e9; content for files only, a
 /// target for symlinks only, neither for folders and special nodes; an
-/// `rdev` for character and block devices only.
+/// `rdev` for character and block devices only; extended attributes by
+/// the rules of [`crate::protocol::Xattrs`] (namespaces, `user.*` on
+/// files and folders only, name and value lengths, 4 KiB per node).
 pub fn validate_meta(meta: &NodeMeta) -> Result<(), ServerError> {
+    meta.xattrs
+        .validate(meta.kind)
+        .map_err(|e| ServerError::InvalidNode(e.to_string()))?;
     if meta.mode > 0o7777 {
         return Err(ServerError::InvalidNode(format!(
             "mode {:o} has bits outside 0o7777",

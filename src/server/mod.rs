@@ -55,8 +55,11 @@
 //! (name per `protocol::validate_name` → 400 `invalid_name`; per
 //! `commit::validate_meta` → 400 `invalid_node`: mode ≤ 0o7777, every
 //! time's nanoseconds below 1e9, files carry content, symlinks a target,
-//! folders, FIFOs, sockets and device nodes neither, and only character
-//! and block devices a nonzero `rdev`; root → 400 `root_immutable`): a
+//! folders, FIFOs, sockets and device nodes neither, only character
+//! and block devices a nonzero `rdev`, and extended attributes by the
+//! rules of `protocol::Xattrs`: `user.`/`trusted.`/`security.` names of
+//! 1..=255 bytes, `user.*` on files and folders only, values ≤ 64 KiB,
+//! ≤ 4 KiB per node; root → 400 `root_immutable`): a
 //! malformed request stores nothing. Numeric owner or group ids without
 //! `ids_from` are stored as set by the committing device; no ids, no
 //! `ids_from`. Then the ops are applied in order **in one transaction**.

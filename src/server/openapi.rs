@@ -20,6 +20,9 @@ pub fn document() -> Value {
     let hex = json!({"name": "hex", "in": "path", "required": true,
         "description": "BLAKE3 hash of the chunk's plain bytes, 64 hex digits",
         "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}});
+    let xattrs = json!({"type": "object",
+        "description": "extended attributes (protocol 3): name (user.*, trusted.* or security.*; not user.nimbus.*; 1..=255 bytes; user.* on files and folders only) → value in base64 (at most 65536 bytes); names plus values at most 4096 bytes per node; omitted when empty",
+        "additionalProperties": {"type": "string", "format": "byte"}});
     let bytes = json!({"description": "OK", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
     json!({
         "openapi": "3.0.3",
@@ -109,7 +112,8 @@ pub fn document() -> Value {
                         "ids_from": {"type": "string", "format": "uuid", "description": "the device that set uid/gid (the committing device if absent)"},
                         "rdev": {"type": "integer", "minimum": 0, "description": "device number; char_device and block_device only"},
                         "content": {"type": "object", "required": ["manifest"], "properties": {"manifest": {"$ref": "#/components/schemas/Manifest"}}},
-                        "symlink_target": {"type": "string"}}},
+                        "symlink_target": {"type": "string"},
+                        "xattrs": xattrs}},
                 "NodeRecord": {"type": "object", "required": ["node_id", "name", "deleted", "meta", "vv", "seq"],
                     "properties": {"node_id": {"type": "string", "format": "uuid"}, "parent": {"type": "string", "format": "uuid", "nullable": true},
                         "name": {"type": "string"}, "deleted": {"type": "boolean"}, "meta": {"$ref": "#/components/schemas/NodeMeta"},

@@ -84,6 +84,13 @@ pub enum VfsError {
     NotSupported(&'static str),
     #[error("buffer too small")]
     Range,
+    /// An argument over a hard size limit (an extended attribute value
+    /// over 64 KiB: E2BIG).
+    #[error("too large: {0}")]
+    TooLarge(&'static str),
+    /// A per-node budget is used up (extended attributes: ENOSPC).
+    #[error("no space: {0}")]
+    NoSpace(&'static str),
     /// Content is needed from the server and the server cannot give it now
     /// (offline, unauthorized, corrupt): fails promptly instead of hanging.
     #[error("content unavailable: {0}")]
@@ -140,7 +147,9 @@ impl VfsError {
             | VfsError::Busy(_)
             | VfsError::NoAttribute
             | VfsError::NotSupported(_)
-            | VfsError::Range => false,
+            | VfsError::Range
+            | VfsError::TooLarge(_)
+            | VfsError::NoSpace(_) => false,
         }
     }
 }

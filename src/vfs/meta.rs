@@ -12,6 +12,8 @@
 //!   count (ext4: 2 + subfolders) without scanning it
 //! - `J` seq → [`JournalOp`], `Q` seq → quarantined record (see
 //!   [`super::journal`], which owns them and their index)
+//! - `x` ino, attribute name → value: the node's stored extended
+//!   attributes (see `xattrs`; removed with the inode)
 //! - `m` name → counters (next ino, next journal seq, change-log cursor)
 //! - `W` node id → a pulled [`NodeRecord`] waiting for its folder (or, a
 //!   folder delete, for its children to move away); JSON, as on the wire.
@@ -45,6 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub mod format;
+mod xattrs;
 
 pub const ROOT_INO: u64 = 1;
 /// The counter holding the change-log cursor this device has applied up to
@@ -554,6 +557,7 @@ impl Txn<'_> {
         let kv = self.meta.kv.as_ref();
         let mut writes = self.writes;
         writes.extend(subdir_writes(self.meta, &self.entries, &self.removed)?);
+        writes.extend(xattrs::removals(self.meta, &self.removed)?);
         let mut idx = self.meta.journal.lock();
         let mut undo = Vec::new();
         for intent in self.intents {

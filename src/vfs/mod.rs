@@ -417,3 +417,5 @@ mod posix_tests;
 mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xattr_tests;

@@ -73,6 +73,8 @@ impl Vfs {
                     kind: NodeKind::File,
                 },
             );
+            // The copy keeps the refused version's extended attributes.
+            t.replace_xattrs(copy.ino, &self.meta.xattrs(inode.ino)?)?;
             t.journal_upsert(&copy, true)?;
             notify_entries.push((inode.parent, name));
             node.dirty = false;

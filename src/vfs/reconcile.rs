@@ -196,6 +196,7 @@ impl Vfs {
         if before != self.attr_of(&inode) {
             notify_inodes.push(inode.ino);
         }
+        t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         inode.ctime = Timestamp::now();
         inode.vv = rec.vv.clone();
         inode.server_seq = rec.seq;
@@ -212,6 +213,9 @@ impl Vfs {
     /// `inode`: mode, owner and group (ids set on this device are stored
     /// as set here, `ids_from = None`), device number, size, target, and
     /// mtime, atime and btime. ctime is the caller's (each device's own).
+    /// Extended attributes are separate keys: the caller replaces them in
+    /// its transaction ([`meta::Txn::replace_xattrs`]); the root keeps its
+    /// own (the server's root is immutable, like its mode there).
     pub(super) fn adopt_attributes(&self, inode: &mut Inode, meta: &crate::protocol::NodeMeta) {
         inode.mode = meta.mode;
         inode.uid = meta.uid;

@@ -10,60 +10,250 @@
 //!   `cached` / `partial` / `placeholder` by how much of its content is
 //!   local (folders: `cached`).
 //!
-//! Other attributes are not stored yet: setting one fails with ENOTSUP
-//! rather than pretending it was kept.
+//!
+//! # Stored attributes
+//! `user.*`, `trusted.*` and `security.*` are stored per node (the `x`
+//! keys of [`super::meta`]) and synced in `NodeMeta::xattrs`, with the rules
+//! of [`crate::protocol::Xattrs`] answered as ext4 answers them:
+//! - names: empty or over 255 bytes → ERANGE; `system.*` (POSIX ACLs: the
+//!   mount has no ACL support) and unknown prefixes → EOPNOTSUPP; not
+//!   UTF-8 or nothing after the prefix → EINVAL; `user.nimbus.*` is
+//!   reserved: set/remove → EPERM, unknown ones read as ENODATA;
+//! - values over 64 KiB → E2BIG; names plus values of a node over 4 KiB →
+//!   ENOSPC; empty values are kept;
+//! - `XATTR_CREATE` on an existing one → EEXIST, `XATTR_REPLACE` or
+//!   remove of a missing one → ENODATA;
+//! - `user.*` on a symlink or special node: set/remove → EPERM, get →
+//!   ENODATA (the kernel's rule for every file system);
+//! - `trusted.*` only for a privileged caller (uid 0): others get EPERM on
+//!   set/remove, ENODATA on get, and do not see them listed. (With FUSE the
+//!   kernel checks CAP_SYS_ADMIN itself before asking; listing is ours.)
+//!   File permission bits (`user.*` needs write access to set, read
+//!   access to get) are checked by the kernel (`default_permissions`).
+//!
+//! A change commits the value, the inode's new ctime and its journal
+//! record in one batch, so it uploads like a chmod; a remote change is
+//! adopted by `reconcile`.
 
 use super::error::{VfsError, VfsResult};
 use super::meta::ROOT_INO;
-use super::Vfs;
-use crate::protocol::NodeKind;
+use super::{Caller, Vfs};
+use crate::protocol::{
+    parse_xattr_name, NodeKind, Timestamp, XattrError, XattrNamespace, Xattrs,
+    XATTR_RESERVED_PREFIX, XATTR_SIZE_MAX, XATTR_TOTAL_MAX,
+};
 
 pub const STATUS: &str = "user.nimbus.status";
 pub const PENDING: &str = "user.nimbus.pending";
 pub const STATE: &str = "user.nimbus.state";
 
+/// How `setxattr` may treat an existing attribute (`XATTR_CREATE`,
+/// `XATTR_REPLACE`; both: create's check first, as ext4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    /// Fail with EEXIST if the attribute exists.
+    pub create: bool,
+    /// Fail with ENODATA if it does not.
+    pub replace: bool,
+}
+
+impl XattrFlags {
+    /// From the flags of `setxattr(2)`; other bits → EINVAL.
+    pub fn from_bits(flags: i32) -> VfsResult<Self> {
+        const CREATE: i32 = 1;
+        const REPLACE: i32 = 2;
+        if flags & !(CREATE | REPLACE) != 0 {
+            return Err(VfsError::InvalidArgument("unknown setxattr flags"));
+        }
+        Ok(XattrFlags {
+            create: flags & CREATE != 0,
+            replace: flags & REPLACE != 0,
+        })
+    }
+}
+
+/// A privileged caller (what `trusted.*` needs).
+fn privileged(caller: Caller) -> bool {
+    caller.uid == 0
+}
+
+/// The stored name `name` is, checked against the rules that do not
+/// depend on the node (see the module docs for the errno of each).
+fn stored_name(name: &[u8]) -> VfsResult<(XattrNamespace, &str)> {
+    parse_xattr_name(name).map_err(|e| match e {
+        XattrError::NameLength => VfsError::Range,
+        XattrError::InvalidName(_) => VfsError::InvalidArgument("invalid attribute name"),
+        XattrError::Unsupported(_) => {
+            VfsError::NotSupported("only user., trusted. and security. attributes are stored")
+        }
+        XattrError::Reserved(_) => VfsError::NotPermitted("this attribute is read-only"),
+        XattrError::NotForKind { .. } => {
+            VfsError::NotPermitted("user attributes are for files and folders only")
+        }
+        XattrError::ValueTooLarge { .. } => {
+            VfsError::TooLarge("attribute values are at most 64 KiB")
+        }
+        XattrError::TotalTooLarge { .. } => {
+            VfsError::NoSpace("a node holds at most 4 KiB of extended attributes")
+        }
+    })
+}
+
 impl Vfs {
+    /// Attribute `name` of `ino` as a privileged caller sees it (tests,
+    /// tools); front ends use [`Vfs::getxattr_as`].
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        self.getxattr_as(Caller { uid: 0, gid: 0 }, ino, name)
+    }
+
+    /// Attribute `name` of `ino` for `caller`: a computed `user.nimbus.*`
+    /// one, else a stored one (see the module docs).
+    pub fn getxattr_as(&self, caller: Caller, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
         let inode = self.meta.inode_required(ino)?;
         match name {
-            n if n == STATUS.as_bytes() && ino == ROOT_INO => Ok(self.status_json().into_bytes()),
+            n if n == STATUS.as_bytes() && ino == ROOT_INO => {
+                return Ok(self.status_json().into_bytes())
+            }
             n if n == PENDING.as_bytes() => {
                 let p = self.pending_below(ino, 50)?;
-                Ok(serde_json::to_vec(&p).map_err(|e| {
+                return serde_json::to_vec(&p).map_err(|e| {
                     VfsError::Store(super::error::Cause::from_error("status JSON", e))
-                })?)
+                });
             }
-            n if n == STATE.as_bytes() => Ok(self.state_of(&inode).as_bytes().to_vec()),
-            _ => Err(VfsError::NoAttribute),
+            n if n == STATE.as_bytes() => return Ok(self.state_of(&inode).as_bytes().to_vec()),
+            n if n.starts_with(XATTR_RESERVED_PREFIX.as_bytes()) => {
+                return Err(VfsError::NoAttribute)
+            }
+            _ => {}
         }
+        let (ns, name) = stored_name(name)?;
+        if (ns == XattrNamespace::Trusted && !privileged(caller)) || !ns.allowed_on(inode.kind) {
+            return Err(VfsError::NoAttribute);
+        }
+        self.meta.xattr(ino, name)?.ok_or(VfsError::NoAttribute)
     }
 
-    /// The extended attributes stored on `ino`: none yet. The
-    /// `user.nimbus.*` attributes are computed, readable by name, and not
-    /// listed, so that xattr-preserving copies (`rsync -X`, `cp -a`, `tar
-    /// --xattrs`) neither fail setting them on a copy in the mount (they
-    /// are read-only) nor carry stale values out of it.
-    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<&'static str>> {
+    /// The names of the attributes stored on `ino` that `caller` may see
+    /// (`trusted.*` only for a privileged one). The `user.nimbus.*`
+    /// attributes are computed, readable by name, and not listed, so that
+    /// xattr-preserving copies (`rsync -X`, `cp -a`, `tar --xattrs`)
+    /// neither fail setting them on a copy in the mount (they are
+    /// read-only) nor carry stale values out of it.
+    pub fn listxattr_as(&self, caller: Caller, ino: u64) -> VfsResult<Vec<String>> {
         self.meta.inode_required(ino)?;
-        Ok(Vec::new())
+        Ok(self
+            .meta
+            .xattrs(ino)?
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| privileged(caller) || !n.starts_with("trusted."))
+            .collect())
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8], _value: &[u8]) -> VfsResult<()> {
-        self.meta.inode_required(ino)?;
-        if name.starts_with(b"user.nimbus.") {
-            return Err(VfsError::NotPermitted("this attribute is read-only"));
+    /// Sets attribute `name` of `ino` to `value` for `caller`, with the
+    /// checks and errno of the module docs; commits it with the inode's
+    /// new ctime and a journal record (it uploads like a chmod).
+    pub fn setxattr_as(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> VfsResult<()> {
+        let (ns, name) = self.writable_xattr(caller, ino, name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(VfsError::TooLarge("attribute values are at most 64 KiB"));
         }
-        Err(VfsError::NotSupported(
-            "extended attributes are not stored yet",
-        ))
+        self.writable()?;
+        let ns_guard = self.meta.lock_ns();
+        let mut inode = self.meta.inode_required(ino)?;
+        if !ns.allowed_on(inode.kind) {
+            return Err(VfsError::NotPermitted(
+                "user attributes are for files and folders only",
+            ));
+        }
+        let mut all = self.meta.xattrs(ino)?;
+        let exists = all.get(name).is_some();
+        if flags.create && exists {
+            return Err(VfsError::Exists);
+        }
+        if flags.replace && !exists {
+            return Err(VfsError::NoAttribute);
+        }
+        all.insert(name.to_string(), value.to_vec());
+        if all.total_bytes() > XATTR_TOTAL_MAX {
+            return Err(VfsError::NoSpace(
+                "a node holds at most 4 KiB of extended attributes",
+            ));
+        }
+        let mut t = self.meta.txn(&ns_guard);
+        t.put_xattr(ino, name, value);
+        self.xattrs_changed(&mut t, &mut inode)?;
+        t.commit()?;
+        drop(ns_guard);
+        self.journal_notify.notify_one();
+        Ok(())
     }
 
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> VfsResult<()> {
-        self.meta.inode_required(ino)?;
-        if name.starts_with(b"user.nimbus.") {
-            return Err(VfsError::NotPermitted("this attribute is read-only"));
+    /// Removes attribute `name` of `ino` for `caller` (ENODATA if it is
+    /// not set); committed like [`Vfs::setxattr_as`].
+    pub fn removexattr_as(&self, caller: Caller, ino: u64, name: &[u8]) -> VfsResult<()> {
+        let (ns, name) = self.writable_xattr(caller, ino, name)?;
+        self.writable()?;
+        let ns_guard = self.meta.lock_ns();
+        let mut inode = self.meta.inode_required(ino)?;
+        if !ns.allowed_on(inode.kind) {
+            return Err(VfsError::NotPermitted(
+                "user attributes are for files and folders only",
+            ));
         }
-        Err(VfsError::NoAttribute)
+        if self.meta.xattr(ino, name)?.is_none() {
+            return Err(VfsError::NoAttribute);
+        }
+        let mut t = self.meta.txn(&ns_guard);
+        t.remove_xattr(ino, name);
+        self.xattrs_changed(&mut t, &mut inode)?;
+        t.commit()?;
+        drop(ns_guard);
+        self.journal_notify.notify_one();
+        Ok(())
+    }
+
+    /// The checks of a set or remove that need no lock: the node exists,
+    /// the name is a stored one, and `caller` may write its namespace.
+    fn writable_xattr<'n>(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &'n [u8],
+    ) -> VfsResult<(XattrNamespace, &'n str)> {
+        self.meta.inode_required(ino)?;
+        let (ns, name) = stored_name(name)?;
+        if ns == XattrNamespace::Trusted && !privileged(caller) {
+            return Err(VfsError::NotPermitted(
+                "trusted attributes need a privileged caller",
+            ));
+        }
+        Ok((ns, name))
+    }
+
+    /// An attribute of `inode` changed in `t`: ctime moves and the node is
+    /// journaled for upload (attributes travel with its other metadata).
+    fn xattrs_changed(
+        &self,
+        t: &mut super::meta::Txn<'_>,
+        inode: &mut super::meta::Inode,
+    ) -> VfsResult<()> {
+        inode.ctime = Timestamp::now();
+        inode.local_rev += 1;
+        t.put_inode(inode).journal_upsert(inode, false)?;
+        Ok(())
+    }
+
+    /// The stored attributes of `ino` (what its next upload carries).
+    pub fn xattrs_of(&self, ino: u64) -> VfsResult<Xattrs> {
+        self.meta.xattrs(ino)
     }
 
     fn state_of(&self, inode: &super::meta::Inode) -> &'static str {

@@ -117,3 +117,4 @@ fn file(content: FileContent) -> NodeMeta {
 
 mod basics;
 mod data;
+mod xattrs;

@@ -171,3 +171,4 @@ fn err_code(e: &ServerError) -> &'static str {
 
 mod conflicts;
 mod validation;
+mod xattrs;

@@ -21,7 +21,8 @@
 //!
 //! # Data model
 //! - *nodes* hold a node's attributes (kind, mode, mtime, size, manifest,
-//!   content hash, symlink target, version vector, seq, tombstone);
+//!   content hash, symlink target, extended attributes, version vector,
+//!   seq, tombstone);
 //! - *entries* map `(parent, name)` to a node, separately from the node.
 //!   Today a node has exactly one entry; a tombstoned node keeps its last
 //!   entry marked *not live*, so a pull can report where it was. Names are

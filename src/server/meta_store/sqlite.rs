@@ -460,11 +460,15 @@ async fn write_node(
         .map_err(corrupt)?;
     let hash = node.meta.content.as_ref().map(|c| c.hash().0.to_vec());
     let vv = serde_json::to_string(&node.vv).map_err(corrupt)?;
+    let xattrs = match node.meta.xattrs.is_empty() {
+        true => None,
+        false => Some(serde_json::to_string(&node.meta.xattrs).map_err(corrupt)?),
+    };
     sqlx::query(
         "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
              mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
-             size, manifest, content_hash, symlink_target, vv, seq, deleted) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             size, manifest, content_hash, symlink_target, xattrs, vv, seq, deleted) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (account, id) DO UPDATE SET kind = excluded.kind, mode = excluded.mode, \
              uid = excluded.uid, gid = excluded.gid, ids_from = excluded.ids_from, \
              rdev = excluded.rdev, mtime_sec = excluded.mtime_sec, \
@@ -472,7 +476,8 @@ async fn write_node(
              atime_nsec = excluded.atime_nsec, btime_sec = excluded.btime_sec, \
              btime_nsec = excluded.btime_nsec, size = excluded.size, \
              manifest = excluded.manifest, content_hash = excluded.content_hash, \
-             symlink_target = excluded.symlink_target, vv = excluded.vv, seq = excluded.seq, \
+             symlink_target = excluded.symlink_target, xattrs = excluded.xattrs, \
+             vv = excluded.vv, seq = excluded.seq, \
              deleted = excluded.deleted",
     )
     .bind(account.0)
@@ -493,6 +498,7 @@ async fn write_node(
     .bind(manifest)
     .bind(hash)
     .bind(node.meta.symlink_target.as_deref())
+    .bind(xattrs)
     .bind(vv)
     .bind(to_i64(node.seq, "seq")?)
     .bind(node.deleted)

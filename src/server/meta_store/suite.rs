@@ -313,6 +313,32 @@ pub(crate) async fn txn_write_read(store: Store) {
     };
     let dev = put(&store, a, dev).await;
     assert_eq!(store.node(a, dev.node_id).await.unwrap().unwrap(), dev);
+    // Extended attributes round-trip byte for byte (empty values too),
+    // and a later write without them clears them.
+    let mut tagged = dir_node(NodeId::random(), dir, "tagged", 0);
+    tagged.meta.xattrs = [
+        ("user.bin".to_string(), vec![0, 255, 10]),
+        ("user.empty".to_string(), vec![]),
+        ("security.selinux".to_string(), b"ctx\0".to_vec()),
+    ]
+    .into_iter()
+    .collect();
+    let tagged = put(&store, a, tagged).await;
+    assert_eq!(
+        store.node(a, tagged.node_id).await.unwrap().unwrap(),
+        tagged
+    );
+    let mut cleared = tagged.clone();
+    cleared.meta.xattrs = Default::default();
+    let cleared = put(&store, a, cleared).await;
+    assert!(store
+        .node(a, cleared.node_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .meta
+        .xattrs
+        .is_empty());
 }
 
 pub(crate) async fn txn_rollback_on_drop(store: Store) {

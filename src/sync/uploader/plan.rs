@@ -4,7 +4,8 @@
 //!   current attributes: kind, mode, owner and group (numeric ids with the
 //!   device that set them: this one unless adopted from another), mtime,
 //!   atime, btime and, for device nodes, rdev (ctime stays local; see
-//!   `protocol::api`). Special nodes never carry content. New content goes with it when the file has a
+//!   `protocol::api`) and its extended attributes (all of them: a change of
+//!   one sends the set). Special nodes never carry content. New content goes with it when the file has a
 //!   working copy and is not open for writing (an `fsync --fsync remote`
 //!   waiter excepted); otherwise the op carries the content the server
 //!   already has, and the file's close journals the rest.
@@ -195,6 +196,7 @@ fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<Com
                 },
                 content,
                 symlink_target: inode.symlink_target.clone(),
+                xattrs: vfs.xattrs_of(inode.ino)?,
             },
         },
     })

@@ -7,8 +7,12 @@
 //! - Format 2: [`Inode`] as it is. Upgrading from 1 keeps every field,
 //!   takes the owner and group to be the account's user (what format 1
 //!   showed), and sets access and birth time to the modification time.
-//! - Format 3 (current): as 2, plus each folder's subfolder count (`s`
-//!   keys, see [`super`]). Upgrading counts the folder entries once.
+//! - Format 3: as 2, plus each folder's subfolder count (`s` keys, see
+//!   [`super`]). Upgrading counts the folder entries once.
+//! - Format 4 (current): as 3, plus stored extended attributes (`x` keys).
+//!   Upgrading writes nothing (a format 3 store has none); the number
+//!   changes so that an older client, which would upload its nodes without
+//!   their attributes, refuses the store instead.
 //!
 //! Waiting records (`W`) are JSON as on the wire; one saved by a client of
 //! protocol 1 (`mtime_ns`) is read as protocol 2 by
@@ -27,7 +31,7 @@ use crate::vfs::kv::Kv;
 use serde::Deserialize;
 
 /// The format this client writes.
-pub(super) const CURRENT: u64 = 3;
+pub(super) const CURRENT: u64 = 4;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
@@ -281,6 +285,30 @@ mod tests {
         assert_eq!((count(1), count(2), count(3)), (Some(2), Some(1), None));
         let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
         assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+    }
+
+    #[test]
+    fn a_format_3_store_is_stamped_4_and_keeps_everything() {
+        let kv = CrashKv::default();
+        let entry = (
+            ino_key(b'd', 1),
+            Some(enc(&Dentry {
+                ino: 2,
+                kind: NodeKind::Dir,
+            })),
+        );
+        kv.apply(vec![
+            (key(b'm', FORMAT_KEY), Some(enc(&3u64))),
+            entry.clone(),
+            (ino_key(b's', 1), Some(enc(&1u64))),
+        ])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!((CURRENT, dec::<u64>(&stamped).unwrap()), (4, 4));
+        assert_eq!(kv.get(&entry.0).unwrap(), entry.1);
+        assert_eq!(kv.get(&ino_key(b's', 1)).unwrap(), Some(enc(&1u64)));
+        assert!(kv.scan(b"x", b"x", 1).unwrap().is_empty(), "no attributes");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub(super) const IN_BATCH: usize = 500;
 pub(super) const NODE_COLUMNS: &str =
     "n.id, n.kind, n.mode, n.uid, n.gid, n.ids_from, n.rdev, n.mtime_sec, n.mtime_nsec, \
      n.atime_sec, n.atime_nsec, n.btime_sec, n.btime_nsec, n.manifest, n.symlink_target, \
-     n.vv, n.seq, n.deleted, e.parent, e.name";
+     n.xattrs, n.vv, n.seq, n.deleted, e.parent, e.name";
 pub(super) const NODE_FROM: &str =
     "FROM nodes n LEFT JOIN entries e ON e.account = n.account AND e.node = n.id";
 
@@ -98,6 +98,7 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     let rdev: i64 = row.try_get("rdev").map_err(backend)?;
     let manifest: Option<String> = row.try_get("manifest").map_err(backend)?;
     let symlink_target: Option<String> = row.try_get("symlink_target").map_err(backend)?;
+    let xattrs: Option<String> = row.try_get("xattrs").map_err(backend)?;
     let vv: String = row.try_get("vv").map_err(backend)?;
     let seq: i64 = row.try_get("seq").map_err(backend)?;
     let deleted: bool = row.try_get("deleted").map_err(backend)?;
@@ -128,6 +129,10 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
             rdev: u32::try_from(rdev).map_err(corrupt)?,
             content,
             symlink_target,
+            xattrs: match xattrs {
+                Some(x) => serde_json::from_str(&x).map_err(corrupt)?,
+                None => Default::default(),
+            },
         },
         vv: serde_json::from_str::<VersionVector>(&vv).map_err(corrupt)?,
         seq: u64::try_from(seq).map_err(corrupt)?,
