@@ -55,6 +55,11 @@ pub async fn commit(
     }
     for (i, op) in ops.iter().enumerate() {
         validate_op(op).map_err(|e| e.in_op(i))?;
+        if let NodeChange::Upsert { meta, .. } = &op.change {
+            check_ids_from(store, ctx, meta)
+                .await
+                .map_err(|e| e.in_op(i))?;
+        }
     }
     let mut txn = store.begin(ctx.account).await?;
     let mut results = Vec::with_capacity(ops.len());
@@ -189,6 +194,30 @@ fn normalized(meta: &NodeMeta, device: DeviceId) -> NodeMeta {
         meta.ids_from = Some(device);
     }
     meta
+}
+
+/// Numeric ids set on another device must name a device of the same
+/// account (revoked ones included: ids they set stay theirs), so that a
+/// client can never make another account's device vouch for an owner.
+/// Errors: 400 `invalid_node`.
+async fn check_ids_from(
+    store: &dyn MetaStore,
+    ctx: &CommitCtx,
+    meta: &NodeMeta,
+) -> Result<(), ServerError> {
+    let Some(from) = meta.ids_from else {
+        return Ok(());
+    };
+    // Without ids the device is dropped (`normalized`), whatever it is.
+    if from == ctx.device || (meta.uid.is_none() && meta.gid.is_none()) {
+        return Ok(());
+    }
+    match store.device(from).await? {
+        Some(d) if d.account == ctx.account => Ok(()),
+        _ => Err(ServerError::InvalidNode(format!(
+            "ids_from {from} is not a device of this account"
+        ))),
+    }
 }
 
 /// Applies one (validated) op in its own transaction.

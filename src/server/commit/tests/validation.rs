@@ -352,6 +352,11 @@ async fn special_nodes_and_posix_attributes_are_kept_and_checked() {
     let fx = Fx::new().await;
     let empty = VersionVector::new();
     let t = |sec, nsec| Timestamp { sec, nsec };
+    let desk = fx
+        .store
+        .create_device(fx.account, "desk", NOW)
+        .await
+        .unwrap();
     let special = |kind, rdev| NodeMeta {
         rdev,
         mode: 0o4755,
@@ -359,7 +364,7 @@ async fn special_nodes_and_posix_attributes_are_kept_and_checked() {
         btime: t(10_413_792_000, 999_999_999),
         uid: Some(41_234),
         gid: Some(0),
-        ids_from: Some(fx.phone.device),
+        ids_from: Some(desk),
         ..NodeMeta::new(kind, 0o644, t(-1, 250_000_000))
     };
     // Kept exactly, special kinds included.
@@ -438,4 +443,53 @@ async fn special_nodes_and_posix_attributes_are_kept_and_checked() {
         assert_eq!(err_code(&e), "invalid_node", "{e}");
         assert!(e.to_string().contains(says), "{e}");
     }
+}
+
+#[tokio::test]
+async fn ids_from_must_name_a_device_of_the_account() {
+    let fx = Fx::new().await;
+    let empty = VersionVector::new();
+    let ours = fx
+        .store
+        .create_device(fx.account, "desk", NOW)
+        .await
+        .unwrap();
+    let theirs = fx.store.create_device(fx.other, "bobs", NOW).await.unwrap();
+    let with_ids = |from| NodeMeta {
+        uid: Some(4242),
+        ids_from: Some(from),
+        ..dir_meta()
+    };
+    for bad in [theirs, DeviceId::random()] {
+        let e = fx
+            .run(
+                &fx.laptop,
+                vec![upsert(
+                    NodeId::random(),
+                    &empty,
+                    NodeId::ROOT,
+                    "d",
+                    with_ids(bad),
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err_code(&e), "invalid_node", "{e}");
+    }
+    assert_eq!(fx.log_len().await, 0);
+    let n = NodeId::random();
+    fx.one(
+        &fx.laptop,
+        upsert(n, &empty, NodeId::ROOT, "d", with_ids(ours)),
+    )
+    .await;
+    assert_eq!(fx.node(n).await.meta.ids_from, Some(ours));
+    // The committing device itself needs no record (it is authenticated).
+    let m = NodeId::random();
+    fx.one(
+        &fx.laptop,
+        upsert(m, &empty, NodeId::ROOT, "e", with_ids(fx.laptop.device)),
+    )
+    .await;
+    assert_eq!(fx.node(m).await.meta.ids_from, Some(fx.laptop.device));
 }
