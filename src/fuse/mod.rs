@@ -18,8 +18,6 @@
 //! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
 //!   local disk.
 //! - `bmap`: `ENOSYS` (there is no block device).
-//! - `link`: `EPERM` from the core (after its name checks), what
-//!   `link(2)` answers on a filesystem without hard links.
 //!
 //! `mknod` creates FIFOs, sockets and device nodes (metadata only; see
 //! `vfs::special`). The kernel opens those itself and never sends their

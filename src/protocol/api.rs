@@ -25,6 +25,20 @@
 //!   content, no symlink target, size 0. `rdev` is meaningful for
 //!   character and block devices only (0 for every other kind).
 //!
+//! # Directory entries (hard links, protocol 3)
+//! A node's entries travel **with the node**: a [`NodeRecord`] (and an
+//! upsert) names its first entry in `parent`/`name` and every other one in
+//! `links`. A folder has exactly one entry; a file, symlink or special node
+//! one or more (at most [`MAX_LINKS`]); a deleted node none that is live.
+//! Entries are thus part of the node's state, under its version vector:
+//! `link`/`unlink` of one name of a node with several is an upsert carrying
+//! the new set, only the removal of the last entry is a `Delete`. This keeps
+//! every commit rule as it was (see `server` module docs): a concurrent
+//! edit of another field merges (the set is taken as a whole, like the
+//! name), a taken name becomes a conflict name (for any entry), an edit
+//! beats a delete (the node comes back with all its entries), and the
+//! trash keeps the node under its first entry.
+//!
 //! Fields at their default (no owner, device 0, a time at the epoch for
 //! atime and btime) are left out of the JSON, so bodies stay small.
 
@@ -250,13 +264,32 @@ impl NodeMeta {
     }
 }
 
-/// A node as the server has it, with its live entry.
+/// One more directory entry of a node: a hard link (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Link {
+    /// The folder holding the entry.
+    pub parent: NodeId,
+    /// The entry's name in it.
+    pub name: String,
+}
+
+/// How many directory entries (hard links) one node may have, as ext4
+/// (`EMLINK` beyond).
+pub const MAX_LINKS: usize = 65_000;
+
+/// A node as the server has it, with its live entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub node_id: NodeId,
-    /// Parent folder; `None` only for the root.
+    /// Parent folder of the node's first entry; `None` only for the root.
     pub parent: Option<NodeId>,
+    /// The first entry's name.
     pub name: String,
+    /// The node's other entries (hard links; never for a folder), in
+    /// (parent, name) order; empty (omitted) for most nodes, and for a
+    /// deleted one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     pub deleted: bool,
     pub meta: NodeMeta,
     pub vv: VersionVector,
@@ -274,6 +307,10 @@ pub struct CommitOp {
     pub change: NodeChange,
 }
 
+/// One change of a node.
+// `Upsert` is the usual case and `Delete` empty: a body decoded once per op,
+// not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum NodeChange {
@@ -283,6 +320,10 @@ pub enum NodeChange {
     Upsert {
         parent: NodeId,
         name: String,
+        /// Every other entry the node has (hard links), as a whole: an
+        /// entry left out is unlinked. Folders carry none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<Link>,
         meta: NodeMeta,
     },
     /// Move the node to the trash (tombstone). A folder must have no live

@@ -19,9 +19,12 @@
 //!   setuid/setgid/sticky, `rdev`, and `mtime`/`atime`/`btime` as
 //!   seconds + nanoseconds; FIFOs, sockets and device nodes are kinds
 //!   (see `protocol::api`).
+//! - 3: hard links: `NodeRecord` and `NodeChange::Upsert` carry a node's
+//!   other entries in `links`. A protocol-2 client would drop them (and
+//!   unlink every name but one on its next upsert), so it is refused.
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

@@ -158,8 +158,9 @@ pub trait KernelNotifier: Send + Sync {
 pub struct SentState {
     /// `local_rev` when the op was planned.
     pub rev: u64,
-    /// The name the op carried.
-    pub name: String,
+    /// The entries the op carried, as (folder, name): its first entry
+    /// first, then its links.
+    pub entries: Vec<(NodeId, String)>,
     /// The op carried new content.
     pub content: bool,
     /// The server kept its own version (concurrent edit).
@@ -350,6 +351,7 @@ impl Vfs {
                     parent: self.meta.node_id_of(inode.parent)?,
                     name: inode.name.clone(),
                     moved: false,
+                    links: Vec::new(),
                 },
                 path,
                 reason: "the local copy of its unsent changes was lost (a crash?); \
@@ -404,6 +406,8 @@ mod crash_tests;
 mod ext4_tests;
 #[cfg(test)]
 mod failure_tests;
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -135,6 +135,7 @@ fn upsert(
         change: NodeChange::Upsert {
             parent,
             name: name.into(),
+            links: Vec::new(),
             meta,
         },
     }

@@ -19,7 +19,7 @@ use super::{
     TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
+    ChunkId, DeviceId, FileContent, Link, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
     VersionVector,
 };
 use async_trait::async_trait;
@@ -128,6 +128,7 @@ impl MetaStore for SqliteMetaStore {
             node_id: NodeId::ROOT,
             parent: None,
             name: String::new(),
+            links: Vec::new(),
             deleted: false,
             meta: NodeMeta::new(NodeKind::Dir, 0o755, Timestamp::from_ns(now_ns)),
             vv: VersionVector::new(),
@@ -302,19 +303,11 @@ impl MetaStore for SqliteMetaStore {
         parent: NodeId,
         name: &str,
     ) -> Result<Option<NodeRecord>, MetaError> {
-        let sql = format!(
-            "SELECT {NODE_COLUMNS} {NODE_FROM} \
-             WHERE e.account = ? AND e.parent = ? AND e.name = ? AND e.live = 1"
-        );
-        sqlx::query(&sql)
-            .bind(account.0)
-            .bind(&parent.as_bytes()[..])
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(|r| node_from_row(&r))
-            .transpose()
+        let mut conn = self.conn().await?;
+        match q_lookup(&mut conn, account, parent, name).await? {
+            Some(id) => q_node(&mut conn, account, id).await,
+            None => Ok(None),
+        }
     }
 
     async fn children(
@@ -324,7 +317,10 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<Vec<NodeRecord>, MetaError> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} {NODE_FROM} \
-             WHERE e.account = ? AND e.parent = ? AND e.live = 1 ORDER BY e.name"
+             WHERE n.account = ?1 AND n.id IN ( \
+                 SELECT node FROM entries WHERE account = ?1 AND parent = ?2 AND live = 1 \
+                 UNION SELECT node FROM links WHERE account = ?1 AND parent = ?2) \
+             ORDER BY e.name"
         );
         sqlx::query(&sql)
             .bind(account.0)
@@ -445,11 +441,17 @@ async fn write_node(
         .map_err(corrupt)?;
     let hash = node.meta.content.as_ref().map(|c| c.hash().0.to_vec());
     let vv = serde_json::to_string(&node.vv).map_err(corrupt)?;
+    // A deleted node keeps no links (protocol::api module docs).
+    let links: &[Link] = if node.deleted { &[] } else { &node.links };
+    let links_json = (!links.is_empty())
+        .then(|| serde_json::to_string(links))
+        .transpose()
+        .map_err(corrupt)?;
     sqlx::query(
         "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
              mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
-             size, manifest, content_hash, symlink_target, vv, seq, deleted) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             size, manifest, content_hash, symlink_target, vv, seq, deleted, links) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (account, id) DO UPDATE SET kind = excluded.kind, mode = excluded.mode, \
              uid = excluded.uid, gid = excluded.gid, ids_from = excluded.ids_from, \
              rdev = excluded.rdev, mtime_sec = excluded.mtime_sec, \
@@ -458,7 +460,7 @@ async fn write_node(
              btime_nsec = excluded.btime_nsec, size = excluded.size, \
              manifest = excluded.manifest, content_hash = excluded.content_hash, \
              symlink_target = excluded.symlink_target, vv = excluded.vv, seq = excluded.seq, \
-             deleted = excluded.deleted",
+             deleted = excluded.deleted, links = excluded.links",
     )
     .bind(account.0)
     .bind(&node.node_id.as_bytes()[..])
@@ -481,9 +483,26 @@ async fn write_node(
     .bind(vv)
     .bind(to_i64(node.seq, "seq")?)
     .bind(node.deleted)
+    .bind(links_json)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    sqlx::query("DELETE FROM links WHERE account = ? AND node = ?")
+        .bind(account.0)
+        .bind(&node.node_id.as_bytes()[..])
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for link in links {
+        sqlx::query("INSERT INTO links (account, node, parent, name) VALUES (?, ?, ?, ?)")
+            .bind(account.0)
+            .bind(&node.node_id.as_bytes()[..])
+            .bind(&link.parent.as_bytes()[..])
+            .bind(&link.name)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
     match node.parent {
         // The root has no entry.
         None => Ok(()),
@@ -529,7 +548,8 @@ impl MetaTxn for SqliteTxn {
 
     async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError> {
         let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM entries WHERE account = ? AND parent = ? AND live = 1 LIMIT 1",
+            "SELECT 1 FROM entries WHERE account = ?1 AND parent = ?2 AND live = 1 \
+             UNION ALL SELECT 1 FROM links WHERE account = ?1 AND parent = ?2 LIMIT 1",
         )
         .bind(self.account.0)
         .bind(&dir.as_bytes()[..])
@@ -631,7 +651,7 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(n, schema::latest_version());
+        assert_eq!(n, schema::MIGRATOR.iter().count() as i64);
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
             .fetch_one(&store.pool)
             .await

@@ -67,6 +67,7 @@ fn dir_node(id: NodeId, parent: NodeId, name: &str, seq: u64) -> NodeRecord {
         node_id: id,
         parent: Some(parent),
         name: name.into(),
+        links: Vec::new(),
         deleted: false,
         meta: NodeMeta::new(
             NodeKind::Dir,
@@ -85,6 +86,7 @@ fn file_node(id: NodeId, parent: NodeId, name: &str, seq: u64, chunks: &[&[u8]])
         node_id: id,
         parent: Some(parent),
         name: name.into(),
+        links: Vec::new(),
         deleted: false,
         meta: NodeMeta {
             content: Some(FileContent {

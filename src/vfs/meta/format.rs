@@ -7,8 +7,13 @@
 //! - Format 2: [`Inode`] as it is. Upgrading from 1 keeps every field,
 //!   takes the owner and group to be the account's user (what format 1
 //!   showed), and sets access and birth time to the modification time.
-//! - Format 3 (current): as 2, plus each folder's subfolder count (`s`
-//!   keys, see [`super`]). Upgrading counts the folder entries once.
+//! - Format 3: as 2, plus each folder's subfolder count (`s` keys, see
+//!   [`super`]). Upgrading counts the folder entries once.
+//! - Format 4 (current): hard links. [`Inode`] ends with `links` (its
+//!   other entries) and a journal `Upsert` record (also inside a
+//!   quarantined one) with the node's other entries. Upgrading gives every
+//!   inode and record an empty list (every node had one entry); a format-3
+//!   client refuses the store instead of misreading a node with links.
 //!
 //! Waiting records (`W`) are JSON as on the wire; one saved by a client of
 //! protocol 1 (`mtime_ns`) is read as protocol 2 by
@@ -20,14 +25,16 @@
 //! start. A store of a newer format than this client knows is refused
 //! with a clear error, never read as garbage.
 
-use super::{dec, enc, ino_key, key, Dentry, Inode};
-use crate::protocol::{ContentHash, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector};
+use super::{dec, enc, ino_key, key, Dentry, Inode, JournalOp, Quarantined};
+use crate::protocol::{
+    ContentHash, DeviceId, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector,
+};
 use crate::vfs::error::{Cause, VfsError, VfsResult};
 use crate::vfs::kv::Kv;
 use serde::Deserialize;
 
 /// The format this client writes.
-pub(super) const CURRENT: u64 = 3;
+pub(super) const CURRENT: u64 = 4;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
@@ -79,8 +86,148 @@ impl From<InodeV1> for Inode {
             local_rev: o.local_rev,
             synced_rev: o.synced_rev,
             unlinked: o.unlinked,
+            links: Vec::new(),
         }
     }
+}
+
+/// An inode as formats 2 and 3 stored it (no `links`).
+#[derive(Deserialize)]
+struct InodeV3 {
+    ino: u64,
+    node_id: NodeId,
+    parent: u64,
+    name: String,
+    kind: NodeKind,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    ids_from: Option<DeviceId>,
+    rdev: u32,
+    size: u64,
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    btime: Timestamp,
+    content_hash: Option<ContentHash>,
+    symlink_target: Option<String>,
+    vv: VersionVector,
+    server_seq: u64,
+    dirty: bool,
+    local_rev: u64,
+    synced_rev: u64,
+    unlinked: bool,
+}
+
+impl From<InodeV3> for Inode {
+    fn from(o: InodeV3) -> Inode {
+        Inode {
+            ino: o.ino,
+            node_id: o.node_id,
+            parent: o.parent,
+            name: o.name,
+            kind: o.kind,
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
+            ids_from: o.ids_from,
+            rdev: o.rdev,
+            size: o.size,
+            atime: o.atime,
+            mtime: o.mtime,
+            ctime: o.ctime,
+            btime: o.btime,
+            content_hash: o.content_hash,
+            symlink_target: o.symlink_target,
+            vv: o.vv,
+            server_seq: o.server_seq,
+            dirty: o.dirty,
+            local_rev: o.local_rev,
+            synced_rev: o.synced_rev,
+            unlinked: o.unlinked,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// A journal record as formats up to 3 stored it (`Upsert` without links).
+#[derive(Deserialize)]
+enum JournalOpV3 {
+    Upsert {
+        ino: u64,
+        parent: NodeId,
+        name: String,
+        moved: bool,
+    },
+    Delete {
+        ino: u64,
+        node_id: NodeId,
+        base: VersionVector,
+        parent: u64,
+        name: String,
+    },
+}
+
+impl From<JournalOpV3> for JournalOp {
+    fn from(o: JournalOpV3) -> JournalOp {
+        match o {
+            JournalOpV3::Upsert {
+                ino,
+                parent,
+                name,
+                moved,
+            } => JournalOp::Upsert {
+                ino,
+                parent,
+                name,
+                moved,
+                links: Vec::new(),
+            },
+            JournalOpV3::Delete {
+                ino,
+                node_id,
+                base,
+                parent,
+                name,
+            } => JournalOp::Delete {
+                ino,
+                node_id,
+                base,
+                parent,
+                name,
+            },
+        }
+    }
+}
+
+/// A quarantined record as formats up to 3 stored it.
+#[derive(Deserialize)]
+struct QuarantinedV3 {
+    op: JournalOpV3,
+    path: String,
+    reason: String,
+    at_unix: i64,
+    blocked_by: Option<u64>,
+}
+
+/// Every value under `tag`, re-encoded by `convert` (format 4 upgrade).
+fn convert_all<Old: serde::de::DeserializeOwned, New: serde::Serialize>(
+    kv: &dyn Kv,
+    tag: u8,
+    convert: impl Fn(Old) -> New,
+) -> VfsResult<Vec<crate::vfs::kv::KvWrite>> {
+    let mut writes = Vec::new();
+    let mut start = vec![tag];
+    loop {
+        let page = kv.scan(&[tag], &start, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (k, v) in &page {
+            writes.push((k.clone(), Some(enc(&convert(dec::<Old>(v)?)))));
+        }
+    }
+    Ok(writes)
 }
 
 /// A pulled record saved in the `W` keyspace: protocol 2 JSON, or
@@ -137,6 +284,19 @@ pub(super) fn upgrade(kv: &dyn Kv) -> VfsResult<()> {
     }
     if format < 3 {
         writes.extend(count_subdirs(kv)?);
+    }
+    if (2..4).contains(&format) {
+        writes.extend(convert_all(kv, b'i', |o: InodeV3| Inode::from(o))?);
+    }
+    if format < 4 {
+        writes.extend(convert_all(kv, b'J', |o: JournalOpV3| JournalOp::from(o))?);
+        writes.extend(convert_all(kv, b'Q', |q: QuarantinedV3| Quarantined {
+            op: q.op.into(),
+            path: q.path,
+            reason: q.reason,
+            at_unix: q.at_unix,
+            blocked_by: q.blocked_by,
+        })?);
     }
     if format != CURRENT || kv.get(&format_key)?.is_none() {
         writes.push((format_key, Some(enc(&CURRENT))));
