@@ -171,4 +171,5 @@ fn err_code(e: &ServerError) -> &'static str {
 }
 
 mod conflicts;
+mod links;
 mod validation;

@@ -493,6 +493,24 @@ async fn write_node(
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
+    // Links go first and come back last, so that a name moving between
+    // the first entry and a link of the same node is never held twice.
+    if let Some(parent) = node.parent {
+        // The root has no entry.
+        sqlx::query(
+            "INSERT INTO entries (account, node, parent, name, live) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (account, node) DO UPDATE SET parent = excluded.parent, \
+                 name = excluded.name, live = excluded.live",
+        )
+        .bind(account.0)
+        .bind(&node.node_id.as_bytes()[..])
+        .bind(&parent.as_bytes()[..])
+        .bind(&node.name)
+        .bind(!node.deleted)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
     for link in links {
         sqlx::query("INSERT INTO links (account, node, parent, name) VALUES (?, ?, ?, ?)")
             .bind(account.0)
@@ -503,26 +521,7 @@ async fn write_node(
             .await
             .map_err(backend)?;
     }
-    match node.parent {
-        // The root has no entry.
-        None => Ok(()),
-        Some(parent) => {
-            sqlx::query(
-                "INSERT INTO entries (account, node, parent, name, live) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (account, node) DO UPDATE SET parent = excluded.parent, \
-                     name = excluded.name, live = excluded.live",
-            )
-            .bind(account.0)
-            .bind(&node.node_id.as_bytes()[..])
-            .bind(&parent.as_bytes()[..])
-            .bind(&node.name)
-            .bind(!node.deleted)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 struct SqliteTxn {

@@ -443,6 +443,131 @@ mod tests {
         assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
     }
 
+    /// Formats 2 and 3's inode layout (no `links`), to write one.
+    #[derive(Serialize)]
+    struct InodeV3Out {
+        ino: u64,
+        node_id: NodeId,
+        parent: u64,
+        name: String,
+        kind: NodeKind,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        ids_from: Option<DeviceId>,
+        rdev: u32,
+        size: u64,
+        atime: Timestamp,
+        mtime: Timestamp,
+        ctime: Timestamp,
+        btime: Timestamp,
+        content_hash: Option<ContentHash>,
+        symlink_target: Option<String>,
+        vv: VersionVector,
+        server_seq: u64,
+        dirty: bool,
+        local_rev: u64,
+        synced_rev: u64,
+        unlinked: bool,
+    }
+
+    /// Format 3's journal record layout.
+    #[derive(Serialize)]
+    enum OldOp {
+        Upsert {
+            ino: u64,
+            parent: NodeId,
+            name: String,
+            moved: bool,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldQuarantined {
+        op: OldOp,
+        path: String,
+        reason: String,
+        at_unix: i64,
+        blocked_by: Option<u64>,
+    }
+
+    #[test]
+    fn a_format_3_store_gets_empty_links_on_inodes_and_journal_records() {
+        let kv = CrashKv::default();
+        let node = NodeId::random();
+        let t = Timestamp { sec: 7, nsec: 9 };
+        let old = InodeV3Out {
+            ino: 5,
+            node_id: node,
+            parent: 1,
+            name: "f".into(),
+            kind: NodeKind::File,
+            mode: 0o600,
+            uid: Some(1000),
+            gid: None,
+            ids_from: None,
+            rdev: 0,
+            size: 3,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            btime: t,
+            content_hash: None,
+            symlink_target: None,
+            vv: VersionVector::default(),
+            server_seq: 4,
+            dirty: true,
+            local_rev: 2,
+            synced_rev: 1,
+            unlinked: false,
+        };
+        let op = || OldOp::Upsert {
+            ino: 5,
+            parent: NodeId::ROOT,
+            name: "f".into(),
+            moved: true,
+        };
+        kv.apply(vec![
+            (key(b'm', FORMAT_KEY), Some(enc(&3u64))),
+            (ino_key(b'i', 5), Some(old_bytes(&old))),
+            (ino_key(b'J', 1), Some(old_bytes(&op()))),
+            (
+                ino_key(b'Q', 2),
+                Some(old_bytes(&OldQuarantined {
+                    op: op(),
+                    path: "f".into(),
+                    reason: "no".into(),
+                    at_unix: 1,
+                    blocked_by: None,
+                })),
+            ),
+        ])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let new: Inode = dec(&kv.get(&ino_key(b'i', 5)).unwrap().unwrap()).unwrap();
+        assert_eq!((new.node_id, new.name.as_str(), new.uid), (node, "f", Some(1000)));
+        assert_eq!((new.size, new.local_rev, new.mtime), (3, 2, t));
+        assert!(new.links.is_empty());
+        let want = JournalOp::Upsert {
+            ino: 5,
+            parent: NodeId::ROOT,
+            name: "f".into(),
+            moved: true,
+            links: Vec::new(),
+        };
+        let rec: JournalOp = dec(&kv.get(&ino_key(b'J', 1)).unwrap().unwrap()).unwrap();
+        assert_eq!(rec, want);
+        let q: Quarantined = dec(&kv.get(&ino_key(b'Q', 2)).unwrap().unwrap()).unwrap();
+        assert_eq!((q.op, q.reason.as_str()), (want, "no"));
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+    }
+
+    /// Postcard bytes of a record in an old layout.
+    fn old_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_allocvec(v).unwrap()
+    }
+
     #[test]
     fn a_store_of_a_newer_format_is_refused_clearly() {
         let kv = CrashKv::default();

@@ -17,3 +17,25 @@ CREATE TABLE links (
     FOREIGN KEY (account, node) REFERENCES nodes(account, id)
 );
 CREATE INDEX links_node ON links(account, node);
+
+-- Names are unique among the live entries of a folder, first entries and
+-- links alike: the engine refuses a second one, as the unique indexes do
+-- within each table.
+CREATE TRIGGER links_name_free BEFORE INSERT ON links
+WHEN EXISTS (SELECT 1 FROM entries e WHERE e.account = NEW.account
+             AND e.parent = NEW.parent AND e.name = NEW.name AND e.live = 1)
+BEGIN
+    SELECT RAISE(ABORT, 'UNIQUE constraint failed: a live entry has this name');
+END;
+CREATE TRIGGER entries_name_free_insert BEFORE INSERT ON entries
+WHEN NEW.live = 1 AND EXISTS (SELECT 1 FROM links l WHERE l.account = NEW.account
+             AND l.parent = NEW.parent AND l.name = NEW.name)
+BEGIN
+    SELECT RAISE(ABORT, 'UNIQUE constraint failed: a link has this name');
+END;
+CREATE TRIGGER entries_name_free_update BEFORE UPDATE ON entries
+WHEN NEW.live = 1 AND EXISTS (SELECT 1 FROM links l WHERE l.account = NEW.account
+             AND l.parent = NEW.parent AND l.name = NEW.name)
+BEGIN
+    SELECT RAISE(ABORT, 'UNIQUE constraint failed: a link has this name');
+END;
