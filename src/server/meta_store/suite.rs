@@ -437,13 +437,21 @@ pub(crate) async fn links_are_entries(store: Store) {
     let f2 = put(&store, a, f2).await;
     assert!(store.lookup(a, d.node_id, "g").await.unwrap().is_none());
     assert!(store.lookup(a, e.node_id, "h").await.unwrap().is_none());
-    assert_eq!(store.node(a, f.node_id).await.unwrap().unwrap().links, f2.links);
+    assert_eq!(
+        store.node(a, f.node_id).await.unwrap().unwrap().links,
+        f2.links
+    );
     let mut txn = store.begin(a).await.unwrap();
     assert!(!txn.has_live_children(d.node_id).await.unwrap());
     drop(txn);
     // Names stay unique across first entries and links.
     let mut txn = store.begin(a).await.unwrap();
-    let clash = dir_node(NodeId::random(), e.node_id, "h2", txn.next_seq().await.unwrap());
+    let clash = dir_node(
+        NodeId::random(),
+        e.node_id,
+        "h2",
+        txn.next_seq().await.unwrap(),
+    );
     assert!(
         txn.write_node(&clash).await.is_err(),
         "a link's name is taken for a first entry too"

@@ -545,7 +545,10 @@ mod tests {
         .unwrap();
         upgrade(&kv).unwrap();
         let new: Inode = dec(&kv.get(&ino_key(b'i', 5)).unwrap().unwrap()).unwrap();
-        assert_eq!((new.node_id, new.name.as_str(), new.uid), (node, "f", Some(1000)));
+        assert_eq!(
+            (new.node_id, new.name.as_str(), new.uid),
+            (node, "f", Some(1000))
+        );
         assert_eq!((new.size, new.local_rev, new.mtime), (3, 2, t));
         assert!(new.links.is_empty());
         let want = JournalOp::Upsert {

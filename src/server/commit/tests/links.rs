@@ -127,20 +127,38 @@ async fn bad_entries_are_refused_before_anything_is_stored() {
     assert_eq!(err_code(&e), "invalid_node");
     assert!(e.to_string().contains("exactly one entry"), "{e}");
     let twice = with_links(
-        upsert(NodeId::random(), &none, NodeId::ROOT, "f", fx.file("x").await),
+        upsert(
+            NodeId::random(),
+            &none,
+            NodeId::ROOT,
+            "f",
+            fx.file("x").await,
+        ),
         &[(NodeId::ROOT, "f")],
     );
     let e = fx.run(&fx.laptop, vec![twice]).await.unwrap_err();
     assert_eq!(err_code(&e), "invalid_node");
     let bad_name = with_links(
-        upsert(NodeId::random(), &none, NodeId::ROOT, "f", fx.file("x").await),
+        upsert(
+            NodeId::random(),
+            &none,
+            NodeId::ROOT,
+            "f",
+            fx.file("x").await,
+        ),
         &[(NodeId::ROOT, "a/b")],
     );
     let e = fx.run(&fx.laptop, vec![bad_name]).await.unwrap_err();
     assert_eq!(err_code(&e), "invalid_name");
     let missing = NodeId::random();
     let nowhere = with_links(
-        upsert(NodeId::random(), &none, NodeId::ROOT, "f", fx.file("x").await),
+        upsert(
+            NodeId::random(),
+            &none,
+            NodeId::ROOT,
+            "f",
+            fx.file("x").await,
+        ),
         &[(missing, "g")],
     );
     let e = fx.run(&fx.laptop, vec![nowhere]).await.unwrap_err();
