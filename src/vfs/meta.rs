@@ -6,7 +6,10 @@
 //! - `i` ino → [`Inode`]
 //! - `c` ino → [`FileContent`] (the last manifest the server has)
 //! - `n` node id → ino (stable inode numbers across remounts)
-//! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes)
+//! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes;
+//!   an inode lists its own — [`Inode::parent`]/[`Inode::name`] and
+//!   [`Inode::links`], hard links — and every [`Txn`] that changes one
+//!   writes both, so its link count is always its number of entries)
 //! - `s` folder ino → number of its entries that are folders (absent when
 //!   0), kept by [`Txn`] with every entry change, for a folder's link
 //!   count (ext4: 2 + subfolders) without scanning it
@@ -156,12 +159,6 @@ impl Inode {
         } else {
             1 + self.links.len() as u32
         }
-    }
-    /// True when (`parent`, `name`) is one of the node's entries.
-    pub fn has_entry(&self, parent: u64, name: &str) -> bool {
-        !self.unlinked
-            && ((self.parent == parent && self.name == name)
-                || self.links.iter().any(|(p, n)| *p == parent && n == name))
     }
     /// Drops entry (`parent`, `name`): a link, or the first entry, whose
     /// place the oldest link then takes. False when it was the last entry

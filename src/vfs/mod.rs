@@ -15,7 +15,7 @@
 //! copy durable (fdatasync) and then commit, in one atomic metadata batch,
 //! the new size and mtime together with a [`meta::JournalOp::Upsert`] record;
 //! the batch is flushed before the call returns. Namespace changes (create,
-//! mkdir, rename, unlink, symlink, setattr) commit their metadata and
+//! mkdir, rename, link, unlink, symlink, setattr) commit their metadata and
 //! journal entry atomically too; sled writes them out within 200 ms, and
 //! `fsync`/`fsyncdir` force it. The uploader ([`crate::sync`]) drains the
 //! journal in order.
@@ -36,7 +36,8 @@
 //! - `DirHandles` (`dir_handles`): directory listing snapshots;
 //! - [`SyncStatus`] (`status`): connection, last sync, conflicts, upload
 //!   progress;
-//! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
+//! - `namespace`: create, mkdir, symlink, link (hard links), unlink, rmdir,
+//!   rename, setattr;
 //!   `special`: mknod (FIFOs, sockets, device nodes: metadata only);
 //!   `working_copy`: working copies, write, flush, fsync; `space`:
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
