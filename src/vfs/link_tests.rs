@@ -274,3 +274,28 @@ async fn a_taken_link_name_becomes_a_conflict_name_everywhere() {
     );
     assert_eq!(nlink(&a, f), 2);
 }
+
+#[tokio::test]
+async fn a_node_has_at_most_ext4s_number_of_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = one_device(dir.path());
+    let f = file(&vfs, ROOT_INO, "f", b"x");
+    {
+        // 64,999 more names recorded on the inode (their entries are not
+        // needed for the count).
+        let ns = vfs.meta.lock_ns();
+        let mut inode = vfs.meta.inode_required(f).unwrap();
+        inode.links = (1..crate::protocol::MAX_LINKS)
+            .map(|i| (ROOT_INO, format!("n{i}")))
+            .collect();
+        let mut t = vfs.meta.txn(&ns);
+        t.put_inode(&inode);
+        t.commit().unwrap();
+    }
+    assert_eq!(nlink(&vfs, f), 65_000);
+    assert!(matches!(
+        vfs.link(f, ROOT_INO, b"one-more"),
+        Err(VfsError::TooManyLinks)
+    ));
+    assert!(vfs.lookup(ROOT_INO, b"one-more").is_err());
+}
