@@ -299,3 +299,59 @@ async fn a_node_has_at_most_ext4s_number_of_names() {
     ));
     assert!(vfs.lookup(ROOT_INO, b"one-more").is_err());
 }
+
+/// A remote node taking two names that one pending local node holds moves
+/// both of that node's names aside, each under its own conflict name, in
+/// one change; both nodes then reach the server with two names each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_node_displaces_both_names_of_a_pending_local_node() {
+    let server = InProcessServer::new().await.unwrap();
+    let (ra, rb) = (
+        server.device("laptop").await.unwrap(),
+        server.device("desktop").await.unwrap(),
+    );
+    let (ida, idb) = (ra.device_id(), rb.device_id());
+    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let y = file(&a, ROOT_INO, "p.txt", b"from a");
+    a.link(y, ROOT_INO, b"q.txt").unwrap();
+    let up_a = Uploader::new(a.clone(), ra.clone());
+    while up_a.run_once().await.unwrap() {}
+    let z = file(&b, ROOT_INO, "p.txt", b"from b");
+    b.link(z, ROOT_INO, b"q.txt").unwrap();
+    Follower::new(b.clone(), rb.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let by = b.lookup(ROOT_INO, b"p.txt").unwrap();
+    assert_ne!(by.ino, z);
+    assert_eq!(b.lookup(ROOT_INO, b"q.txt").unwrap().ino, by.ino);
+    let mut z_names: Vec<String> = b
+        .readdir(ROOT_INO, None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.ino == z)
+        .map(|e| e.name)
+        .collect();
+    z_names.sort();
+    assert_eq!(z_names.len(), 2, "{z_names:?}");
+    assert!(z_names[0].starts_with("p (conflict desktop"), "{z_names:?}");
+    assert!(z_names[1].starts_with("q (conflict desktop"), "{z_names:?}");
+    assert_eq!(nlink(&b, z), 2);
+    let up_b = Uploader::new(b.clone(), rb.clone());
+    while up_b.run_once().await.unwrap() {}
+    assert_eq!(b.meta.journal_len(), 0);
+    Follower::new(a.clone(), ra.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let az = a.lookup(ROOT_INO, z_names[0].as_bytes()).unwrap();
+    assert_eq!(
+        a.lookup(ROOT_INO, z_names[1].as_bytes()).unwrap().ino,
+        az.ino
+    );
+    assert_eq!(az.nlink, 2);
+    assert_eq!(read_all(&a, az.ino).await, b"from b");
+}

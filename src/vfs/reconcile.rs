@@ -241,11 +241,22 @@ impl Vfs {
                 notify_entries.push((*p, n.clone()));
             }
         }
+        // Names held by other local nodes, by node: each node gives up all
+        // of its names in one change.
+        let mut held: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
         for (p, n) in &want {
-            match self.meta.dentry(*p, n)? {
-                Some(d) if d.ino == inode.ino => continue,
-                Some(other) => self.displace(t, *p, n, other.ino)?,
-                None => {}
+            if let Some(d) = self.meta.dentry(*p, n)? {
+                if d.ino != inode.ino {
+                    held.entry(d.ino).or_default().push((*p, n.clone()));
+                }
+            }
+        }
+        for (other, names) in held {
+            self.displace(t, other, &names)?;
+        }
+        for (p, n) in &want {
+            if self.meta.dentry(*p, n)?.is_some_and(|d| d.ino == inode.ino) {
+                continue;
             }
             t.put_dentry(
                 *p,
@@ -267,21 +278,28 @@ impl Vfs {
         Ok(())
     }
 
-    /// A remote node takes a name a local node holds. If the local node has
-    /// changes to push, that entry moves aside under a conflict name (the
-    /// first commit wins the name); otherwise it is stale and loses that
-    /// entry (the node its last one: unlinked) until its own record
-    /// arrives.
+    /// A remote node takes names (`names`: folder ino, name) that local
+    /// node `ino` holds. If the local node has changes to push, those
+    /// entries move aside under conflict names (the first commit wins the
+    /// name); otherwise it is stale and loses them (all of its names: it is
+    /// unlinked) until its own record arrives.
     pub(super) fn displace(
         &self,
         t: &mut meta::Txn<'_>,
-        parent: u64,
-        name: &str,
         ino: u64,
+        names: &[(u64, String)],
     ) -> VfsResult<()> {
         let mut other = self.meta.inode_required(ino)?;
-        t.remove_dentry(parent, name);
-        if other.has_local_changes() {
+        let moves_aside = other.has_local_changes();
+        let mut taken: Vec<(u64, String)> = Vec::new();
+        for (parent, name) in names {
+            t.remove_dentry(*parent, name);
+            if !moves_aside {
+                if !other.drop_entry(*parent, name) {
+                    other.unlinked = true;
+                }
+                continue;
+            }
             let mut n = 1;
             let new_name = loop {
                 let candidate = crate::protocol::conflict_name(
@@ -291,26 +309,28 @@ impl Vfs {
                     now_ns(),
                     n,
                 );
-                if self.meta.dentry(parent, &candidate)?.is_none() {
+                let free = self.meta.dentry(*parent, &candidate)?.is_none()
+                    && !taken.contains(&(*parent, candidate.clone()));
+                if free {
                     break candidate;
                 }
                 n += 1;
             };
             t.put_dentry(
-                parent,
+                *parent,
                 &new_name,
                 Dentry {
                     ino,
                     kind: other.kind,
                 },
             );
-            other.move_entry(parent, name, parent, &new_name);
+            other.move_entry(*parent, name, *parent, &new_name);
+            taken.push((*parent, new_name));
+        }
+        if moves_aside {
             other.local_rev += 1;
             t.put_inode(&other).journal_upsert(&other, true)?;
         } else {
-            if !other.drop_entry(parent, name) {
-                other.unlinked = true;
-            }
             t.put_inode(&other);
         }
         Ok(())

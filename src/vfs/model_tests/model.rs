@@ -632,7 +632,7 @@ impl Model {
                         size: b.len() as u64,
                         hash: content.then(|| blake3::hash(b)),
                         nlink: group.map_or(1, |g| g.len() as u32),
-                        same_as: group.map(|g| g.first().expect("two paths").join("/")),
+                        same_as: group.and_then(|g| g.iter().map(|p| p.join("/")).min()),
                     },
                 };
                 (p.join("/"), snap)
@@ -652,8 +652,9 @@ pub(super) enum Snap {
         hash: Option<blake3::Hash>,
         /// Names of the node (its link count).
         nlink: u32,
-        /// With more than one name: the first of them in path order, so
-        /// that names of one node are told from equal copies.
+        /// With more than one name: the first of them as strings (`a.b`
+        /// before `a/b`), so that names of one node are told from equal
+        /// copies.
         same_as: Option<String>,
     },
     /// The `Vfs` or the server contradicted itself (entry kind vs inode,
