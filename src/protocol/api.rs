@@ -426,6 +426,43 @@ mod tests {
     }
 
     #[test]
+    fn links_travel_in_records_and_upserts_and_are_omitted_when_none() {
+        let node = NodeId::random();
+        let mut rec = NodeRecord {
+            node_id: node,
+            parent: Some(NodeId::ROOT),
+            name: "f".into(),
+            links: Vec::new(),
+            deleted: false,
+            meta: NodeMeta::new(NodeKind::File, 0o644, Timestamp::EPOCH),
+            vv: VersionVector::default(),
+            seq: 1,
+        };
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("links"), "{json}");
+        rec.links = vec![Link {
+            parent: NodeId::ROOT,
+            name: "g".into(),
+        }];
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(
+            json.contains(&format!(
+                r#""links":[{{"parent":"{}","name":"g"}}]"#,
+                NodeId::ROOT
+            )),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NodeRecord>(&json).unwrap(), rec);
+        let op = r#"{"op":"upsert","parent":"00000000-0000-0000-0000-000000000000",
+            "name":"f","links":[{"parent":"00000000-0000-0000-0000-000000000000","name":"g"}],
+            "meta":{"kind":"file","mode":420,"mtime":{"sec":0,"nsec":0}}}"#;
+        let NodeChange::Upsert { links, .. } = serde_json::from_str(op).unwrap() else {
+            panic!("an upsert");
+        };
+        assert_eq!(links.len(), 1);
+    }
+
+    #[test]
     fn kind_names_are_the_wire_names() {
         for k in NodeKind::ALL {
             let json = serde_json::to_string(&k).unwrap();
