@@ -30,6 +30,7 @@ pub fn errno(e: &VfsError) -> Errno {
         ) => libc::EINVAL,
         VfsError::InvalidArgument(_) => libc::EINVAL,
         VfsError::NotPermitted(_) => libc::EPERM,
+        VfsError::TooManyLinks => libc::EMLINK,
         VfsError::ReadOnly => libc::EROFS,
         VfsError::Busy(_) => libc::EBUSY,
         VfsError::NoAttribute => libc::ENODATA,

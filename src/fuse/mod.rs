@@ -18,8 +18,6 @@
 //! - `poll`: `ENOSYS`; the kernel reports files always ready, like on a
 //!   local disk.
 //! - `bmap`: `ENOSYS` (there is no block device).
-//! - `link`: `EPERM` from the core (after its name checks), what
-//!   `link(2)` answers on a filesystem without hard links.
 //!
 //! Extended attributes pass through with the caller (uid 0 is privileged
 //! for `trusted.*`) and the `setxattr` flags; the core answers them (see

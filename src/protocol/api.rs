@@ -29,6 +29,20 @@
 //!   validated by the rules of [`Xattrs`] on both sides; ctime moves on
 //!   every device that applies a change of them.
 //!
+//! # Directory entries (hard links, protocol 4)
+//! A node's entries travel **with the node**: a [`NodeRecord`] (and an
+//! upsert) names its first entry in `parent`/`name` and every other one in
+//! `links`. A folder has exactly one entry; a file, symlink or special node
+//! one or more (at most [`MAX_LINKS`]); a deleted node none that is live.
+//! Entries are thus part of the node's state, under its version vector:
+//! `link`/`unlink` of one name of a node with several is an upsert carrying
+//! the new set, only the removal of the last entry is a `Delete`. This keeps
+//! every commit rule as it was (see `server` module docs): a concurrent
+//! edit of another field merges (the set is taken as a whole, like the
+//! name), a taken name becomes a conflict name (for any entry), an edit
+//! beats a delete (the node comes back with all its entries), and the
+//! trash keeps the node under its first entry.
+//!
 //! Fields at their default (no owner, device 0, a time at the epoch for
 //! atime and btime, no extended attributes) are left out of the JSON, so
 //! bodies stay small.
@@ -260,13 +274,32 @@ impl NodeMeta {
     }
 }
 
-/// A node as the server has it, with its live entry.
+/// One more directory entry of a node: a hard link (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Link {
+    /// The folder holding the entry.
+    pub parent: NodeId,
+    /// The entry's name in it.
+    pub name: String,
+}
+
+/// How many directory entries (hard links) one node may have, as ext4
+/// (`EMLINK` beyond).
+pub const MAX_LINKS: usize = 65_000;
+
+/// A node as the server has it, with its live entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub node_id: NodeId,
-    /// Parent folder; `None` only for the root.
+    /// Parent folder of the node's first entry; `None` only for the root.
     pub parent: Option<NodeId>,
+    /// The first entry's name.
     pub name: String,
+    /// The node's other entries (hard links; never for a folder), in
+    /// (parent, name) order; empty (omitted) for most nodes, and for a
+    /// deleted one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     pub deleted: bool,
     pub meta: NodeMeta,
     pub vv: VersionVector,
@@ -284,8 +317,9 @@ pub struct CommitOp {
     pub change: NodeChange,
 }
 
-// `Upsert` carries a whole `NodeMeta`, `Delete` nothing: ops are decoded
-// from a request and matched at once, not stored in bulk; not worth a box.
+/// One change of a node.
+// `Upsert` is the usual case and `Delete` empty: a body decoded once per op,
+// not worth a box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -296,6 +330,10 @@ pub enum NodeChange {
     Upsert {
         parent: NodeId,
         name: String,
+        /// Every other entry the node has (hard links), as a whole: an
+        /// entry left out is unlinked. Folders carry none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<Link>,
         meta: NodeMeta,
     },
     /// Move the node to the trash (tombstone). A folder must have no live
@@ -421,6 +459,43 @@ mod tests {
             "defaults are left out"
         );
         assert_eq!(serde_json::from_str::<NodeMeta>(&json).unwrap(), plain);
+    }
+
+    #[test]
+    fn links_travel_in_records_and_upserts_and_are_omitted_when_none() {
+        let node = NodeId::random();
+        let mut rec = NodeRecord {
+            node_id: node,
+            parent: Some(NodeId::ROOT),
+            name: "f".into(),
+            links: Vec::new(),
+            deleted: false,
+            meta: NodeMeta::new(NodeKind::File, 0o644, Timestamp::EPOCH),
+            vv: VersionVector::default(),
+            seq: 1,
+        };
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("links"), "{json}");
+        rec.links = vec![Link {
+            parent: NodeId::ROOT,
+            name: "g".into(),
+        }];
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(
+            json.contains(&format!(
+                r#""links":[{{"parent":"{}","name":"g"}}]"#,
+                NodeId::ROOT
+            )),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NodeRecord>(&json).unwrap(), rec);
+        let op = r#"{"op":"upsert","parent":"00000000-0000-0000-0000-000000000000",
+            "name":"f","links":[{"parent":"00000000-0000-0000-0000-000000000000","name":"g"}],
+            "meta":{"kind":"file","mode":420,"mtime":{"sec":0,"nsec":0}}}"#;
+        let NodeChange::Upsert { links, .. } = serde_json::from_str(op).unwrap() else {
+            panic!("an upsert");
+        };
+        assert_eq!(links.len(), 1);
     }
 
     #[test]

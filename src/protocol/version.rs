@@ -21,9 +21,12 @@
 //!   (see `protocol::api`).
 //! - 3: `NodeMeta` carries extended attributes (`xattrs`, see
 //!   `protocol::xattrs`); a protocol 2 peer would drop them silently.
+//! - 4: hard links: `NodeRecord` and `NodeChange::Upsert` carry a node's
+//!   other entries in `links`. A protocol-3 client would drop them (and
+//!   unlink every name but one on its next upsert), so it is refused.
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

@@ -104,7 +104,13 @@ impl Remote for MemoryRemote {
                 }
             }
             match op.change {
-                NodeChange::Upsert { parent, name, meta } => {
+                NodeChange::Upsert {
+                    parent,
+                    name,
+                    mut links,
+                    meta,
+                } => {
+                    links.sort();
                     let mut vv = existing.map(|i| nodes[i].vv.clone()).unwrap_or_default();
                     vv.merge(&op.base);
                     vv.increment(device);
@@ -112,6 +118,7 @@ impl Remote for MemoryRemote {
                         node_id: op.node_id,
                         parent: Some(parent),
                         name,
+                        links,
                         deleted: false,
                         meta,
                         vv,
@@ -128,6 +135,7 @@ impl Remote for MemoryRemote {
                     Some(i) => {
                         let mut rec = nodes.remove(i);
                         rec.deleted = true;
+                        rec.links.clear();
                         rec.seq = seq;
                         rec.vv.increment(device);
                         nodes.push(rec.clone());

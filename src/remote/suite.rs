@@ -214,6 +214,7 @@ pub fn upsert(
         change: NodeChange::Upsert {
             parent,
             name: name.to_owned(),
+            links: Vec::new(),
             meta,
         },
     }

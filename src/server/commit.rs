@@ -18,8 +18,8 @@ use super::error::ServerError;
 use super::meta_store::{AccountId, MetaStore, MetaTxn, NewVersion};
 pub use crate::protocol::{conflict_name, utc_stamp};
 use crate::protocol::{
-    validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeId, NodeKind,
-    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS,
+    validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, Link, NodeChange, NodeId, NodeKind,
+    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_LINKS,
 };
 use std::collections::HashSet;
 
@@ -82,27 +82,94 @@ async fn apply_in(
     op: &CommitOp,
 ) -> Result<CommitOutcome, ServerError> {
     match &op.change {
-        NodeChange::Upsert { parent, name, meta } => {
+        NodeChange::Upsert {
+            parent,
+            name,
+            links,
+            meta,
+        } => {
             let meta = normalized(meta, ctx.device);
-            upsert(txn, ctx, op.node_id, &op.base, *parent, name, &meta).await
+            let place = Place {
+                parent: *parent,
+                name,
+                links,
+            };
+            upsert(txn, ctx, op.node_id, &op.base, &place, &meta).await
         }
         NodeChange::Delete => delete(txn, ctx, op.node_id, &op.base).await,
     }
 }
 
-/// The checks that need no store: name, then [`validate_meta`].
+/// Where an upsert puts a node: its first entry and its other ones.
+struct Place<'a> {
+    parent: NodeId,
+    name: &'a str,
+    links: &'a [Link],
+}
+
+impl Place<'_> {
+    /// Every entry, the first one first.
+    fn entries(&self) -> impl Iterator<Item = (NodeId, &str)> {
+        std::iter::once((self.parent, self.name))
+            .chain(self.links.iter().map(|l| (l.parent, l.name.as_str())))
+    }
+}
+
+/// The checks that need no store: names, entries, then [`validate_meta`].
 pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
     if op.node_id.is_root() {
         return Err(ServerError::RootImmutable);
     }
-    let NodeChange::Upsert { name, meta, .. } = &op.change else {
+    let NodeChange::Upsert {
+        parent,
+        name,
+        links,
+        meta,
+    } = &op.change
+    else {
         return Ok(());
     };
-    validate_name(name).map_err(|reason| ServerError::InvalidName {
-        name: name.clone(),
-        reason,
-    })?;
+    validate_entries(*parent, name, links, meta.kind)?;
     validate_meta(meta)
+}
+
+/// Every entry name is valid; a folder has one entry, anything else at
+/// most [`MAX_LINKS`], and no two entries are the same (parent, name).
+fn validate_entries(
+    parent: NodeId,
+    name: &str,
+    links: &[Link],
+    kind: NodeKind,
+) -> Result<(), ServerError> {
+    let place = Place {
+        parent,
+        name,
+        links,
+    };
+    let mut seen = HashSet::new();
+    for (p, n) in place.entries() {
+        validate_name(n).map_err(|reason| ServerError::InvalidName {
+            name: n.to_owned(),
+            reason,
+        })?;
+        if !seen.insert((p, n)) {
+            return Err(ServerError::InvalidNode(format!(
+                "the entry {n:?} is listed twice in the same folder"
+            )));
+        }
+    }
+    if kind == NodeKind::Dir && !links.is_empty() {
+        return Err(ServerError::InvalidNode(
+            "a folder has exactly one entry (no hard links)".into(),
+        ));
+    }
+    if links.len() + 1 > MAX_LINKS {
+        return Err(ServerError::InvalidNode(format!(
+            "{} entries; a node has at most {MAX_LINKS}",
+            links.len() + 1
+        )));
+    }
+    Ok(())
 }
 
 /// The attribute rules of [`NodeMeta`] (`protocol::api` module docs):
@@ -258,10 +325,10 @@ async fn upsert(
     ctx: &CommitCtx,
     node_id: NodeId,
     base: &VersionVector,
-    parent: NodeId,
-    name: &str,
+    place: &Place<'_>,
     meta: &NodeMeta,
 ) -> Result<CommitOutcome, ServerError> {
+    let (parent, name) = (place.parent, place.name);
     if node_id.is_root() {
         return Err(ServerError::RootImmutable);
     }
@@ -275,12 +342,14 @@ async fn upsert(
             });
         }
     }
-    let parent_rec = txn
-        .node(parent)
-        .await?
-        .ok_or(ServerError::ParentNotFound(parent))?;
-    if parent_rec.meta.kind != NodeKind::Dir {
-        return Err(ServerError::ParentNotDir(parent));
+    for (parent, _) in place.entries() {
+        let parent_rec = txn
+            .node(parent)
+            .await?
+            .ok_or(ServerError::ParentNotFound(parent))?;
+        if parent_rec.meta.kind != NodeKind::Dir {
+            return Err(ServerError::ParentNotDir(parent));
+        }
     }
     if parent == node_id {
         return Err(ServerError::InvalidMove(
@@ -301,7 +370,7 @@ async fn upsert(
         None => {
             let mut vv = VersionVector::new();
             vv.increment(ctx.device);
-            write_state(txn, ctx, node_id, None, parent, name, meta, vv).await
+            write_state(txn, ctx, node_id, None, place, meta, vv).await
         }
         Some(s) => {
             let fast_forward = s.deleted || s.vv.others_seen_by(base, &ctx.device);
@@ -318,31 +387,47 @@ async fn upsert(
             let mut vv = s.vv.clone();
             vv.merge(base);
             vv.increment(ctx.device);
-            write_state(txn, ctx, node_id, Some(&s), parent, name, meta, vv).await
+            write_state(txn, ctx, node_id, Some(&s), place, meta, vv).await
         }
     }
 }
 
-/// Writes the node's new state under `(parent, name)` — or a conflict name
-/// if that is taken — reviving deleted ancestors first.
-#[allow(clippy::too_many_arguments)]
+/// Writes the node's new state under its entries — each under a conflict
+/// name if it is taken by another node — reviving deleted ancestors first.
 async fn write_state(
     txn: &mut dyn MetaTxn,
     ctx: &CommitCtx,
     node_id: NodeId,
     previous: Option<&NodeRecord>,
-    parent: NodeId,
-    name: &str,
+    place: &Place<'_>,
     meta: &NodeMeta,
     vv: VersionVector,
 ) -> Result<CommitOutcome, ServerError> {
-    restore_ancestors(txn, ctx, parent).await?;
-    let final_name = free_name(txn, ctx, parent, name, meta.kind, node_id).await?;
-    let renamed = final_name != name;
+    let mut taken = HashSet::new();
+    let mut entries = Vec::new();
+    let mut renamed = false;
+    for (parent, name) in place.entries() {
+        restore_ancestors(txn, ctx, parent).await?;
+        let mut final_name = free_name(txn, ctx, parent, name, meta.kind, node_id).await?;
+        if taken.contains(&(parent, final_name.clone())) {
+            // Two entries of this node took the same conflict name.
+            final_name =
+                first_free_conflict_name_except(txn, ctx, parent, name, meta.kind, &taken).await?;
+        }
+        renamed |= final_name != name;
+        taken.insert((parent, final_name.clone()));
+        entries.push(Link {
+            parent,
+            name: final_name,
+        });
+    }
+    let first = entries.remove(0);
+    entries.sort();
     let node = NodeRecord {
         node_id,
-        parent: Some(parent),
-        name: final_name,
+        parent: Some(first.parent),
+        name: first.name,
+        links: entries,
         deleted: false,
         meta: meta.clone(),
         vv,
@@ -370,7 +455,8 @@ async fn write_state(
 
 /// Concurrent content edit: the server's node stays as it is; the incoming
 /// content becomes a new node beside it under a conflict name, in the
-/// parent the committing device asked for.
+/// parent the committing device asked for (the first entry; the copy is a
+/// new file with that one entry, whatever links the node has).
 async fn conflict_copy(
     txn: &mut dyn MetaTxn,
     ctx: &CommitCtx,
@@ -388,6 +474,7 @@ async fn conflict_copy(
         node_id: copy_id,
         parent: Some(parent),
         name: copy_name,
+        links: Vec::new(),
         deleted: false,
         meta: meta.clone(),
         vv,
@@ -436,6 +523,8 @@ async fn delete(
     node.vv.merge(base);
     node.vv.increment(ctx.device);
     node.deleted = true;
+    // The trash keeps the node under its first entry; the others go.
+    node.links.clear();
     node.seq = txn.next_seq().await?;
     txn.write_node(&node).await?;
     Ok(CommitOutcome::Applied { node })
@@ -525,9 +614,24 @@ async fn first_free_conflict_name(
     name: &str,
     kind: NodeKind,
 ) -> Result<String, ServerError> {
+    first_free_conflict_name_except(txn, ctx, parent, name, kind, &HashSet::new()).await
+}
+
+/// The first conflict name free in `parent` and not in `taken` (names this
+/// commit gives other entries of the same node).
+async fn first_free_conflict_name_except(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    parent: NodeId,
+    name: &str,
+    kind: NodeKind,
+    taken: &HashSet<(NodeId, String)>,
+) -> Result<String, ServerError> {
     for n in 1..=MAX_CONFLICT_SUFFIX {
         let candidate = conflict_name(name, kind, &ctx.device_name, ctx.now_ns, n);
-        if txn.lookup(parent, &candidate).await?.is_none() {
+        if !taken.contains(&(parent, candidate.clone()))
+            && txn.lookup(parent, &candidate).await?.is_none()
+        {
             return Ok(candidate);
         }
     }

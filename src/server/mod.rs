@@ -59,7 +59,9 @@
 //! and block devices a nonzero `rdev`, and extended attributes by the
 //! rules of `protocol::Xattrs`: `user.`/`trusted.`/`security.` names of
 //! 1..=255 bytes, `user.*` on files and folders only, values ≤ 64 KiB,
-//! ≤ 4 KiB per node; root → 400 `root_immutable`): a
+//! ≤ 4 KiB per node; a folder with `links`, an entry listed twice, or
+//! more than `MAX_LINKS` entries → 400 `invalid_node`; root → 400
+//! `root_immutable`): a
 //! malformed request stores nothing. Numeric owner or group ids without
 //! `ids_from` are stored as set by the committing device; no ids, no
 //! `ids_from`. Then the ops are applied in order **in one transaction**.
@@ -86,15 +88,23 @@
 //!   time, UTC; ` 2`, ` 3`... inside the parenthesis if taken) →
 //!   `conflict_copy`. Otherwise (same content, folders, symlinks) the
 //!   incoming fields win, vv = merge + 1 → `applied`.
-//! - If the asked `(parent, name)` is held by another live node, the node
-//!   gets the conflict name instead → `renamed`.
-//! - If the parent (or an ancestor) is in the trash, it is restored first
+//! - **Entries (hard links)** are part of the node's state (see
+//!   `protocol::api`): an upsert carries the whole set (`parent`/`name`
+//!   and `links`), checked entry by entry (each parent exists and is a
+//!   folder), and the set is taken as a whole like any other field. A
+//!   conflict copy gets the op's first entry only.
+//! - If an asked `(parent, name)` (first entry or link) is held by
+//!   another live node, that entry gets the conflict name instead →
+//!   `renamed`.
+//! - If a parent (or an ancestor) is in the trash, it is restored first
 //!   (the edit wins), under a conflict name if its old one was taken.
 //! - **Delete**: unknown node → `already_gone`; already in the trash →
 //!   `applied` with no change; server changed concurrently (S not seen by
 //!   B) → `superseded` (the edit wins, nothing deleted); a folder with
 //!   live entries → `superseded`; else the node is tombstoned (kept, with
-//!   its last parent and name, `deleted: true`) → `applied`.
+//!   its first entry's parent and name, `deleted: true`, its other entries
+//!   gone) → `applied`. A delete removes the node with every entry: a
+//!   device unlinking one name of several sends an upsert without it.
 //! - Every change takes the next number of the account's change log
 //!   (`seq`); `pull(cursor)` returns the nodes whose last change is after
 //!   the cursor, ascending. Every committed file manifest that differs

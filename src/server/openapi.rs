@@ -72,7 +72,15 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
+            "schemas": schemas(&xattrs),
+        }
+    })
+}
+
+/// The body schemas (`components.schemas`); apart from [`document`] so
+/// that neither `json!` grows past the macro recursion limit.
+fn schemas(xattrs: &Value) -> Value {
+    json!({
                 "ErrorBody": {"type": "object", "required": ["error", "message"],
                     "properties": {"error": {"type": "string"}, "message": {"type": "string"},
                         "op": {"type": "integer", "minimum": 0, "description": "index of the commit operation the error is about"}}},
@@ -116,13 +124,20 @@ pub fn document() -> Value {
                         "xattrs": xattrs}},
                 "NodeRecord": {"type": "object", "required": ["node_id", "name", "deleted", "meta", "vv", "seq"],
                     "properties": {"node_id": {"type": "string", "format": "uuid"}, "parent": {"type": "string", "format": "uuid", "nullable": true},
-                        "name": {"type": "string"}, "deleted": {"type": "boolean"}, "meta": {"$ref": "#/components/schemas/NodeMeta"},
+                        "name": {"type": "string"},
+                        "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"},
+                            "description": "the node's other entries (hard links), in (parent, name) order; omitted when none; never for a folder or a deleted node"},
+                        "deleted": {"type": "boolean"}, "meta": {"$ref": "#/components/schemas/NodeMeta"},
                         "vv": {"$ref": "#/components/schemas/VersionVector"}, "seq": {"type": "integer"}}},
+                "Link": {"type": "object", "required": ["parent", "name"], "description": "one more directory entry of a node (a hard link)",
+                    "properties": {"parent": {"type": "string", "format": "uuid"}, "name": {"type": "string"}}},
                 "CommitOp": {"type": "object", "required": ["node_id", "base", "change"],
                     "properties": {"node_id": {"type": "string", "format": "uuid"}, "base": {"$ref": "#/components/schemas/VersionVector"},
-                        "change": {"type": "object", "required": ["op"], "description": "{op: upsert, parent, name, meta} or {op: delete}",
+                        "change": {"type": "object", "required": ["op"], "description": "{op: upsert, parent, name, links, meta} or {op: delete}. An upsert carries every entry of the node: an entry left out of links is unlinked; delete removes the node with all its entries.",
                             "properties": {"op": {"type": "string", "enum": ["upsert", "delete"]}, "parent": {"type": "string", "format": "uuid"},
-                                "name": {"type": "string"}, "meta": {"$ref": "#/components/schemas/NodeMeta"}}}}},
+                                "name": {"type": "string"},
+                                "links": {"type": "array", "maxItems": crate::protocol::MAX_LINKS - 1, "items": {"$ref": "#/components/schemas/Link"}},
+                                "meta": {"$ref": "#/components/schemas/NodeMeta"}}}}},
                 "CommitRequest": {"type": "object", "required": ["ops"],
                     "properties": {"ops": {"type": "array", "maxItems": crate::protocol::MAX_COMMIT_OPS, "items": {"$ref": "#/components/schemas/CommitOp"}}}},
                 "CommitOutcome": {"type": "object", "required": ["outcome"],
@@ -134,8 +149,6 @@ pub fn document() -> Value {
                 "PullResponse": {"type": "object", "required": ["changes", "cursor", "has_more"],
                     "properties": {"changes": {"type": "array", "items": {"$ref": "#/components/schemas/NodeRecord"}},
                         "cursor": {"type": "integer"}, "has_more": {"type": "boolean"}}}
-            }
-        }
     })
 }
 

@@ -9,7 +9,9 @@
 //! the metadata store (`W` keys, [`crate::vfs::meta::MetaCache::waiting_records`]),
 //! saved in the same batch as the cursor that moves past them, and are
 //! retried at the start of every pull and after every page until their
-//! parent appears. Their count is in the status (`waiting_remote`).
+//! parent appears — the folder of every entry of the node, its hard links
+//! included (`vfs::reconcile`). Their count is in the status
+//! (`waiting_remote`).
 
 use super::Backoff;
 use crate::protocol::{NodeId, NodeRecord, MAX_PULL_LIMIT};

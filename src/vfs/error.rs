@@ -74,6 +74,8 @@ pub enum VfsError {
     InvalidArgument(&'static str),
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    #[error("too many links: a node has at most 65000 names")]
+    TooManyLinks,
     #[error("read-only mount")]
     ReadOnly,
     #[error("busy: {0}")]
@@ -143,6 +145,7 @@ impl VfsError {
             | VfsError::InvalidName(_)
             | VfsError::InvalidArgument(_)
             | VfsError::NotPermitted(_)
+            | VfsError::TooManyLinks
             | VfsError::ReadOnly
             | VfsError::Busy(_)
             | VfsError::NoAttribute

@@ -92,7 +92,8 @@ pub(super) fn relatime_due(
 impl Vfs {
     /// What stat shows for `inode`: an open writer's unsaved size and
     /// mtime; for a folder, size [`DIR_SIZE`] and link count 2 + its
-    /// subfolders (ext4); 0 links once unlinked.
+    /// subfolders (ext4); anything else one link per directory entry; 0
+    /// links once unlinked.
     pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
         let mut size = inode.size;
         let mut mtime = inode.mtime;
@@ -135,7 +136,7 @@ impl Vfs {
                 let subdirs = self.meta.subdir_count(inode.ino).unwrap_or(0);
                 u32::try_from(2 + subdirs).unwrap_or(u32::MAX)
             } else {
-                1
+                inode.entry_count()
             },
         }
     }

@@ -57,7 +57,7 @@
 
 use super::error::{VfsError, VfsResult};
 use super::kv::{Kv, KvWrite};
-use crate::protocol::{NodeId, VersionVector};
+use crate::protocol::{Link, NodeId, VersionVector};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -65,15 +65,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// One durable record of local work.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum JournalOp {
-    /// Push node `ino`: its place as of this record and its attributes and
-    /// content as they are when the record is sent. `moved`: the record
-    /// gives the node a new place (create, rename); `false` for attribute
-    /// and content changes.
+    /// Push node `ino`: its place as of this record — first entry
+    /// (`parent`, `name`) and other entries (`links`, hard links) — and its
+    /// attributes and content as they are when the record is sent.
+    /// `moved`: the record gives the node a new place (create, rename,
+    /// link, unlink of one of several entries); `false` for attribute and
+    /// content changes.
     Upsert {
         ino: u64,
         parent: NodeId,
         name: String,
         moved: bool,
+        links: Vec<Link>,
     },
     /// Node `ino` was removed locally. `base` is its version vector then;
     /// the tombstone's vector, kept up to date by earlier commits, wins
@@ -586,6 +589,7 @@ fn migrate_legacy(
                     parent,
                     name,
                     moved: true,
+                    links: Vec::new(),
                 },
                 None => continue,
             },

@@ -6,7 +6,10 @@
 //! - `i` ino → [`Inode`]
 //! - `c` ino → [`FileContent`] (the last manifest the server has)
 //! - `n` node id → ino (stable inode numbers across remounts)
-//! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes)
+//! - `d` parent ino, name → [`Dentry`] (entries are separate from inodes;
+//!   an inode lists its own — [`Inode::parent`]/[`Inode::name`] and
+//!   [`Inode::links`], hard links — and every [`Txn`] that changes one
+//!   writes both, so its link count is always its number of entries)
 //! - `s` folder ino → number of its entries that are folders (absent when
 //!   0), kept by [`Txn`] with every entry change, for a folder's link
 //!   count (ext4: 2 + subfolders) without scanning it
@@ -37,7 +40,7 @@ use super::journal::{Intent, Journal};
 pub use super::journal::{JournalOp, Quarantined};
 use super::kv::{Kv, KvWrite};
 use crate::protocol::{
-    ContentHash, DeviceId, FileContent, NodeId, NodeKind, NodeRecord, SpaceReport, Timestamp,
+    ContentHash, DeviceId, FileContent, Link, NodeId, NodeKind, NodeRecord, SpaceReport, Timestamp,
     VersionVector,
 };
 use parking_lot::{Mutex, MutexGuard};
@@ -96,8 +99,13 @@ pub struct Inode {
     /// Bumped by every local change; `synced_rev` is the last one committed.
     pub local_rev: u64,
     pub synced_rev: u64,
-    /// The entry is gone but open handles may still use the inode.
+    /// Every entry is gone but open handles may still use the inode.
     pub unlinked: bool,
+    /// The node's other entries (hard links), as (folder ino, name), in the
+    /// order they were made; never for a folder. `parent`/`name` is the
+    /// first entry (paths and the server's trash use it); unlinking it
+    /// promotes the next one.
+    pub links: Vec<(u64, String)>,
 }
 
 impl Inode {
@@ -136,6 +144,59 @@ impl Inode {
             local_rev: 0,
             synced_rev: 0,
             unlinked: false,
+            links: Vec::new(),
+        }
+    }
+    /// Every live entry, the first one first (none once unlinked).
+    pub fn entries(&self) -> Vec<(u64, String)> {
+        if self.unlinked {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(1 + self.links.len());
+        out.push((self.parent, self.name.clone()));
+        out.extend(self.links.iter().cloned());
+        out
+    }
+    /// How many directory entries a non-folder has (0 once unlinked).
+    pub fn entry_count(&self) -> u32 {
+        if self.unlinked {
+            0
+        } else {
+            1 + self.links.len() as u32
+        }
+    }
+    /// Drops entry (`parent`, `name`): a link, or the first entry, whose
+    /// place the oldest link then takes. False when it was the last entry
+    /// (the caller unlinks the node) or not an entry of this node.
+    pub fn drop_entry(&mut self, parent: u64, name: &str) -> bool {
+        if let Some(i) = self
+            .links
+            .iter()
+            .position(|(p, n)| *p == parent && n == name)
+        {
+            self.links.remove(i);
+            return true;
+        }
+        if self.parent == parent && self.name == name && !self.links.is_empty() {
+            let (p, n) = self.links.remove(0);
+            self.parent = p;
+            self.name = n;
+            return true;
+        }
+        false
+    }
+    /// Moves entry (`parent`, `name`) to (`new_parent`, `new_name`),
+    /// keeping its rank (first entry or link).
+    pub fn move_entry(&mut self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        if self.parent == parent && self.name == name {
+            self.parent = new_parent;
+            self.name = new_name.to_string();
+        } else if let Some(l) = self
+            .links
+            .iter_mut()
+            .find(|(p, n)| *p == parent && n == name)
+        {
+            *l = (new_parent, new_name.to_string());
         }
     }
     pub fn has_local_changes(&self) -> bool {
@@ -489,14 +550,24 @@ impl Txn<'_> {
     }
     /// Journals a push of `inode` at its current place. `moved`: the
     /// change gives it that place (create, rename); `false` for attribute
-    /// and content changes. See [`super::journal`] for how records merge.
+    /// and content changes; a link or unlink of one of several entries
+    /// is a move too (the record carries every entry). See
+    /// [`super::journal`] for how records merge.
     pub fn journal_upsert(&mut self, inode: &Inode, moved: bool) -> VfsResult<&mut Self> {
         let parent = self.meta.node_id_of(inode.parent)?;
+        let mut links = Vec::with_capacity(inode.links.len());
+        for (p, name) in &inode.links {
+            links.push(Link {
+                parent: self.meta.node_id_of(*p)?,
+                name: name.clone(),
+            });
+        }
         self.intents.push(Intent::Record {
             op: JournalOp::Upsert {
                 ino: inode.ino,
                 parent,
                 name: inode.name.clone(),
+                links,
                 moved,
             },
             on_server: inode.on_server(),

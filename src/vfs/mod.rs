@@ -15,7 +15,7 @@
 //! copy durable (fdatasync) and then commit, in one atomic metadata batch,
 //! the new size and mtime together with a [`meta::JournalOp::Upsert`] record;
 //! the batch is flushed before the call returns. Namespace changes (create,
-//! mkdir, rename, unlink, symlink, setattr) commit their metadata and
+//! mkdir, rename, link, unlink, symlink, setattr) commit their metadata and
 //! journal entry atomically too; sled writes them out within 200 ms, and
 //! `fsync`/`fsyncdir` force it. The uploader ([`crate::sync`]) drains the
 //! journal in order.
@@ -36,7 +36,8 @@
 //! - `DirHandles` (`dir_handles`): directory listing snapshots;
 //! - [`SyncStatus`] (`status`): connection, last sync, conflicts, upload
 //!   progress;
-//! - `namespace`: create, mkdir, symlink, unlink, rmdir, rename, setattr;
+//! - `namespace`: create, mkdir, symlink, link (hard links), unlink, rmdir,
+//!   rename, setattr;
 //!   `special`: mknod (FIFOs, sockets, device nodes: metadata only);
 //!   `working_copy`: working copies, write, flush, fsync; `space`:
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
@@ -159,8 +160,9 @@ pub trait KernelNotifier: Send + Sync {
 pub struct SentState {
     /// `local_rev` when the op was planned.
     pub rev: u64,
-    /// The name the op carried.
-    pub name: String,
+    /// The entries the op carried, as (folder, name): its first entry
+    /// first, then its links.
+    pub entries: Vec<(NodeId, String)>,
     /// The op carried new content.
     pub content: bool,
     /// The server kept its own version (concurrent edit).
@@ -351,6 +353,7 @@ impl Vfs {
                     parent: self.meta.node_id_of(inode.parent)?,
                     name: inode.name.clone(),
                     moved: false,
+                    links: Vec::new(),
                 },
                 path,
                 reason: "the local copy of its unsent changes was lost (a crash?); \
@@ -405,6 +408,8 @@ mod crash_tests;
 mod ext4_tests;
 #[cfg(test)]
 mod failure_tests;
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Model-based property tests of the core (STYLE habit 7): random
 //! operation sequences go to a [`Vfs`] and to a plain in-memory model (a
-//! map from path to file bytes, folder or symlink target), and the two must
-//! agree on every result kind and on the whole tree.
+//! map from path to file bytes, folder or symlink target, and the groups
+//! of paths that are hard links of one node), and the two must agree on
+//! every result kind and on the whole tree — for a file, its link count
+//! and which names are the same node included.
 //!
 //! The harness plays the kernel's part: it walks paths with `lookup` (a
 //! missing component is `NotFound`, a non-folder one `NotDir`, symlinks are

@@ -1,8 +1,24 @@
-//! Namespace operations: create, mkdir, symlink, unlink, rmdir, rename and
-//! setattr (mknod is in `special`). Each commits its metadata change and journal intent in one
-//! batch under the namespace lock (`ns`).
+//! Namespace operations: create, mkdir, symlink, link, unlink, rmdir,
+//! rename and setattr (mknod is in `special`). Each commits its metadata
+//! change and journal intent in one batch under the namespace lock (`ns`).
+//!
+//! # Hard links
+//! A node other than a folder may have several directory entries, all
+//! pointing at its one inode (same `st_ino`, content and attributes through
+//! every name). The inode lists them (`Inode::parent`/`name`, the first,
+//! and `Inode::links`), and every operation changes the entry keys (`d`)
+//! and that list in the same batch, so `st_nlink` is always the number of
+//! entries. `unlink` or a rename over a name removes that one entry; only
+//! the last one unlinks the node (journaled as a delete), whose inode and
+//! content then stay while a handle is open (`st_nlink` 0). Any other
+//! entry change (link, unlink of one of several, rename of one) journals an
+//! upsert carrying the whole set of entries, which is how it travels (see
+//! `protocol::api`). `link` moves ctime, as on ext4; a folder cannot be
+//! linked (`EPERM`), and a node has at most `MAX_LINKS` (65,000, ext4's
+//! limit) entries (`EMLINK`).
 
 use super::*;
+use crate::protocol::MAX_LINKS;
 
 impl Vfs {
     pub(super) fn new_inode(
@@ -187,7 +203,7 @@ impl Vfs {
                 _ => {}
             }
             let mut t = self.meta.txn(&ns);
-            self.unlink_inode(&mut t, inode, parent, name);
+            self.unlink_inode(&mut t, inode, parent, name)?;
             self.touch_dir(&mut t, &mut p);
             t.commit()?;
             d.ino
@@ -197,24 +213,32 @@ impl Vfs {
         Ok(())
     }
 
-    /// Removes the entry and journals the delete; the inode stays (marked
-    /// unlinked) until no handle or kernel reference uses it.
+    /// Removes entry (`parent`, `name`) of `inode`. One of several: the
+    /// node stays with the others (journaled as a move). The last one: the
+    /// delete is journaled and the inode stays (marked unlinked) until no
+    /// handle or kernel reference uses it.
     pub(super) fn unlink_inode(
         &self,
         t: &mut meta::Txn<'_>,
         mut inode: Inode,
         parent: u64,
         name: &str,
-    ) {
+    ) -> VfsResult<()> {
         t.remove_dentry(parent, name);
+        inode.ctime = Timestamp::now();
+        inode.local_rev += 1;
+        if inode.drop_entry(parent, name) {
+            t.put_inode(&inode);
+            t.journal_upsert(&inode, true)?;
+            return Ok(());
+        }
         // Always journaled: the journal drops it with the node's records
         // when the server never had the node, and otherwise keeps it in
         // order before whatever takes the name next.
         t.journal_delete(&inode, parent, name);
         inode.unlinked = true;
-        inode.ctime = Timestamp::now();
-        inode.local_rev += 1;
         t.put_inode(&inode);
+        Ok(())
     }
 
     pub fn rename(
@@ -242,6 +266,15 @@ impl Vfs {
             if parent == new_parent && name == new_name {
                 return Ok(());
             }
+            // Two links of the same node: POSIX says do nothing, succeed.
+            if let Some(existing) = self.meta.dentry(new_parent, &new_name)? {
+                if existing.ino == inode.ino {
+                    if no_replace {
+                        return Err(VfsError::Exists);
+                    }
+                    return Ok(());
+                }
+            }
             // A folder may not move below itself.
             if inode.is_dir() && self.is_within(new_parent, inode.ino)? {
                 return Err(VfsError::InvalidArgument(
@@ -266,7 +299,7 @@ impl Vfs {
                 replaced = Some(target.ino);
                 // The delete is journaled before the move so the server
                 // frees the name first.
-                self.unlink_inode(&mut t, target, new_parent, &new_name);
+                self.unlink_inode(&mut t, target, new_parent, &new_name)?;
             }
             t.remove_dentry(parent, &name);
             t.put_dentry(
@@ -277,8 +310,7 @@ impl Vfs {
                     kind: inode.kind,
                 },
             );
-            inode.parent = new_parent;
-            inode.name = new_name.clone();
+            inode.move_entry(parent, &name, new_parent, &new_name);
             inode.ctime = Timestamp::now();
             inode.local_rev += 1;
             t.put_inode(&inode);
@@ -298,17 +330,60 @@ impl Vfs {
         Ok(())
     }
 
-    /// `link(2)`: hard links are not supported, so `EPERM` (what Linux
-    /// answers on a filesystem without them), after the checks Linux
-    /// makes first: `ENAMETOOLONG` for a name over 255 bytes, `ENOENT`
-    /// for a missing node, `EEXIST` for a taken name.
+    /// `link(2)`: gives node `ino` one more entry, `new_name` in folder
+    /// `new_parent` (see the module docs). Errors as on Linux:
+    /// `ENAMETOOLONG` for a name over 255 bytes, `ENOENT` for a missing or
+    /// fully unlinked node or a removed folder, `ENOTDIR` for a parent
+    /// that is not a folder, `EEXIST` for a taken name, `EPERM` for a
+    /// folder, `EMLINK` past `MAX_LINKS` entries.
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> VfsResult<Attr> {
+        self.writable()?;
         let new_name = check_name(new_name)?;
-        self.meta.inode_required(ino)?;
-        if self.meta.dentry(new_parent, new_name)?.is_some() {
-            return Err(VfsError::Exists);
-        }
-        Err(VfsError::NotPermitted("hard links are not supported"))
+        let attr = {
+            let ns = self.meta.lock_ns();
+            let mut inode = self.meta.inode_required(ino)?;
+            let mut p = self.meta.inode_required(new_parent)?;
+            if !p.is_dir() {
+                return Err(VfsError::NotDir);
+            }
+            if p.unlinked {
+                return Err(VfsError::NotFound);
+            }
+            if self.meta.dentry(new_parent, new_name)?.is_some() {
+                return Err(VfsError::Exists);
+            }
+            if inode.is_dir() {
+                return Err(VfsError::NotPermitted("a folder cannot be hard-linked"));
+            }
+            // Linux refuses to bring back an inode whose last name is gone
+            // (`linkat` of an `O_TMPFILE` aside): ENOENT.
+            if inode.unlinked {
+                return Err(VfsError::NotFound);
+            }
+            if inode.entry_count() as usize >= MAX_LINKS {
+                return Err(VfsError::TooManyLinks);
+            }
+            inode.links.push((new_parent, new_name.to_string()));
+            inode.ctime = Timestamp::now();
+            inode.local_rev += 1;
+            let mut t = self.meta.txn(&ns);
+            t.put_dentry(
+                new_parent,
+                new_name,
+                Dentry {
+                    ino,
+                    kind: inode.kind,
+                },
+            );
+            t.put_inode(&inode);
+            t.journal_upsert(&inode, true)?;
+            self.touch_dir(&mut t, &mut p);
+            t.commit()?;
+            self.attr_of(&inode)
+        };
+        self.journal_notify.notify_one();
+        self.remember_lookup(ino);
+        Ok(attr)
     }
 
     /// `renameat2(RENAME_EXCHANGE)`: atomically swaps the nodes at
@@ -368,12 +443,18 @@ impl Vfs {
         );
         let now = Timestamp::now();
         let mut parked = a.clone();
-        parked.parent = new_parent;
-        parked.name = format!(".nimbus-exchange-{}", a.node_id);
+        parked.move_entry(
+            parent,
+            &name,
+            new_parent,
+            &format!(".nimbus-exchange-{}", a.node_id),
+        );
         t.journal_upsert(&parked, true)?;
-        for (node, p, n) in [(&mut b, parent, &name), (&mut a, new_parent, &new_name)] {
-            node.parent = p;
-            node.name = n.clone();
+        for (node, (from_p, from_n), (to_p, to_n)) in [
+            (&mut b, (new_parent, &new_name), (parent, &name)),
+            (&mut a, (parent, &name), (new_parent, &new_name)),
+        ] {
+            node.move_entry(from_p, from_n, to_p, to_n);
             node.ctime = now;
             node.local_rev += 1;
             t.put_inode(node);

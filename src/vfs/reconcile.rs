@@ -96,9 +96,11 @@ impl Vfs {
                 // (their upload makes the server restore the folder).
                 return Ok(false);
             }
-            if self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino) {
-                t.remove_dentry(inode.parent, &inode.name);
-                notify_entries.push((inode.parent, inode.name.clone()));
+            for (p, n) in inode.entries() {
+                if self.meta.dentry(p, &n)?.map(|d| d.ino) == Some(inode.ino) {
+                    t.remove_dentry(p, &n);
+                    notify_entries.push((p, n));
+                }
             }
             let mut gone = inode.clone();
             gone.unlinked = true;
@@ -120,6 +122,15 @@ impl Vfs {
         let Some(parent_ino) = self.meta.ino_of(&parent_id)? else {
             return Ok(false);
         };
+        // Every entry's folder must be here (a link's folder may come
+        // later in the log).
+        let mut want = vec![(parent_ino, rec.name.clone())];
+        for l in &rec.links {
+            let Some(p) = self.meta.ino_of(&l.parent)? else {
+                return Ok(false);
+            };
+            want.push((p, l.name.clone()));
+        }
         let content = rec.meta.content.clone();
         let mut inode = match existing {
             Some(i) => i,
@@ -135,33 +146,13 @@ impl Vfs {
         let is_new = inode.server_seq == 0
             && inode.vv.is_empty()
             && self.meta.ino_of(&rec.node_id)?.is_none();
-        // Entry: move if parent or name changed.
-        if is_new || inode.parent != parent_ino || inode.name != rec.name {
-            // The old entry goes only if it still points here (a displaced
-            // node already lost it, maybe to another node).
-            if !is_new
-                && self.meta.dentry(inode.parent, &inode.name)?.map(|d| d.ino) == Some(inode.ino)
-            {
-                t.remove_dentry(inode.parent, &inode.name);
-                notify_entries.push((inode.parent, inode.name.clone()));
+        // Entries: the record's set, first entry first.
+        if is_new || inode.entries() != want {
+            if !is_new {
+                // Its link count may have changed.
+                notify_inodes.push(inode.ino);
             }
-            inode.unlinked = false;
-            if let Some(other) = self.meta.dentry(parent_ino, &rec.name)? {
-                if other.ino != inode.ino {
-                    self.displace(&mut t, parent_ino, &rec.name, other.ino)?;
-                }
-            }
-            t.put_dentry(
-                parent_ino,
-                &rec.name,
-                Dentry {
-                    ino: inode.ino,
-                    kind: inode.kind,
-                },
-            );
-            notify_entries.push((parent_ino, rec.name.clone()));
-            inode.parent = parent_ino;
-            inode.name = rec.name.clone();
+            self.set_entries(&mut t, &mut inode, want, is_new, notify_entries)?;
         }
         let new_hash = content.as_ref().map(|c| c.hash());
         if new_hash != inode.content_hash {
@@ -229,20 +220,90 @@ impl Vfs {
         inode.symlink_target = meta.symlink_target.clone();
     }
 
-    /// A remote node takes a name a local node holds. If the local node has
-    /// changes to push, it moves aside under a conflict name (the first
-    /// commit wins the name); otherwise it is stale and loses its entry
-    /// until its own record arrives.
+    /// Makes `inode`'s entries exactly `want` (folder ino, name; the first
+    /// entry first): drops the entries it no longer has (those still
+    /// pointing at it) and writes the new ones, displacing a local node
+    /// that holds a wanted name. `is_new`: the inode has no entry yet.
+    pub(super) fn set_entries(
+        &self,
+        t: &mut meta::Txn<'_>,
+        inode: &mut Inode,
+        want: Vec<(u64, String)>,
+        is_new: bool,
+        notify_entries: &mut Vec<(u64, String)>,
+    ) -> VfsResult<()> {
+        let mut had = Vec::new();
+        if !is_new {
+            had.push((inode.parent, inode.name.clone()));
+            had.extend(inode.links.iter().cloned());
+        }
+        for (p, n) in &had {
+            if !want.contains(&(*p, n.clone()))
+                && self.meta.dentry(*p, n)?.map(|d| d.ino) == Some(inode.ino)
+            {
+                t.remove_dentry(*p, n);
+                notify_entries.push((*p, n.clone()));
+            }
+        }
+        // Names held by other local nodes, by node: each node gives up all
+        // of its names in one change.
+        let mut held: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
+        for (p, n) in &want {
+            if let Some(d) = self.meta.dentry(*p, n)? {
+                if d.ino != inode.ino {
+                    held.entry(d.ino).or_default().push((*p, n.clone()));
+                }
+            }
+        }
+        for (other, names) in held {
+            self.displace(t, other, &names)?;
+        }
+        for (p, n) in &want {
+            if self.meta.dentry(*p, n)?.is_some_and(|d| d.ino == inode.ino) {
+                continue;
+            }
+            t.put_dentry(
+                *p,
+                n,
+                Dentry {
+                    ino: inode.ino,
+                    kind: inode.kind,
+                },
+            );
+            notify_entries.push((*p, n.clone()));
+        }
+        let mut want = want.into_iter();
+        if let Some((p, n)) = want.next() {
+            inode.parent = p;
+            inode.name = n;
+        }
+        inode.links = want.collect();
+        inode.unlinked = false;
+        Ok(())
+    }
+
+    /// A remote node takes names (`names`: folder ino, name) that local
+    /// node `ino` holds. If the local node has changes to push, those
+    /// entries move aside under conflict names (the first commit wins the
+    /// name); otherwise it is stale and loses them (all of its names: it is
+    /// unlinked) until its own record arrives.
     pub(super) fn displace(
         &self,
         t: &mut meta::Txn<'_>,
-        parent: u64,
-        name: &str,
         ino: u64,
+        names: &[(u64, String)],
     ) -> VfsResult<()> {
         let mut other = self.meta.inode_required(ino)?;
-        t.remove_dentry(parent, name);
-        if other.has_local_changes() {
+        let moves_aside = other.has_local_changes();
+        let mut taken: Vec<(u64, String)> = Vec::new();
+        for (parent, name) in names {
+            t.remove_dentry(*parent, name);
+            if !moves_aside {
+                if !other.drop_entry(*parent, name) {
+                    other.unlinked = true;
+                }
+                continue;
+            }
             let mut n = 1;
             let new_name = loop {
                 let candidate = crate::protocol::conflict_name(
@@ -252,24 +313,28 @@ impl Vfs {
                     now_ns(),
                     n,
                 );
-                if self.meta.dentry(parent, &candidate)?.is_none() {
+                let free = self.meta.dentry(*parent, &candidate)?.is_none()
+                    && !taken.contains(&(*parent, candidate.clone()));
+                if free {
                     break candidate;
                 }
                 n += 1;
             };
             t.put_dentry(
-                parent,
+                *parent,
                 &new_name,
                 Dentry {
                     ino,
                     kind: other.kind,
                 },
             );
-            other.name = new_name;
+            other.move_entry(*parent, name, *parent, &new_name);
+            taken.push((*parent, new_name));
+        }
+        if moves_aside {
             other.local_rev += 1;
             t.put_inode(&other).journal_upsert(&other, true)?;
         } else {
-            other.unlinked = true;
             t.put_inode(&other);
         }
         Ok(())
@@ -313,27 +378,11 @@ impl Vfs {
             if unchanged {
                 inode.synced_rev = rev;
             }
-            // The server gave it another name (the one sent was taken);
-            // adopt it unless the user renamed it again meanwhile.
-            if !rec.deleted && rec.name != sent.name && inode.name == sent.name {
-                if let Some(parent_ino) =
-                    rec.parent.and_then(|p| self.meta.ino_of(&p).ok().flatten())
-                {
-                    if self.meta.dentry(parent_ino, &rec.name)?.is_none() {
-                        t.remove_dentry(inode.parent, &inode.name);
-                        notify.push((inode.parent, inode.name.clone()));
-                        t.put_dentry(
-                            parent_ino,
-                            &rec.name,
-                            Dentry {
-                                ino,
-                                kind: inode.kind,
-                            },
-                        );
-                        inode.parent = parent_ino;
-                        inode.name = rec.name.clone();
-                    }
-                }
+            // The server gave an entry another name (the one sent was
+            // taken); adopt its entries unless the user changed them again
+            // meanwhile, and as long as the new names are free here.
+            if !rec.deleted {
+                self.adopt_server_entries(&mut t, &mut inode, sent, rec, &mut notify)?;
             }
             let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
             if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
@@ -358,5 +407,51 @@ impl Vfs {
             self.notify_inode(ino);
         }
         Ok(())
+    }
+
+    /// The entries of the server's answer `rec` replace `inode`'s when they
+    /// differ from what was sent (`sent`) only by names the server chose
+    /// and the inode still has the sent ones (see `commit_done`).
+    fn adopt_server_entries(
+        &self,
+        t: &mut meta::Txn<'_>,
+        inode: &mut Inode,
+        sent: &SentState,
+        rec: &NodeRecord,
+        notify: &mut Vec<(u64, String)>,
+    ) -> VfsResult<()> {
+        let Some(parent) = rec.parent else {
+            return Ok(());
+        };
+        let mut server: Vec<(NodeId, String)> = vec![(parent, rec.name.clone())];
+        server.extend(rec.links.iter().map(|l| (l.parent, l.name.clone())));
+        let same_set = |a: &[(NodeId, String)], b: &[(NodeId, String)]| {
+            a.len() == b.len() && a.iter().all(|e| b.contains(e))
+        };
+        if same_set(&server, &sent.entries) {
+            return Ok(());
+        }
+        let mut mine = Vec::new();
+        for (p, n) in inode.entries() {
+            mine.push((self.meta.node_id_of(p)?, n));
+        }
+        if !same_set(&mine, &sent.entries) {
+            return Ok(());
+        }
+        let mut want = Vec::with_capacity(server.len());
+        for (p, n) in server {
+            let Some(p) = self.meta.ino_of(&p)? else {
+                return Ok(());
+            };
+            let free = match self.meta.dentry(p, &n)? {
+                None => true,
+                Some(d) => d.ino == inode.ino,
+            };
+            if !free {
+                return Ok(());
+            }
+            want.push((p, n));
+        }
+        self.set_entries(t, inode, want, false, notify)
     }
 }

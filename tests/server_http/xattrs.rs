@@ -138,7 +138,10 @@ async fn openapi_describes_the_attributes() {
     let x = &doc["components"]["schemas"]["NodeMeta"]["properties"]["xattrs"];
     assert_eq!(x["type"], "object", "{x}");
     assert_eq!(x["additionalProperties"]["format"], "byte", "{x}");
-    assert_eq!(doc["info"]["x-nimbus-protocol"], 3);
+    assert_eq!(
+        doc["info"]["x-nimbus-protocol"],
+        nimbus::protocol::PROTOCOL_VERSION
+    );
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -135,6 +135,7 @@ fn upsert(
         change: NodeChange::Upsert {
             parent,
             name: name.into(),
+            links: Vec::new(),
             meta,
         },
     }
@@ -170,5 +171,6 @@ fn err_code(e: &ServerError) -> &'static str {
 }
 
 mod conflicts;
+mod links;
 mod validation;
 mod xattrs;

@@ -24,9 +24,11 @@
 //!   content hash, symlink target, extended attributes, version vector,
 //!   seq, tombstone);
 //! - *entries* map `(parent, name)` to a node, separately from the node.
-//!   Today a node has exactly one entry; a tombstoned node keeps its last
-//!   entry marked *not live*, so a pull can report where it was. Names are
-//!   unique among the live entries of a folder.
+//!   A node has one first entry (`NodeRecord::parent`/`name`); a
+//!   tombstoned node keeps it marked *not live*, so a pull can report
+//!   where it was. A live non-folder may have more entries (hard links,
+//!   `NodeRecord::links`), which go with its tombstone. Names are unique
+//!   among the live entries (first or not) of a folder.
 //! - *versions* keep every committed manifest of every file.
 //! - *account chunks* record the chunks an account proved it has by
 //!   uploading them, with their plain length. A commit may only reference
@@ -205,16 +207,18 @@ pub trait MetaStore: Send + Sync + 'static {
         ids: &[ChunkId],
     ) -> Result<HashMap<ChunkId, u32>, MetaError>;
 
-    /// A node with its (last) entry, live or tombstoned.
+    /// A node with its (last) first entry, live or tombstoned, and its
+    /// other live entries.
     async fn node(&self, account: AccountId, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
-    /// The node behind the live entry `name` of folder `parent`.
+    /// The node behind the live entry `name` of folder `parent` (its first
+    /// entry or a link).
     async fn lookup(
         &self,
         account: AccountId,
         parent: NodeId,
         name: &str,
     ) -> Result<Option<NodeRecord>, MetaError>;
-    /// Live children of a folder, by name.
+    /// Live nodes with an entry in a folder (once each), by first name.
     async fn children(&self, account: AccountId, dir: NodeId)
         -> Result<Vec<NodeRecord>, MetaError>;
     /// Nodes with `seq > cursor`, ascending by seq, at most `limit`.
@@ -249,16 +253,17 @@ pub trait MetaStore: Send + Sync + 'static {
 pub trait MetaTxn: Send {
     fn account(&self) -> AccountId;
     async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
-    /// The node id behind a live entry.
+    /// The node id behind a live entry (first or link).
     async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError>;
     async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError>;
     /// The plain lengths of those of `ids` the account owns.
     async fn owned_chunks(&mut self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, u32>, MetaError>;
     /// Takes the next number of the account's change log.
     async fn next_seq(&mut self) -> Result<u64, MetaError>;
-    /// Inserts or replaces the node and its entry (the entry is live unless
-    /// `node.deleted`). The engine derives size and content hash from
-    /// `node.meta`. The caller guarantees the live name is free.
+    /// Inserts or replaces the node and its entries (live unless
+    /// `node.deleted`; the links of a deleted node are dropped). The engine
+    /// derives size and content hash from `node.meta`. The caller
+    /// guarantees every live name is free.
     async fn write_node(&mut self, node: &NodeRecord) -> Result<(), MetaError>;
     /// Appends a version to the node's history; returns its number.
     async fn append_version(&mut self, version: &NewVersion) -> Result<u64, MetaError>;

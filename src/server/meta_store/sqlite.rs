@@ -19,7 +19,7 @@ use super::{
     NewVersion, TokenHash, TokenInfo, TokenKind, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
+    ChunkId, DeviceId, FileContent, Link, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
     VersionVector,
 };
 use async_trait::async_trait;
@@ -128,6 +128,7 @@ impl MetaStore for SqliteMetaStore {
             node_id: NodeId::ROOT,
             parent: None,
             name: String::new(),
+            links: Vec::new(),
             deleted: false,
             meta: NodeMeta::new(NodeKind::Dir, 0o755, Timestamp::from_ns(now_ns)),
             vv: VersionVector::new(),
@@ -302,19 +303,11 @@ impl MetaStore for SqliteMetaStore {
         parent: NodeId,
         name: &str,
     ) -> Result<Option<NodeRecord>, MetaError> {
-        let sql = format!(
-            "SELECT {NODE_COLUMNS} {NODE_FROM} \
-             WHERE e.account = ? AND e.parent = ? AND e.name = ? AND e.live = 1"
-        );
-        sqlx::query(&sql)
-            .bind(account.0)
-            .bind(&parent.as_bytes()[..])
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(|r| node_from_row(&r))
-            .transpose()
+        let mut conn = self.conn().await?;
+        match q_lookup(&mut conn, account, parent, name).await? {
+            Some(id) => q_node(&mut conn, account, id).await,
+            None => Ok(None),
+        }
     }
 
     async fn children(
@@ -324,7 +317,10 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<Vec<NodeRecord>, MetaError> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} {NODE_FROM} \
-             WHERE e.account = ? AND e.parent = ? AND e.live = 1 ORDER BY e.name"
+             WHERE n.account = ?1 AND n.id IN ( \
+                 SELECT node FROM entries WHERE account = ?1 AND parent = ?2 AND live = 1 \
+                 UNION SELECT node FROM links WHERE account = ?1 AND parent = ?2) \
+             ORDER BY e.name"
         );
         sqlx::query(&sql)
             .bind(account.0)
@@ -464,11 +460,17 @@ async fn write_node(
         true => None,
         false => Some(serde_json::to_string(&node.meta.xattrs).map_err(corrupt)?),
     };
+    // A deleted node keeps no links (protocol::api module docs).
+    let links: &[Link] = if node.deleted { &[] } else { &node.links };
+    let links_json = (!links.is_empty())
+        .then(|| serde_json::to_string(links))
+        .transpose()
+        .map_err(corrupt)?;
     sqlx::query(
         "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
              mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
-             size, manifest, content_hash, symlink_target, xattrs, vv, seq, deleted) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             size, manifest, content_hash, symlink_target, xattrs, vv, seq, deleted, links) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (account, id) DO UPDATE SET kind = excluded.kind, mode = excluded.mode, \
              uid = excluded.uid, gid = excluded.gid, ids_from = excluded.ids_from, \
              rdev = excluded.rdev, mtime_sec = excluded.mtime_sec, \
@@ -478,7 +480,7 @@ async fn write_node(
              manifest = excluded.manifest, content_hash = excluded.content_hash, \
              symlink_target = excluded.symlink_target, xattrs = excluded.xattrs, \
              vv = excluded.vv, seq = excluded.seq, \
-             deleted = excluded.deleted",
+             deleted = excluded.deleted, links = excluded.links",
     )
     .bind(account.0)
     .bind(&node.node_id.as_bytes()[..])
@@ -502,29 +504,45 @@ async fn write_node(
     .bind(vv)
     .bind(to_i64(node.seq, "seq")?)
     .bind(node.deleted)
+    .bind(links_json)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    match node.parent {
+    sqlx::query("DELETE FROM links WHERE account = ? AND node = ?")
+        .bind(account.0)
+        .bind(&node.node_id.as_bytes()[..])
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    // Links go first and come back last, so that a name moving between
+    // the first entry and a link of the same node is never held twice.
+    if let Some(parent) = node.parent {
         // The root has no entry.
-        None => Ok(()),
-        Some(parent) => {
-            sqlx::query(
-                "INSERT INTO entries (account, node, parent, name, live) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (account, node) DO UPDATE SET parent = excluded.parent, \
-                     name = excluded.name, live = excluded.live",
-            )
+        sqlx::query(
+            "INSERT INTO entries (account, node, parent, name, live) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (account, node) DO UPDATE SET parent = excluded.parent, \
+                 name = excluded.name, live = excluded.live",
+        )
+        .bind(account.0)
+        .bind(&node.node_id.as_bytes()[..])
+        .bind(&parent.as_bytes()[..])
+        .bind(&node.name)
+        .bind(!node.deleted)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    for link in links {
+        sqlx::query("INSERT INTO links (account, node, parent, name) VALUES (?, ?, ?, ?)")
             .bind(account.0)
             .bind(&node.node_id.as_bytes()[..])
-            .bind(&parent.as_bytes()[..])
-            .bind(&node.name)
-            .bind(!node.deleted)
+            .bind(&link.parent.as_bytes()[..])
+            .bind(&link.name)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-            Ok(())
-        }
     }
+    Ok(())
 }
 
 struct SqliteTxn {
@@ -550,7 +568,8 @@ impl MetaTxn for SqliteTxn {
 
     async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError> {
         let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM entries WHERE account = ? AND parent = ? AND live = 1 LIMIT 1",
+            "SELECT 1 FROM entries WHERE account = ?1 AND parent = ?2 AND live = 1 \
+             UNION ALL SELECT 1 FROM links WHERE account = ?1 AND parent = ?2 LIMIT 1",
         )
         .bind(self.account.0)
         .bind(&dir.as_bytes()[..])
@@ -652,7 +671,7 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(n, schema::latest_version());
+        assert_eq!(n, schema::MIGRATOR.iter().count() as i64);
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
             .fetch_one(&store.pool)
             .await

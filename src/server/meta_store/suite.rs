@@ -7,8 +7,8 @@
 
 use super::{AccountId, MetaError, MetaStore, NewToken, NewVersion, TokenKind};
 use crate::protocol::{
-    ChunkId, ChunkRef, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord,
-    VersionVector,
+    ChunkId, ChunkRef, DeviceId, FileContent, Link, Manifest, NodeId, NodeKind, NodeMeta,
+    NodeRecord, VersionVector,
 };
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ macro_rules! meta_store_suite {
             $crate::server::meta_store::suite::meta_store_suite!(@case txn_rollback_on_drop);
             $crate::server::meta_store::suite::meta_store_suite!(@case live_names_unique);
             $crate::server::meta_store::suite::meta_store_suite!(@case tombstone_keeps_last_entry);
+            $crate::server::meta_store::suite::meta_store_suite!(@case links_are_entries);
             $crate::server::meta_store::suite::meta_store_suite!(@case changes_since_pages);
             $crate::server::meta_store::suite::meta_store_suite!(@case accounts_are_isolated);
             $crate::server::meta_store::suite::meta_store_suite!(@case versions_append);
@@ -68,6 +69,7 @@ fn dir_node(id: NodeId, parent: NodeId, name: &str, seq: u64) -> NodeRecord {
         node_id: id,
         parent: Some(parent),
         name: name.into(),
+        links: Vec::new(),
         deleted: false,
         meta: NodeMeta::new(
             NodeKind::Dir,
@@ -86,6 +88,7 @@ fn file_node(id: NodeId, parent: NodeId, name: &str, seq: u64, chunks: &[&[u8]])
         node_id: id,
         parent: Some(parent),
         name: name.into(),
+        links: Vec::new(),
         deleted: false,
         meta: NodeMeta {
             content: Some(FileContent {
@@ -426,6 +429,68 @@ pub(crate) async fn tombstone_keeps_last_entry(store: Store) {
     let back = put(&store, a, back).await;
     assert_eq!(store.children(a, dir.node_id).await.unwrap().len(), 2);
     assert_eq!(store.node(a, back.node_id).await.unwrap().unwrap(), back);
+}
+
+/// A node's other entries (hard links): stored and served with it, found
+/// by name lookups, counted as a folder's live children, replaced as a
+/// whole by the next write, and dropped with a tombstone.
+pub(crate) async fn links_are_entries(store: Store) {
+    let a = account(&store, "alice").await;
+    let d = put(&store, a, dir_node(NodeId::random(), NodeId::ROOT, "d", 0)).await;
+    let e = put(&store, a, dir_node(NodeId::random(), NodeId::ROOT, "e", 0)).await;
+    let link = |parent: NodeId, name: &str| Link {
+        parent,
+        name: name.into(),
+    };
+    let mut f = file_node(NodeId::random(), NodeId::ROOT, "f", 0, &[b"x"]);
+    f.links = vec![link(d.node_id, "g"), link(e.node_id, "h")];
+    let f = put(&store, a, f).await;
+    assert_eq!(store.node(a, f.node_id).await.unwrap().unwrap(), f);
+    for (p, name) in [(NodeId::ROOT, "f"), (d.node_id, "g"), (e.node_id, "h")] {
+        let found = store.lookup(a, p, name).await.unwrap().unwrap();
+        assert_eq!(found, f, "{name}");
+        let mut txn = store.begin(a).await.unwrap();
+        assert_eq!(txn.lookup(p, name).await.unwrap(), Some(f.node_id));
+        assert!(txn.has_live_children(p).await.unwrap());
+    }
+    let kids = store.children(a, d.node_id).await.unwrap();
+    assert_eq!(kids.len(), 1);
+    assert_eq!(kids[0].node_id, f.node_id);
+    let log = store.changes_since(a, f.seq - 1, 10).await.unwrap();
+    assert_eq!(log[0].links, f.links, "the change log serves links");
+    // The next write replaces the set.
+    let mut f2 = f.clone();
+    f2.links = vec![link(e.node_id, "h2")];
+    let f2 = put(&store, a, f2).await;
+    assert!(store.lookup(a, d.node_id, "g").await.unwrap().is_none());
+    assert!(store.lookup(a, e.node_id, "h").await.unwrap().is_none());
+    assert_eq!(
+        store.node(a, f.node_id).await.unwrap().unwrap().links,
+        f2.links
+    );
+    let mut txn = store.begin(a).await.unwrap();
+    assert!(!txn.has_live_children(d.node_id).await.unwrap());
+    drop(txn);
+    // Names stay unique across first entries and links.
+    let mut txn = store.begin(a).await.unwrap();
+    let clash = dir_node(
+        NodeId::random(),
+        e.node_id,
+        "h2",
+        txn.next_seq().await.unwrap(),
+    );
+    assert!(
+        txn.write_node(&clash).await.is_err(),
+        "a link's name is taken for a first entry too"
+    );
+    drop(txn);
+    // A tombstone keeps no link.
+    let mut gone = f2;
+    gone.deleted = true;
+    let gone = put(&store, a, gone).await;
+    let got = store.node(a, gone.node_id).await.unwrap().unwrap();
+    assert!(got.deleted && got.links.is_empty());
+    assert!(store.lookup(a, e.node_id, "h2").await.unwrap().is_none());
 }
 
 pub(crate) async fn changes_since_pages(store: Store) {

@@ -1,6 +1,7 @@
 //! Planning: journal records → commit ops, in journal order.
 //!
-//! - `Upsert` sends the node's place *as recorded* (parent, name) with its
+//! - `Upsert` sends the node's place *as recorded* (parent, name, and its
+//!   other entries, hard links) with its
 //!   current attributes: kind, mode, owner and group (numeric ids with the
 //!   device that set them: this one unless adopted from another), mtime,
 //!   atime, btime and, for device nodes, rdev (ctime stays local; see
@@ -20,7 +21,9 @@
 //!   is sent and the server decides.
 
 use super::RoundError;
-use crate::protocol::{CommitOp, FileContent, Manifest, NodeChange, NodeId, NodeKind, NodeMeta};
+use crate::protocol::{
+    CommitOp, FileContent, Link, Manifest, NodeChange, NodeId, NodeKind, NodeMeta,
+};
 use crate::vfs::meta::{Inode, JournalOp, Quarantined, ROOT_INO};
 use crate::vfs::{SentState, Vfs};
 use std::collections::HashSet;
@@ -79,7 +82,11 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
         plan.inos.push(op.ino());
         match op {
             JournalOp::Upsert {
-                ino, parent, name, ..
+                ino,
+                parent,
+                name,
+                links,
+                ..
             } => {
                 let Some(inode) = vfs.inode(ino)? else {
                     tracing::warn!(ino, "journal record of a node that no longer exists");
@@ -111,6 +118,7 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                                         parent,
                                         name,
                                         moved: true,
+                                        links,
                                     },
                                 },
                             ));
@@ -130,14 +138,17 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                         ops.push(plan.ops.len());
                     }
                 }
-                plan.ops.push(upsert_op(vfs, &inode, parent, &name)?);
+                let entries = std::iter::once((parent, name.clone()))
+                    .chain(links.iter().map(|l| (l.parent, l.name.clone())))
+                    .collect();
+                plan.ops.push(upsert_op(vfs, &inode, parent, &name, links)?);
                 plan.origins.push((
                     seq,
                     Origin::Node {
                         ino,
                         sent: SentState {
                             rev: inode.local_rev,
-                            name,
+                            entries,
                             content: new_content,
                             conflict: false,
                         },
@@ -165,9 +176,16 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
     Ok(plan)
 }
 
-/// The op for `inode` at place (`parent`, `name`), carrying the content the
-/// server already has (the transfer step fills in new content).
-fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<CommitOp, RoundError> {
+/// The op for `inode` at place (`parent`, `name`) with its other entries
+/// `links`, carrying the content the server already has (the transfer step
+/// fills in new content).
+fn upsert_op(
+    vfs: &Vfs,
+    inode: &Inode,
+    parent: NodeId,
+    name: &str,
+    links: Vec<Link>,
+) -> Result<CommitOp, RoundError> {
     let content = match inode.kind {
         NodeKind::File => Some(vfs.server_content(inode.ino)?.unwrap_or(FileContent {
             manifest: Manifest::default(),
@@ -180,6 +198,9 @@ fn upsert_op(vfs: &Vfs, inode: &Inode, parent: NodeId, name: &str) -> Result<Com
         change: NodeChange::Upsert {
             parent,
             name: name.to_string(),
+            // A folder never has links; one recorded before it was a
+            // folder cannot exist (kinds never change).
+            links,
             meta: NodeMeta {
                 kind: inode.kind,
                 mode: inode.mode,

@@ -9,10 +9,15 @@
 //!   showed), and sets access and birth time to the modification time.
 //! - Format 3: as 2, plus each folder's subfolder count (`s` keys, see
 //!   [`super`]). Upgrading counts the folder entries once.
-//! - Format 4 (current): as 3, plus stored extended attributes (`x` keys).
+//! - Format 4: as 3, plus stored extended attributes (`x` keys).
 //!   Upgrading writes nothing (a format 3 store has none); the number
 //!   changes so that an older client, which would upload its nodes without
 //!   their attributes, refuses the store instead.
+//! - Format 5 (current): hard links. [`Inode`] ends with `links` (its
+//!   other entries) and a journal `Upsert` record (also inside a
+//!   quarantined one) with the node's other entries. Upgrading gives every
+//!   inode and record an empty list (every node had one entry); an older
+//!   client refuses the store instead of misreading a node with links.
 //!
 //! Waiting records (`W`) are JSON as on the wire; one saved by a client of
 //! protocol 1 (`mtime_ns`) is read as protocol 2 by
@@ -24,14 +29,16 @@
 //! start. A store of a newer format than this client knows is refused
 //! with a clear error, never read as garbage.
 
-use super::{dec, enc, ino_key, key, Dentry, Inode};
-use crate::protocol::{ContentHash, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector};
+use super::{dec, enc, ino_key, key, Dentry, Inode, JournalOp, Quarantined};
+use crate::protocol::{
+    ContentHash, DeviceId, NodeId, NodeKind, NodeRecord, Timestamp, VersionVector,
+};
 use crate::vfs::error::{Cause, VfsError, VfsResult};
 use crate::vfs::kv::Kv;
 use serde::Deserialize;
 
 /// The format this client writes.
-pub(super) const CURRENT: u64 = 4;
+pub(super) const CURRENT: u64 = 5;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
@@ -83,8 +90,148 @@ impl From<InodeV1> for Inode {
             local_rev: o.local_rev,
             synced_rev: o.synced_rev,
             unlinked: o.unlinked,
+            links: Vec::new(),
         }
     }
+}
+
+/// An inode as formats 2 and 3 stored it (no `links`).
+#[derive(Deserialize)]
+struct InodeV3 {
+    ino: u64,
+    node_id: NodeId,
+    parent: u64,
+    name: String,
+    kind: NodeKind,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    ids_from: Option<DeviceId>,
+    rdev: u32,
+    size: u64,
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    btime: Timestamp,
+    content_hash: Option<ContentHash>,
+    symlink_target: Option<String>,
+    vv: VersionVector,
+    server_seq: u64,
+    dirty: bool,
+    local_rev: u64,
+    synced_rev: u64,
+    unlinked: bool,
+}
+
+impl From<InodeV3> for Inode {
+    fn from(o: InodeV3) -> Inode {
+        Inode {
+            ino: o.ino,
+            node_id: o.node_id,
+            parent: o.parent,
+            name: o.name,
+            kind: o.kind,
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
+            ids_from: o.ids_from,
+            rdev: o.rdev,
+            size: o.size,
+            atime: o.atime,
+            mtime: o.mtime,
+            ctime: o.ctime,
+            btime: o.btime,
+            content_hash: o.content_hash,
+            symlink_target: o.symlink_target,
+            vv: o.vv,
+            server_seq: o.server_seq,
+            dirty: o.dirty,
+            local_rev: o.local_rev,
+            synced_rev: o.synced_rev,
+            unlinked: o.unlinked,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// A journal record as formats up to 3 stored it (`Upsert` without links).
+#[derive(Deserialize)]
+enum JournalOpV3 {
+    Upsert {
+        ino: u64,
+        parent: NodeId,
+        name: String,
+        moved: bool,
+    },
+    Delete {
+        ino: u64,
+        node_id: NodeId,
+        base: VersionVector,
+        parent: u64,
+        name: String,
+    },
+}
+
+impl From<JournalOpV3> for JournalOp {
+    fn from(o: JournalOpV3) -> JournalOp {
+        match o {
+            JournalOpV3::Upsert {
+                ino,
+                parent,
+                name,
+                moved,
+            } => JournalOp::Upsert {
+                ino,
+                parent,
+                name,
+                moved,
+                links: Vec::new(),
+            },
+            JournalOpV3::Delete {
+                ino,
+                node_id,
+                base,
+                parent,
+                name,
+            } => JournalOp::Delete {
+                ino,
+                node_id,
+                base,
+                parent,
+                name,
+            },
+        }
+    }
+}
+
+/// A quarantined record as formats up to 3 stored it.
+#[derive(Deserialize)]
+struct QuarantinedV3 {
+    op: JournalOpV3,
+    path: String,
+    reason: String,
+    at_unix: i64,
+    blocked_by: Option<u64>,
+}
+
+/// Every value under `tag`, re-encoded by `convert` (format 4 upgrade).
+fn convert_all<Old: serde::de::DeserializeOwned, New: serde::Serialize>(
+    kv: &dyn Kv,
+    tag: u8,
+    convert: impl Fn(Old) -> New,
+) -> VfsResult<Vec<crate::vfs::kv::KvWrite>> {
+    let mut writes = Vec::new();
+    let mut start = vec![tag];
+    loop {
+        let page = kv.scan(&[tag], &start, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (k, v) in &page {
+            writes.push((k.clone(), Some(enc(&convert(dec::<Old>(v)?)))));
+        }
+    }
+    Ok(writes)
 }
 
 /// A pulled record saved in the `W` keyspace: protocol 2 JSON, or
@@ -141,6 +288,19 @@ pub(super) fn upgrade(kv: &dyn Kv) -> VfsResult<()> {
     }
     if format < 3 {
         writes.extend(count_subdirs(kv)?);
+    }
+    if (2..5).contains(&format) {
+        writes.extend(convert_all(kv, b'i', |o: InodeV3| Inode::from(o))?);
+    }
+    if format < 5 {
+        writes.extend(convert_all(kv, b'J', |o: JournalOpV3| JournalOp::from(o))?);
+        writes.extend(convert_all(kv, b'Q', |q: QuarantinedV3| Quarantined {
+            op: q.op.into(),
+            path: q.path,
+            reason: q.reason,
+            at_unix: q.at_unix,
+            blocked_by: q.blocked_by,
+        })?);
     }
     if format != CURRENT || kv.get(&format_key)?.is_none() {
         writes.push((format_key, Some(enc(&CURRENT))));
@@ -287,8 +447,142 @@ mod tests {
         assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
     }
 
+    /// Formats 2 and 3's inode layout (no `links`), to write one.
+    #[derive(Serialize)]
+    struct InodeV3Out {
+        ino: u64,
+        node_id: NodeId,
+        parent: u64,
+        name: String,
+        kind: NodeKind,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        ids_from: Option<DeviceId>,
+        rdev: u32,
+        size: u64,
+        atime: Timestamp,
+        mtime: Timestamp,
+        ctime: Timestamp,
+        btime: Timestamp,
+        content_hash: Option<ContentHash>,
+        symlink_target: Option<String>,
+        vv: VersionVector,
+        server_seq: u64,
+        dirty: bool,
+        local_rev: u64,
+        synced_rev: u64,
+        unlinked: bool,
+    }
+
+    /// Format 3's journal record layout.
+    #[derive(Serialize)]
+    enum OldOp {
+        Upsert {
+            ino: u64,
+            parent: NodeId,
+            name: String,
+            moved: bool,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldQuarantined {
+        op: OldOp,
+        path: String,
+        reason: String,
+        at_unix: i64,
+        blocked_by: Option<u64>,
+    }
+
     #[test]
-    fn a_format_3_store_is_stamped_4_and_keeps_everything() {
+    fn a_format_3_or_4_store_gets_empty_links_on_inodes_and_journal_records() {
+        for format in [3u64, 4] {
+            links_upgrade_from(format);
+        }
+    }
+
+    fn links_upgrade_from(format: u64) {
+        let kv = CrashKv::default();
+        let node = NodeId::random();
+        let t = Timestamp { sec: 7, nsec: 9 };
+        let old = InodeV3Out {
+            ino: 5,
+            node_id: node,
+            parent: 1,
+            name: "f".into(),
+            kind: NodeKind::File,
+            mode: 0o600,
+            uid: Some(1000),
+            gid: None,
+            ids_from: None,
+            rdev: 0,
+            size: 3,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            btime: t,
+            content_hash: None,
+            symlink_target: None,
+            vv: VersionVector::default(),
+            server_seq: 4,
+            dirty: true,
+            local_rev: 2,
+            synced_rev: 1,
+            unlinked: false,
+        };
+        let op = || OldOp::Upsert {
+            ino: 5,
+            parent: NodeId::ROOT,
+            name: "f".into(),
+            moved: true,
+        };
+        kv.apply(vec![
+            (key(b'm', FORMAT_KEY), Some(enc(&format))),
+            (ino_key(b'i', 5), Some(old_bytes(&old))),
+            (ino_key(b'J', 1), Some(old_bytes(&op()))),
+            (
+                ino_key(b'Q', 2),
+                Some(old_bytes(&OldQuarantined {
+                    op: op(),
+                    path: "f".into(),
+                    reason: "no".into(),
+                    at_unix: 1,
+                    blocked_by: None,
+                })),
+            ),
+        ])
+        .unwrap();
+        upgrade(&kv).unwrap();
+        let new: Inode = dec(&kv.get(&ino_key(b'i', 5)).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (new.node_id, new.name.as_str(), new.uid),
+            (node, "f", Some(1000))
+        );
+        assert_eq!((new.size, new.local_rev, new.mtime), (3, 2, t));
+        assert!(new.links.is_empty());
+        let want = JournalOp::Upsert {
+            ino: 5,
+            parent: NodeId::ROOT,
+            name: "f".into(),
+            moved: true,
+            links: Vec::new(),
+        };
+        let rec: JournalOp = dec(&kv.get(&ino_key(b'J', 1)).unwrap().unwrap()).unwrap();
+        assert_eq!(rec, want);
+        let q: Quarantined = dec(&kv.get(&ino_key(b'Q', 2)).unwrap().unwrap()).unwrap();
+        assert_eq!((q.op, q.reason.as_str()), (want, "no"));
+        let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
+        assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
+    }
+
+    /// Postcard bytes of a record in an old layout.
+    fn old_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_allocvec(v).unwrap()
+    }
+
+    #[test]
+    fn a_format_3_store_is_stamped_current_and_keeps_everything() {
         let kv = CrashKv::default();
         let entry = (
             ino_key(b'd', 1),
@@ -305,7 +599,7 @@ mod tests {
         .unwrap();
         upgrade(&kv).unwrap();
         let stamped = kv.get(&key(b'm', FORMAT_KEY)).unwrap().unwrap();
-        assert_eq!((CURRENT, dec::<u64>(&stamped).unwrap()), (4, 4));
+        assert_eq!((CURRENT, dec::<u64>(&stamped).unwrap()), (5, 5));
         assert_eq!(kv.get(&entry.0).unwrap(), entry.1);
         assert_eq!(kv.get(&ino_key(b's', 1)).unwrap(), Some(enc(&1u64)));
         assert!(kv.scan(b"x", b"x", 1).unwrap().is_empty(), "no attributes");

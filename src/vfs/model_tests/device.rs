@@ -186,13 +186,28 @@ pub(super) async fn server_tree(remote: &dyn Remote) -> Result<Tree, String> {
         if rec.deleted || rec.parent.is_none() {
             continue;
         }
-        let path = match path_of(rec) {
-            Ok(p) => p,
-            Err(e) => {
-                tree.insert(format!("?{:?}", rec.node_id), Snap::Inconsistent(e));
-                continue;
+        // Every name of the node: its first entry, then its links.
+        let mut paths = Vec::new();
+        let mut entries = vec![rec.clone()];
+        for l in &rec.links {
+            entries.push(NodeRecord {
+                parent: Some(l.parent),
+                name: l.name.clone(),
+                ..rec.clone()
+            });
+        }
+        for entry in &entries {
+            match path_of(entry) {
+                Ok(p) => paths.push(p),
+                Err(e) => {
+                    tree.insert(format!("?{:?}", rec.node_id), Snap::Inconsistent(e));
+                }
             }
-        };
+        }
+        if paths.len() != entries.len() {
+            continue;
+        }
+        let same_as = (paths.len() > 1).then(|| paths.iter().min().expect("names").clone());
         let snap = match rec.meta.kind {
             k @ (NodeKind::Fifo
             | NodeKind::Socket
@@ -212,7 +227,7 @@ pub(super) async fn server_tree(remote: &dyn Remote) -> Result<Tree, String> {
                         let data = remote
                             .get_chunk(c.id)
                             .await
-                            .map_err(|e| format!("chunk of {path}: {e}"))?;
+                            .map_err(|e| format!("chunk of {}: {e}", paths[0]))?;
                         size += data.len() as u64;
                         hasher.update(&data);
                     }
@@ -220,6 +235,8 @@ pub(super) async fn server_tree(remote: &dyn Remote) -> Result<Tree, String> {
                         Snap::File {
                             size,
                             hash: Some(hasher.finalize()),
+                            nlink: paths.len() as u32,
+                            same_as,
                         }
                     } else {
                         Snap::Inconsistent(format!("{size} bytes, manifest {}", content.size()))
@@ -227,8 +244,10 @@ pub(super) async fn server_tree(remote: &dyn Remote) -> Result<Tree, String> {
                 }
             },
         };
-        if tree.insert(path.clone(), snap).is_some() {
-            tree.insert(path, Snap::Inconsistent("two live nodes".into()));
+        for path in paths {
+            if tree.insert(path.clone(), snap.clone()).is_some() {
+                tree.insert(path, Snap::Inconsistent("two live nodes".into()));
+            }
         }
     }
     Ok(tree)

@@ -4,7 +4,7 @@ use super::model::{op_arg, outcome, Model, ModelPath, Node, Op, Outcome, Snap, T
 use crate::vfs::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Write and read sizes the harness uses, like the kernel's 128 KiB pages.
 const IO_PIECE: usize = 128 * 1024;
@@ -124,6 +124,11 @@ async fn run_vfs_op(vfs: &Vfs, op: &Op, arg: u64, looked: &mut Vec<u64>) -> VfsR
             let parent = parent_ino(vfs, p, looked)?;
             vfs.rmdir(parent, leaf(p))?;
         }
+        Op::Link(from, to) => {
+            let a = lookup_path(vfs, from, looked)?;
+            let parent = parent_ino(vfs, to, looked)?;
+            looked.push(vfs.link(a.ino, parent, leaf(to))?.ino);
+        }
         Op::Upload | Op::Reopen | Op::Crash => unreachable!("handled by the driver"),
     }
     Ok(())
@@ -175,10 +180,12 @@ pub(super) async fn read_back(vfs: &Vfs, ino: u64, size: u64) -> VfsResult<Vec<u
 }
 
 /// The whole tree as the `Vfs` shows it: readdir in pages of two, kinds
-/// checked against getattr, paths against `path_of`, and (with `content`)
-/// every file read back.
+/// checked against getattr, paths against `path_of` (one of the names of a
+/// node with several), link counts against the names found, and (with
+/// `content`) every file read back.
 pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
     let mut out = Tree::new();
+    let mut names: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut stack = vec![(meta::ROOT_INO, String::new())];
     while let Some((dir, prefix)) = stack.pop() {
         let mut after: Option<String> = None;
@@ -193,9 +200,10 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
                     format!("{prefix}/{}", e.name)
                 };
                 let a = vfs.getattr(e.ino)?;
+                names.entry(e.ino).or_default().push(path.clone());
                 let snap = if a.kind != e.kind {
                     Snap::Inconsistent(format!("entry {:?}, inode {:?}", e.kind, a.kind))
-                } else if vfs.path_of(e.ino)? != path {
+                } else if a.nlink < 2 && vfs.path_of(e.ino)? != path {
                     Snap::Inconsistent(format!("path_of says {}", vfs.path_of(e.ino)?))
                 } else {
                     match a.kind {
@@ -215,11 +223,15 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
                             Snap::File {
                                 size: a.size,
                                 hash: Some(blake3::hash(&data)),
+                                nlink: a.nlink,
+                                same_as: None,
                             }
                         }
                         NodeKind::File => Snap::File {
                             size: a.size,
                             hash: None,
+                            nlink: a.nlink,
+                            same_as: None,
                         },
                     }
                 };
@@ -227,14 +239,31 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
             }
         }
     }
+    // Names of one inode: each says which it is the same as, and the
+    // link count is the number of names.
+    for (ino, paths) in names {
+        let first = paths.iter().min().expect("one name").clone();
+        let several = paths.len() > 1;
+        for p in &paths {
+            if let Some(Snap::File { nlink, same_as, .. }) = out.get_mut(p) {
+                if *nlink as usize != paths.len() {
+                    let msg = format!("ino {ino}: nlink {nlink}, names {paths:?}");
+                    out.insert(p.clone(), Snap::Inconsistent(msg));
+                } else if several {
+                    *same_as = Some(first.clone());
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
 /// The whole tree as the `Vfs` shows it, as model nodes (every file read
-/// back): what a device holds after a crash, when that may lack changes
-/// it had not flushed.
-pub(super) async fn read_tree(vfs: &Vfs) -> VfsResult<BTreeMap<ModelPath, Node>> {
+/// back) and groups of names of one node: what a device holds after a
+/// crash, when that may lack changes it had not flushed.
+pub(super) async fn read_tree(vfs: &Vfs) -> VfsResult<LinkedTree> {
     let mut out = BTreeMap::new();
+    let mut names: BTreeMap<u64, BTreeSet<ModelPath>> = BTreeMap::new();
     let mut stack = vec![(meta::ROOT_INO, ModelPath::new())];
     while let Some((dir, prefix)) = stack.pop() {
         for e in vfs.readdir(dir, None, u32::MAX as usize)? {
@@ -257,8 +286,15 @@ pub(super) async fn read_tree(vfs: &Vfs) -> VfsResult<BTreeMap<ModelPath, Node>>
                     Node::File(read_back(vfs, e.ino, size).await?)
                 }
             };
+            if e.kind != NodeKind::Dir {
+                names.entry(e.ino).or_default().insert(path.clone());
+            }
             out.insert(path, node);
         }
     }
-    Ok(out)
+    let groups = names.into_values().filter(|g| g.len() > 1).collect();
+    Ok((out, groups))
 }
+
+/// Nodes by path, and the groups of paths naming one node.
+pub(super) type LinkedTree = (BTreeMap<ModelPath, Node>, Vec<BTreeSet<ModelPath>>);

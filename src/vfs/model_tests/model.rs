@@ -1,9 +1,10 @@
 //! The model: a map from path to file bytes, folder or symlink target, the
-//! operations the tests generate, and the expected result of each.
+//! groups of paths that are hard links of one node, the operations the
+//! tests generate, and the expected result of each.
 
 use crate::protocol::{conflict_name, NodeKind};
 use crate::vfs::{VfsError, VfsResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Path components below the root (never empty).
 pub(super) type ModelPath = Vec<String>;
@@ -25,6 +26,8 @@ pub(super) enum Outcome {
     IsDir,
     NotEmpty,
     Invalid,
+    /// `EPERM` (a hard link of a folder).
+    NotPermitted,
     /// Any other error: never expected.
     Other(String),
 }
@@ -38,6 +41,7 @@ pub(super) fn outcome<T>(r: VfsResult<T>) -> Outcome {
         Err(VfsError::IsDir) => Outcome::IsDir,
         Err(VfsError::NotEmpty) => Outcome::NotEmpty,
         Err(VfsError::InvalidArgument(_)) => Outcome::Invalid,
+        Err(VfsError::NotPermitted(_)) => Outcome::NotPermitted,
         Err(e) => Outcome::Other(e.to_string()),
     }
 }
@@ -87,6 +91,9 @@ pub(super) enum Op<P = ModelPath> {
     Unlink(P),
     Rmdir(P),
     Symlink(P, String),
+    /// `link(2)`: the node at the first path gets the second as one more
+    /// name.
+    Link(P, P),
     /// Drain the journal to the server, pull, and compare the device, the
     /// server and a fresh device with the model.
     Upload,
@@ -156,6 +163,7 @@ impl Op<PathSel> {
             Op::Unlink(p) => Op::Unlink(r(p)),
             Op::Rmdir(p) => Op::Rmdir(r(p)),
             Op::Symlink(p, t) => Op::Symlink(r(p), t.clone()),
+            Op::Link(a, b) => Op::Link(r(a), r(b)),
             Op::Upload => Op::Upload,
             Op::Reopen => Op::Reopen,
             Op::Crash => Op::Crash,
@@ -310,6 +318,8 @@ impl ExpectedConflict {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Model {
     pub(super) nodes: BTreeMap<ModelPath, Node>,
+    /// Paths that name one node (hard links), two or more each.
+    pub(super) groups: Vec<BTreeSet<ModelPath>>,
     /// Conflict copies to name from the next tree compared (see
     /// [`Model::adopt_conflicts`]).
     pub(super) conflicts: Vec<ExpectedConflict>,
@@ -332,6 +342,44 @@ impl Model {
         self.nodes
             .keys()
             .filter(move |k| k.len() > path.len() && k.starts_with(path))
+    }
+
+    fn group_of(&self, p: &ModelPath) -> Option<usize> {
+        self.groups.iter().position(|g| g.contains(p))
+    }
+
+    /// The other names of `p`'s node get `p`'s (new) content.
+    fn propagate(&mut self, p: &ModelPath) {
+        let Some(g) = self.group_of(p) else { return };
+        let node = self.nodes[p].clone();
+        for other in self.groups[g].clone() {
+            self.nodes.insert(other, node.clone());
+        }
+    }
+
+    /// `p` no longer names its node.
+    fn drop_name(&mut self, p: &ModelPath) {
+        if let Some(g) = self.group_of(p) {
+            self.groups[g].remove(p);
+            if self.groups[g].len() < 2 {
+                self.groups.remove(g);
+            }
+        }
+    }
+
+    /// Every grouped path renamed by `f` (a folder move).
+    fn remap(&mut self, f: impl Fn(&ModelPath) -> ModelPath) {
+        for g in &mut self.groups {
+            *g = g.iter().map(&f).collect();
+        }
+    }
+
+    /// The files that are not hard-linked, in path order.
+    pub(super) fn unlinked_files(&self) -> Vec<&ModelPath> {
+        self.files()
+            .into_iter()
+            .filter(|p| self.group_of(p).is_none())
+            .collect()
     }
 
     /// The files, in path order.
@@ -385,6 +433,7 @@ impl Model {
                 } else {
                     bytes.resize(arg, 0);
                 }
+                self.propagate(p);
             }
             Op::Unlink(p) => {
                 self.walk(p)?;
@@ -394,6 +443,7 @@ impl Model {
                     Some(_) => {}
                 }
                 self.nodes.remove(p);
+                self.drop_name(p);
             }
             Op::Rmdir(p) => {
                 self.walk(p)?;
@@ -424,6 +474,10 @@ impl Model {
                     if *no_replace {
                         return Err(Outcome::Exists);
                     }
+                    // Two names of one node: nothing happens (POSIX).
+                    if self.group_of(from).is_some() && self.group_of(from) == self.group_of(to) {
+                        return Ok(());
+                    }
                     let dst_dir = *dst == Node::Dir;
                     match (src_dir, dst_dir) {
                         (true, false) => return Err(Outcome::NotDir),
@@ -434,6 +488,7 @@ impl Model {
                         _ => {}
                     }
                     self.nodes.remove(to);
+                    self.drop_name(to);
                 }
                 let moved: Vec<ModelPath> = std::iter::once(from.clone())
                     .chain(self.below(from).cloned())
@@ -444,6 +499,15 @@ impl Model {
                     new.extend_from_slice(&old[from.len()..]);
                     self.nodes.insert(new, node);
                 }
+                self.remap(|p| {
+                    if p.starts_with(from) {
+                        let mut new = to.clone();
+                        new.extend_from_slice(&p[from.len()..]);
+                        new
+                    } else {
+                        p.clone()
+                    }
+                });
             }
             Op::Exchange(a, b) => {
                 self.walk(a)?;
@@ -451,7 +515,7 @@ impl Model {
                 let (Some(na), Some(nb)) = (self.nodes.get(a), self.nodes.get(b)) else {
                     return Err(Outcome::NotFound);
                 };
-                if a == b {
+                if a == b || (self.group_of(a).is_some() && self.group_of(a) == self.group_of(b)) {
                     return Ok(());
                 }
                 let inside = |outer: &ModelPath, inner: &ModelPath| {
@@ -481,6 +545,40 @@ impl Model {
                         k.extend(rest);
                         self.nodes.insert(k, n);
                     }
+                }
+                self.remap(|p| {
+                    let swap = |from: &ModelPath, to: &ModelPath| {
+                        let mut new = to.clone();
+                        new.extend_from_slice(&p[from.len()..]);
+                        new
+                    };
+                    if p.starts_with(a) {
+                        swap(a, b)
+                    } else if p.starts_with(b) {
+                        swap(b, a)
+                    } else {
+                        p.clone()
+                    }
+                });
+            }
+            Op::Link(from, to) => {
+                self.walk(from)?;
+                let Some(node) = self.nodes.get(from).cloned() else {
+                    return Err(Outcome::NotFound);
+                };
+                self.walk(to)?;
+                if self.nodes.contains_key(to) {
+                    return Err(Outcome::Exists);
+                }
+                if node == Node::Dir {
+                    return Err(Outcome::NotPermitted);
+                }
+                self.nodes.insert(to.clone(), node);
+                match self.group_of(from) {
+                    Some(g) => {
+                        self.groups[g].insert(to.clone());
+                    }
+                    None => self.groups.push([from.clone(), to.clone()].into()),
                 }
             }
             Op::Upload | Op::Reopen | Op::Crash => {}
@@ -526,12 +624,15 @@ impl Model {
         self.nodes
             .iter()
             .map(|(p, n)| {
+                let group = self.group_of(p).map(|g| &self.groups[g]);
                 let snap = match n {
                     Node::Dir => Snap::Dir,
                     Node::Symlink(t) => Snap::Symlink(t.clone()),
                     Node::File(b) => Snap::File {
                         size: b.len() as u64,
                         hash: content.then(|| blake3::hash(b)),
+                        nlink: group.map_or(1, |g| g.len() as u32),
+                        same_as: group.and_then(|g| g.iter().map(|p| p.join("/")).min()),
                     },
                 };
                 (p.join("/"), snap)
@@ -549,6 +650,12 @@ pub(super) enum Snap {
     File {
         size: u64,
         hash: Option<blake3::Hash>,
+        /// Names of the node (its link count).
+        nlink: u32,
+        /// With more than one name: the first of them as strings (`a.b`
+        /// before `a/b`), so that names of one node are told from equal
+        /// copies.
+        same_as: Option<String>,
     },
     /// The `Vfs` or the server contradicted itself (entry kind vs inode,
     /// path, read; a live node under a deleted or missing parent).

@@ -3,8 +3,8 @@
 
 use super::super::{AccountId, Device, MetaError, TokenKind};
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
-    VersionVector,
+    ChunkId, DeviceId, FileContent, Link, Manifest, NodeId, NodeKind, NodeMeta, NodeRecord,
+    Timestamp, VersionVector,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
@@ -16,7 +16,7 @@ pub(super) const IN_BATCH: usize = 500;
 pub(super) const NODE_COLUMNS: &str =
     "n.id, n.kind, n.mode, n.uid, n.gid, n.ids_from, n.rdev, n.mtime_sec, n.mtime_nsec, \
      n.atime_sec, n.atime_nsec, n.btime_sec, n.btime_nsec, n.manifest, n.symlink_target, \
-     n.xattrs, n.vv, n.seq, n.deleted, e.parent, e.name";
+     n.xattrs, n.vv, n.seq, n.deleted, n.links, e.parent, e.name";
 pub(super) const NODE_FROM: &str =
     "FROM nodes n LEFT JOIN entries e ON e.account = n.account AND e.node = n.id";
 
@@ -104,6 +104,11 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     let deleted: bool = row.try_get("deleted").map_err(backend)?;
     let parent: Option<Vec<u8>> = row.try_get("parent").map_err(backend)?;
     let name: Option<String> = row.try_get("name").map_err(backend)?;
+    let links: Option<String> = row.try_get("links").map_err(backend)?;
+    let links = match links {
+        Some(l) => serde_json::from_str::<Vec<Link>>(&l).map_err(corrupt)?,
+        None => Vec::new(),
+    };
     let content = match manifest {
         Some(m) => Some(FileContent {
             manifest: serde_json::from_str::<Manifest>(&m).map_err(corrupt)?,
@@ -114,6 +119,7 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
         node_id: NodeId(uuid_from_blob(&id)?),
         parent: parent.map(|p| uuid_from_blob(&p).map(NodeId)).transpose()?,
         name: name.unwrap_or_default(),
+        links,
         deleted,
         meta: NodeMeta {
             kind: kind_from_str(&kind)?,
@@ -175,7 +181,9 @@ pub(super) async fn q_lookup(
     name: &str,
 ) -> Result<Option<NodeId>, MetaError> {
     let row: Option<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT node FROM entries WHERE account = ? AND parent = ? AND name = ? AND live = 1",
+        "SELECT node FROM entries WHERE account = ?1 AND parent = ?2 AND name = ?3 AND live = 1 \
+         UNION ALL SELECT node FROM links WHERE account = ?1 AND parent = ?2 AND name = ?3 \
+         LIMIT 1",
     )
     .bind(account.0)
     .bind(&parent.as_bytes()[..])
