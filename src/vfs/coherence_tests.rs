@@ -3,10 +3,8 @@
 //! own writes) until it is closed; a new open reads the newest; the kernel
 //! is told which pages are stale.
 
-use super::test_support::{open_vfs, overwrite};
+use super::test_support::{overwrite, two_devices, TwoDevices};
 use super::*;
-use crate::remote::in_process::InProcessServer;
-use crate::remote::Remote;
 use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
 
@@ -26,16 +24,17 @@ async fn read(vfs: &Vfs, fh: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb: _idb,
+        ra,
+        rb,
+        da: _da,
+        db: _db,
+        a,
+        b,
+    } = two_devices().await;
     let kernel = Arc::new(Recorder::default());
     a.set_notifier(kernel.clone());
     let (up_a, up_b) = (

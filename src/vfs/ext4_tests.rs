@@ -3,7 +3,7 @@
 //! clearing, space operations and atime. The kernel-facing halves are in
 //! `tests/posix_mount.rs`.
 
-use super::test_support::open_vfs;
+use super::test_support::{open_vfs, two_devices, TwoDevices};
 use super::*;
 use crate::remote::in_process::InProcessServer;
 use crate::remote::memory::MemoryRemote;
@@ -57,16 +57,17 @@ async fn a_folder_links_its_subfolders_like_ext4_through_every_change() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_folder_changes_move_the_link_count() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb: _idb,
+        ra,
+        rb,
+        da: _da,
+        db: _db,
+        a,
+        b,
+    } = two_devices().await;
     let up_b = Uploader::new(b.clone(), rb.clone());
     let d = b.mkdir(ROOT_INO, b"d", 0o755).unwrap();
     b.mkdir(d.ino, b"x", 0o755).unwrap();
@@ -85,16 +86,17 @@ async fn remote_folder_changes_move_the_link_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_exchange_swaps_a_file_and_a_folder_across_folders_and_uploads_it() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb: _idb,
+        ra,
+        rb,
+        da: _da,
+        db: _db,
+        a,
+        b,
+    } = two_devices().await;
     let up_a = Uploader::new(a.clone(), ra.clone());
     let x = a.mkdir(ROOT_INO, b"x", 0o755).unwrap();
     let y = a.mkdir(ROOT_INO, b"y", 0o755).unwrap();

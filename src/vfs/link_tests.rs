@@ -4,11 +4,9 @@
 //! the server's real commit rules. The kernel-facing half is
 //! `tests/hardlinks_mount.rs`.
 
-use super::test_support::{open_vfs, overwrite};
+use super::test_support::{open_vfs, overwrite, two_devices, TwoDevices};
 use super::*;
-use crate::remote::in_process::InProcessServer;
 use crate::remote::memory::MemoryRemote;
-use crate::remote::Remote;
 use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
 
@@ -169,16 +167,17 @@ async fn rename_moves_one_entry_and_a_link_over_its_sibling_is_a_no_op() {
 /// name; B's cache keeps it all across a reopen.
 #[tokio::test(flavor = "multi_thread")]
 async fn links_travel_between_devices() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb,
+        ra,
+        rb,
+        da: _da,
+        db,
+        a,
+        b,
+    } = two_devices().await;
     let (up_a, up_b) = (
         Uploader::new(a.clone(), ra.clone()),
         Uploader::new(b.clone(), rb.clone()),
@@ -240,16 +239,17 @@ async fn links_travel_between_devices() {
 /// from the server, and the linking device adopts it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_link_name_becomes_a_conflict_name_everywhere() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb: _idb,
+        ra,
+        rb,
+        da: _da,
+        db: _db,
+        a,
+        b,
+    } = two_devices().await;
     let (up_a, up_b) = (
         Uploader::new(a.clone(), ra.clone()),
         Uploader::new(b.clone(), rb.clone()),
@@ -305,16 +305,17 @@ async fn a_node_has_at_most_ext4s_number_of_names() {
 /// one change; both nodes then reach the server with two names each.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_node_displaces_both_names_of_a_pending_local_node() {
-    let server = InProcessServer::new().await.unwrap();
-    let (ra, rb) = (
-        server.device("laptop").await.unwrap(),
-        server.device("desktop").await.unwrap(),
-    );
-    let (ida, idb) = (ra.device_id(), rb.device_id());
-    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let TwoDevices {
+        server: _server,
+        ida: _ida,
+        idb: _idb,
+        ra,
+        rb,
+        da: _da,
+        db: _db,
+        a,
+        b,
+    } = two_devices().await;
     let y = file(&a, ROOT_INO, "p.txt", b"from a");
     a.link(y, ROOT_INO, b"q.txt").unwrap();
     let up_a = Uploader::new(a.clone(), ra.clone());

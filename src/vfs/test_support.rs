@@ -5,6 +5,7 @@
 
 use super::kv::{Kv, KvWrite};
 use super::*;
+use crate::remote::in_process::InProcessServer;
 use crate::remote::Remote;
 use std::collections::BTreeMap;
 
@@ -44,6 +45,47 @@ pub(crate) fn open_vfs_on(
         chunks,
     )
     .unwrap()
+}
+
+/// Two devices of one account on the real server rules
+/// ([`InProcessServer`]), "laptop" (`a`, id `ida`, remote `ra`, cache in
+/// `da`) and "desktop" (`b`, …), each with its cache in its own temporary
+/// folder; keep the folders alive as long as the devices.
+pub(crate) struct TwoDevices {
+    pub server: InProcessServer,
+    pub ida: DeviceId,
+    pub idb: DeviceId,
+    pub ra: Arc<dyn Remote>,
+    pub rb: Arc<dyn Remote>,
+    pub da: tempfile::TempDir,
+    pub db: tempfile::TempDir,
+    pub a: Arc<Vfs>,
+    pub b: Arc<Vfs>,
+}
+
+/// Starts a server in process and opens [`TwoDevices`] on it.
+pub(crate) async fn two_devices() -> TwoDevices {
+    let server = InProcessServer::new().await.unwrap();
+    let (ra, rb) = (
+        server.device("laptop").await.unwrap(),
+        server.device("desktop").await.unwrap(),
+    );
+    let (ida, idb) = (ra.device_id(), rb.device_id());
+    let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
+    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    TwoDevices {
+        server,
+        ida,
+        idb,
+        ra,
+        rb,
+        da,
+        db,
+        a,
+        b,
+    }
 }
 
 /// Replaces the content of file `ino` with `data` (open with truncate,
