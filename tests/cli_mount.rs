@@ -610,29 +610,40 @@ fn nimbus_attributes_are_readable_but_not_listed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-/// A second mount on a cache dir in use fails with one clear line.
+/// A second mount of one device fails with one clear line, on its cache
+/// dir or another one (two mounts of one device id would overwrite each
+/// other's changes without a conflict copy); so does a cache dir inside
+/// the mount point, which the mount would hide.
 #[test]
-fn a_cache_dir_in_use_is_one_clear_error() {
+fn a_second_mount_of_a_device_or_a_hidden_cache_is_one_clear_error() {
     let env = Env::new();
     let (mnt, cache, _guard) = mount_daemon(&env, "mnt");
     let other = env.path("other");
     std::fs::create_dir(&other).unwrap();
-    let out = env.nimbus(
-        &[
-            "mount",
-            other.to_str().unwrap(),
-            "--daemon",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("in use by another nimbus mount"), "{err}");
-    assert!(!err.contains("Os {"), "{err}");
-    assert!(!mounted(&other));
+    let elsewhere = env.path("elsewhere-cache");
+    let inside = other.join("cache");
+    for (cache, want) in [
+        (&cache, "already mounted by another nimbus process"),
+        (&elsewhere, "already mounted by another nimbus process"),
+        (&inside, "inside the mount point"),
+    ] {
+        let out = env.nimbus(
+            &[
+                "mount",
+                other.to_str().unwrap(),
+                "--daemon",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("Os {"), "{err}");
+        assert!(!mounted(&other));
+    }
     let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -87,6 +87,54 @@ struct Identity {
     device_id: DeviceId,
 }
 
+/// Refuses a cache dir inside the mount point: the mount would hide it
+/// (and the log in it) and every write would go through the mount itself.
+fn check_cache_outside_mount(
+    cache_dir: &std::path::Path,
+    mountpoint: &std::path::Path,
+) -> Result<()> {
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    let (cache, mnt) = (abs(cache_dir)?, abs(mountpoint)?);
+    if cache.starts_with(&mnt) {
+        anyhow::bail!(
+            "the cache dir {} is inside the mount point {}, which would hide it: give a \
+             --cache-dir outside the mount",
+            cache_dir.display(),
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+/// Takes this device's mount lock (`flock` on a file in the config
+/// directory), so one device is never mounted twice: two processes with
+/// one device id would each upload over the other's changes without a
+/// conflict (their version vectors look like one device's). Errors: the
+/// device is mounted by another process, or the lock file cannot be made.
+fn lock_device(conn: &Connection) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = config::config_dir()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("mounted-{}.lock", conn.device_id));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "device '{}' is already mounted by another nimbus process; two mounts of one \
+                 device would overwrite each other's changes: unmount it first, or log in as \
+                 another device for a second mount",
+                conn.device_name
+            )
+        } else {
+            anyhow::anyhow!("cannot lock {}: {e}", path.display())
+        }
+    })
+}
+
 /// Mounts and serves in the foreground until the folder is unmounted or the
 /// process gets SIGINT/SIGTERM.
 pub fn run_mount(opts: MountOptions) -> Result<()> {
@@ -107,7 +155,10 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
         Some(d) => d.clone(),
         None => config::cache_dir()?.join(conn.device_id.to_string()),
     };
+    check_cache_outside_mount(&cache_dir, &opts.mountpoint)?;
     check_identity(&cache_dir, &conn)?;
+    // Held until the process exits: the kernel drops it with the process.
+    let _device_lock = lock_device(&conn)?;
 
     let kv = SledKv::open(&cache_dir.join("meta")).map_err(|e| match e {
         VfsError::Busy(_) => anyhow::anyhow!(

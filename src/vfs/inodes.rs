@@ -106,9 +106,12 @@ impl Vfs {
             }
         }
         let (uid, gid) = self.shown_ids(inode);
-        let local_bytes = match inode.kind {
-            NodeKind::File if inode.dirty => size,
-            NodeKind::File => self.local_content_bytes(inode.ino),
+        // A file counts its whole size wherever its bytes are: a count
+        // below the size tells `tar --sparse`, `cp --sparse` and `du`
+        // that the rest is holes, and a placeholder would be archived as
+        // zeros.
+        let allocated_bytes = match inode.kind {
+            NodeKind::File => size,
             NodeKind::Dir => DIR_SIZE,
             _ => 0,
         };
@@ -124,7 +127,7 @@ impl Vfs {
             gid,
             rdev: inode.rdev,
             size,
-            local_bytes,
+            allocated_bytes,
             atime: inode.atime,
             mtime,
             ctime,
@@ -169,19 +172,6 @@ impl Vfs {
             n.inval_attr(ino);
         }
         Ok(())
-    }
-
-    pub(super) fn local_content_bytes(&self, ino: u64) -> u64 {
-        match self.meta.content(ino) {
-            Ok(Some(c)) => c
-                .manifest
-                .chunks
-                .iter()
-                .filter(|c| self.chunks.is_local(&c.id))
-                .map(|c| c.len as u64)
-                .sum(),
-            _ => 0,
-        }
     }
 
     /// The mounting user, as a caller.

@@ -126,8 +126,10 @@ pub struct Attr {
     /// Device number (device nodes only).
     pub rdev: u32,
     pub size: u64,
-    /// Bytes stored locally (for `st_blocks`).
-    pub local_bytes: u64,
+    /// What `st_blocks` counts, in bytes: a file's whole size, cached on
+    /// this device or not (fewer would read as holes to `tar --sparse`);
+    /// 4096 for a folder; 0 for other kinds.
+    pub allocated_bytes: u64,
     pub atime: Timestamp,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
