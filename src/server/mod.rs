@@ -13,8 +13,12 @@
 //! | `GET /healthz` | `ok` | |
 //! | `GET /metrics` | Prometheus text | |
 //! | `GET /api/v1/openapi.json` | OpenAPI 3.0 description | |
-//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse`; with `device_id`, new tokens for that existing device (its name is kept) instead of a new device | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name, 403 `unknown_device` (`device_id` unknown, revoked or another account's: nothing registered) |
-//! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, same refresh token) | 401 `unauthorized` |
+//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse`; with `device_id`, new tokens for that existing device (its name is kept; a revoked one is reinstated, its old tokens deleted) instead of a new device | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name, 403 `unknown_device` (`device_id` unknown or another account's: nothing registered) |
+//! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, a **new** refresh token: the old one is used up; retried within 60 s it gets the same answer) | 401 `unauthorized`, 401 `device_revoked`, 401 `refresh_token_reused` (replayed after rotation: every token of the device is deleted) |
+//! | `POST /api/v1/auth/logout` | → 204; revokes the calling device and deletes its tokens | 401 |
+//! | `GET /api/v1/devices` | → `DeviceList` (name, id, platform, created, last seen, revoked, current) | 401 |
+//! | `POST /api/v1/devices/{id}/revoke` | → 204; that device's next request gets 401 `device_revoked`; a password login as it reinstates it | 400 bad id, 404 not a device of this account |
+//! | `POST /api/v1/account/password` | `PasswordChange` → `PasswordChanged`; every other device is signed out (tokens deleted, devices kept) | 400 empty or over 1024 bytes, 403 `wrong_password` |
 //! | `POST /api/v1/chunks/missing` | `MissingChunksRequest` → `MissingChunksResponse` | 413 over [`MAX_MISSING_QUERY`](crate::protocol::MAX_MISSING_QUERY) ids |
 //! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
 //! | `GET /api/v1/chunks/{hex}` | → plain bytes | 404 unless this account uploaded the chunk |
@@ -118,6 +122,7 @@ pub mod metrics;
 pub(crate) mod api;
 mod content;
 mod openapi;
+mod sessions;
 
 use crate::protocol::{parse_protocol_version, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use anyhow::Context;
@@ -223,7 +228,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/auth/login", post(api::login))
-        .route("/api/v1/auth/refresh", post(api::refresh))
+        .route("/api/v1/auth/refresh", post(sessions::refresh))
+        .route("/api/v1/auth/logout", post(sessions::logout))
+        .route("/api/v1/devices", get(sessions::list_devices))
+        .route("/api/v1/devices/{id}/revoke", post(sessions::revoke_device))
+        .route("/api/v1/account/password", post(sessions::change_password))
         .route("/api/v1/chunks/missing", post(api::missing_chunks))
         .route(
             "/api/v1/chunks/{hex}",

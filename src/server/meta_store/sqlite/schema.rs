@@ -194,8 +194,16 @@ mod tests {
             "migration files {files:?}, embedded versions {embedded:?}: a stale build \
              (touch src/server/meta_store/sqlite/schema.rs and rebuild)"
         );
-        // Versions are 1, 2, ...: the hand-rolled step count maps onto them.
-        assert_eq!(embedded, (1..=embedded.len() as i64).collect::<Vec<_>>());
+        // Versions are the files' numbers, ascending. They start 1, 2, 3
+        // (the hand-rolled step count maps onto those); later ones may
+        // leave a gap while a branch holding the number in between is not
+        // merged yet (sqlx applies a late lower version on its own).
+        let numbers: Vec<i64> = files
+            .iter()
+            .map(|f| f.split('_').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(embedded, numbers);
+        assert_eq!(embedded[..3], [1, 2, 3]);
     }
 
     #[tokio::test]
@@ -228,7 +236,8 @@ mod tests {
                 .await
                 .unwrap();
         let latest = latest_version();
-        assert_eq!(applied, (1..=latest).map(|v| (v, true)).collect::<Vec<_>>());
+        let known: Vec<(i64, bool)> = MIGRATOR.iter().map(|m| (m.version, true)).collect();
+        assert_eq!(applied, known);
         assert_eq!(
             user_version(&mut store.pool.acquire().await.unwrap())
                 .await
