@@ -10,9 +10,16 @@
 //!   re-reads the saved login: if the user logged in again (same device,
 //!   different refresh token), the remote adopts it and refreshes once
 //!   more, so a running mount resumes by itself after `nimbus login`. The
-//!   server does not rotate refresh tokens today (`/auth/refresh` returns
-//!   the same one); if a refresh answers a new one, it is saved through
-//!   the token source before it is used.
+//!   server rotates refresh tokens (each refresh answers a new one and
+//!   uses the old one up): the new one is saved through the token source
+//!   (atomic write, fsync, 0600) before it is used. Before each refresh
+//!   the saved login is read too: another process of this device (a
+//!   `nimbus devices` command) may have rotated the token since, and
+//!   refreshing with the used-up one would look like theft to the server.
+//! - TLS: rustls, verifying the server against the system's and the
+//!   bundled Mozilla roots, or only against a private CA ([`ClientTls`],
+//!   `nimbus login --ca`). The user agent names the platform
+//!   (`nimbus/0.1.0 (linux x86_64)`), which `nimbus devices` shows.
 //! - Errors: connection failures and timeouts → `Unreachable`, 5xx →
 //!   `Server`, 404 → `NotFound`, 401 → `Unauthorized`, other 4xx →
 //!   `Rejected { status, code, message, op }` from the server's `ErrorBody`
@@ -52,6 +59,8 @@ use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod account;
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// zstd level for uploads.
@@ -86,19 +95,60 @@ impl From<LoginResponse> for Tokens {
     }
 }
 
-fn build_client() -> Client {
-    let builder = Client::builder()
+/// How the client checks the server's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM certificates of a private CA: trusted instead of the system's
+    /// and the bundled roots.
+    pub ca_pem: Option<String>,
+}
+
+impl ClientTls {
+    /// Checks that `ca_pem` holds at least one certificate (a clear error
+    /// otherwise).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.ca_pem {
+            None => Ok(()),
+            Some(pem) => match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err("the CA file holds no PEM certificate".into()),
+                Err(e) => Err(format!("the CA file is not a PEM certificate: {e}")),
+            },
+        }
+    }
+}
+
+/// The `User-Agent`: version, OS and architecture.
+fn user_agent() -> String {
+    format!(
+        "nimbus/{} ({} {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn build_client(tls: &ClientTls) -> Client {
+    let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
+        .user_agent(user_agent())
         .default_headers(header::HeaderMap::from_iter([(
             header::HeaderName::from_static(PROTOCOL_HEADER),
             header::HeaderValue::from(PROTOCOL_VERSION),
         )]));
+    if let Some(pem) = &tls.ca_pem {
+        // Only the private CA: a public CA cannot vouch for this server.
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).unwrap_or_default() {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
     // Building only fails if the TLS backend cannot initialise; fall back
-    // to the defaults rather than refusing to start.
+    // to the defaults rather than refusing to start (a bad CA file is
+    // refused earlier, by `ClientTls::check`).
     builder.build().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "HTTP client with custom settings failed; using defaults");
         Client::new()
@@ -131,7 +181,21 @@ fn transport(e: reqwest::Error) -> RemoteError {
             message: format!("invalid response: {}", describe(&e)),
         }
     } else {
-        RemoteError::Unreachable(describe(&e))
+        RemoteError::Unreachable(tls_hint(describe(&e)))
+    }
+}
+
+/// Adds what to do to a certificate failure, which reqwest reports deep
+/// in a chain of sources.
+fn tls_hint(message: String) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        format!(
+            "{message} (the server's TLS certificate is not trusted: for a private CA, log in \
+             with --ca FILE)"
+        )
+    } else {
+        message
     }
 }
 
@@ -227,7 +291,27 @@ pub async fn login_with(
     device_name: &str,
     device_id: Option<DeviceId>,
 ) -> Result<LoginResponse, RemoteError> {
-    let resp = build_client()
+    login_with_tls(
+        server_url,
+        user,
+        password,
+        device_name,
+        device_id,
+        &ClientTls::default(),
+    )
+    .await
+}
+
+/// [`login_with`], checking the server's certificate as `tls` says.
+pub async fn login_with_tls(
+    server_url: &str,
+    user: &str,
+    password: &str,
+    device_name: &str,
+    device_id: Option<DeviceId>,
+    tls: &ClientTls,
+) -> Result<LoginResponse, RemoteError> {
+    let resp = build_client(tls)
         .post(format!("{}/api/v1/auth/login", base_url(server_url)))
         .json(&LoginRequest {
             user: user.to_owned(),
@@ -275,9 +359,15 @@ impl HttpRemote {
     /// A remote for `server_url` using `tokens` (an empty access token is
     /// refreshed on first use).
     pub fn new(server_url: &str, tokens: Tokens) -> Self {
+        Self::with_tls(server_url, tokens, &ClientTls::default())
+    }
+
+    /// [`HttpRemote::new`], checking the server's certificate as `tls`
+    /// says.
+    pub fn with_tls(server_url: &str, tokens: Tokens, tls: &ClientTls) -> Self {
         HttpRemote {
             base: base_url(server_url),
-            client: build_client(),
+            client: build_client(tls),
             access_token: RwLock::new(tokens.access_token),
             device_id: tokens.device_id,
             refreshing: tokio::sync::Mutex::new(tokens.refresh_token),
@@ -315,6 +405,14 @@ impl HttpRemote {
             let current = self.access_token.read();
             if *current != stale && !current.is_empty() {
                 return Ok(current.clone());
+            }
+        }
+        // Another process of this device may have rotated the token since
+        // (see the module docs): start from the saved one.
+        if let Some(saved) = self.saved_tokens().await {
+            if saved.device_id == self.device_id && saved.refresh_token != *refresh_token {
+                tracing::debug!("using the refresh token saved by another process");
+                *refresh_token = saved.refresh_token;
             }
         }
         let refused = match self.refresh_with(&mut refresh_token).await {
@@ -710,12 +808,10 @@ mod tests {
         assert_eq!(again.device_id, first.device_id);
         *saved.0.lock() = Some(again.clone());
         remote.pull(0, 10).await.unwrap();
-        assert_eq!(*remote.refreshing.lock().await, again.refresh_token);
-        // Refresh tokens do not rotate: nothing was saved back.
-        assert_eq!(
-            saved.0.lock().as_ref().unwrap().access_token,
-            again.access_token
-        );
+        // The refresh rotated the adopted token, and the new one was saved.
+        let now = saved.0.lock().clone().unwrap();
+        assert_ne!(now.refresh_token, again.refresh_token);
+        assert_eq!(*remote.refreshing.lock().await, now.refresh_token);
         running.shutdown().await.unwrap();
     }
 }

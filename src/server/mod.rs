@@ -123,6 +123,9 @@ pub(crate) mod api;
 mod content;
 mod openapi;
 mod sessions;
+pub mod tls;
+
+pub use tls::TlsFiles;
 
 use crate::protocol::{parse_protocol_version, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use anyhow::Context;
@@ -168,6 +171,8 @@ pub struct ServerConfig {
     pub metadata: Option<String>,
     /// Chunk directory; default `DATA/chunks`.
     pub chunks: Option<PathBuf>,
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServerConfig {
@@ -179,6 +184,7 @@ impl ServerConfig {
             data_dir,
             metadata: None,
             chunks: None,
+            tls: None,
         }
     }
 }
@@ -306,12 +312,34 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
     state: AppState,
+    /// The live TLS configuration and its files, when serving HTTPS.
+    tls: Option<(axum_server::tls_rustls::RustlsConfig, TlsFiles)>,
 }
 
 impl RunningServer {
     /// The bound address (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Reads the certificate and key files again (SIGHUP): new
+    /// connections get the new certificate, the listener and open
+    /// connections stay. Without TLS, nothing to do. On error the old
+    /// certificate stays in use.
+    pub async fn reload_tls(&self) -> anyhow::Result<()> {
+        match &self.tls {
+            Some((config, files)) => tls::reload(config, files).await,
+            None => Ok(()),
+        }
     }
 
     /// Stops accepting, lets requests in flight finish (up to 10 s), then
@@ -366,6 +394,11 @@ async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
 
 /// Opens the stores, binds `cfg.listen` and serves in a background task.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    // The certificate first: a bad one must not leave a half-started server.
+    let rustls = match &cfg.tls {
+        Some(files) => Some((tls::load(files).await?, files.clone())),
+        None => None,
+    };
     let meta = open_meta(&cfg).await?;
     let chunks = chunk_store::open(cfg.chunks.as_deref(), &cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -375,21 +408,35 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let state = AppState::new(meta, chunks);
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+    let task = match &rustls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        }),
+        Some((config, _)) => {
+            let std_listener = listener.into_std()?;
+            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
                 let _ = stopped.await;
-            })
-            .await
-    });
+                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            tokio::spawn(async move { server.handle(handle).serve(app.into_make_service()).await })
+        }
+    };
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    tracing::info!(%addr, data = %cfg.data_dir.display(), "server listening");
+    tracing::info!(%addr, tls = rustls.is_some(), data = %cfg.data_dir.display(), "server listening");
     Ok(RunningServer {
         addr,
         stop,
         task,
         housekeeping,
         state,
+        tls: rustls,
     })
 }
 
