@@ -441,6 +441,11 @@ impl HttpRemote {
                         other => other,
                     })
             }
+            // The server's sentence already says what to do (revoked,
+            // session ended): do not say it twice.
+            _ if refused.contains("log in again") => Err(RemoteError::Unauthorized(format!(
+                "the server refused this device: {refused}"
+            ))),
             _ => Err(RemoteError::Unauthorized(format!(
                 "the server refused the refresh token ({refused}); log in again"
             ))),
