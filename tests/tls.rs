@@ -152,7 +152,8 @@ fn try_login(url: &str, extra: &[&str]) -> (bool, String) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    writeln!(c.stdin.take().unwrap(), "pw").unwrap();
+    // A login refused before it reads the password closes the pipe early.
+    let _ = writeln!(c.stdin.take().unwrap(), "pw");
     let out = c.wait_with_output().unwrap();
     (
         out.status.success(),

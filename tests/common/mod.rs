@@ -201,7 +201,8 @@ impl Device {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        // A command that fails before reading its input closes the pipe.
+        let _ = c.stdin.take().unwrap().write_all(stdin.as_bytes());
         c.wait_with_output().unwrap()
     }
 
