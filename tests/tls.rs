@@ -313,6 +313,26 @@ fn plain_http_beyond_loopback_and_bad_tls_files_are_one_line_errors() {
         last.starts_with("nimbus: cannot start the server: cannot load the TLS certificate"),
         "{stderr}"
     );
+    // Plain HTTP beyond loopback is served, with a warning.
+    let log_path = dir.path().join("plain.log");
+    let mut plain = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("plain"))
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the plain HTTP warning", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("listening on http://").then_some(log)
+    });
+    let _ = plain.kill();
+    let _ = plain.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("serving plain HTTP on 0.0.0.0:0") && log.contains("--tls-cert"),
+        "{log}"
+    );
     // --tls-cert without --tls-key is a usage error.
     let out = Command::new(BIN)
         .args(["serve", "--tls-cert"])

@@ -55,6 +55,14 @@ pub fn serve(
     tls: Option<crate::server::TlsFiles>,
 ) -> Result<()> {
     let cfg = server_config(listen, storage, tls)?;
+    if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on {}: passwords, tokens and files cross the network \
+             unencrypted; serve HTTPS with --tls-cert and --tls-key (clients refuse plain \
+             HTTP beyond loopback unless given --insecure)",
+            cfg.listen
+        );
+    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
