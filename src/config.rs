@@ -111,17 +111,17 @@ impl Login {
         }
     }
 
-    /// Deletes `dir/login.json` (and fsyncs the folder); absent is fine.
-    pub fn remove(dir: &Path) -> Result<()> {
-        let path = dir.join(LOGIN_FILE);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
-        }
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", dir.display()))
+    /// After `nimbus logout`: the identity (server, user, device) stays,
+    /// so a later login is the same device again, but no token does.
+    pub fn is_signed_out(&self) -> bool {
+        self.refresh_token.is_empty()
+    }
+
+    /// This login without its tokens (see [`Login::is_signed_out`]).
+    pub fn signed_out(mut self) -> Login {
+        self.refresh_token.clear();
+        self.access_token.clear();
+        self
     }
 
     /// Writes `dir/login.json` atomically, mode 0600 (creating `dir`, 0700).
@@ -323,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn a_login_others_may_read_is_refused_and_removal_is_idempotent() {
+    fn a_login_others_may_read_is_refused_and_a_signed_out_one_has_no_token() {
         let t = tempfile::tempdir().unwrap();
         login().save(t.path()).unwrap();
         assert!(Login::load_private(t.path()).unwrap().is_some());
@@ -336,9 +336,12 @@ mod tests {
                 "{err}"
             );
         }
-        Login::remove(t.path()).unwrap();
-        Login::remove(t.path()).unwrap();
-        assert!(Login::load_private(t.path()).unwrap().is_none());
+        let out = login().signed_out();
+        assert!(out.is_signed_out() && !login().is_signed_out());
+        assert_eq!(
+            (out.device_id, out.access_token.as_str()),
+            (out.device_id, "")
+        );
     }
 
     #[test]

@@ -101,12 +101,20 @@ fn devices_revoke_passwd_and_logout_from_the_command_line() {
     assert!(!is_mounted(&tablet.mnt));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    // logout: revoked on the server, credentials gone.
+    // logout: revoked on the server, tokens gone from the file (0600 still).
+    let old_refresh = tablet.saved_login()["refresh_token"].clone();
     let out = stdout(&tablet.nimbus(&["logout"], ""));
     assert!(out.contains("logged out"), "{out}");
-    assert!(!file.exists());
+    let saved = tablet.saved_login();
+    assert_eq!(saved["refresh_token"], "");
+    assert_eq!(saved["access_token"], "");
+    assert_eq!(saved["device_id"], id, "the identity stays");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let err = error_line(&tablet.nimbus(&["devices"], ""));
-    assert!(err.contains("not logged in"), "{err}");
+    assert!(err.contains("not logged in (logged out of"), "{err}");
     let err = error_line(&tablet.nimbus(&["logout"], ""));
     assert!(err.contains("not logged in"), "{err}");
     let table = stdout(&laptop.nimbus(&["devices"], ""));
@@ -115,4 +123,19 @@ fn devices_revoke_passwd_and_logout_from_the_command_line() {
         2,
         "phone and tablet: {table}"
     );
+    // The old refresh token is dead on the server, not just forgotten.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/auth/refresh", server.url))
+        .json(&serde_json::json!({ "refresh_token": old_refresh }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Logging in again there is the same device, reinstated.
+    stdout(&tablet.nimbus(
+        &["login", &server.url, "--user", "ann", "--password-stdin"],
+        "new-pw\n",
+    ));
+    assert_eq!(tablet.saved_login()["device_id"], id);
+    let table = stdout(&laptop.nimbus(&["devices"], ""));
+    assert_eq!(table.matches("revoked").count(), 1, "the phone: {table}");
 }

@@ -14,8 +14,15 @@ use std::path::PathBuf;
 /// none.
 fn saved() -> Result<(Login, HttpRemote, PathBuf)> {
     let dir = config::config_dir()?;
-    let Some(login) = Login::load_private(&dir)? else {
-        bail!("not logged in: run `nimbus login URL --user NAME --password-stdin` first");
+    let login = match Login::load_private(&dir)? {
+        Some(l) if !l.is_signed_out() => l,
+        Some(l) => bail!(
+            "not logged in (logged out of {}): run `nimbus login {} --user {} --password-stdin`",
+            l.server,
+            l.server,
+            l.user
+        ),
+        None => bail!("not logged in: run `nimbus login URL --user NAME --password-stdin` first"),
     };
     let remote = crate::client::saved_login_remote(&login, &dir);
     Ok((login, remote, dir))
@@ -137,17 +144,20 @@ pub fn revoke(name: &str) -> Result<()> {
 }
 
 /// `nimbus logout`: the server revokes this device and deletes its tokens,
-/// then `login.json` is removed. A device whose session already ended is
-/// logged out locally all the same; an unreachable server keeps the file
-/// (its tokens would still work) and says so.
+/// then the tokens are removed from `login.json`. The device's identity
+/// stays there, so a later `nimbus login` (same server and user)
+/// reinstates the same device and its mount can still send what it had
+/// not. A device whose session already ended is logged out locally all
+/// the same; an unreachable server keeps the tokens (they would still
+/// work) and says so.
 pub fn logout() -> Result<()> {
     let dir = config::config_dir()?;
-    let Some(login) = Login::load(&dir)? else {
-        bail!(
-            "not logged in (no {} in {})",
-            config::LOGIN_FILE,
-            dir.display()
-        );
+    let login = match Login::load(&dir)? {
+        Some(l) if !l.is_signed_out() => l,
+        _ => bail!(
+            "not logged in (no tokens in {})",
+            dir.join(config::LOGIN_FILE).display()
+        ),
     };
     let remote = crate::client::saved_login_remote(&login, &dir);
     let rt = super::runtime()?;
@@ -161,10 +171,11 @@ pub fn logout() -> Result<()> {
             )))
         }
     }
-    Login::remove(&dir)?;
+    let (server, name) = (login.server.clone(), login.device_name.clone());
+    login.signed_out().save(&dir)?;
     println!(
-        "logged out of {} (device {} revoked; credentials removed)",
-        login.server, login.device_name
+        "logged out of {server} (device {name} revoked, its tokens deleted; `nimbus login` \
+         reinstates it)"
     );
     Ok(())
 }

@@ -410,7 +410,10 @@ impl HttpRemote {
         // Another process of this device may have rotated the token since
         // (see the module docs): start from the saved one.
         if let Some(saved) = self.saved_tokens().await {
-            if saved.device_id == self.device_id && saved.refresh_token != *refresh_token {
+            if saved.device_id == self.device_id
+                && !saved.refresh_token.is_empty()
+                && saved.refresh_token != *refresh_token
+            {
                 tracing::debug!("using the refresh token saved by another process");
                 *refresh_token = saved.refresh_token;
             }
