@@ -45,10 +45,17 @@ enum Command {
     /// Sign this device out: the server revokes it, and the saved login
     /// is removed.
     Logout,
-    /// Change the account's password: the current one on the first line
-    /// of standard input, the new one on the second. Every other device is
-    /// signed out and logs in again with the new password.
-    Passwd,
+    /// Change the account's password. Every other device is signed out
+    /// and logs in again with the new password.
+    Passwd(PasswdArgs),
+}
+
+#[derive(Args, Debug)]
+struct PasswdArgs {
+    /// Read the current password from the first line of standard input
+    /// and the new one from the second (required).
+    #[arg(long, required = true)]
+    password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -317,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli::init_logging("warn");
             cli::account::logout()
         }
-        Command::Passwd => {
+        Command::Passwd(_) => {
             cli::init_logging("warn");
             cli::account::passwd()
         }

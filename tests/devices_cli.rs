@@ -52,11 +52,13 @@ fn devices_revoke_passwd_and_logout_from_the_command_line() {
     assert!(err.contains("revoked") && err.contains("log in"), "{err}");
 
     // passwd: current password, then the new one, on standard input.
-    let err = error_line(&laptop.nimbus(&["passwd"], "wrong\nnew-pw\n"));
+    let out = laptop.nimbus(&["passwd"], "pw\nnew-pw\n");
+    assert_eq!(out.status.code(), Some(2), "--password-stdin is required");
+    let err = error_line(&laptop.nimbus(&["passwd", "--password-stdin"], "wrong\nnew-pw\n"));
     assert!(err.contains("current password is wrong"), "{err}");
-    let err = error_line(&laptop.nimbus(&["passwd"], "pw\n"));
+    let err = error_line(&laptop.nimbus(&["passwd", "--password-stdin"], "pw\n"));
     assert!(err.contains("new password on the second line"), "{err}");
-    let out = stdout(&laptop.nimbus(&["passwd"], "pw\nnew-pw\n"));
+    let out = stdout(&laptop.nimbus(&["passwd", "--password-stdin"], "pw\nnew-pw\n"));
     assert!(out.contains("1 other device(s) signed out"), "{out}");
     // The tablet is signed out; it logs in again with the new password
     // as the same device.

@@ -180,7 +180,7 @@ pub fn logout() -> Result<()> {
     Ok(())
 }
 
-/// `nimbus passwd`: reads the current password, then the new one, each
+/// `nimbus passwd --password-stdin`: reads the current password, then the new one, each
 /// on its own line of standard input; every other device is signed out
 /// (they log in again with the new password, as the same devices).
 pub fn passwd() -> Result<()> {
