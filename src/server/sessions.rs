@@ -96,6 +96,7 @@ pub async fn refresh(
                 Some(same) => same,
                 None => {
                     let n = st.meta.delete_device_tokens(info.device).await?;
+                    st.metrics.refresh_reuse.inc();
                     tracing::warn!(
                         device = %info.device,
                         tokens = n,

@@ -118,6 +118,19 @@ async fn refresh_rotates_a_retry_gets_the_same_answer_and_a_replay_ends_the_sess
     assert_eq!((s.as_u16(), code.as_str()), (401, "refresh_token_reused"));
     let (s, _) = error_of(fx.get_as(&again.access_token, "sync/pull").await).await;
     assert_eq!(s, 401, "the replay ended the session");
+    let metrics = fx
+        .http
+        .get(format!("{}/metrics", fx.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nimbus_refresh_token_reuse_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
