@@ -83,6 +83,11 @@ pub struct Login {
     pub device_name: String,
     pub refresh_token: String,
     pub access_token: String,
+    /// PEM certificates of the private CA given to `nimbus login --ca`:
+    /// the only roots trusted for this server. `None`: the system's and
+    /// the bundled roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 impl Login {
@@ -90,10 +95,59 @@ impl Login {
     pub fn load(dir: &Path) -> Result<Option<Login>> {
         read_json(&dir.join(LOGIN_FILE))
     }
+
+    /// [`Login::load`], refusing a file that its group or others may
+    /// read: it holds this device's tokens (a clear error naming the file
+    /// and the fix).
+    pub fn load_private(dir: &Path) -> Result<Option<Login>> {
+        check_private_file(&dir.join(LOGIN_FILE))?;
+        Login::load(dir)
+    }
+
+    /// How to check this server's certificate.
+    pub fn tls(&self) -> crate::remote::http::ClientTls {
+        crate::remote::http::ClientTls {
+            ca_pem: self.ca_pem.clone(),
+        }
+    }
+
+    /// After `nimbus logout`: the identity (server, user, device) stays,
+    /// so a later login is the same device again, but no token does.
+    pub fn is_signed_out(&self) -> bool {
+        self.refresh_token.is_empty()
+    }
+
+    /// This login without its tokens (see [`Login::is_signed_out`]).
+    pub fn signed_out(mut self) -> Login {
+        self.refresh_token.clear();
+        self.access_token.clear();
+        self
+    }
+
     /// Writes `dir/login.json` atomically, mode 0600 (creating `dir`, 0700).
     pub fn save(&self, dir: &Path) -> Result<()> {
         write_json_atomic(&dir.join(LOGIN_FILE), self)
     }
+}
+
+/// Refuses a secrets file that its group or others may read or write.
+/// An absent file is fine.
+pub fn check_private_file(path: &Path) -> Result<()> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} holds this device's credentials but its group or others may access it \
+             (mode {mode:04o}); run `chmod 600 {}` (and check who read it)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The local account of the embedded default server. Created by the first
@@ -199,6 +253,7 @@ mod tests {
             device_name: "laptop".into(),
             refresh_token: "r".into(),
             access_token: "a".into(),
+            ca_pem: None,
         }
     }
 
@@ -265,6 +320,28 @@ mod tests {
         fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
         login().save(t.path()).unwrap();
         assert_eq!(mode(t.path()), 0o700);
+    }
+
+    #[test]
+    fn a_login_others_may_read_is_refused_and_a_signed_out_one_has_no_token() {
+        let t = tempfile::tempdir().unwrap();
+        login().save(t.path()).unwrap();
+        assert!(Login::load_private(t.path()).unwrap().is_some());
+        let path = t.path().join(LOGIN_FILE);
+        for bad in [0o640, 0o604, 0o660] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bad)).unwrap();
+            let err = format!("{:#}", Login::load_private(t.path()).unwrap_err());
+            assert!(
+                err.contains("login.json") && err.contains("chmod 600"),
+                "{err}"
+            );
+        }
+        let out = login().signed_out();
+        assert!(out.is_signed_out() && !login().is_signed_out());
+        assert_eq!(
+            (out.device_id, out.access_token.as_str()),
+            (out.device_id, "")
+        );
     }
 
     #[test]

@@ -40,6 +40,41 @@ enum Command {
     Status(StatusArgs),
     /// Wait until local changes have reached the server.
     Sync(SyncArgs),
+    /// List the account's devices, or revoke one.
+    Devices(DevicesArgs),
+    /// Sign this device out: the server revokes it, and the saved login
+    /// is removed.
+    Logout,
+    /// Change the account's password. Every other device is signed out
+    /// and logs in again with the new password.
+    Passwd(PasswdArgs),
+}
+
+#[derive(Args, Debug)]
+struct PasswdArgs {
+    /// Read the current password from the first line of standard input
+    /// and the new one from the second (required).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+struct DevicesArgs {
+    #[command(subcommand)]
+    command: Option<DevicesCommand>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DevicesCommand {
+    /// Cut a device off at once: its next request is refused, its mount
+    /// keeps unsent changes and resumes after `nimbus login` there.
+    Revoke {
+        /// The device's name (or id, when several share a name).
+        name: String,
+    },
 }
 
 /// Where a server keeps its state.
@@ -76,6 +111,13 @@ struct ServeArgs {
     listen: String,
     #[command(flatten)]
     storage: StorageArgs,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key);
+    /// SIGHUP reloads both files without dropping connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +159,14 @@ struct LoginArgs {
     /// Name for this device, shown in conflict copies [default: host name].
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
+    /// Trust only this private CA (PEM) for an https:// server; saved with
+    /// the login, so mounts use it [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Allow plain http:// to a host other than this machine (the password
+    /// and tokens then cross the network unencrypted).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -207,7 +257,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
             cli::init_logging("info");
-            cli::server::serve(a.listen, a.storage.into())
+            let tls = match (a.tls_cert, a.tls_key) {
+                (Some(cert), Some(key)) => Some(nimbus::server::TlsFiles { cert, key }),
+                _ => None,
+            };
+            cli::server::serve(a.listen, a.storage.into(), tls)
         }
         Command::Admin {
             command:
@@ -220,7 +274,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Login(a) => {
             cli::init_logging("warn");
-            cli::server::login(a.server_url, a.user, a.device)
+            cli::server::login(cli::server::LoginOptions {
+                server: a.server_url,
+                user: a.user,
+                device: a.device,
+                ca: a.ca,
+                insecure: a.insecure,
+            })
         }
         Command::Mount(a) => {
             cli::init_logging(if a.daemon { "warn" } else { "info" });
@@ -252,6 +312,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(a) => {
             cli::init_logging("warn");
             cli::status::sync_wait(a.path.as_deref(), a.timeout)
+        }
+        Command::Devices(a) => {
+            cli::init_logging("warn");
+            match a.command {
+                None => cli::account::devices(a.json),
+                Some(DevicesCommand::Revoke { name }) => cli::account::revoke(&name),
+            }
+        }
+        Command::Logout => {
+            cli::init_logging("warn");
+            cli::account::logout()
+        }
+        Command::Passwd(_) => {
+            cli::init_logging("warn");
+            cli::account::passwd()
         }
     }
 }

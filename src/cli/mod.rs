@@ -11,6 +11,7 @@
 //! - logs go to stderr through `tracing`, filtered by `NIMBUS_LOG` or
 //!   `RUST_LOG` (see [`init_logging`]).
 
+pub mod account;
 pub mod mount;
 pub mod mountinfo;
 pub mod progress;
@@ -92,7 +93,7 @@ pub fn read_password_stdin() -> Result<String> {
     read_password_from(&mut std::io::stdin().lock())
 }
 
-fn read_password_from(input: &mut impl BufRead) -> Result<String> {
+pub(crate) fn read_password_from(input: &mut impl BufRead) -> Result<String> {
     let mut line = String::new();
     input
         .read_line(&mut line)

@@ -15,7 +15,11 @@ pub struct StorageArgs {
     pub chunks: Option<PathBuf>,
 }
 
-fn server_config(listen: String, storage: StorageArgs) -> Result<crate::server::ServerConfig> {
+fn server_config(
+    listen: String,
+    storage: StorageArgs,
+    tls: Option<crate::server::TlsFiles>,
+) -> Result<crate::server::ServerConfig> {
     let data_dir = match storage.data {
         Some(d) => d,
         None => config::server_data_dir()?,
@@ -26,6 +30,7 @@ fn server_config(listen: String, storage: StorageArgs) -> Result<crate::server::
         data_dir,
         metadata: storage.metadata,
         chunks: storage.chunks,
+        tls,
     })
 }
 
@@ -41,9 +46,23 @@ fn resolve_listen(listen: &str) -> Result<std::net::SocketAddr> {
 }
 
 /// `nimbus serve`: runs the server until SIGINT or SIGTERM, then shuts it
-/// down gracefully (in-flight requests finish).
-pub fn serve(listen: String, storage: StorageArgs) -> Result<()> {
-    let cfg = server_config(listen, storage)?;
+/// down gracefully (in-flight requests finish). With TLS files, serves
+/// HTTPS and reloads them on SIGHUP (a failed reload keeps the old
+/// certificate and logs why).
+pub fn serve(
+    listen: String,
+    storage: StorageArgs,
+    tls: Option<crate::server::TlsFiles>,
+) -> Result<()> {
+    let cfg = server_config(listen, storage, tls)?;
+    if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on {}: passwords, tokens and files cross the network \
+             unencrypted; serve HTTPS with --tls-cert and --tls-key (clients refuse plain \
+             HTTP beyond loopback unless given --insecure)",
+            cfg.listen
+        );
+    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -51,10 +70,25 @@ pub fn serve(listen: String, storage: StorageArgs) -> Result<()> {
         let running = crate::server::start(cfg)
             .await
             .context("cannot start the server")?;
-        eprintln!("listening on http://{}", running.local_addr());
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-            _ = sigterm.recv() => {}
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        eprintln!(
+            "listening on {}://{}",
+            running.scheme(),
+            running.local_addr()
+        );
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    r.context("cannot listen for SIGINT")?;
+                    break;
+                }
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => match running.reload_tls().await {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: {e:#}"),
+                },
+            }
         }
         tracing::info!("signal received; shutting down");
         running.shutdown().await.context("shutting down")?;
@@ -69,7 +103,7 @@ pub fn admin_user_add(name: String, storage: StorageArgs) -> Result<()> {
         bail!("the user name must not be empty");
     }
     let password = super::read_password_stdin()?;
-    let cfg = server_config("127.0.0.1:0".into(), storage)?;
+    let cfg = server_config("127.0.0.1:0".into(), storage, None)?;
     let rt = super::runtime()?;
     rt.block_on(crate::server::add_user(&cfg, &name, &password))?;
     eprintln!("added user {name}");
@@ -133,6 +167,55 @@ fn plan_login(
     }
 }
 
+/// Refuses plain `http://` to a host that is not this machine, unless
+/// `insecure`: the password and tokens would cross the network readable.
+pub fn check_transport(server: &str, insecure: bool) -> Result<()> {
+    let url =
+        reqwest::Url::parse(server).with_context(|| format!("invalid server URL '{server}'"))?;
+    if url.scheme() != "http" || insecure {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or("");
+    let loopback = match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if !loopback {
+        bail!(
+            "refusing plain http:// to {}: the password and tokens would cross the network \
+             unencrypted; use https://, or pass --insecure if this network is trusted",
+            url.host_str().unwrap_or("the server")
+        );
+    }
+    Ok(())
+}
+
+/// Reads a `--ca` file: PEM certificates of a private CA.
+fn read_ca(path: &std::path::Path) -> Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    let tls = crate::remote::http::ClientTls {
+        ca_pem: Some(pem.clone()),
+    };
+    tls.check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(pem)
+}
+
+/// The options of `nimbus login`.
+#[derive(Clone, Debug, Default)]
+pub struct LoginOptions {
+    pub server: String,
+    pub user: String,
+    /// `--device NAME`.
+    pub device: Option<String>,
+    /// `--ca FILE`: trust only this private CA for the server (saved in
+    /// the login, so mounts use it).
+    pub ca: Option<PathBuf>,
+    /// `--insecure`: allow plain `http://` to a host that is not loopback.
+    pub insecure: bool,
+}
+
 /// `nimbus login URL --user NAME --password-stdin [--device NAME]`:
 /// registers this device and saves `login.json` in the config dir. Logging
 /// in again (same server and user, e.g. after `unauthorized`) keeps the
@@ -140,8 +223,23 @@ fn plan_login(
 /// running mount picks the new tokens up by itself; if the server no longer
 /// knows that device (revoked, or its data was reset), a new device is
 /// registered and a line says so.
-pub fn login(server: String, user: String, device: Option<String>) -> Result<()> {
+pub fn login(opts: LoginOptions) -> Result<()> {
+    let LoginOptions {
+        server,
+        user,
+        device,
+        ca,
+        insecure,
+    } = opts;
     let server = normalize_server_url(&server)?;
+    check_transport(&server, insecure)?;
+    let ca_pem = match &ca {
+        Some(_) if !server.starts_with("https://") => {
+            bail!("--ca is for an https:// server; {server} is plain http")
+        }
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
     if user.trim().is_empty() {
         bail!("the user name must not be empty");
     }
@@ -155,6 +253,16 @@ pub fn login(server: String, user: String, device: Option<String>) -> Result<()>
         None
     });
     let plan = plan_login(saved.as_ref(), &server, &user, device);
+    // A login again to the same server keeps its CA unless --ca replaces it.
+    let ca_pem = ca_pem.or_else(|| {
+        saved
+            .as_ref()
+            .filter(|l| l.server == server)
+            .and_then(|l| l.ca_pem.clone())
+    });
+    let tls = crate::remote::http::ClientTls {
+        ca_pem: ca_pem.clone(),
+    };
     if plan.device_name.trim().is_empty() {
         bail!("the device name must not be empty");
     }
@@ -164,12 +272,13 @@ pub fn login(server: String, user: String, device: Option<String>) -> Result<()>
     let password = super::read_password_stdin()?;
     let rt = super::runtime()?;
     let login_as = |id| {
-        rt.block_on(crate::remote::http::login_with(
+        rt.block_on(crate::remote::http::login_with_tls(
             &server,
             &user,
             &password,
             &plan.device_name,
             id,
+            &tls,
         ))
     };
     let resp = match login_as(plan.device_id) {
@@ -202,6 +311,7 @@ pub fn login(server: String, user: String, device: Option<String>) -> Result<()>
         device_name: plan.device_name.clone(),
         refresh_token: resp.refresh_token,
         access_token: resp.access_token,
+        ca_pem,
     };
     login.save(&dir)?;
     println!(
@@ -236,6 +346,7 @@ mod tests {
             device_name: "laptop".into(),
             refresh_token: "r".into(),
             access_token: "a".into(),
+            ca_pem: None,
         };
         let again = plan_login(Some(&saved), "http://h:1", "ann", None);
         assert_eq!(again.device_id, Some(saved.device_id));
@@ -251,6 +362,22 @@ mod tests {
             assert_eq!(other.device_name, "desk");
         }
         assert_eq!(plan_login(None, "http://h:1", "ann", None).device_id, None);
+    }
+
+    #[test]
+    fn plain_http_is_refused_beyond_loopback_unless_insecure() {
+        for ok in [
+            "http://127.0.0.1:8420",
+            "http://localhost:1",
+            "http://[::1]:1",
+            "https://example.com",
+        ] {
+            assert!(check_transport(ok, false).is_ok(), "{ok}");
+        }
+        let err = check_transport("http://192.0.2.1:8420", false).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        assert!(check_transport("http://nimbus.example", false).is_err());
+        assert!(check_transport("http://192.0.2.1:8420", true).is_ok());
     }
 
     #[test]

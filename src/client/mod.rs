@@ -394,7 +394,9 @@ fn check_identity(cache_dir: &Path, conn: &Connection) -> Result<()> {
 
 async fn connect(opts: &MountOptions) -> Result<Connection> {
     let cfg_dir = config::config_dir()?;
-    let login = Login::load(&cfg_dir)?;
+    // Credentials others may read are refused, not used (see `config`).
+    let login = Login::load_private(&cfg_dir)?;
+    config::check_private_file(&cfg_dir.join(config::EMBEDDED_FILE))?;
     match (&opts.server, login) {
         (Some(url), Some(l)) if &l.server == url => Ok(from_login(l, &cfg_dir)),
         (Some(url), _) => bail!(
@@ -405,19 +407,27 @@ async fn connect(opts: &MountOptions) -> Result<Connection> {
     }
 }
 
-fn from_login(l: Login, cfg_dir: &Path) -> Connection {
-    let remote = HttpRemote::new(
+/// The remote of the saved login `l` (config dir `cfg_dir`): it checks
+/// the server's certificate as the login says, and reads and saves its
+/// tokens there (rotation, a new `nimbus login`).
+pub fn saved_login_remote(l: &Login, cfg_dir: &Path) -> HttpRemote {
+    HttpRemote::with_tls(
         &l.server,
         Tokens {
             access_token: l.access_token.clone(),
             refresh_token: l.refresh_token.clone(),
             device_id: l.device_id,
         },
+        &l.tls(),
     )
     .with_token_source(Arc::new(SavedLogin {
         dir: cfg_dir.to_path_buf(),
         server: l.server.clone(),
-    }));
+    }))
+}
+
+fn from_login(l: Login, cfg_dir: &Path) -> Connection {
+    let remote = saved_login_remote(&l, cfg_dir);
     Connection {
         remote: Arc::new(remote),
         server: l.server,
@@ -555,6 +565,7 @@ mod tests {
             device_name: "laptop".into(),
             refresh_token: "r1".into(),
             access_token: "a1".into(),
+            ca_pem: None,
         };
         login.save(dir.path()).unwrap();
         let loaded = source.load().unwrap().unwrap();

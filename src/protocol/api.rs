@@ -71,7 +71,9 @@ pub struct LoginRequest {
     /// registering a new one, so the device keeps its identity and its
     /// local cache. A device id that is unknown, revoked, or another
     /// account's is refused with 403 `unknown_device` (no new device is
-    /// registered; log in without it for that). Absent = new device.
+    /// registered; log in without it for that); a revoked device of the
+    /// account is reinstated by this login (the password proves the
+    /// owner). Absent = new device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<DeviceId>,
 }

@@ -20,6 +20,7 @@
 //! error, never a body read with fields dropped (see `version`).
 
 mod api;
+mod devices;
 mod ids;
 mod manifest;
 mod names;
@@ -29,6 +30,7 @@ mod version_vector;
 mod xattrs;
 
 pub use api::*;
+pub use devices::*;
 pub use ids::*;
 pub use manifest::*;
 pub use names::*;

@@ -10,9 +10,16 @@
 //!   re-reads the saved login: if the user logged in again (same device,
 //!   different refresh token), the remote adopts it and refreshes once
 //!   more, so a running mount resumes by itself after `nimbus login`. The
-//!   server does not rotate refresh tokens today (`/auth/refresh` returns
-//!   the same one); if a refresh answers a new one, it is saved through
-//!   the token source before it is used.
+//!   server rotates refresh tokens (each refresh answers a new one and
+//!   uses the old one up): the new one is saved through the token source
+//!   (atomic write, fsync, 0600) before it is used. Before each refresh
+//!   the saved login is read too: another process of this device (a
+//!   `nimbus devices` command) may have rotated the token since, and
+//!   refreshing with the used-up one would look like theft to the server.
+//! - TLS: rustls, verifying the server against the system's and the
+//!   bundled Mozilla roots, or only against a private CA ([`ClientTls`],
+//!   `nimbus login --ca`). The user agent names the platform
+//!   (`nimbus/0.1.0 (linux x86_64)`), which `nimbus devices` shows.
 //! - Errors: connection failures and timeouts → `Unreachable`, 5xx →
 //!   `Server`, 404 → `NotFound`, 401 → `Unauthorized`, other 4xx →
 //!   `Rejected { status, code, message, op }` from the server's `ErrorBody`
@@ -52,6 +59,8 @@ use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod account;
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// zstd level for uploads.
@@ -86,19 +95,60 @@ impl From<LoginResponse> for Tokens {
     }
 }
 
-fn build_client() -> Client {
-    let builder = Client::builder()
+/// How the client checks the server's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM certificates of a private CA: trusted instead of the system's
+    /// and the bundled roots.
+    pub ca_pem: Option<String>,
+}
+
+impl ClientTls {
+    /// Checks that `ca_pem` holds at least one certificate (a clear error
+    /// otherwise).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.ca_pem {
+            None => Ok(()),
+            Some(pem) => match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err("the CA file holds no PEM certificate".into()),
+                Err(e) => Err(format!("the CA file is not a PEM certificate: {e}")),
+            },
+        }
+    }
+}
+
+/// The `User-Agent`: version, OS and architecture.
+fn user_agent() -> String {
+    format!(
+        "nimbus/{} ({} {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn build_client(tls: &ClientTls) -> Client {
+    let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
+        .user_agent(user_agent())
         .default_headers(header::HeaderMap::from_iter([(
             header::HeaderName::from_static(PROTOCOL_HEADER),
             header::HeaderValue::from(PROTOCOL_VERSION),
         )]));
+    if let Some(pem) = &tls.ca_pem {
+        // Only the private CA: a public CA cannot vouch for this server.
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).unwrap_or_default() {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
     // Building only fails if the TLS backend cannot initialise; fall back
-    // to the defaults rather than refusing to start.
+    // to the defaults rather than refusing to start (a bad CA file is
+    // refused earlier, by `ClientTls::check`).
     builder.build().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "HTTP client with custom settings failed; using defaults");
         Client::new()
@@ -131,7 +181,21 @@ fn transport(e: reqwest::Error) -> RemoteError {
             message: format!("invalid response: {}", describe(&e)),
         }
     } else {
-        RemoteError::Unreachable(describe(&e))
+        RemoteError::Unreachable(tls_hint(describe(&e)))
+    }
+}
+
+/// Adds what to do to a certificate failure, which reqwest reports deep
+/// in a chain of sources.
+fn tls_hint(message: String) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        format!(
+            "{message} (the server's TLS certificate is not trusted: for a private CA, log in \
+             with --ca FILE)"
+        )
+    } else {
+        message
     }
 }
 
@@ -227,7 +291,27 @@ pub async fn login_with(
     device_name: &str,
     device_id: Option<DeviceId>,
 ) -> Result<LoginResponse, RemoteError> {
-    let resp = build_client()
+    login_with_tls(
+        server_url,
+        user,
+        password,
+        device_name,
+        device_id,
+        &ClientTls::default(),
+    )
+    .await
+}
+
+/// [`login_with`], checking the server's certificate as `tls` says.
+pub async fn login_with_tls(
+    server_url: &str,
+    user: &str,
+    password: &str,
+    device_name: &str,
+    device_id: Option<DeviceId>,
+    tls: &ClientTls,
+) -> Result<LoginResponse, RemoteError> {
+    let resp = build_client(tls)
         .post(format!("{}/api/v1/auth/login", base_url(server_url)))
         .json(&LoginRequest {
             user: user.to_owned(),
@@ -275,9 +359,15 @@ impl HttpRemote {
     /// A remote for `server_url` using `tokens` (an empty access token is
     /// refreshed on first use).
     pub fn new(server_url: &str, tokens: Tokens) -> Self {
+        Self::with_tls(server_url, tokens, &ClientTls::default())
+    }
+
+    /// [`HttpRemote::new`], checking the server's certificate as `tls`
+    /// says.
+    pub fn with_tls(server_url: &str, tokens: Tokens, tls: &ClientTls) -> Self {
         HttpRemote {
             base: base_url(server_url),
-            client: build_client(),
+            client: build_client(tls),
             access_token: RwLock::new(tokens.access_token),
             device_id: tokens.device_id,
             refreshing: tokio::sync::Mutex::new(tokens.refresh_token),
@@ -317,6 +407,17 @@ impl HttpRemote {
                 return Ok(current.clone());
             }
         }
+        // Another process of this device may have rotated the token since
+        // (see the module docs): start from the saved one.
+        if let Some(saved) = self.saved_tokens().await {
+            if saved.device_id == self.device_id
+                && !saved.refresh_token.is_empty()
+                && saved.refresh_token != *refresh_token
+            {
+                tracing::debug!("using the refresh token saved by another process");
+                *refresh_token = saved.refresh_token;
+            }
+        }
         let refused = match self.refresh_with(&mut refresh_token).await {
             Err(RemoteError::Unauthorized(m)) => m,
             other => return other,
@@ -343,6 +444,11 @@ impl HttpRemote {
                         other => other,
                     })
             }
+            // The server's sentence already says what to do (revoked,
+            // session ended): do not say it twice.
+            _ if refused.contains("log in again") => Err(RemoteError::Unauthorized(format!(
+                "the server refused this device: {refused}"
+            ))),
             _ => Err(RemoteError::Unauthorized(format!(
                 "the server refused the refresh token ({refused}); log in again"
             ))),
@@ -583,139 +689,4 @@ mod message_tests {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::{self, ServerConfig};
-    use parking_lot::Mutex;
-
-    /// A saved login kept in memory.
-    #[derive(Default)]
-    struct Saved(Mutex<Option<Tokens>>);
-
-    impl TokenSource for Saved {
-        fn load(&self) -> anyhow::Result<Option<Tokens>> {
-            Ok(self.0.lock().clone())
-        }
-        fn save(&self, tokens: &Tokens) -> anyhow::Result<()> {
-            *self.0.lock() = Some(tokens.clone());
-            Ok(())
-        }
-    }
-
-    /// A server that rotates the refresh token on every refresh.
-    #[tokio::test]
-    async fn a_rotated_refresh_token_is_saved_before_it_is_used() {
-        use axum::{extract::State, http::StatusCode, routing, Json, Router};
-        #[derive(Default)]
-        struct Rotating {
-            refresh: String,
-            access: String,
-            n: u32,
-        }
-        type St = Arc<Mutex<Rotating>>;
-        let device_id = DeviceId::random();
-        let state: St = Arc::new(Mutex::new(Rotating {
-            refresh: "r0".into(),
-            ..Default::default()
-        }));
-        let refresh = move |State(st): State<St>, Json(req): Json<RefreshRequest>| async move {
-            let mut st = st.lock();
-            if req.refresh_token != st.refresh {
-                return Err(StatusCode::UNAUTHORIZED);
-            }
-            st.n += 1;
-            st.refresh = format!("r{}", st.n);
-            st.access = format!("a{}", st.n);
-            Ok(Json(LoginResponse {
-                access_token: st.access.clone(),
-                refresh_token: st.refresh.clone(),
-                expires_in: 900,
-                device_id,
-            }))
-        };
-        let pull = |State(st): State<St>, headers: axum::http::HeaderMap| async move {
-            let want = format!("Bearer {}", st.lock().access);
-            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&want) {
-                return Err(StatusCode::UNAUTHORIZED);
-            }
-            Ok(Json(PullResponse {
-                changes: vec![],
-                cursor: 0,
-                has_more: false,
-            }))
-        };
-        let app = Router::new()
-            .route("/api/v1/auth/refresh", routing::post(refresh))
-            .route("/api/v1/sync/pull", routing::get(pull))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
-        let first = Tokens {
-            access_token: String::new(),
-            refresh_token: "r0".into(),
-            device_id,
-        };
-        let saved = Arc::new(Saved(Mutex::new(Some(first.clone()))));
-        let remote = HttpRemote::new(&url, first).with_token_source(saved.clone());
-        remote.pull(0, 1).await.unwrap();
-        assert_eq!(saved.0.lock().as_ref().unwrap().refresh_token, "r1");
-        // The access token dies: the next refresh must use r1, not r0.
-        state.lock().access = "gone".into();
-        remote.pull(0, 1).await.unwrap();
-        assert_eq!(saved.0.lock().as_ref().unwrap().refresh_token, "r2");
-        assert_eq!(*remote.refreshing.lock().await, "r2");
-        server.abort();
-    }
-
-    #[tokio::test]
-    async fn a_running_remote_adopts_a_new_login_after_its_refresh_token_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig::loopback(dir.path().join("data"));
-        server::add_user(&cfg, "alice", "pw").await.unwrap();
-        let running = server::start(cfg.clone()).await.unwrap();
-        let url = format!("http://{}", running.local_addr());
-        let first: Tokens = login(&url, "alice", "pw", "laptop").await.unwrap().into();
-        let saved = Arc::new(Saved::default());
-        *saved.0.lock() = Some(first.clone());
-        let remote = HttpRemote::new(&url, first.clone()).with_token_source(saved.clone());
-        remote.pull(0, 10).await.unwrap();
-
-        // Every token of the device stops working (as if expired).
-        let meta = server::meta_store::open(None, &cfg.data_dir).await.unwrap();
-        meta.delete_expired_tokens(i64::MAX).await.unwrap();
-        meta.close().await;
-        let refused = remote.pull(0, 10).await.unwrap_err();
-        assert!(
-            matches!(&refused, RemoteError::Unauthorized(m) if m.contains("log in again")),
-            "{refused:?}"
-        );
-
-        // A login of another device is not adopted (its cache is another).
-        let other: Tokens = login(&url, "alice", "pw", "desk").await.unwrap().into();
-        *saved.0.lock() = Some(other);
-        let refused = remote.pull(0, 10).await.unwrap_err();
-        assert!(
-            matches!(&refused, RemoteError::Unauthorized(m) if m.contains("another device")),
-            "{refused:?}"
-        );
-
-        // `nimbus login` again (same device) saves new tokens: the same
-        // remote picks them up at its next request.
-        let again: Tokens = login_with(&url, "alice", "pw", "laptop", Some(first.device_id))
-            .await
-            .unwrap()
-            .into();
-        assert_eq!(again.device_id, first.device_id);
-        *saved.0.lock() = Some(again.clone());
-        remote.pull(0, 10).await.unwrap();
-        assert_eq!(*remote.refreshing.lock().await, again.refresh_token);
-        // Refresh tokens do not rotate: nothing was saved back.
-        assert_eq!(
-            saved.0.lock().as_ref().unwrap().access_token,
-            again.access_token
-        );
-        running.shutdown().await.unwrap();
-    }
-}
+mod tests;

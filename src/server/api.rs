@@ -9,8 +9,8 @@ use super::meta_store::{AccountId, NewToken, TokenKind};
 use super::{now_ns, AppState};
 use crate::protocol::{
     ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, LoginRequest,
-    LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse, RefreshRequest,
-    SpaceReport, MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
+    LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse, SpaceReport,
+    MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -33,7 +33,8 @@ pub const DEFAULT_PULL_LIMIT: u32 = 1000;
 /// expired access token still gets the precise `token_expired`).
 const TOKEN_GRACE_NS: i64 = 24 * 3600 * 1_000_000_000;
 
-fn ttl_ns(d: std::time::Duration) -> i64 {
+/// A duration in nanoseconds (saturating).
+pub(crate) fn ttl_ns(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
@@ -57,6 +58,7 @@ async fn issue_access_token(
 
 pub async fn login(
     State(st): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ServerError> {
     auth::validate_device_name(&req.device).map_err(ServerError::BadRequest)?;
@@ -91,10 +93,19 @@ pub async fn login(
         .await?;
     let device = match req.device_id {
         // Re-login of an existing device: checked only after the password,
-        // and one answer for unknown, revoked and foreign ids, so a login
-        // reveals nothing about other accounts' devices.
+        // and one answer for unknown and foreign ids, so a login reveals
+        // nothing about other accounts' devices. A revoked device of the
+        // account is reinstated with fresh tokens only: its old ones are
+        // deleted first, so nothing issued before the revocation revives.
         Some(id) => match st.meta.device(id).await? {
-            Some(d) if d.account == account.id && !d.revoked => d.id,
+            Some(d) if d.account == account.id => {
+                if d.revoked {
+                    st.meta.delete_device_tokens(d.id).await?;
+                    st.meta.reinstate_device(account.id, d.id).await?;
+                    tracing::info!(device = %d.id, "revoked device reinstated by a login");
+                }
+                d.id
+            }
             _ => {
                 st.metrics.login_failures.inc();
                 return Err(ServerError::UnknownDevice(id));
@@ -113,6 +124,9 @@ pub async fn login(
             expires_ns: now.saturating_add(ttl_ns(REFRESH_TOKEN_TTL)),
         })
         .await?;
+    st.meta
+        .touch_device(device, auth::platform_of(&headers).as_deref(), now)
+        .await?;
     st.metrics.logins.inc();
     tracing::info!(
         user = %account.name,
@@ -126,25 +140,6 @@ pub async fn login(
         refresh_token,
         expires_in: ACCESS_TOKEN_TTL.as_secs(),
         device_id: device,
-    }))
-}
-
-pub async fn refresh(
-    State(st): State<AppState>,
-    ApiJson(req): ApiJson<RefreshRequest>,
-) -> Result<Json<LoginResponse>, ServerError> {
-    let info = st
-        .meta
-        .token(&auth::hash_token(req.refresh_token.trim()))
-        .await?
-        .filter(|t| t.kind == TokenKind::Refresh && !t.device_revoked && t.expires_ns > now_ns())
-        .ok_or(ServerError::BadRefreshToken)?;
-    let access_token = issue_access_token(&st, info.account, info.device).await?;
-    Ok(Json(LoginResponse {
-        access_token,
-        refresh_token: req.refresh_token,
-        expires_in: ACCESS_TOKEN_TTL.as_secs(),
-        device_id: info.device,
     }))
 }
 

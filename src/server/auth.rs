@@ -8,7 +8,24 @@
 //! - Tokens are 32 random bytes (base64url) with a kind prefix (`nat_`
 //!   access, `nrt_` refresh). Only their BLAKE3 hash is stored; access
 //!   tokens live [`ACCESS_TOKEN_TTL`], refresh tokens
-//!   [`REFRESH_TOKEN_TTL`]. Revoking a device kills both.
+//!   [`REFRESH_TOKEN_TTL`]. Revoking a device kills both (401
+//!   `device_revoked`); a password login as that device reinstates it
+//!   with new tokens only (the old ones are deleted then).
+//! - Refresh tokens rotate (`server::sessions`): each refresh answers a
+//!   new pair and marks the old refresh token used. Presented again
+//!   within [`REFRESH_RETRY_GRACE`] (a client that crashed before saving
+//!   the answer, or two processes of one device refreshing at once), it
+//!   gets the same answer, as long as that answer's refresh token is
+//!   unused; otherwise the replay means the token may have been copied,
+//!   and every token of the device is deleted (401
+//!   `refresh_token_reused`; the device logs in again). Used tokens are
+//!   kept [`REUSE_DETECTION_WINDOW`] for that check. The same answer
+//!   comes from the used row's `successor`: the new tokens' random bytes
+//!   XORed with a key stream derived from the *old token itself*
+//!   ([`seal_successor`]), so only its holder can open it and the
+//!   database alone reveals no live token.
+//! - Every authenticated request records the device's last-seen time, at
+//!   most once per [`LAST_SEEN_EVERY`].
 
 use super::error::ServerError;
 use super::meta_store::{AccountId, TokenHash, TokenKind};
@@ -26,6 +43,14 @@ use std::time::Duration;
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const MAX_CONCURRENT_HASHES: usize = 4;
+/// A rotated refresh token presented again this soon gets the same answer.
+pub const REFRESH_RETRY_GRACE: Duration = Duration::from_secs(60);
+/// How long a rotated refresh token is remembered to detect its reuse.
+pub const REUSE_DETECTION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A device's last-seen time is written at most this often.
+pub const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
+/// Longest platform string (`User-Agent`) recorded for a device.
+pub const MAX_PLATFORM_BYTES: usize = 128;
 /// Longest password accepted (longer ones are refused without hashing).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest device name, in bytes.
@@ -60,11 +85,25 @@ impl FromRequestParts<AppState> for Auth {
             .token(&hash_token(token.trim()))
             .await?
             .ok_or(ServerError::Unauthorized)?;
-        if info.kind != TokenKind::Access || info.device_revoked {
+        if info.kind != TokenKind::Access {
             return Err(ServerError::Unauthorized);
         }
-        if info.expires_ns <= now_ns() {
+        if info.device_revoked {
+            return Err(ServerError::DeviceRevoked);
+        }
+        let now = now_ns();
+        if info.expires_ns <= now {
             return Err(ServerError::TokenExpired);
+        }
+        let every = i64::try_from(LAST_SEEN_EVERY.as_nanos()).unwrap_or(i64::MAX);
+        if info
+            .device_last_seen_ns
+            .is_none_or(|seen| now.saturating_sub(seen) >= every)
+        {
+            // Bookkeeping only: a busy database must not fail the request.
+            if let Err(e) = st.meta.touch_device(info.device, None, now).await {
+                tracing::warn!(error = %e, "cannot record the device's last-seen time");
+            }
         }
         Ok(Auth {
             account: info.account,
@@ -79,7 +118,11 @@ pub fn hash_token(token: &str) -> TokenHash {
 
 /// A fresh random token of `kind` and its hash.
 pub fn new_token(kind: TokenKind) -> (String, TokenHash) {
-    let bytes: [u8; 32] = rand::random();
+    token_from_bytes(kind, &rand::random())
+}
+
+/// The token of `kind` made of these 32 random bytes, and its hash.
+pub fn token_from_bytes(kind: TokenKind, bytes: &[u8; 32]) -> (String, TokenHash) {
     let prefix = match kind {
         TokenKind::Access => "nat_",
         TokenKind::Refresh => "nrt_",
@@ -90,6 +133,36 @@ pub fn new_token(kind: TokenKind) -> (String, TokenHash) {
     );
     let hash = hash_token(&token);
     (token, hash)
+}
+
+/// Seals (or, applied again, opens) the random bytes of a rotation's
+/// successor tokens under a key stream derived from the rotated refresh
+/// token (see the module docs).
+pub fn seal_successor(old_refresh_token: &str, secret: &[u8; 64]) -> [u8; 64] {
+    let mut stream = [0u8; 64];
+    blake3::Hasher::new_derive_key("nimbus 2026-12 refresh token successor v1")
+        .update(old_refresh_token.as_bytes())
+        .finalize_xof()
+        .fill(&mut stream);
+    let mut out = [0u8; 64];
+    for (o, (s, k)) in out.iter_mut().zip(secret.iter().zip(stream.iter())) {
+        *o = s ^ k;
+    }
+    out
+}
+
+/// The `User-Agent` as a device's platform: printable ASCII only, at most
+/// [`MAX_PLATFORM_BYTES`].
+pub fn platform_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ua = headers.get(axum::http::header::USER_AGENT)?;
+    let s: String = ua
+        .as_bytes()
+        .iter()
+        .filter(|b| b.is_ascii_graphic() || **b == b' ')
+        .take(MAX_PLATFORM_BYTES)
+        .map(|b| char::from(*b))
+        .collect();
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// Argon2id PHC string of `password` (blocking thread).
@@ -193,6 +266,15 @@ mod tests {
         assert!(a.starts_with("nat_") && r.starts_with("nrt_"));
         assert_eq!(hash_token(&a), ha);
         assert!(a.len() > 40);
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_the_old_token() {
+        let secret: [u8; 64] = std::array::from_fn(|i| i as u8);
+        let sealed = seal_successor("nrt_old", &secret);
+        assert_ne!(sealed, secret);
+        assert_eq!(seal_successor("nrt_old", &sealed), secret);
+        assert_ne!(seal_successor("nrt_other", &sealed), secret);
     }
 
     #[test]

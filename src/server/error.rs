@@ -22,6 +22,15 @@ pub enum ServerError {
     BadCredentials,
     #[error("refresh token is invalid, expired or revoked")]
     BadRefreshToken,
+    /// The device was revoked (`nimbus devices revoke`); a password login
+    /// as it reinstates it.
+    #[error("this device was revoked; log in again (`nimbus login`) to reinstate it")]
+    DeviceRevoked,
+    /// A refresh token was presented again after it was rotated (outside
+    /// the retry grace window): it may have been copied, so the device's
+    /// session was ended.
+    #[error("this refresh token was already used, so it may have been copied: the device's session was ended; log in again")]
+    RefreshReused,
 
     // ---- 400 ----
     #[error("{0}")]
@@ -55,8 +64,11 @@ pub enum ServerError {
     // ---- 403 ----
     /// A login named a device that is not a live device of the account
     /// (unknown, revoked, or another account's: one answer for all three).
-    #[error("device {0} is not a registered device of this account (unknown or revoked); log in without a device id to register a new device")]
+    #[error("device {0} is not a registered device of this account; log in without a device id to register a new device")]
     UnknownDevice(DeviceId),
+    /// `POST /account/password` with a wrong current password.
+    #[error("the current password is wrong")]
+    WrongPassword,
 
     // ---- 404 ----
     #[error("{0}")]
@@ -153,6 +165,9 @@ impl ServerError {
             TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
             BadCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             BadRefreshToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            DeviceRevoked => (StatusCode::UNAUTHORIZED, "device_revoked"),
+            RefreshReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused"),
+            WrongPassword => (StatusCode::FORBIDDEN, "wrong_password"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_name"),
             InvalidNode(_) => (StatusCode::BAD_REQUEST, "invalid_node"),
@@ -211,7 +226,10 @@ impl IntoResponse for ServerError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ServerError::Unauthorized | ServerError::TokenExpired => {
+            ServerError::Unauthorized
+            | ServerError::TokenExpired
+            | ServerError::DeviceRevoked
+            | ServerError::RefreshReused => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"nimbus\""),

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub hash_mismatches: Counter,
     pub logins: Counter,
     pub login_failures: Counter,
+    /// Rotated refresh tokens presented again outside the grace window
+    /// (possible theft; each ended a device's session).
+    pub refresh_reuse: Counter,
     pub commits: Counter,
     commit_ops: Mutex<BTreeMap<&'static str, u64>>,
     usage_cache: Mutex<Option<(Instant, ChunkStoreUsage)>>,
@@ -61,6 +64,7 @@ impl Default for Metrics {
             hash_mismatches: Counter::default(),
             logins: Counter::default(),
             login_failures: Counter::default(),
+            refresh_reuse: Counter::default(),
             commits: Counter::default(),
             commit_ops: Mutex::default(),
             usage_cache: Mutex::default(),
@@ -136,7 +140,7 @@ impl Metrics {
             );
         }
 
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 10] = [
             (
                 "nimbus_chunk_wire_bytes_received_total",
                 "Chunk upload bytes as sent on the wire.",
@@ -172,6 +176,11 @@ impl Metrics {
                 "nimbus_login_failures_total",
                 "Refused logins.",
                 &self.login_failures,
+            ),
+            (
+                "nimbus_refresh_token_reuse_total",
+                "Rotated refresh tokens used again (each ended that device's session).",
+                &self.refresh_reuse,
             ),
             (
                 "nimbus_commits_total",

@@ -13,8 +13,12 @@
 //! | `GET /healthz` | `ok` | |
 //! | `GET /metrics` | Prometheus text | |
 //! | `GET /api/v1/openapi.json` | OpenAPI 3.0 description | |
-//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse`; with `device_id`, new tokens for that existing device (its name is kept) instead of a new device | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name, 403 `unknown_device` (`device_id` unknown, revoked or another account's: nothing registered) |
-//! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, same refresh token) | 401 `unauthorized` |
+//! | `POST /api/v1/auth/login` | `LoginRequest` → `LoginResponse`; with `device_id`, new tokens for that existing device (its name is kept; a revoked one is reinstated, its old tokens deleted) instead of a new device | 401 `invalid_credentials` (wrong password and unknown user alike), 400 bad device name, 403 `unknown_device` (`device_id` unknown or another account's: nothing registered) |
+//! | `POST /api/v1/auth/refresh` | `RefreshRequest` → `LoginResponse` (same device, a **new** refresh token: the old one is used up; retried within 60 s it gets the same answer) | 401 `unauthorized`, 401 `device_revoked`, 401 `refresh_token_reused` (replayed after rotation: every token of the device is deleted) |
+//! | `POST /api/v1/auth/logout` | → 204; revokes the calling device and deletes its tokens | 401 |
+//! | `GET /api/v1/devices` | → `DeviceList` (name, id, platform, created, last seen, revoked, current) | 401 |
+//! | `POST /api/v1/devices/{id}/revoke` | → 204; that device's next request gets 401 `device_revoked`; a password login as it reinstates it | 400 bad id, 404 not a device of this account |
+//! | `POST /api/v1/account/password` | `PasswordChange` → `PasswordChanged`; every other device is signed out (tokens deleted, devices kept) | 400 empty or over 1024 bytes, 403 `wrong_password` |
 //! | `POST /api/v1/chunks/missing` | `MissingChunksRequest` → `MissingChunksResponse` | 413 over [`MAX_MISSING_QUERY`](crate::protocol::MAX_MISSING_QUERY) ids |
 //! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
 //! | `GET /api/v1/chunks/{hex}` | → plain bytes | 404 unless this account uploaded the chunk |
@@ -128,6 +132,10 @@ pub mod metrics;
 pub(crate) mod api;
 mod content;
 mod openapi;
+mod sessions;
+pub mod tls;
+
+pub use tls::TlsFiles;
 
 use crate::protocol::{parse_protocol_version, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use anyhow::Context;
@@ -173,6 +181,8 @@ pub struct ServerConfig {
     pub metadata: Option<String>,
     /// Chunk directory; default `DATA/chunks`.
     pub chunks: Option<PathBuf>,
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServerConfig {
@@ -184,6 +194,7 @@ impl ServerConfig {
             data_dir,
             metadata: None,
             chunks: None,
+            tls: None,
         }
     }
 }
@@ -233,7 +244,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/auth/login", post(api::login))
-        .route("/api/v1/auth/refresh", post(api::refresh))
+        .route("/api/v1/auth/refresh", post(sessions::refresh))
+        .route("/api/v1/auth/logout", post(sessions::logout))
+        .route("/api/v1/devices", get(sessions::list_devices))
+        .route("/api/v1/devices/{id}/revoke", post(sessions::revoke_device))
+        .route("/api/v1/account/password", post(sessions::change_password))
         .route("/api/v1/chunks/missing", post(api::missing_chunks))
         .route(
             "/api/v1/chunks/{hex}",
@@ -307,12 +322,34 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
     state: AppState,
+    /// The live TLS configuration and its files, when serving HTTPS.
+    tls: Option<(axum_server::tls_rustls::RustlsConfig, TlsFiles)>,
 }
 
 impl RunningServer {
     /// The bound address (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Reads the certificate and key files again (SIGHUP): new
+    /// connections get the new certificate, the listener and open
+    /// connections stay. Without TLS, nothing to do. On error the old
+    /// certificate stays in use.
+    pub async fn reload_tls(&self) -> anyhow::Result<()> {
+        match &self.tls {
+            Some((config, files)) => tls::reload(config, files).await,
+            None => Ok(()),
+        }
     }
 
     /// Stops accepting, lets requests in flight finish (up to 10 s), then
@@ -367,6 +404,11 @@ async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
 
 /// Opens the stores, binds `cfg.listen` and serves in a background task.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    // The certificate first: a bad one must not leave a half-started server.
+    let rustls = match &cfg.tls {
+        Some(files) => Some((tls::load(files).await?, files.clone())),
+        None => None,
+    };
     let meta = open_meta(&cfg).await?;
     let chunks = chunk_store::open(cfg.chunks.as_deref(), &cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -376,21 +418,35 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let state = AppState::new(meta, chunks);
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+    let task = match &rustls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        }),
+        Some((config, _)) => {
+            let std_listener = listener.into_std()?;
+            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
                 let _ = stopped.await;
-            })
-            .await
-    });
+                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            tokio::spawn(async move { server.handle(handle).serve(app.into_make_service()).await })
+        }
+    };
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    tracing::info!(%addr, data = %cfg.data_dir.display(), "server listening");
+    tracing::info!(%addr, tls = rustls.is_some(), data = %cfg.data_dir.display(), "server listening");
     Ok(RunningServer {
         addr,
         stop,
         task,
         housekeeping,
         state,
+        tls: rustls,
     })
 }
 

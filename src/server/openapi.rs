@@ -16,7 +16,59 @@ fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
 }
 
+/// The device and session routes (a separate `json!`: one macro call
+/// for the whole document exceeds the macro recursion limit).
+fn session_paths() -> Value {
+    json!({
+            "/api/v1/auth/logout": {"post": {"summary": "Sign this device out: revoke it and delete its tokens",
+                "responses": {"204": {"description": "signed out"}, "401": error("unauthorized")}}},
+            "/api/v1/devices": {"get": {"summary": "The account's devices, oldest first",
+                "responses": {"200": ok_json("DeviceList"), "401": error("unauthorized")}}},
+            "/api/v1/devices/{id}/revoke": {"post": {"summary": "Revoke a device: its next request gets 401 device_revoked",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+                "responses": {"204": {"description": "revoked (or already revoked)"}, "400": error("bad_request: not a device id"),
+                    "401": error("unauthorized"), "404": error("not_found: no such device in this account")}}},
+            "/api/v1/account/password": {"post": {"summary": "Change the password; signs every other device out",
+                "requestBody": json_body("PasswordChange"),
+                "responses": {"200": ok_json("PasswordChanged"), "400": error("bad_request: empty or over 1024 bytes"),
+                    "401": error("unauthorized"), "403": error("wrong_password")}}}
+    })
+}
+
+fn session_schemas() -> Value {
+    json!({
+                "DeviceInfo": {"type": "object", "required": ["id", "name", "platform", "created", "revoked", "current"],
+                    "properties": {"id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
+                        "platform": {"type": "string", "description": "User-Agent at the last login or refresh"},
+                        "created": {"type": "integer", "description": "seconds since the Unix epoch"},
+                        "last_seen": {"type": "integer", "nullable": true, "description": "seconds since the Unix epoch, updated at most once a minute"},
+                        "revoked": {"type": "boolean"}, "current": {"type": "boolean", "description": "the device making the request"}}},
+                "DeviceList": {"type": "object", "required": ["devices"],
+                    "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceInfo"}}}},
+                "PasswordChange": {"type": "object", "required": ["current_password", "new_password"],
+                    "properties": {"current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 1}}},
+                "PasswordChanged": {"type": "object", "required": ["signed_out_devices"],
+                    "properties": {"signed_out_devices": {"type": "integer", "minimum": 0}}}
+    })
+}
+
+/// The whole document.
 pub fn document() -> Value {
+    let mut doc = core_document();
+    for (section, extra) in [("paths", session_paths()), ("schemas", session_schemas())] {
+        let target = if section == "paths" {
+            &mut doc["paths"]
+        } else {
+            &mut doc["components"]["schemas"]
+        };
+        if let (Some(t), Value::Object(extra)) = (target.as_object_mut(), extra) {
+            t.extend(extra);
+        }
+    }
+    doc
+}
+
+fn core_document() -> Value {
     let hex = json!({"name": "hex", "in": "path", "required": true,
         "description": "BLAKE3 hash of the chunk's plain bytes, 64 hex digits",
         "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}});
@@ -34,13 +86,14 @@ pub fn document() -> Value {
             "/healthz": {"get": {"security": [], "summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
             "/metrics": {"get": {"security": [], "summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}},
             "/api/v1/auth/login": {"post": {"security": [], "summary": "Log in: register a device, or new tokens for an existing one",
-                "description": "Without device_id, registers a new device named `device`. With device_id (a device of this account that is not revoked), issues new tokens for that device, which keeps its id and name.",
+                "description": "Without device_id, registers a new device named `device`. With device_id (a device of this account), issues new tokens for that device, which keeps its id and name; a revoked device is reinstated and its old tokens are deleted.",
                 "requestBody": json_body("LoginRequest"),
                 "responses": {"200": ok_json("LoginResponse"), "400": error("bad device name"), "401": error("invalid_credentials"),
-                    "403": error("unknown_device: device_id is unknown, revoked or another account's (nothing is registered)")}}},
-            "/api/v1/auth/refresh": {"post": {"security": [], "summary": "New access token for the same device",
+                    "403": error("unknown_device: device_id is unknown or another account's (nothing is registered)")}}},
+            "/api/v1/auth/refresh": {"post": {"security": [], "summary": "Rotate: a new access token and a new refresh token for the same device",
+                "description": "The refresh token sent is used up. Sent again within 60 s while the answer's refresh token is unused, it gets the same answer; otherwise the replay ends the device's session (every token deleted).",
                 "requestBody": json_body("RefreshRequest"),
-                "responses": {"200": ok_json("LoginResponse"), "401": error("unauthorized")}}},
+                "responses": {"200": ok_json("LoginResponse"), "401": error("unauthorized, device_revoked, refresh_token_reused")}}},
             "/api/v1/chunks/missing": {"post": {"summary": "Which chunks this account must still upload",
                 "requestBody": json_body("MissingChunksRequest"),
                 "responses": {"200": ok_json("MissingChunksResponse"), "401": error("unauthorized / token_expired"), "413": error("too many ids")}}},
@@ -167,6 +220,10 @@ mod tests {
             "/metrics",
             "/api/v1/auth/login",
             "/api/v1/auth/refresh",
+            "/api/v1/auth/logout",
+            "/api/v1/devices",
+            "/api/v1/devices/{id}/revoke",
+            "/api/v1/account/password",
             "/api/v1/chunks/missing",
             "/api/v1/chunks/{hex}",
             "/api/v1/sync/commit",

@@ -133,6 +133,12 @@ impl Device {
 
     /// Logs in against any URL (a proxy in front of the server, say).
     pub fn login_url(url: &str, user: &str, password: &str, name: &str) -> Device {
+        Device::login_with(url, user, password, name, &[])
+    }
+
+    /// Logs in against any URL with extra `nimbus login` arguments
+    /// (`--ca FILE`, say).
+    pub fn login_with(url: &str, user: &str, password: &str, name: &str, extra: &[&str]) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         let mut c = Command::new(BIN)
@@ -146,6 +152,7 @@ impl Device {
                 "--device",
                 name,
             ])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -182,6 +189,26 @@ impl Device {
         wait_for("mount", Duration::from_secs(30), || {
             is_mounted(&mnt).then_some(())
         });
+    }
+
+    /// Runs `nimbus ARGS` as this device (its config dir), with `stdin`.
+    pub fn nimbus(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut c = Command::new(BIN)
+            .env("NIMBUS_CONFIG_DIR", &self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A command that fails before reading its input closes the pipe.
+        let _ = c.stdin.take().unwrap().write_all(stdin.as_bytes());
+        c.wait_with_output().unwrap()
+    }
+
+    /// The saved login (`login.json`) as JSON.
+    pub fn saved_login(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.config.join("login.json")).unwrap()).unwrap()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -102,7 +102,8 @@ async fn login_refresh_and_token_checks() {
         Err(RemoteError::Rejected { status: 400, .. })
     ));
 
-    // Refresh: a new access token for the same device, same refresh token.
+    // Refresh: new access and refresh tokens for the same device (the
+    // rotation rules are tested in `sessions`).
     let r = fx
         .http
         .post(fx.api("auth/refresh"))
@@ -113,7 +114,7 @@ async fn login_refresh_and_token_checks() {
     assert_eq!(r.status(), 200);
     let refreshed: nimbus::protocol::LoginResponse = r.json().await.unwrap();
     assert_eq!(refreshed.device_id, ok.device_id);
-    assert_eq!(refreshed.refresh_token, ok.refresh_token);
+    assert_ne!(refreshed.refresh_token, ok.refresh_token);
     assert_ne!(refreshed.access_token, ok.access_token);
     let r = fx
         .http

@@ -117,4 +117,5 @@ fn file(content: FileContent) -> NodeMeta {
 
 mod basics;
 mod data;
+mod sessions;
 mod xattrs;

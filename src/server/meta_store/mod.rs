@@ -68,6 +68,12 @@ pub struct Device {
     pub name: String,
     pub created_ns: i64,
     pub revoked: bool,
+    /// Last authenticated request or login (at most a minute stale); `None`
+    /// before the first one after the upgrade that added it.
+    pub last_seen_ns: Option<i64>,
+    /// The client's `User-Agent` at its last login or refresh (e.g.
+    /// `nimbus/0.1.0 (linux x86_64)`); empty when unknown.
+    pub platform: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +102,27 @@ pub struct TokenInfo {
     pub kind: TokenKind,
     pub expires_ns: i64,
     pub device_revoked: bool,
+    /// When a refresh token was rotated (replaced by its successor).
+    pub used_ns: Option<i64>,
+    /// The sealed successor of a rotated refresh token (see
+    /// `server::auth`); opaque to the store.
+    pub successor: Option<Vec<u8>>,
+    pub device_last_seen_ns: Option<i64>,
+}
+
+/// What [`MetaStore::rotate_refresh_token`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is now marked used and the new tokens are stored.
+    Rotated,
+    /// The old token was already used (nothing changed): when, and the
+    /// successor sealed then.
+    AlreadyUsed {
+        used_ns: i64,
+        successor: Option<Vec<u8>>,
+    },
+    /// No such token (expired and removed, or its session ended).
+    Unknown,
 }
 
 /// One committed version of a file.
@@ -173,6 +200,9 @@ pub trait MetaStore: Send + Sync + 'static {
         now_ns: i64,
     ) -> Result<AccountId, MetaError>;
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>, MetaError>;
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, MetaError>;
+    /// Replaces the account's password hash.
+    async fn set_password_hash(&self, id: AccountId, password_hash: &str) -> Result<(), MetaError>;
 
     /// Registers a new device with a fresh random id.
     async fn create_device(
@@ -186,6 +216,37 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Marks the device revoked; its tokens stop working. False if the
     /// account has no such device.
     async fn revoke_device(&self, account: AccountId, id: DeviceId) -> Result<bool, MetaError>;
+    /// Clears the revoked mark (a password login as that device). False
+    /// if the account has no such device.
+    async fn reinstate_device(&self, account: AccountId, id: DeviceId) -> Result<bool, MetaError>;
+    /// Records that the device was seen at `now_ns`, and its platform when
+    /// given.
+    async fn touch_device(
+        &self,
+        id: DeviceId,
+        platform: Option<&str>,
+        now_ns: i64,
+    ) -> Result<(), MetaError>;
+    /// Deletes every token of the device (ends its session); returns how many.
+    async fn delete_device_tokens(&self, id: DeviceId) -> Result<u64, MetaError>;
+    /// Deletes every token of the account's devices other than `keep`.
+    async fn delete_other_devices_tokens(
+        &self,
+        account: AccountId,
+        keep: DeviceId,
+    ) -> Result<u64, MetaError>;
+    /// Atomically: if the refresh token `old` is unused, marks it used at
+    /// `now_ns` with `successor`, caps its expiry at `keep_until_ns` and
+    /// inserts `new`; if it was used already, changes nothing and says
+    /// when and with what successor.
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        successor: &[u8],
+        new: &[NewToken],
+        now_ns: i64,
+        keep_until_ns: i64,
+    ) -> Result<Rotation, MetaError>;
 
     async fn insert_token(&self, token: &NewToken) -> Result<(), MetaError>;
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenInfo>, MetaError>;

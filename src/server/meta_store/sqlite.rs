@@ -16,7 +16,7 @@
 
 use super::{
     Account, AccountId, AccountUsage, Device, MetaCounts, MetaError, MetaStore, MetaTxn, NewToken,
-    NewVersion, TokenHash, TokenInfo, TokenKind, VersionRecord,
+    NewVersion, Rotation, TokenHash, TokenInfo, VersionRecord,
 };
 use crate::protocol::{
     ChunkId, DeviceId, FileContent, Link, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
@@ -35,6 +35,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 mod rows;
 mod schema;
+mod sessions;
 use rows::*;
 
 /// The SQLite [`MetaStore`] (see the module docs).
@@ -153,6 +154,14 @@ impl MetaStore for SqliteMetaStore {
         }))
     }
 
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, MetaError> {
+        self.account_by_id(id).await
+    }
+
+    async fn set_password_hash(&self, id: AccountId, password_hash: &str) -> Result<(), MetaError> {
+        self.update_password_hash(id, password_hash).await
+    }
+
     async fn create_device(
         &self,
         account: AccountId,
@@ -175,20 +184,21 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn device(&self, id: DeviceId) -> Result<Option<Device>, MetaError> {
-        sqlx::query("SELECT id, account, name, created_ns, revoked FROM devices WHERE id = ?")
-            .bind(&id.0.as_bytes()[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(|r| device_from_row(&r))
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        ))
+        .bind(&id.0.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .map(|r| device_from_row(&r))
+        .transpose()
     }
 
     async fn list_devices(&self, account: AccountId) -> Result<Vec<Device>, MetaError> {
-        sqlx::query(
-            "SELECT id, account, name, created_ns, revoked FROM devices \
-             WHERE account = ? ORDER BY created_ns, id",
-        )
+        sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE account = ? ORDER BY created_ns, id"
+        ))
         .bind(account.0)
         .fetch_all(&self.pool)
         .await
@@ -199,14 +209,44 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn revoke_device(&self, account: AccountId, id: DeviceId) -> Result<bool, MetaError> {
-        let _guard = self.write_lock.lock().await;
-        let r = sqlx::query("UPDATE devices SET revoked = 1 WHERE account = ? AND id = ?")
-            .bind(account.0)
-            .bind(&id.0.as_bytes()[..])
-            .execute(&self.pool)
+        self.set_device_revoked(account, id, true).await
+    }
+
+    async fn reinstate_device(&self, account: AccountId, id: DeviceId) -> Result<bool, MetaError> {
+        self.set_device_revoked(account, id, false).await
+    }
+
+    async fn touch_device(
+        &self,
+        id: DeviceId,
+        platform: Option<&str>,
+        now_ns: i64,
+    ) -> Result<(), MetaError> {
+        self.touch_device_row(id, platform, now_ns).await
+    }
+
+    async fn delete_device_tokens(&self, id: DeviceId) -> Result<u64, MetaError> {
+        self.delete_tokens_of_device(id).await
+    }
+
+    async fn delete_other_devices_tokens(
+        &self,
+        account: AccountId,
+        keep: DeviceId,
+    ) -> Result<u64, MetaError> {
+        self.delete_tokens_except_device(account, keep).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        successor: &[u8],
+        new: &[NewToken],
+        now_ns: i64,
+        keep_until_ns: i64,
+    ) -> Result<Rotation, MetaError> {
+        self.rotate(old, successor, new, now_ns, keep_until_ns)
             .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
     }
 
     async fn insert_token(&self, token: &NewToken) -> Result<(), MetaError> {
@@ -226,29 +266,7 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenInfo>, MetaError> {
-        let row: Option<(i64, Vec<u8>, String, i64, bool)> = sqlx::query_as(
-            "SELECT t.account, t.device, t.kind, t.expires_ns, d.revoked \
-             FROM tokens t JOIN devices d ON d.id = t.device WHERE t.hash = ?",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        let Some((account, device, kind, expires_ns, revoked)) = row else {
-            return Ok(None);
-        };
-        let kind = match kind.as_str() {
-            "access" => TokenKind::Access,
-            "refresh" => TokenKind::Refresh,
-            other => return Err(corrupt(format!("unknown token kind '{other}'"))),
-        };
-        Ok(Some(TokenInfo {
-            account: AccountId(account),
-            device: DeviceId(uuid_from_blob(&device)?),
-            kind,
-            expires_ns,
-            device_revoked: revoked,
-        }))
+        self.token_info(hash).await
     }
 
     async fn delete_expired_tokens(&self, before_ns: i64) -> Result<u64, MetaError> {

@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 type Store = Arc<dyn MetaStore>;
 
+mod sessions;
+pub(crate) use sessions::sessions;
+
 macro_rules! meta_store_suite {
     ($engine:ident, $make:expr) => {
         mod $engine {
@@ -29,6 +32,7 @@ macro_rules! meta_store_suite {
             $crate::server::meta_store::suite::meta_store_suite!(@case accounts);
             $crate::server::meta_store::suite::meta_store_suite!(@case devices);
             $crate::server::meta_store::suite::meta_store_suite!(@case tokens);
+            $crate::server::meta_store::suite::meta_store_suite!(@case sessions);
             $crate::server::meta_store::suite::meta_store_suite!(@case chunk_ownership);
             $crate::server::meta_store::suite::meta_store_suite!(@case txn_write_read);
             $crate::server::meta_store::suite::meta_store_suite!(@case txn_rollback_on_drop);

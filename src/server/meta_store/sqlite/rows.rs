@@ -145,6 +145,10 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     })
 }
 
+/// The columns [`device_from_row`] reads.
+pub(super) const DEVICE_COLUMNS: &str =
+    "id, account, name, created_ns, revoked, last_seen_ns, platform";
+
 pub(super) fn device_from_row(row: &SqliteRow) -> Result<Device, MetaError> {
     let id: Vec<u8> = row.try_get("id").map_err(backend)?;
     Ok(Device {
@@ -153,6 +157,8 @@ pub(super) fn device_from_row(row: &SqliteRow) -> Result<Device, MetaError> {
         name: row.try_get("name").map_err(backend)?,
         created_ns: row.try_get("created_ns").map_err(backend)?,
         revoked: row.try_get("revoked").map_err(backend)?,
+        last_seen_ns: row.try_get("last_seen_ns").map_err(backend)?,
+        platform: row.try_get("platform").map_err(backend)?,
     })
 }
 
