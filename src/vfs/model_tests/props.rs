@@ -3,9 +3,11 @@
 //! the model after every drain on the device, the server and a fresh
 //! device.
 
+use super::conflicts::ExpectedConflict;
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
-use super::drive::{read_back, read_tree, step};
-use super::model::{Content, ExpectedConflict, Gen, Model, ModelPath, Op, PathSel};
+use super::drive::{read_back, read_model, step};
+use super::model::{Content, Gen, Model, ModelPath, Op, PathSel};
+use crate::protocol::Timestamp;
 use crate::remote::in_process::InProcessServer;
 use crate::vfs::*;
 use proptest::prelude::*;
@@ -73,10 +75,84 @@ fn fs_op() -> impl Strategy<Value = Op<PathSel>> {
         2 => path_sel().prop_map(Op::Rmdir),
         1 => (path_sel(), "[a-z./]{1,12}").prop_map(|(p, t)| Op::Symlink(p, t)),
         2 => (path_sel(), path_sel()).prop_map(|(a, b)| Op::Link(a, b)),
+        2 => (path_sel(), special_kind(), prop_oneof![Just(0o644), Just(0o600), Just(0o4755)], any::<u32>())
+            .prop_map(|(p, k, m, d)| Op::Mknod(p, k, m, d)),
+        2 => (path_sel(), mode()).prop_map(|(p, m)| Op::Chmod(p, m)),
+        1 => (path_sel(), prop::option::of(id()), prop::option::of(id()))
+            .prop_map(|(p, u, g)| Op::Chown(p, u, g)),
+        2 => (path_sel(), prop::option::of(time()), prop::option::of(time()))
+            .prop_map(|(p, m, a)| Op::Utimens(p, m, a)),
+        3 => (path_sel(), xattr_name(), xattr_value(), 0u8..4)
+            .prop_map(|(p, n, v, f)| Op::SetXattr(p, n, v, f)),
+        1 => (path_sel(), xattr_name()).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
     ]
     // Boxed: the unboxed value tree of this many arms, nested in the
     // others, overflows a test thread's stack when generated.
     .boxed()
+}
+
+/// What `mknod` makes: mostly special nodes, sometimes a regular file.
+fn special_kind() -> impl Strategy<Value = NodeKind> {
+    prop_oneof![
+        Just(NodeKind::Fifo),
+        Just(NodeKind::Socket),
+        Just(NodeKind::CharDevice),
+        Just(NodeKind::BlockDevice),
+        Just(NodeKind::File),
+    ]
+}
+
+/// A mode: common ones, setuid/setgid/sticky ones, or any 12 bits.
+fn mode() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0o644),
+        Just(0o755),
+        Just(0o2775),
+        Just(0o4755),
+        Just(0o1777),
+        Just(0o2644),
+        0u32..0o10_000,
+    ]
+}
+
+/// A numeric owner or group: the mounting user's (0), or others.
+fn id() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0), Just(1000), Just(4242), Just(u32::MAX - 1)]
+}
+
+/// A time: before 1970, after 2262 (past `i64` nanoseconds), or
+/// ordinary, with nanoseconds.
+fn time() -> impl Strategy<Value = Timestamp> {
+    let nsec = prop_oneof![Just(0u32), Just(999_999_999), 0u32..1_000_000_000];
+    let sec = prop_oneof![
+        -20_000_000_000i64..0,
+        -1i64..=0,
+        0i64..4_000_000_000,
+        9_300_000_000i64..300_000_000_000,
+    ];
+    (sec, nsec).prop_map(|(sec, nsec)| Timestamp { sec, nsec })
+}
+
+/// Attribute names: mostly a few valid ones (so that sets meet existing
+/// ones), sometimes a reserved one (`EPERM`).
+fn xattr_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => Just("user.a"),
+        3 => Just("user.b"),
+        2 => Just("trusted.t"),
+        2 => Just("security.s"),
+        1 => Just("user.nimbus.x"),
+    ]
+    .prop_map(String::from)
+}
+
+/// Values: mostly small (empty included), sometimes large enough that
+/// two or three of them pass a node's 4 KiB.
+fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => prop::collection::vec(any::<u8>(), 0..16),
+        1 => (1_300usize..2_100, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+    ]
 }
 
 /// A namespace/content op, or one of the bursts of [`Gen`].
@@ -184,11 +260,9 @@ async fn crash(
     label: &str,
 ) -> Result<(), TestCaseError> {
     dev.reopen(true);
-    let (survived, groups) = read_tree(&dev.vfs())
+    *model = read_model(&dev.vfs())
         .await
         .map_err(|e| TestCaseError::fail(format!("{label}: reading after the crash: {e}")))?;
-    model.nodes = survived;
-    model.groups = groups;
     drain(
         server,
         dev,
@@ -344,9 +418,13 @@ async fn play_race(
         mine.pull().await?;
     }
     let local_node = local_model.nodes.get(&path).expect("written above").clone();
-    model
-        .conflicts
-        .push(ExpectedConflict::of(&path, &mine.name, local_node));
+    let local_attrs = local_model.attrs_of(&path).clone();
+    model.conflicts.push(ExpectedConflict::of(
+        &path,
+        &mine.name,
+        local_node,
+        local_attrs,
+    ));
     Ok(true)
 }
 
