@@ -191,6 +191,9 @@ impl Model {
         let a = self.attrs_mut(p);
         match op {
             Op::Chmod(_, mode) => a.mode = mode & 0o7777,
+            // Neither id: the core changes nothing. (Through a mount the
+            // kernel sends `chown(-1, -1)`'s setuid clearing as a mode.)
+            Op::Chown(_, None, None) => {}
             Op::Chown(_, uid, gid) => {
                 let (shown_uid, shown_gid) = a.shown_ids(Viewer::Device(by));
                 a.store_ids(uid.unwrap_or(shown_uid), gid.unwrap_or(shown_gid), by);
@@ -257,5 +260,38 @@ pub(super) fn mask_unknown(got: &mut super::model::Tree, expected: &super::model
         if expected.get(path).is_some_and(|e| e.meta.mtime.is_none()) {
             seen.meta.mtime = None;
         }
+    }
+}
+
+/// An attribute op on a node chosen later (the two-device attribute
+/// race picks the node when it plays).
+#[derive(Clone, Debug)]
+pub(super) enum AttrEdit {
+    Chmod(u32),
+    Chown(Option<u32>, Option<u32>),
+    Utimens(Option<Timestamp>, Option<Timestamp>),
+    SetXattr(String, Vec<u8>, u8),
+    RemoveXattr(String),
+}
+
+impl AttrEdit {
+    /// The op on path `p`.
+    pub(super) fn on<P>(&self, p: P) -> Op<P> {
+        match self.clone() {
+            AttrEdit::Chmod(m) => Op::Chmod(p, m),
+            AttrEdit::Chown(u, g) => Op::Chown(p, u, g),
+            AttrEdit::Utimens(m, a) => Op::Utimens(p, m, a),
+            AttrEdit::SetXattr(n, v, f) => Op::SetXattr(p, n, v, f),
+            AttrEdit::RemoveXattr(n) => Op::RemoveXattr(p, n),
+        }
+    }
+
+    /// True when the op, if it succeeds, changes the node's metadata
+    /// (and so journals it): a `setattr` with nothing to set does not.
+    pub(super) fn changes(&self) -> bool {
+        !matches!(
+            self,
+            AttrEdit::Chown(None, None) | AttrEdit::Utimens(None, None)
+        )
     }
 }

@@ -3,10 +3,11 @@
 //! the model after every drain on the device, the server and a fresh
 //! device.
 
+use super::attrs::AttrEdit;
 use super::conflicts::ExpectedConflict;
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
 use super::drive::{read_back, read_model, step};
-use super::model::{Content, Gen, Model, ModelPath, Op, PathSel};
+use super::model::{Content, Gen, Model, ModelPath, Op, Outcome, PathSel};
 use crate::protocol::Timestamp;
 use crate::remote::in_process::InProcessServer;
 use crate::vfs::*;
@@ -77,14 +78,7 @@ fn fs_op() -> impl Strategy<Value = Op<PathSel>> {
         2 => (path_sel(), path_sel()).prop_map(|(a, b)| Op::Link(a, b)),
         2 => (path_sel(), special_kind(), prop_oneof![Just(0o644), Just(0o600), Just(0o4755)], any::<u32>())
             .prop_map(|(p, k, m, d)| Op::Mknod(p, k, m, d)),
-        2 => (path_sel(), mode()).prop_map(|(p, m)| Op::Chmod(p, m)),
-        1 => (path_sel(), prop::option::of(id()), prop::option::of(id()))
-            .prop_map(|(p, u, g)| Op::Chown(p, u, g)),
-        2 => (path_sel(), prop::option::of(time()), prop::option::of(time()))
-            .prop_map(|(p, m, a)| Op::Utimens(p, m, a)),
-        3 => (path_sel(), xattr_name(), xattr_value(), 0u8..4)
-            .prop_map(|(p, n, v, f)| Op::SetXattr(p, n, v, f)),
-        1 => (path_sel(), xattr_name()).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
+        9 => (path_sel(), attr_edit()).prop_map(|(p, e)| e.on(p)),
     ]
     // Boxed: the unboxed value tree of this many arms, nested in the
     // others, overflows a test thread's stack when generated.
@@ -153,6 +147,21 @@ fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
         6 => prop::collection::vec(any::<u8>(), 0..16),
         1 => (1_300usize..2_100, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
     ]
+}
+
+/// An attribute op (chmod, chown, utimens, setxattr, removexattr).
+fn attr_edit() -> impl Strategy<Value = AttrEdit> {
+    prop_oneof![
+        2 => mode().prop_map(AttrEdit::Chmod),
+        1 => (prop::option::of(id()), prop::option::of(id()))
+            .prop_map(|(u, g)| AttrEdit::Chown(u, g)),
+        2 => (prop::option::of(time()), prop::option::of(time()))
+            .prop_map(|(m, a)| AttrEdit::Utimens(m, a)),
+        3 => (xattr_name(), xattr_value(), 0u8..4)
+            .prop_map(|(n, v, f)| AttrEdit::SetXattr(n, v, f)),
+        1 => xattr_name().prop_map(AttrEdit::RemoveXattr),
+    ]
+    .boxed()
 }
 
 /// A namespace/content op, or one of the bursts of [`Gen`].
@@ -288,11 +297,25 @@ struct Race {
     pull_first: bool,
 }
 
+/// Attribute edits on device `who` racing attribute edits of the same
+/// node on the other device, which uploads first; with `pull_first`, `who`
+/// pulls them before uploading its own. Non-content fields are one set:
+/// the later commit's whole set wins, without a conflict copy.
+#[derive(Clone, Debug)]
+struct AttrRace {
+    who: usize,
+    node: usize,
+    local: Vec<AttrEdit>,
+    remote: Vec<AttrEdit>,
+    pull_first: bool,
+}
+
 #[derive(Clone, Debug)]
 enum Turn {
     /// Device `.0` applies the steps, then uploads, and both pull.
     Ops(usize, Vec<Gen>),
     Race(Race),
+    AttrRace(AttrRace),
 }
 
 /// Devices take turns: one applies a few operations (reopening and
@@ -316,6 +339,12 @@ async fn two_devices(turns: Vec<Turn>) -> Result<(), TestCaseError> {
             }
             Turn::Race(race) => {
                 if !play_race(&server, &devs, &mut model, race, t).await? {
+                    continue;
+                }
+                race.who
+            }
+            Turn::AttrRace(race) => {
+                if !play_attr_race(&server, &devs, &mut model, race, t).await? {
                     continue;
                 }
                 race.who
@@ -428,6 +457,59 @@ async fn play_race(
     Ok(true)
 }
 
+/// Plays an [`AttrRace`] up to `who`'s upload; false when there is no
+/// node. When `who` changed anything, its whole set of attributes is what
+/// every view must show afterwards.
+async fn play_attr_race(
+    server: &InProcessServer,
+    devs: &[Device; 2],
+    model: &mut Model,
+    race: &AttrRace,
+    t: usize,
+) -> Result<bool, TestCaseError> {
+    let paths: Vec<ModelPath> = model.nodes.keys().cloned().collect();
+    if paths.is_empty() {
+        return Ok(false);
+    }
+    let path = paths[race.node % paths.len()].clone();
+    let (mine, theirs) = (&devs[race.who], &devs[1 - race.who]);
+    let label = format!("turn {t} (attribute race of device {})", race.who);
+    let mut local_model = model.clone();
+    let mut changed = false;
+    for (i, edit) in race.local.iter().enumerate() {
+        let op = edit.on(path.clone());
+        let got = step(
+            &mine.vfs(),
+            &mut local_model,
+            &op,
+            &format!("{label}: local {i}"),
+        )
+        .await?;
+        changed |= got == Outcome::Ok && edit.changes();
+    }
+    for (i, edit) in race.remote.iter().enumerate() {
+        let op = edit.on(path.clone());
+        step(&theirs.vfs(), model, &op, &format!("{label}: remote {i}")).await?;
+    }
+    drain(
+        server,
+        theirs,
+        model,
+        false,
+        &format!("{label}: remote edits drained"),
+    )
+    .await?;
+    if race.pull_first {
+        mine.pull().await?;
+    }
+    if changed {
+        let key = model.keys[&path];
+        let won = local_model.attrs_of(&path).clone();
+        model.attrs.insert(key, won);
+    }
+    Ok(true)
+}
+
 /// Cases per property: 48, or `NIMBUS_MODEL_CASES` for a longer hunt.
 fn model_cases() -> u32 {
     std::env::var("NIMBUS_MODEL_CASES")
@@ -459,6 +541,23 @@ fn race() -> impl Strategy<Value = Race> {
         })
 }
 
+fn attr_race() -> impl Strategy<Value = AttrRace> {
+    (
+        0usize..2,
+        any::<usize>(),
+        prop::collection::vec(attr_edit(), 1..4),
+        prop::collection::vec(attr_edit(), 1..4),
+        any::<bool>(),
+    )
+        .prop_map(|(who, node, local, remote, pull_first)| AttrRace {
+            who,
+            node,
+            local,
+            remote,
+            pull_first,
+        })
+}
+
 fn turn() -> impl Strategy<Value = Turn> {
     prop_oneof![
         4 => (0usize..2, prop::collection::vec(
@@ -466,6 +565,7 @@ fn turn() -> impl Strategy<Value = Turn> {
             1..16,
         )).prop_map(|(who, steps)| Turn::Ops(who, steps)),
         1 => race().prop_map(Turn::Race),
+        1 => attr_race().prop_map(Turn::AttrRace),
     ]
 }
 
