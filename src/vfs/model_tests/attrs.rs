@@ -1,6 +1,6 @@
 //! The model's node attributes: mode (setuid, setgid and sticky
 //! included), owner and group as stored and as each device shows them,
-//! mtime where the model knows it, and extended attributes; the
+//! mtime and atime where the model knows them, and extended attributes; the
 //! attribute operations (`chmod`, `chown`, `utimensat`, `setxattr`,
 //! `removexattr`) and the results the core must give for them.
 //!
@@ -40,6 +40,9 @@ pub(super) struct Attrs {
     /// changed since); `None` once content or a folder's entries changed
     /// at a time only the core knows. Unknown times are not compared.
     pub(super) mtime: Option<Timestamp>,
+    /// The atime, when the model knows it: set by `utimensat`, and no
+    /// access since could have moved it ([`Model::forget_moved_atimes`]).
+    pub(super) atime: Option<Timestamp>,
     /// Stored extended attributes, full name → value.
     pub(super) xattrs: BTreeMap<String, Vec<u8>>,
 }
@@ -53,6 +56,7 @@ impl Attrs {
             gid: None,
             ids_from: None,
             mtime: None,
+            atime: None,
             xattrs: BTreeMap::new(),
         };
         a.store_ids(MOUNTER, gid, by);
@@ -94,6 +98,7 @@ impl Attrs {
                 _ => None,
             },
             mtime: self.mtime,
+            atime: self.atime,
             xattrs: self.xattrs.clone(),
         }
     }
@@ -121,6 +126,8 @@ pub(super) struct MetaSnap {
     /// `None` in the model where it does not know the time; a view's is
     /// masked to `None` there before comparing ([`mask_unknown`]).
     pub(super) mtime: Option<Timestamp>,
+    /// As `mtime`.
+    pub(super) atime: Option<Timestamp>,
     pub(super) xattrs: BTreeMap<String, Vec<u8>>,
 }
 
@@ -205,9 +212,12 @@ impl Model {
                     }
                 }
             }
-            Op::Utimens(_, mtime, _) => {
+            Op::Utimens(_, mtime, atime) => {
                 if let Some(m) = mtime {
                     a.mtime = Some(*m);
+                }
+                if let Some(t) = atime {
+                    a.atime = Some(*t);
                 }
             }
             Op::SetXattr(_, name, value, flags) => {
@@ -253,12 +263,42 @@ fn check_xattr_name(name: &str, node: &Node) -> Result<(), Outcome> {
     Ok(())
 }
 
-/// Masks in `got` the mtimes the model does not know (`None` in
+/// Masks in `got` the times the model does not know (`None` in
 /// `expected`), so that only known times are compared.
 pub(super) fn mask_unknown(got: &mut super::model::Tree, expected: &super::model::Tree) {
     for (path, seen) in got.iter_mut() {
-        if expected.get(path).is_some_and(|e| e.meta.mtime.is_none()) {
-            seen.meta.mtime = None;
+        if let Some(e) = expected.get(path) {
+            if e.meta.mtime.is_none() {
+                seen.meta.mtime = None;
+            }
+            if e.meta.atime.is_none() {
+                seen.meta.atime = None;
+            }
+        }
+    }
+}
+
+impl Model {
+    /// Before a tree is read (a listing of every folder, an open of every
+    /// file): atimes that such an access may move become unknown. Under
+    /// `relatime` an access moves atime unless it is after mtime and
+    /// ctime and less than a day old; the model keeps only an atime more
+    /// than a day ahead of now and after a known mtime (ctime is at most
+    /// now), which no access moves. A moved atime stays on the device
+    /// that read until its next change uploads it, so it is unknown in
+    /// every view.
+    pub(super) fn forget_moved_atimes(&mut self) {
+        let now = Timestamp::now();
+        let safe = Timestamp {
+            sec: now.sec + 2 * 24 * 60 * 60,
+            nsec: 0,
+        };
+        for a in self.attrs.values_mut() {
+            if let Some(t) = a.atime {
+                if !(t > safe && a.mtime.is_some_and(|m| t > m)) {
+                    a.atime = None;
+                }
+            }
         }
     }
 }

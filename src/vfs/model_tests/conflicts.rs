@@ -34,6 +34,7 @@ impl ExpectedConflict {
             node,
             attrs: Attrs {
                 mtime: None,
+                atime: None,
                 ..attrs
             },
         }

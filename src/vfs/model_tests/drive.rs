@@ -270,12 +270,11 @@ pub(super) async fn read_back(vfs: &Vfs, ino: u64, size: u64) -> VfsResult<Vec<u
 }
 
 /// The attributes of `ino` as the `Vfs` shows them (getattr, and the
-/// stored extended attributes listed and read one by one). Access times
-/// are left out of every tree comparison: reading the tree (a listing, an
-/// open for reading) moves them under `relatime` on the device that reads,
-/// and the next real change uploads the moved time, so the views cannot
-/// agree on them; `utimensat`'s atime is checked where it is set
-/// (`run_vfs_op`).
+/// stored extended attributes listed and read one by one). Reading the
+/// tree is itself an access (a listing, an open for reading) that may move
+/// atimes under `relatime`: the model forgets those it cannot be sure of
+/// first ([`Model::forget_moved_atimes`]); `utimensat`'s atime is also
+/// checked in its own answer (`run_vfs_op`).
 fn meta_of(vfs: &Vfs, a: &Attr) -> VfsResult<MetaSnap> {
     let mut xattrs = std::collections::BTreeMap::new();
     for name in vfs.listxattr_as(ROOT, a.ino)? {
@@ -288,6 +287,7 @@ fn meta_of(vfs: &Vfs, a: &Attr) -> VfsResult<MetaSnap> {
         gid: a.gid,
         ids_from: None,
         mtime: Some(a.mtime),
+        atime: Some(a.atime),
         xattrs,
     })
 }
@@ -415,6 +415,7 @@ pub(super) async fn read_model(vfs: &Vfs) -> VfsResult<Model> {
                     gid: stored.gid,
                     ids_from: numeric.then(|| stored.ids_from.unwrap_or(vfs.device_id)),
                     mtime: (e.kind != NodeKind::Dir).then_some(a.mtime),
+                    atime: None,
                     xattrs: meta_of(vfs, &a)?.xattrs,
                 });
             }

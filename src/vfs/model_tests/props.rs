@@ -223,7 +223,7 @@ async fn single_device(steps: Vec<Gen>, store: StoreKind) -> Result<(), TestCase
                 }
                 Op::Reopen => {
                     dev.reopen(false);
-                    check_tree(&dev.vfs(), &model, true, &format!("{label}: reopened")).await?;
+                    check_tree(&dev.vfs(), &mut model, true, &format!("{label}: reopened")).await?;
                 }
                 Op::Crash => {
                     drain(
@@ -239,15 +239,15 @@ async fn single_device(steps: Vec<Gen>, store: StoreKind) -> Result<(), TestCase
                 _ => {
                     let vfs = dev.vfs();
                     step(&vfs, &mut model, op, &label).await?;
-                    check_tree(&vfs, &model, false, &label).await?;
+                    check_tree(&vfs, &mut model, false, &label).await?;
                 }
             }
         }
     }
-    check_tree(&dev.vfs(), &model, true, "end").await?;
+    check_tree(&dev.vfs(), &mut model, true, "end").await?;
     drain(&server, &dev, &mut model, true, "end, drained").await?;
     dev.reopen(false);
-    check_tree(&dev.vfs(), &model, true, "end, reopened").await?;
+    check_tree(&dev.vfs(), &mut model, true, "end, reopened").await?;
     crash(&server, &mut dev, &mut model, "end").await?;
     Ok(())
 }
