@@ -3,7 +3,7 @@
 //! node's attributes (`attrs`), the operations the tests generate, and the
 //! expected result of each.
 
-use super::attrs::{Attrs, MetaSnap, NodeKey, Viewer};
+use super::attrs::{AttrEdit, Attrs, MetaSnap, NodeKey, Viewer};
 use super::conflicts::ExpectedConflict;
 use crate::protocol::{DeviceId, NodeKind, Timestamp};
 use crate::vfs::{VfsError, VfsResult};
@@ -227,6 +227,10 @@ pub(super) enum Gen {
     /// Give an existing folder new children (a file, a folder holding a
     /// file), then rename the folder while they are still pending.
     MovePendingFolder(PathSel, PathSel, Content),
+    /// Several attribute changes of one node in a row, as `cp -a`,
+    /// `setfattr` or `tar --xattrs` make them (so that sets meet the
+    /// attributes set before: `EEXIST`, 4 KiB full, removes that find one).
+    AttrBurst(PathSel, Vec<AttrEdit>),
 }
 
 impl Gen {
@@ -273,6 +277,10 @@ impl Gen {
                     Op::Create(temp.clone(), content.clone()),
                     Op::Rename(temp, target, false),
                 ]
+            }
+            Gen::AttrBurst(at, edits) => {
+                let at = at.resolve(model);
+                edits.iter().map(|e| e.on(at.clone())).collect()
             }
             Gen::MovePendingFolder(folder, to, content) => {
                 let folder = folder.resolve(model);

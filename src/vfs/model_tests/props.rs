@@ -3,7 +3,7 @@
 //! the model after every drain on the device, the server and a fresh
 //! device.
 
-use super::attrs::AttrEdit;
+use super::attrs::{AttrEdit, XATTR_CREATE, XATTR_REPLACE};
 use super::conflicts::ExpectedConflict;
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
 use super::drive::{read_back, read_model, step};
@@ -78,7 +78,7 @@ fn fs_op() -> impl Strategy<Value = Op<PathSel>> {
         2 => (path_sel(), path_sel()).prop_map(|(a, b)| Op::Link(a, b)),
         2 => (path_sel(), special_kind(), prop_oneof![Just(0o644), Just(0o600), Just(0o4755)], any::<u32>())
             .prop_map(|(p, k, m, d)| Op::Mknod(p, k, m, d)),
-        9 => (path_sel(), attr_edit()).prop_map(|(p, e)| e.on(p)),
+        9 => (attr_path(), attr_edit()).prop_map(|(p, e)| e.on(p)),
     ]
     // Boxed: the unboxed value tree of this many arms, nested in the
     // others, overflows a test thread's stack when generated.
@@ -141,12 +141,27 @@ fn xattr_name() -> impl Strategy<Value = String> {
 }
 
 /// Values: mostly small (empty included), sometimes large enough that
-/// two or three of them pass a node's 4 KiB.
+/// two of them often pass a node's 4 KiB.
 fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        6 => prop::collection::vec(any::<u8>(), 0..16),
-        1 => (1_300usize..2_100, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+        5 => prop::collection::vec(any::<u8>(), 0..16),
+        3 => (1_500usize..2_600, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
     ]
+}
+
+/// Where attribute ops go: mostly existing nodes (the path walk's errors
+/// are the namespace ops' business).
+fn attr_path() -> impl Strategy<Value = PathSel> {
+    prop_oneof![
+        4 => any::<usize>().prop_map(PathSel::Existing),
+        1 => path_sel(),
+    ]
+}
+
+/// `setxattr` flags: mostly none, else `XATTR_CREATE`, `XATTR_REPLACE`
+/// or both.
+fn xattr_flags() -> impl Strategy<Value = u8> {
+    prop_oneof![5 => Just(0u8), 2 => Just(XATTR_CREATE), 2 => Just(XATTR_REPLACE), 1 => Just(3u8)]
 }
 
 /// An attribute op (chmod, chown, utimens, setxattr, removexattr).
@@ -157,7 +172,7 @@ fn attr_edit() -> impl Strategy<Value = AttrEdit> {
             .prop_map(|(u, g)| AttrEdit::Chown(u, g)),
         2 => (prop::option::of(time()), prop::option::of(time()))
             .prop_map(|(m, a)| AttrEdit::Utimens(m, a)),
-        3 => (xattr_name(), xattr_value(), 0u8..4)
+        3 => (xattr_name(), xattr_value(), xattr_flags())
             .prop_map(|(n, v, f)| AttrEdit::SetXattr(n, v, f)),
         1 => xattr_name().prop_map(AttrEdit::RemoveXattr),
     ]
@@ -174,6 +189,8 @@ fn gen_step() -> impl Strategy<Value = Gen> {
         2 => (any::<usize>(), content()).prop_map(|(i, c)| Gen::TempOver(PathSel::Existing(i), c)),
         2 => (any::<usize>(), path_sel(), content())
             .prop_map(|(i, to, c)| Gen::MovePendingFolder(PathSel::ExistingDir(i), to, c)),
+        2 => (any::<usize>(), prop::collection::vec(attr_edit(), 2..8))
+            .prop_map(|(i, edits)| Gen::AttrBurst(PathSel::Existing(i), edits)),
     ]
 }
 
