@@ -42,6 +42,8 @@
 //! success; Linux: `EEXIST`) and a folder moved below itself onto an
 //! existing name (core: `EINVAL`; Linux with `RENAME_NOREPLACE`: `EEXIST`).
 
+mod attrs;
+mod conflicts;
 mod device;
 mod drive;
 mod model;

@@ -1,6 +1,8 @@
 //! Driving the [`Vfs`] as the kernel would, and reading its whole tree.
 
-use super::model::{op_arg, outcome, Model, ModelPath, Node, Op, Outcome, Snap, Tree};
+use super::attrs::{Attrs, MetaSnap, XATTR_CREATE, XATTR_REPLACE};
+use super::model::{op_arg, outcome, Model, ModelPath, Node, Op, Outcome, Seen, Snap, Tree};
+use crate::vfs::xattr::XattrFlags;
 use crate::vfs::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -129,9 +131,97 @@ async fn run_vfs_op(vfs: &Vfs, op: &Op, arg: u64, looked: &mut Vec<u64>) -> VfsR
             let parent = parent_ino(vfs, to, looked)?;
             looked.push(vfs.link(a.ino, parent, leaf(to))?.ino);
         }
+        Op::Mknod(p, kind, mode, rdev) => {
+            let parent = parent_ino(vfs, p, looked)?;
+            let ifmt = match kind {
+                NodeKind::File => 0o100_000,
+                NodeKind::Fifo => 0o010_000,
+                NodeKind::Socket => 0o140_000,
+                NodeKind::CharDevice => 0o020_000,
+                NodeKind::BlockDevice => 0o060_000,
+                NodeKind::Dir | NodeKind::Symlink => unreachable!("not generated"),
+            };
+            looked.push(vfs.mknod(parent, leaf(p), ifmt | mode, *rdev)?.ino);
+        }
+        Op::Chmod(p, mode) => {
+            let set = SetAttr {
+                mode: Some(*mode),
+                ..Default::default()
+            };
+            let after = set_attr(vfs, p, set, looked).await?;
+            expect_attr("mode", after.mode, mode & 0o7777)?;
+        }
+        Op::Chown(p, uid, gid) => {
+            let set = SetAttr {
+                uid: *uid,
+                gid: *gid,
+                ..Default::default()
+            };
+            let after = set_attr(vfs, p, set, looked).await?;
+            if let Some(uid) = uid {
+                expect_attr("uid", after.uid, *uid)?;
+            }
+            if let Some(gid) = gid {
+                expect_attr("gid", after.gid, *gid)?;
+            }
+        }
+        Op::Utimens(p, mtime, atime) => {
+            let set = SetAttr {
+                mtime: *mtime,
+                atime: *atime,
+                ..Default::default()
+            };
+            // atime as set shows at once (the tree checks leave it out:
+            // see `snapshot`).
+            let after = set_attr(vfs, p, set, looked).await?;
+            if let Some(m) = mtime {
+                expect_attr("mtime", after.mtime, *m)?;
+            }
+            if let Some(a) = atime {
+                expect_attr("atime", after.atime, *a)?;
+            }
+        }
+        Op::SetXattr(p, name, value, flags) => {
+            let a = lookup_path(vfs, p, looked)?;
+            let flags = XattrFlags {
+                create: flags & XATTR_CREATE != 0,
+                replace: flags & XATTR_REPLACE != 0,
+            };
+            vfs.setxattr_as(ROOT, a.ino, name.as_bytes(), value, flags)?;
+        }
+        Op::RemoveXattr(p, name) => {
+            let a = lookup_path(vfs, p, looked)?;
+            vfs.removexattr_as(ROOT, a.ino, name.as_bytes())?;
+        }
         Op::Upload | Op::Reopen | Op::Crash => unreachable!("handled by the driver"),
     }
     Ok(())
+}
+
+/// The caller of the attribute ops: privileged (as the test devices'
+/// mounting user, uid 0), so `trusted.*` is allowed.
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+/// `setattr` of the node at `path` through the core's one entry point.
+async fn set_attr(
+    vfs: &Vfs,
+    path: &[String],
+    set: SetAttr,
+    looked: &mut Vec<u64>,
+) -> VfsResult<Attr> {
+    let a = lookup_path(vfs, path, looked)?;
+    vfs.setattr(a.ino, set).await
+}
+
+/// An attribute `setattr` answered must be the one asked for.
+fn expect_attr<T: std::fmt::Debug + PartialEq>(what: &str, got: T, want: T) -> VfsResult<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(VfsError::Unavailable(
+            format!("setattr answered {what} {got:?}, asked {want:?}").into(),
+        ))
+    }
 }
 
 /// Applies a namespace/content op to both sides and compares result kinds.
@@ -142,7 +232,7 @@ pub(super) async fn step(
     label: &str,
 ) -> Result<Outcome, TestCaseError> {
     let arg = op_arg(model, op);
-    let expected = model.apply(op, arg);
+    let expected = model.apply(op, arg, vfs.device_id);
     let mut looked = Vec::new();
     let got = outcome(run_vfs_op(vfs, op, arg, &mut looked).await);
     // The kernel drops its references once the call is over.
@@ -179,10 +269,33 @@ pub(super) async fn read_back(vfs: &Vfs, ino: u64, size: u64) -> VfsResult<Vec<u
     Ok(out)
 }
 
+/// The attributes of `ino` as the `Vfs` shows them (getattr, and the
+/// stored extended attributes listed and read one by one). Reading the
+/// tree is itself an access (a listing, an open for reading) that may move
+/// atimes under `relatime`: the model forgets those it cannot be sure of
+/// first ([`Model::forget_moved_atimes`]); `utimensat`'s atime is also
+/// checked in its own answer (`run_vfs_op`).
+fn meta_of(vfs: &Vfs, a: &Attr) -> VfsResult<MetaSnap> {
+    let mut xattrs = std::collections::BTreeMap::new();
+    for name in vfs.listxattr_as(ROOT, a.ino)? {
+        let value = vfs.getxattr_as(ROOT, a.ino, name.as_bytes())?;
+        xattrs.insert(name, value);
+    }
+    Ok(MetaSnap {
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+        ids_from: None,
+        mtime: Some(a.mtime),
+        atime: Some(a.atime),
+        xattrs,
+    })
+}
+
 /// The whole tree as the `Vfs` shows it: readdir in pages of two, kinds
 /// checked against getattr, paths against `path_of` (one of the names of a
-/// node with several), link counts against the names found, and (with
-/// `content`) every file read back.
+/// node with several), link counts against the names found, attributes
+/// ([`meta_of`]), and (with `content`) every file read back.
 pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
     let mut out = Tree::new();
     let mut names: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -207,12 +320,15 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
                     Snap::Inconsistent(format!("path_of says {}", vfs.path_of(e.ino)?))
                 } else {
                     match a.kind {
-                        k @ (NodeKind::Fifo
+                        kind @ (NodeKind::Fifo
                         | NodeKind::Socket
                         | NodeKind::CharDevice
-                        | NodeKind::BlockDevice) => {
-                            Snap::Inconsistent(format!("{k:?} nodes are not modelled"))
-                        }
+                        | NodeKind::BlockDevice) => Snap::Special {
+                            kind,
+                            rdev: a.rdev,
+                            nlink: a.nlink,
+                            same_as: None,
+                        },
                         NodeKind::Dir => {
                             stack.push((e.ino, path.clone()));
                             Snap::Dir
@@ -235,7 +351,8 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
                         },
                     }
                 };
-                out.insert(path, snap);
+                let meta = meta_of(vfs, &a)?;
+                out.insert(path, Seen { snap, meta });
             }
         }
     }
@@ -245,10 +362,13 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
         let first = paths.iter().min().expect("one name").clone();
         let several = paths.len() > 1;
         for p in &paths {
-            if let Some(Snap::File { nlink, same_as, .. }) = out.get_mut(p) {
+            let Some(seen) = out.get_mut(p) else { continue };
+            if let Snap::File { nlink, same_as, .. } | Snap::Special { nlink, same_as, .. } =
+                &mut seen.snap
+            {
                 if *nlink as usize != paths.len() {
                     let msg = format!("ino {ino}: nlink {nlink}, names {paths:?}");
-                    out.insert(p.clone(), Snap::Inconsistent(msg));
+                    out.insert(p.clone(), Seen::inconsistent(msg));
                 } else if several {
                     *same_as = Some(first.clone());
                 }
@@ -258,43 +378,52 @@ pub(super) async fn snapshot(vfs: &Vfs, content: bool) -> VfsResult<Tree> {
     Ok(out)
 }
 
-/// The whole tree as the `Vfs` shows it, as model nodes (every file read
-/// back) and groups of names of one node: what a device holds after a
-/// crash, when that may lack changes it had not flushed.
-pub(super) async fn read_tree(vfs: &Vfs) -> VfsResult<LinkedTree> {
-    let mut out = BTreeMap::new();
+/// The whole tree as the `Vfs` holds it, as a model (every file read
+/// back; names of one inode one node; attributes as stored, folders'
+/// mtimes unknown): what a device holds after a crash, when that may lack
+/// changes it had not flushed.
+pub(super) async fn read_model(vfs: &Vfs) -> VfsResult<Model> {
+    let mut model = Model::default();
     let mut names: BTreeMap<u64, BTreeSet<ModelPath>> = BTreeMap::new();
     let mut stack = vec![(meta::ROOT_INO, ModelPath::new())];
     while let Some((dir, prefix)) = stack.pop() {
         for e in vfs.readdir(dir, None, u32::MAX as usize)? {
             let mut path = prefix.clone();
             path.push(e.name.clone());
+            let a = vfs.getattr(e.ino)?;
             let node = match e.kind {
-                NodeKind::Fifo
+                kind @ (NodeKind::Fifo
                 | NodeKind::Socket
                 | NodeKind::CharDevice
-                | NodeKind::BlockDevice => {
-                    return Err(VfsError::NotSupported("special nodes are not modelled"))
-                }
+                | NodeKind::BlockDevice) => Node::Special(kind, a.rdev),
                 NodeKind::Dir => {
                     stack.push((e.ino, path.clone()));
                     Node::Dir
                 }
                 NodeKind::Symlink => Node::Symlink(vfs.readlink(e.ino)?),
-                NodeKind::File => {
-                    let size = vfs.getattr(e.ino)?.size;
-                    Node::File(read_back(vfs, e.ino, size).await?)
-                }
+                NodeKind::File => Node::File(read_back(vfs, e.ino, a.size).await?),
             };
             if e.kind != NodeKind::Dir {
                 names.entry(e.ino).or_default().insert(path.clone());
             }
-            out.insert(path, node);
+            if let std::collections::btree_map::Entry::Vacant(slot) = model.attrs.entry(e.ino) {
+                let stored = vfs.meta.inode_required(e.ino)?;
+                let numeric = stored.uid.is_some() || stored.gid.is_some();
+                slot.insert(Attrs {
+                    mode: stored.mode,
+                    uid: stored.uid,
+                    gid: stored.gid,
+                    ids_from: numeric.then(|| stored.ids_from.unwrap_or(vfs.device_id)),
+                    mtime: (e.kind != NodeKind::Dir).then_some(a.mtime),
+                    atime: None,
+                    xattrs: meta_of(vfs, &a)?.xattrs,
+                });
+            }
+            model.keys.insert(path.clone(), e.ino);
+            model.nodes.insert(path, node);
         }
     }
-    let groups = names.into_values().filter(|g| g.len() > 1).collect();
-    Ok((out, groups))
+    model.next_key = model.attrs.keys().max().map_or(0, |k| k + 1);
+    model.groups = names.into_values().filter(|g| g.len() > 1).collect();
+    Ok(model)
 }
-
-/// Nodes by path, and the groups of paths naming one node.
-pub(super) type LinkedTree = (BTreeMap<ModelPath, Node>, Vec<BTreeSet<ModelPath>>);

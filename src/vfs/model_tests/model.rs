@@ -1,19 +1,26 @@
-//! The model: a map from path to file bytes, folder or symlink target, the
-//! groups of paths that are hard links of one node, the operations the
-//! tests generate, and the expected result of each.
+//! The model: a map from path to file bytes, folder, symlink target or
+//! special node, the groups of paths that are hard links of one node, each
+//! node's attributes (`attrs`), the operations the tests generate, and the
+//! expected result of each.
 
-use crate::protocol::{conflict_name, NodeKind};
+use super::attrs::{AttrEdit, Attrs, MetaSnap, NodeKey, Viewer};
+use super::conflicts::ExpectedConflict;
+use crate::protocol::{DeviceId, NodeKind, Timestamp};
 use crate::vfs::{VfsError, VfsResult};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Path components below the root (never empty).
 pub(super) type ModelPath = Vec<String>;
 
+/// A node's kind and content (its attributes are in [`Model::attrs`]).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Node {
     File(Vec<u8>),
     Dir,
     Symlink(String),
+    /// A FIFO, socket or device node (metadata only) and its device
+    /// number (0 but for devices).
+    Special(NodeKind, u32),
 }
 
 /// What an operation returned, reduced to what POSIX distinguishes.
@@ -26,8 +33,15 @@ pub(super) enum Outcome {
     IsDir,
     NotEmpty,
     Invalid,
-    /// `EPERM` (a hard link of a folder).
+    /// `EPERM` (a hard link of a folder, `user.*` attributes of a symlink
+    /// or special node, a reserved attribute name).
     NotPermitted,
+    /// `ENODATA`: no such extended attribute.
+    NoAttribute,
+    /// `ENOSPC`: a node's extended attributes over 4 KiB.
+    NoSpace,
+    /// `EOPNOTSUPP`: opening a special node through the core.
+    NotSupported,
     /// Any other error: never expected.
     Other(String),
 }
@@ -42,6 +56,9 @@ pub(super) fn outcome<T>(r: VfsResult<T>) -> Outcome {
         Err(VfsError::NotEmpty) => Outcome::NotEmpty,
         Err(VfsError::InvalidArgument(_)) => Outcome::Invalid,
         Err(VfsError::NotPermitted(_)) => Outcome::NotPermitted,
+        Err(VfsError::NoAttribute) => Outcome::NoAttribute,
+        Err(VfsError::NoSpace(_)) => Outcome::NoSpace,
+        Err(VfsError::NotSupported(_)) => Outcome::NotSupported,
         Err(e) => Outcome::Other(e.to_string()),
     }
 }
@@ -94,6 +111,22 @@ pub(super) enum Op<P = ModelPath> {
     /// `link(2)`: the node at the first path gets the second as one more
     /// name.
     Link(P, P),
+    /// `mknod(2)` of a kind (FIFO, socket, character or block device, or
+    /// a regular file, created empty) with permission bits and a device
+    /// number (kept for devices only).
+    Mknod(P, NodeKind, u32, u32),
+    /// `chmod(2)` (setattr with a mode), any of the 12 bits.
+    Chmod(P, u32),
+    /// `chown(2)` with numeric ids (`None`: unchanged) and no mode, so
+    /// the core applies ext4's setuid/setgid clearing itself.
+    Chown(P, Option<u32>, Option<u32>),
+    /// `utimensat(2)`: mtime, atime (`None`: `UTIME_OMIT`).
+    Utimens(P, Option<Timestamp>, Option<Timestamp>),
+    /// `setxattr(2)`: name, value, flags ([`super::attrs::XATTR_CREATE`],
+    /// [`super::attrs::XATTR_REPLACE`]).
+    SetXattr(P, String, Vec<u8>, u8),
+    /// `removexattr(2)`.
+    RemoveXattr(P, String),
     /// Drain the journal to the server, pull, and compare the device, the
     /// server and a fresh device with the model.
     Upload,
@@ -164,6 +197,12 @@ impl Op<PathSel> {
             Op::Rmdir(p) => Op::Rmdir(r(p)),
             Op::Symlink(p, t) => Op::Symlink(r(p), t.clone()),
             Op::Link(a, b) => Op::Link(r(a), r(b)),
+            Op::Mknod(p, k, m, d) => Op::Mknod(r(p), *k, *m, *d),
+            Op::Chmod(p, m) => Op::Chmod(r(p), *m),
+            Op::Chown(p, u, g) => Op::Chown(r(p), *u, *g),
+            Op::Utimens(p, m, a) => Op::Utimens(r(p), *m, *a),
+            Op::SetXattr(p, n, v, f) => Op::SetXattr(r(p), n.clone(), v.clone(), *f),
+            Op::RemoveXattr(p, n) => Op::RemoveXattr(r(p), n.clone()),
             Op::Upload => Op::Upload,
             Op::Reopen => Op::Reopen,
             Op::Crash => Op::Crash,
@@ -188,6 +227,10 @@ pub(super) enum Gen {
     /// Give an existing folder new children (a file, a folder holding a
     /// file), then rename the folder while they are still pending.
     MovePendingFolder(PathSel, PathSel, Content),
+    /// Several attribute changes of one node in a row, as `cp -a`,
+    /// `setfattr` or `tar --xattrs` make them (so that sets meet the
+    /// attributes set before: `EEXIST`, 4 KiB full, removes that find one).
+    AttrBurst(PathSel, Vec<AttrEdit>),
 }
 
 impl Gen {
@@ -235,6 +278,10 @@ impl Gen {
                     Op::Rename(temp, target, false),
                 ]
             }
+            Gen::AttrBurst(at, edits) => {
+                let at = at.resolve(model);
+                edits.iter().map(|e| e.on(at.clone())).collect()
+            }
             Gen::MovePendingFolder(folder, to, content) => {
                 let folder = folder.resolve(model);
                 let sub = child(&folder, "sub");
@@ -263,61 +310,15 @@ pub(super) fn op_arg(model: &Model, op: &Op) -> u64 {
     }
 }
 
-/// A conflict copy the model expects but cannot name in advance: the name
-/// carries the commit time. It is `<prefix><YYYY-MM-DD HH.MM.SS>[ n]<suffix>`
-/// in `folder`, holding `node`.
-#[derive(Clone, Debug)]
-pub(super) struct ExpectedConflict {
-    folder: ModelPath,
-    prefix: String,
-    suffix: String,
-    node: Node,
-}
-
-impl ExpectedConflict {
-    /// The copy of file `path` that device `device` makes of its `node`.
-    pub(super) fn of(path: &ModelPath, device: &str, node: Node) -> Self {
-        let leaf = path.last().expect("non-empty path");
-        // The name for time 0, split around its stamp.
-        let zero = conflict_name(leaf, NodeKind::File, device, 0, 1);
-        let stamp = " 1970-01-01 00.00.00)";
-        let at = zero.find(stamp).expect("conflict names carry a stamp");
-        ExpectedConflict {
-            folder: path[..path.len() - 1].to_vec(),
-            prefix: zero[..at + 1].to_string(),
-            suffix: zero[at + stamp.len() - 1..].to_string(),
-            node,
-        }
-    }
-
-    fn matches(&self, name: &str) -> bool {
-        let Some(middle) = name
-            .strip_prefix(&self.prefix)
-            .and_then(|m| m.strip_suffix(&self.suffix))
-        else {
-            return false;
-        };
-        // `YYYY-MM-DD HH.MM.SS`, then ` n` for n ≥ 2.
-        let shape = "dddd-dd-dd dd.dd.dd";
-        let (stamp, n) = middle.split_at(middle.len().min(shape.len()));
-        let stamp_ok = stamp.len() == shape.len()
-            && stamp.chars().zip(shape.chars()).all(|(c, s)| match s {
-                'd' => c.is_ascii_digit(),
-                s => c == s,
-            });
-        let n_ok = n.is_empty()
-            || n.strip_prefix(' ').is_some_and(|n| {
-                !n.is_empty()
-                    && n.chars().all(|c| c.is_ascii_digit())
-                    && n.parse::<u32>().is_ok_and(|n| n >= 2)
-            });
-        stamp_ok && n_ok
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub(super) struct Model {
     pub(super) nodes: BTreeMap<ModelPath, Node>,
+    /// The node each path names (names of one node share it).
+    pub(super) keys: BTreeMap<ModelPath, NodeKey>,
+    /// Each node's attributes, kept once for all its names.
+    pub(super) attrs: BTreeMap<NodeKey, Attrs>,
+    /// The next unused [`NodeKey`].
+    pub(super) next_key: NodeKey,
     /// Paths that name one node (hard links), two or more each.
     pub(super) groups: Vec<BTreeSet<ModelPath>>,
     /// Conflict copies to name from the next tree compared (see
@@ -391,34 +392,93 @@ impl Model {
             .collect()
     }
 
-    pub(super) fn apply(&mut self, op: &Op, arg: u64) -> Outcome {
-        match self.try_apply(op, arg) {
+    /// A new node at `p` with `attrs` (a new key).
+    pub(super) fn insert_new(&mut self, p: ModelPath, node: Node, attrs: Attrs) {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.attrs.insert(key, attrs);
+        self.nodes.insert(p.clone(), node);
+        self.keys.insert(p, key);
+    }
+
+    /// Removes the name `p` (its node and key).
+    fn take(&mut self, p: &ModelPath) -> (Node, NodeKey) {
+        let node = self.nodes.remove(p).expect("an existing name");
+        let key = self.keys.remove(p).expect("every name has a key");
+        (node, key)
+    }
+
+    /// Removes `root` and every name below it, as paths relative to `root`.
+    fn take_tree(&mut self, root: &ModelPath) -> Vec<(ModelPath, Node, NodeKey)> {
+        let paths: Vec<ModelPath> = self
+            .nodes
+            .keys()
+            .filter(|k| k.starts_with(root))
+            .cloned()
+            .collect();
+        paths
+            .into_iter()
+            .map(|k| {
+                let (n, key) = self.take(&k);
+                (k[root.len()..].to_vec(), n, key)
+            })
+            .collect()
+    }
+
+    /// Puts what [`Model::take_tree`] took under `dest`.
+    fn put_tree(&mut self, dest: &ModelPath, moved: Vec<(ModelPath, Node, NodeKey)>) {
+        for (rest, n, key) in moved {
+            let mut k = dest.clone();
+            k.extend(rest);
+            self.nodes.insert(k.clone(), n);
+            self.keys.insert(k, key);
+        }
+    }
+
+    /// Applies `op` as device `by` does it; the result the core must give.
+    pub(super) fn apply(&mut self, op: &Op, arg: u64, by: DeviceId) -> Outcome {
+        match self.try_apply(op, arg, by) {
             Ok(()) => Outcome::Ok,
             Err(o) => o,
         }
     }
 
-    fn try_apply(&mut self, op: &Op, arg: u64) -> Result<(), Outcome> {
+    fn try_apply(&mut self, op: &Op, arg: u64, by: DeviceId) -> Result<(), Outcome> {
         match op {
-            Op::Mkdir(p) | Op::Create(p, _) | Op::Symlink(p, _) => {
+            Op::Mkdir(p) | Op::Create(p, _) | Op::Symlink(p, _) | Op::Mknod(p, ..) => {
                 self.walk(p)?;
                 if self.nodes.contains_key(p) {
                     return Err(Outcome::Exists);
                 }
-                let node = match op {
-                    Op::Mkdir(_) => Node::Dir,
-                    Op::Create(_, c) => Node::File(c.bytes()),
-                    Op::Symlink(_, t) => Node::Symlink(t.clone()),
+                let (node, mode) = match op {
+                    Op::Mkdir(_) => (Node::Dir, 0o755),
+                    Op::Create(_, c) => (Node::File(c.bytes()), 0o644),
+                    Op::Symlink(_, t) => (Node::Symlink(t.clone()), 0o777),
+                    Op::Mknod(_, NodeKind::File, mode, _) => (Node::File(Vec::new()), *mode),
+                    Op::Mknod(_, kind, mode, rdev) => {
+                        let rdev = if kind.is_device() { *rdev } else { 0 };
+                        (Node::Special(*kind, rdev), *mode)
+                    }
                     _ => unreachable!(),
                 };
-                self.nodes.insert(p.clone(), node);
+                let attrs = self.new_attrs(p, node == Node::Dir, mode & 0o7777, by);
+                self.insert_new(p.clone(), node, attrs);
+                self.touch_parent(p);
             }
-            Op::WriteAt(p, ..) | Op::Truncate(p, ..) => {
+            Op::WriteAt(p, _, _) | Op::Truncate(p, _, _) => {
                 self.walk(p)?;
                 let bytes = match self.nodes.get_mut(p) {
                     None => return Err(Outcome::NotFound),
                     Some(Node::Dir) => return Err(Outcome::IsDir),
                     Some(Node::Symlink(_)) => return Err(Outcome::Invalid),
+                    // Opening one through the core; a path truncate is
+                    // truncate(2)'s EINVAL for anything but a file.
+                    Some(Node::Special(..)) => {
+                        return Err(match op {
+                            Op::Truncate(_, _, false) => Outcome::Invalid,
+                            _ => Outcome::NotSupported,
+                        })
+                    }
                     Some(Node::File(b)) => b,
                 };
                 let arg = arg as usize;
@@ -434,6 +494,7 @@ impl Model {
                     bytes.resize(arg, 0);
                 }
                 self.propagate(p);
+                self.content_changed(p);
             }
             Op::Unlink(p) => {
                 self.walk(p)?;
@@ -442,8 +503,9 @@ impl Model {
                     Some(Node::Dir) => return Err(Outcome::IsDir),
                     Some(_) => {}
                 }
-                self.nodes.remove(p);
+                self.take(p);
                 self.drop_name(p);
+                self.touch_parent(p);
             }
             Op::Rmdir(p) => {
                 self.walk(p)?;
@@ -455,7 +517,8 @@ impl Model {
                 if self.below(p).next().is_some() {
                     return Err(Outcome::NotEmpty);
                 }
-                self.nodes.remove(p);
+                self.take(p);
+                self.touch_parent(p);
             }
             Op::Rename(from, to, no_replace) => {
                 self.walk(from)?;
@@ -487,18 +550,11 @@ impl Model {
                         }
                         _ => {}
                     }
-                    self.nodes.remove(to);
+                    self.take(to);
                     self.drop_name(to);
                 }
-                let moved: Vec<ModelPath> = std::iter::once(from.clone())
-                    .chain(self.below(from).cloned())
-                    .collect();
-                for old in moved {
-                    let node = self.nodes.remove(&old).expect("listed above");
-                    let mut new = to.clone();
-                    new.extend_from_slice(&old[from.len()..]);
-                    self.nodes.insert(new, node);
-                }
+                let moved = self.take_tree(from);
+                self.put_tree(to, moved);
                 self.remap(|p| {
                     if p.starts_with(from) {
                         let mut new = to.clone();
@@ -508,6 +564,8 @@ impl Model {
                         p.clone()
                     }
                 });
+                self.touch_parent(from);
+                self.touch_parent(to);
             }
             Op::Exchange(a, b) => {
                 self.walk(a)?;
@@ -524,28 +582,10 @@ impl Model {
                 if (*na == Node::Dir && inside(a, b)) || (*nb == Node::Dir && inside(b, a)) {
                     return Err(Outcome::Invalid);
                 }
-                let take = |nodes: &mut BTreeMap<ModelPath, Node>, root: &ModelPath| {
-                    let keys: Vec<ModelPath> = nodes
-                        .keys()
-                        .filter(|k| k.starts_with(root))
-                        .cloned()
-                        .collect();
-                    keys.into_iter()
-                        .map(|k| {
-                            let n = nodes.remove(&k).expect("listed");
-                            (k[root.len()..].to_vec(), n)
-                        })
-                        .collect::<Vec<_>>()
-                };
-                let from_a = take(&mut self.nodes, a);
-                let from_b = take(&mut self.nodes, b);
-                for (dest, moved) in [(b, from_a), (a, from_b)] {
-                    for (rest, n) in moved {
-                        let mut k = dest.clone();
-                        k.extend(rest);
-                        self.nodes.insert(k, n);
-                    }
-                }
+                let from_a = self.take_tree(a);
+                let from_b = self.take_tree(b);
+                self.put_tree(b, from_a);
+                self.put_tree(a, from_b);
                 self.remap(|p| {
                     let swap = |from: &ModelPath, to: &ModelPath| {
                         let mut new = to.clone();
@@ -560,6 +600,8 @@ impl Model {
                         p.clone()
                     }
                 });
+                self.touch_parent(a);
+                self.touch_parent(b);
             }
             Op::Link(from, to) => {
                 self.walk(from)?;
@@ -574,68 +616,55 @@ impl Model {
                     return Err(Outcome::NotPermitted);
                 }
                 self.nodes.insert(to.clone(), node);
+                self.keys.insert(to.clone(), self.keys[from]);
                 match self.group_of(from) {
                     Some(g) => {
                         self.groups[g].insert(to.clone());
                     }
                     None => self.groups.push([from.clone(), to.clone()].into()),
                 }
+                self.touch_parent(to);
+            }
+            Op::Chmod(p, ..)
+            | Op::Chown(p, ..)
+            | Op::Utimens(p, ..)
+            | Op::SetXattr(p, ..)
+            | Op::RemoveXattr(p, ..) => {
+                self.walk(p)?;
+                self.apply_attr_op(op, by)?;
             }
             Op::Upload | Op::Reopen | Op::Crash => {}
         }
         Ok(())
     }
 
-    /// Names the expected conflict copies from `got` (a tree the system
-    /// under test shows): each must match exactly one entry of its folder
-    /// that the model does not have, and then becomes a model node under
-    /// that name. Anything else about the copy (kind, size, content) is
-    /// compared with the rest of the tree afterwards.
-    pub(super) fn adopt_conflicts(&mut self, got: &Tree) -> Result<(), String> {
-        for c in std::mem::take(&mut self.conflicts) {
-            let found: Vec<ModelPath> = got
-                .keys()
-                .map(|p| p.split('/').map(String::from).collect::<ModelPath>())
-                .filter(|p| {
-                    p.len() == c.folder.len() + 1
-                        && p.starts_with(&c.folder)
-                        && !self.nodes.contains_key(p)
-                        && c.matches(p.last().expect("non-empty"))
-                })
-                .collect();
-            match &found[..] {
-                [one] => {
-                    self.nodes.insert(one.clone(), c.node.clone());
-                }
-                _ => {
-                    return Err(format!(
-                        "expected one conflict copy `{}<stamp>{}` in /{}, found {found:?}",
-                        c.prefix,
-                        c.suffix,
-                        c.folder.join("/")
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn snapshot(&self, content: bool) -> Tree {
+    /// The tree as `viewer` must show it (with content hashes when
+    /// `content`).
+    pub(super) fn snapshot(&self, content: bool, viewer: Viewer) -> Tree {
         self.nodes
             .iter()
             .map(|(p, n)| {
                 let group = self.group_of(p).map(|g| &self.groups[g]);
+                let nlink = group.map_or(1, |g| g.len() as u32);
+                let same_as = group.and_then(|g| g.iter().map(|p| p.join("/")).min());
                 let snap = match n {
                     Node::Dir => Snap::Dir,
                     Node::Symlink(t) => Snap::Symlink(t.clone()),
+                    Node::Special(kind, rdev) => Snap::Special {
+                        kind: *kind,
+                        rdev: *rdev,
+                        nlink,
+                        same_as,
+                    },
                     Node::File(b) => Snap::File {
                         size: b.len() as u64,
                         hash: content.then(|| blake3::hash(b)),
-                        nlink: group.map_or(1, |g| g.len() as u32),
-                        same_as: group.and_then(|g| g.iter().map(|p| p.join("/")).min()),
+                        nlink,
+                        same_as,
                     },
                 };
-                (p.join("/"), snap)
+                let meta = self.attrs_of(p).seen_by(viewer);
+                (p.join("/"), Seen { snap, meta })
             })
             .collect()
     }
@@ -657,27 +686,34 @@ pub(super) enum Snap {
         /// copies.
         same_as: Option<String>,
     },
+    /// A FIFO, socket or device node: its device number, link count and
+    /// first name as for a file.
+    Special {
+        kind: NodeKind,
+        rdev: u32,
+        nlink: u32,
+        same_as: Option<String>,
+    },
     /// The `Vfs` or the server contradicted itself (entry kind vs inode,
     /// path, read; a live node under a deleted or missing parent).
     Inconsistent(String),
 }
 
-pub(super) type Tree = BTreeMap<String, Snap>;
+/// An entry and its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Seen {
+    pub(super) snap: Snap,
+    pub(super) meta: MetaSnap,
+}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conflict_names_match_precisely() {
-        let c = ExpectedConflict::of(&vec!["d".into(), "a.txt".into()], "left", Node::Dir);
-        assert!(c.matches("a (conflict left 2024-05-06 07.08.09).txt"));
-        assert!(c.matches("a (conflict left 2024-05-06 07.08.09 2).txt"));
-        assert!(!c.matches("a (conflict left 2024-05-06 07.08.09 1).txt"));
-        assert!(!c.matches("a (conflict right 2024-05-06 07.08.09).txt"));
-        assert!(!c.matches("a (conflict left 2024-05-06 07.08).txt"));
-        assert!(!c.matches("a.txt (conflict left 2024-05-06 07.08.09)"));
-        let c = ExpectedConflict::of(&vec!["b".into()], "left", Node::Dir);
-        assert!(c.matches("b (conflict left 2024-05-06 07.08.09)"));
+impl Seen {
+    /// An entry a view contradicted itself about.
+    pub(super) fn inconsistent(why: String) -> Self {
+        Seen {
+            snap: Snap::Inconsistent(why),
+            meta: MetaSnap::default(),
+        }
     }
 }
+
+pub(super) type Tree = BTreeMap<String, Seen>;

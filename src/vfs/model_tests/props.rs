@@ -3,9 +3,12 @@
 //! the model after every drain on the device, the server and a fresh
 //! device.
 
+use super::attrs::{AttrEdit, XATTR_CREATE, XATTR_REPLACE};
+use super::conflicts::ExpectedConflict;
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
-use super::drive::{read_back, read_tree, step};
-use super::model::{Content, ExpectedConflict, Gen, Model, ModelPath, Op, PathSel};
+use super::drive::{read_back, read_model, step};
+use super::model::{Content, Gen, Model, ModelPath, Op, Outcome, PathSel};
+use crate::protocol::Timestamp;
 use crate::remote::in_process::InProcessServer;
 use crate::vfs::*;
 use proptest::prelude::*;
@@ -73,9 +76,106 @@ fn fs_op() -> impl Strategy<Value = Op<PathSel>> {
         2 => path_sel().prop_map(Op::Rmdir),
         1 => (path_sel(), "[a-z./]{1,12}").prop_map(|(p, t)| Op::Symlink(p, t)),
         2 => (path_sel(), path_sel()).prop_map(|(a, b)| Op::Link(a, b)),
+        2 => (path_sel(), special_kind(), prop_oneof![Just(0o644), Just(0o600), Just(0o4755)], any::<u32>())
+            .prop_map(|(p, k, m, d)| Op::Mknod(p, k, m, d)),
+        9 => (attr_path(), attr_edit()).prop_map(|(p, e)| e.on(p)),
     ]
     // Boxed: the unboxed value tree of this many arms, nested in the
     // others, overflows a test thread's stack when generated.
+    .boxed()
+}
+
+/// What `mknod` makes: mostly special nodes, sometimes a regular file.
+fn special_kind() -> impl Strategy<Value = NodeKind> {
+    prop_oneof![
+        Just(NodeKind::Fifo),
+        Just(NodeKind::Socket),
+        Just(NodeKind::CharDevice),
+        Just(NodeKind::BlockDevice),
+        Just(NodeKind::File),
+    ]
+}
+
+/// A mode: common ones, setuid/setgid/sticky ones, or any 12 bits.
+fn mode() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0o644),
+        Just(0o755),
+        Just(0o2775),
+        Just(0o4755),
+        Just(0o1777),
+        Just(0o2644),
+        0u32..0o10_000,
+    ]
+}
+
+/// A numeric owner or group: the mounting user's (0), or others.
+fn id() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0), Just(1000), Just(4242), Just(u32::MAX - 1)]
+}
+
+/// A time: before 1970, after 2262 (past `i64` nanoseconds), or
+/// ordinary, with nanoseconds.
+fn time() -> impl Strategy<Value = Timestamp> {
+    let nsec = prop_oneof![Just(0u32), Just(999_999_999), 0u32..1_000_000_000];
+    let sec = prop_oneof![
+        -20_000_000_000i64..0,
+        -1i64..=0,
+        0i64..4_000_000_000,
+        9_300_000_000i64..300_000_000_000,
+    ];
+    (sec, nsec).prop_map(|(sec, nsec)| Timestamp { sec, nsec })
+}
+
+/// Attribute names: mostly a few valid ones (so that sets meet existing
+/// ones), sometimes a reserved one (`EPERM`).
+fn xattr_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => Just("user.a"),
+        3 => Just("user.b"),
+        2 => Just("trusted.t"),
+        2 => Just("security.s"),
+        1 => Just("user.nimbus.x"),
+    ]
+    .prop_map(String::from)
+}
+
+/// Values: mostly small (empty included), sometimes large enough that
+/// two of them often pass a node's 4 KiB.
+fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        5 => prop::collection::vec(any::<u8>(), 0..16),
+        3 => (1_500usize..2_600, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+    ]
+}
+
+/// Where attribute ops go: mostly existing nodes (the path walk's errors
+/// are the namespace ops' business).
+fn attr_path() -> impl Strategy<Value = PathSel> {
+    prop_oneof![
+        4 => any::<usize>().prop_map(PathSel::Existing),
+        1 => path_sel(),
+    ]
+}
+
+/// `setxattr` flags: mostly none, else `XATTR_CREATE`, `XATTR_REPLACE`
+/// or both.
+fn xattr_flags() -> impl Strategy<Value = u8> {
+    prop_oneof![5 => Just(0u8), 2 => Just(XATTR_CREATE), 2 => Just(XATTR_REPLACE), 1 => Just(3u8)]
+}
+
+/// An attribute op (chmod, chown, utimens, setxattr, removexattr).
+fn attr_edit() -> impl Strategy<Value = AttrEdit> {
+    prop_oneof![
+        2 => mode().prop_map(AttrEdit::Chmod),
+        1 => (prop::option::of(id()), prop::option::of(id()))
+            .prop_map(|(u, g)| AttrEdit::Chown(u, g)),
+        2 => (prop::option::of(time()), prop::option::of(time()))
+            .prop_map(|(m, a)| AttrEdit::Utimens(m, a)),
+        3 => (xattr_name(), xattr_value(), xattr_flags())
+            .prop_map(|(n, v, f)| AttrEdit::SetXattr(n, v, f)),
+        1 => xattr_name().prop_map(AttrEdit::RemoveXattr),
+    ]
     .boxed()
 }
 
@@ -89,6 +189,8 @@ fn gen_step() -> impl Strategy<Value = Gen> {
         2 => (any::<usize>(), content()).prop_map(|(i, c)| Gen::TempOver(PathSel::Existing(i), c)),
         2 => (any::<usize>(), path_sel(), content())
             .prop_map(|(i, to, c)| Gen::MovePendingFolder(PathSel::ExistingDir(i), to, c)),
+        2 => (any::<usize>(), prop::collection::vec(attr_edit(), 2..8))
+            .prop_map(|(i, edits)| Gen::AttrBurst(PathSel::Existing(i), edits)),
     ]
 }
 
@@ -138,7 +240,7 @@ async fn single_device(steps: Vec<Gen>, store: StoreKind) -> Result<(), TestCase
                 }
                 Op::Reopen => {
                     dev.reopen(false);
-                    check_tree(&dev.vfs(), &model, true, &format!("{label}: reopened")).await?;
+                    check_tree(&dev.vfs(), &mut model, true, &format!("{label}: reopened")).await?;
                 }
                 Op::Crash => {
                     drain(
@@ -154,15 +256,15 @@ async fn single_device(steps: Vec<Gen>, store: StoreKind) -> Result<(), TestCase
                 _ => {
                     let vfs = dev.vfs();
                     step(&vfs, &mut model, op, &label).await?;
-                    check_tree(&vfs, &model, false, &label).await?;
+                    check_tree(&vfs, &mut model, false, &label).await?;
                 }
             }
         }
     }
-    check_tree(&dev.vfs(), &model, true, "end").await?;
+    check_tree(&dev.vfs(), &mut model, true, "end").await?;
     drain(&server, &dev, &mut model, true, "end, drained").await?;
     dev.reopen(false);
-    check_tree(&dev.vfs(), &model, true, "end, reopened").await?;
+    check_tree(&dev.vfs(), &mut model, true, "end, reopened").await?;
     crash(&server, &mut dev, &mut model, "end").await?;
     Ok(())
 }
@@ -184,11 +286,9 @@ async fn crash(
     label: &str,
 ) -> Result<(), TestCaseError> {
     dev.reopen(true);
-    let (survived, groups) = read_tree(&dev.vfs())
+    *model = read_model(&dev.vfs())
         .await
         .map_err(|e| TestCaseError::fail(format!("{label}: reading after the crash: {e}")))?;
-    model.nodes = survived;
-    model.groups = groups;
     drain(
         server,
         dev,
@@ -214,11 +314,25 @@ struct Race {
     pull_first: bool,
 }
 
+/// Attribute edits on device `who` racing attribute edits of the same
+/// node on the other device, which uploads first; with `pull_first`, `who`
+/// pulls them before uploading its own. Non-content fields are one set:
+/// the later commit's whole set wins, without a conflict copy.
+#[derive(Clone, Debug)]
+struct AttrRace {
+    who: usize,
+    node: usize,
+    local: Vec<AttrEdit>,
+    remote: Vec<AttrEdit>,
+    pull_first: bool,
+}
+
 #[derive(Clone, Debug)]
 enum Turn {
     /// Device `.0` applies the steps, then uploads, and both pull.
     Ops(usize, Vec<Gen>),
     Race(Race),
+    AttrRace(AttrRace),
 }
 
 /// Devices take turns: one applies a few operations (reopening and
@@ -242,6 +356,12 @@ async fn two_devices(turns: Vec<Turn>) -> Result<(), TestCaseError> {
             }
             Turn::Race(race) => {
                 if !play_race(&server, &devs, &mut model, race, t).await? {
+                    continue;
+                }
+                race.who
+            }
+            Turn::AttrRace(race) => {
+                if !play_attr_race(&server, &devs, &mut model, race, t).await? {
                     continue;
                 }
                 race.who
@@ -344,9 +464,66 @@ async fn play_race(
         mine.pull().await?;
     }
     let local_node = local_model.nodes.get(&path).expect("written above").clone();
-    model
-        .conflicts
-        .push(ExpectedConflict::of(&path, &mine.name, local_node));
+    let local_attrs = local_model.attrs_of(&path).clone();
+    model.conflicts.push(ExpectedConflict::of(
+        &path,
+        &mine.name,
+        local_node,
+        local_attrs,
+    ));
+    Ok(true)
+}
+
+/// Plays an [`AttrRace`] up to `who`'s upload; false when there is no
+/// node. When `who` changed anything, its whole set of attributes is what
+/// every view must show afterwards.
+async fn play_attr_race(
+    server: &InProcessServer,
+    devs: &[Device; 2],
+    model: &mut Model,
+    race: &AttrRace,
+    t: usize,
+) -> Result<bool, TestCaseError> {
+    let paths: Vec<ModelPath> = model.nodes.keys().cloned().collect();
+    if paths.is_empty() {
+        return Ok(false);
+    }
+    let path = paths[race.node % paths.len()].clone();
+    let (mine, theirs) = (&devs[race.who], &devs[1 - race.who]);
+    let label = format!("turn {t} (attribute race of device {})", race.who);
+    let mut local_model = model.clone();
+    let mut changed = false;
+    for (i, edit) in race.local.iter().enumerate() {
+        let op = edit.on(path.clone());
+        let got = step(
+            &mine.vfs(),
+            &mut local_model,
+            &op,
+            &format!("{label}: local {i}"),
+        )
+        .await?;
+        changed |= got == Outcome::Ok && edit.changes();
+    }
+    for (i, edit) in race.remote.iter().enumerate() {
+        let op = edit.on(path.clone());
+        step(&theirs.vfs(), model, &op, &format!("{label}: remote {i}")).await?;
+    }
+    drain(
+        server,
+        theirs,
+        model,
+        false,
+        &format!("{label}: remote edits drained"),
+    )
+    .await?;
+    if race.pull_first {
+        mine.pull().await?;
+    }
+    if changed {
+        let key = model.keys[&path];
+        let won = local_model.attrs_of(&path).clone();
+        model.attrs.insert(key, won);
+    }
     Ok(true)
 }
 
@@ -381,6 +558,23 @@ fn race() -> impl Strategy<Value = Race> {
         })
 }
 
+fn attr_race() -> impl Strategy<Value = AttrRace> {
+    (
+        0usize..2,
+        any::<usize>(),
+        prop::collection::vec(attr_edit(), 1..4),
+        prop::collection::vec(attr_edit(), 1..4),
+        any::<bool>(),
+    )
+        .prop_map(|(who, node, local, remote, pull_first)| AttrRace {
+            who,
+            node,
+            local,
+            remote,
+            pull_first,
+        })
+}
+
 fn turn() -> impl Strategy<Value = Turn> {
     prop_oneof![
         4 => (0usize..2, prop::collection::vec(
@@ -388,6 +582,7 @@ fn turn() -> impl Strategy<Value = Turn> {
             1..16,
         )).prop_map(|(who, steps)| Turn::Ops(who, steps)),
         1 => race().prop_map(Turn::Race),
+        1 => attr_race().prop_map(Turn::AttrRace),
     ]
 }
 
