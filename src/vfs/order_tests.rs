@@ -306,7 +306,11 @@ async fn folder_chain_created_and_removed_at_once() {
 async fn pending_counts_nodes_once_and_only_below() {
     let fx = ServerFx::new().await;
     let dev = fx.device("laptop").await;
-    dev.stop.cancel(); // nothing uploads: everything stays pending
+    // Nothing uploads: everything stays pending. The uploader runs one
+    // round before it looks at `stop`; waiting for it to end keeps that
+    // round from taking a record mid-test (it made 4 records of 3, once).
+    dev.stop.cancel();
+    dev.task.await.unwrap();
     let vfs = dev.vfs.clone();
     write(&vfs, ROOT_INO, "a.txt", b"hello\n");
     let all = vfs.pending_below(ROOT_INO, 10).unwrap();
@@ -331,7 +335,6 @@ async fn pending_counts_nodes_once_and_only_below() {
     let below = vfs.pending_below(d.ino, 10).unwrap();
     assert_eq!((below.count, below.bytes), (2, 4), "{below:?}");
     assert_eq!(vfs.meta.journal_len(), 3, "one record per new node");
-    dev.task.await.unwrap();
 }
 
 /// A page the follower pulled before this device's own delete reached the
