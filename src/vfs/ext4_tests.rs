@@ -489,3 +489,28 @@ async fn a_file_not_cached_here_shows_blocks_for_its_whole_size() {
     let on_b = b.lookup(ROOT_INO, b"report.txt").unwrap();
     assert_eq!(b.getattr(on_b.ino).unwrap().allocated_bytes, 8_893);
 }
+
+/// An allocation past the size that the disk cannot hold is `ENOSPC`, as
+/// ext4 refuses a reservation it cannot make (a break test saw 100 GiB
+/// "allocated" with 50 GB free); one that fits still works.
+#[tokio::test]
+async fn fallocate_beyond_the_free_space_is_enospc() {
+    use super::space::FALLOC_FL_KEEP_SIZE;
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = vfs_in(dir.path());
+    let (f, fh) = vfs.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    let huge = 1u64 << 62;
+    for mode in [0, FALLOC_FL_KEEP_SIZE] {
+        assert!(
+            matches!(
+                vfs.fallocate(fh, 0, huge, mode).await,
+                Err(VfsError::NoSpace(_))
+            ),
+            "mode {mode}"
+        );
+    }
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 0);
+    vfs.fallocate(fh, 0, 1 << 20, 0).await.unwrap();
+    assert_eq!(vfs.getattr(f.ino).unwrap().size, 1 << 20);
+    vfs.release(fh).unwrap();
+}

@@ -44,7 +44,9 @@ impl Vfs {
     /// - `ZERO_RANGE` (optionally with `KEEP_SIZE`): the range reads as
     ///   zeros, and without `KEEP_SIZE` the file grows to cover it.
     ///
-    /// Other modes: `EOPNOTSUPP`; `len == 0`: `EINVAL`.
+    /// Other modes: `EOPNOTSUPP`; `len == 0`: `EINVAL`; an allocation past
+    /// the size that the local disk or the server has no room for:
+    /// `ENOSPC`.
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Answer<()> {
         let checked = self.space_check(fh, offset, len, mode);
         let ino = match checked {
@@ -80,6 +82,9 @@ impl Vfs {
         {
             return Err(VfsError::InvalidArgument("fallocate range"));
         }
+        if mode & FALLOC_FL_PUNCH_HOLE == 0 {
+            self.check_room(h.ino, offset + len)?;
+        }
         match mode {
             0 | FALLOC_FL_ZERO_RANGE => Ok(Some(h.ino)),
             m if m == FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE => Ok(Some(h.ino)),
@@ -88,6 +93,32 @@ impl Vfs {
             FALLOC_FL_PUNCH_HOLE => Err(VfsError::InvalidArgument("PUNCH_HOLE needs KEEP_SIZE")),
             _ => Err(VfsError::NotSupported("fallocate mode")),
         }
+    }
+
+    /// `ENOSPC` when allocating up to byte `end` of file `ino` cannot fit:
+    /// the bytes past its size must fit in the free space of the disk
+    /// under the working copies and in the room the server last reported.
+    /// (As ext4 refuses a reservation it cannot make; the working copy
+    /// itself stays sparse, so later writes still need that room.)
+    fn check_room(&self, ino: u64, end: u64) -> VfsResult<()> {
+        let size = self.meta.inode_required(ino)?.size;
+        let needed = end.saturating_sub(size);
+        if needed == 0 {
+            return Ok(());
+        }
+        let st = nix::sys::statvfs::statvfs(&self.work_dir).map_err(std::io::Error::from)?;
+        let local = st.blocks_available().saturating_mul(st.fragment_size());
+        let server = self
+            .meta
+            .space_report()?
+            .and_then(|r| r.free_bytes)
+            .unwrap_or(u64::MAX);
+        if needed > local.min(server) {
+            return Err(VfsError::NoSpace(
+                "not enough free space for this allocation (here or on the server)",
+            ));
+        }
+        Ok(())
     }
 
     /// `fallocate` once the working copy is there.
