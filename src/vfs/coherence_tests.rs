@@ -24,17 +24,7 @@ async fn read(vfs: &Vfs, fh: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let kernel = Arc::new(Recorder::default());
     a.set_notifier(kernel.clone());
     let (up_a, up_b) = (

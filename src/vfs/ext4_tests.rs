@@ -57,17 +57,7 @@ async fn a_folder_links_its_subfolders_like_ext4_through_every_change() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_folder_changes_move_the_link_count() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let up_b = Uploader::new(b.clone(), rb.clone());
     let d = b.mkdir(ROOT_INO, b"d", 0o755).unwrap();
     b.mkdir(d.ino, b"x", 0o755).unwrap();
@@ -86,17 +76,7 @@ async fn remote_folder_changes_move_the_link_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_exchange_swaps_a_file_and_a_folder_across_folders_and_uploads_it() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let up_a = Uploader::new(a.clone(), ra.clone());
     let x = a.mkdir(ROOT_INO, b"x", 0o755).unwrap();
     let y = a.mkdir(ROOT_INO, b"y", 0o755).unwrap();
@@ -468,17 +448,7 @@ async fn a_truncate_after_fallocate_bounds_reads_and_copies() {
 /// fresh device's archive were zeros).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_not_cached_here_shows_blocks_for_its_whole_size() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let (f, fh) = a.create(ROOT_INO, b"report.txt", 0o644, true).unwrap();
     a.write(fh, 0, &[b'x'; 8_893]).ready().unwrap();
     a.release(fh).unwrap();

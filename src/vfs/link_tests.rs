@@ -167,17 +167,18 @@ async fn rename_moves_one_entry_and_a_link_over_its_sibling_is_a_no_op() {
 /// name; B's cache keeps it all across a reopen.
 #[tokio::test(flavor = "multi_thread")]
 async fn links_travel_between_devices() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb,
-        ra,
-        rb,
-        da: _da,
-        db,
-        a,
-        b,
-    } = two_devices().await;
+    let (
+        TwoDevices {
+            idb,
+            ra,
+            rb,
+            db,
+            a,
+            b,
+            ..
+        },
+        _held,
+    ) = two_devices().await;
     let (up_a, up_b) = (
         Uploader::new(a.clone(), ra.clone()),
         Uploader::new(b.clone(), rb.clone()),
@@ -217,7 +218,7 @@ async fn links_travel_between_devices() {
     assert_eq!(b.lookup(ROOT_INO, b"again").unwrap().ino, bg.ino);
     assert_eq!(nlink(&b, bg.ino), 2);
     drop((follow_b, up_b, b));
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
+    let b = open_vfs(&db, idb, "desktop", rb.clone());
     let again = b.lookup(ROOT_INO, b"again").unwrap();
     assert_eq!((again.ino, again.nlink), (bg.ino, 2));
     assert_eq!(b.lookup(bd.ino, b"g").unwrap().ino, bg.ino);
@@ -239,17 +240,7 @@ async fn links_travel_between_devices() {
 /// from the server, and the linking device adopts it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_link_name_becomes_a_conflict_name_everywhere() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let (up_a, up_b) = (
         Uploader::new(a.clone(), ra.clone()),
         Uploader::new(b.clone(), rb.clone()),
@@ -305,17 +296,7 @@ async fn a_node_has_at_most_ext4s_number_of_names() {
 /// one change; both nodes then reach the server with two names each.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_node_displaces_both_names_of_a_pending_local_node() {
-    let TwoDevices {
-        server: _server,
-        ida: _ida,
-        idb: _idb,
-        ra,
-        rb,
-        da: _da,
-        db: _db,
-        a,
-        b,
-    } = two_devices().await;
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let y = file(&a, ROOT_INO, "p.txt", b"from a");
     a.link(y, ROOT_INO, b"q.txt").unwrap();
     let up_a = Uploader::new(a.clone(), ra.clone());

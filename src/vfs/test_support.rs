@@ -48,23 +48,27 @@ pub(crate) fn open_vfs_on(
 }
 
 /// Two devices of one account on the real server rules
-/// ([`InProcessServer`]), "laptop" (`a`, id `ida`, remote `ra`, cache in
-/// `da`) and "desktop" (`b`, …), each with its cache in its own temporary
-/// folder; keep the folders alive as long as the devices.
+/// ([`InProcessServer`]): "laptop" (`a`, remote `ra`) and "desktop" (`b`,
+/// remote `rb`; id `idb` and cache folder `db`, to reopen it). Plain
+/// handles: bind what a test needs and leave the rest with `..`; the
+/// server and the folders live in the [`Held`] returned beside it.
 pub(crate) struct TwoDevices {
-    pub server: InProcessServer,
-    pub ida: DeviceId,
     pub idb: DeviceId,
     pub ra: Arc<dyn Remote>,
     pub rb: Arc<dyn Remote>,
-    pub da: tempfile::TempDir,
-    pub db: tempfile::TempDir,
+    pub db: std::path::PathBuf,
     pub a: Arc<Vfs>,
     pub b: Arc<Vfs>,
 }
 
+/// What [`TwoDevices`] runs on; keep it alive as long as the devices.
+pub(crate) struct Held {
+    _server: InProcessServer,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
 /// Starts a server in process and opens [`TwoDevices`] on it.
-pub(crate) async fn two_devices() -> TwoDevices {
+pub(crate) async fn two_devices() -> (TwoDevices, Held) {
     let server = InProcessServer::new().await.unwrap();
     let (ra, rb) = (
         server.device("laptop").await.unwrap(),
@@ -72,20 +76,25 @@ pub(crate) async fn two_devices() -> TwoDevices {
     );
     let (ida, idb) = (ra.device_id(), rb.device_id());
     let (ra, rb): (Arc<dyn Remote>, Arc<dyn Remote>) = (Arc::new(ra), Arc::new(rb));
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = open_vfs(da.path(), ida, "laptop", ra.clone());
-    let b = open_vfs(db.path(), idb, "desktop", rb.clone());
-    TwoDevices {
-        server,
-        ida,
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (dirs.0.path().to_path_buf(), dirs.1.path().to_path_buf());
+    let a = open_vfs(&da, ida, "laptop", ra.clone());
+    let b = open_vfs(&db, idb, "desktop", rb.clone());
+    let devices = TwoDevices {
         idb,
         ra,
         rb,
-        da,
         db,
         a,
         b,
-    }
+    };
+    (
+        devices,
+        Held {
+            _server: server,
+            _dirs: dirs,
+        },
+    )
 }
 
 /// Replaces the content of file `ino` with `data` (open with truncate,
