@@ -42,6 +42,8 @@ pub(super) const CURRENT: u64 = 5;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// An inode as format 1 stored it.
+// Tests write old stores with the same layout.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Deserialize)]
 struct InodeV1 {
     ino: u64,
@@ -96,6 +98,8 @@ impl From<InodeV1> for Inode {
 }
 
 /// An inode as formats 2 and 3 stored it (no `links`).
+// Tests write old stores with the same layout.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Deserialize)]
 struct InodeV3 {
     ino: u64,
@@ -155,6 +159,8 @@ impl From<InodeV3> for Inode {
 }
 
 /// A journal record as formats up to 3 stored it (`Upsert` without links).
+// Tests write old stores with the same layout.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Deserialize)]
 enum JournalOpV3 {
     Upsert {
@@ -205,6 +211,8 @@ impl From<JournalOpV3> for JournalOp {
 }
 
 /// A quarantined record as formats up to 3 stored it.
+// Tests write old stores with the same layout.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Deserialize)]
 struct QuarantinedV3 {
     op: JournalOpV3,
@@ -338,35 +346,12 @@ fn count_subdirs(kv: &dyn Kv) -> VfsResult<Vec<crate::vfs::kv::KvWrite>> {
 mod tests {
     use super::*;
     use crate::vfs::test_support::CrashKv;
-    use serde::Serialize;
-
-    /// Format 1's layout, to write a store as the old client did.
-    #[derive(Serialize)]
-    struct OldInode {
-        ino: u64,
-        node_id: NodeId,
-        parent: u64,
-        name: String,
-        kind: NodeKind,
-        mode: u32,
-        size: u64,
-        mtime_ns: i64,
-        ctime_ns: i64,
-        content_hash: Option<ContentHash>,
-        symlink_target: Option<String>,
-        vv: VersionVector,
-        server_seq: u64,
-        dirty: bool,
-        local_rev: u64,
-        synced_rev: u64,
-        unlinked: bool,
-    }
 
     #[test]
     fn a_format_1_store_is_upgraded_keeping_every_field() {
         let kv = CrashKv::default();
         let node = NodeId::random();
-        let old = OldInode {
+        let old = InodeV1 {
             ino: 7,
             node_id: node,
             parent: 1,
@@ -447,54 +432,6 @@ mod tests {
         assert_eq!(dec::<u64>(&stamped).unwrap(), CURRENT);
     }
 
-    /// Formats 2 and 3's inode layout (no `links`), to write one.
-    #[derive(Serialize)]
-    struct InodeV3Out {
-        ino: u64,
-        node_id: NodeId,
-        parent: u64,
-        name: String,
-        kind: NodeKind,
-        mode: u32,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        ids_from: Option<DeviceId>,
-        rdev: u32,
-        size: u64,
-        atime: Timestamp,
-        mtime: Timestamp,
-        ctime: Timestamp,
-        btime: Timestamp,
-        content_hash: Option<ContentHash>,
-        symlink_target: Option<String>,
-        vv: VersionVector,
-        server_seq: u64,
-        dirty: bool,
-        local_rev: u64,
-        synced_rev: u64,
-        unlinked: bool,
-    }
-
-    /// Format 3's journal record layout.
-    #[derive(Serialize)]
-    enum OldOp {
-        Upsert {
-            ino: u64,
-            parent: NodeId,
-            name: String,
-            moved: bool,
-        },
-    }
-
-    #[derive(Serialize)]
-    struct OldQuarantined {
-        op: OldOp,
-        path: String,
-        reason: String,
-        at_unix: i64,
-        blocked_by: Option<u64>,
-    }
-
     #[test]
     fn a_format_3_or_4_store_gets_empty_links_on_inodes_and_journal_records() {
         for format in [3u64, 4] {
@@ -506,7 +443,7 @@ mod tests {
         let kv = CrashKv::default();
         let node = NodeId::random();
         let t = Timestamp { sec: 7, nsec: 9 };
-        let old = InodeV3Out {
+        let old = InodeV3 {
             ino: 5,
             node_id: node,
             parent: 1,
@@ -531,7 +468,7 @@ mod tests {
             synced_rev: 1,
             unlinked: false,
         };
-        let op = || OldOp::Upsert {
+        let op = || JournalOpV3::Upsert {
             ino: 5,
             parent: NodeId::ROOT,
             name: "f".into(),
@@ -543,7 +480,7 @@ mod tests {
             (ino_key(b'J', 1), Some(old_bytes(&op()))),
             (
                 ino_key(b'Q', 2),
-                Some(old_bytes(&OldQuarantined {
+                Some(old_bytes(&QuarantinedV3 {
                     op: op(),
                     path: "f".into(),
                     reason: "no".into(),
@@ -577,7 +514,7 @@ mod tests {
     }
 
     /// Postcard bytes of a record in an old layout.
-    fn old_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    fn old_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
         postcard::to_allocvec(v).unwrap()
     }
 
