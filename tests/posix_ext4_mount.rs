@@ -12,38 +12,10 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 const ALICE: u32 = 41_334;
 const BOB: u32 = 41_335;
-
-fn open_device(server: &Server) -> Device {
-    server.add_user("u", "pw-ext4-1");
-    let mut dev = Device::login(server, "u", "pw-ext4-1", "a");
-    let holder = dev.mnt.parent().unwrap();
-    std::fs::set_permissions(holder, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dev.mount(&["--allow-other"]);
-    std::fs::set_permissions(&dev.mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dev
-}
-
-fn as_user(uid: u32, dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{script}` as {uid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -76,7 +48,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn folders_names_and_renames_answer_like_ext4() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-ext4-1");
     let m = dev.mnt.clone();
 
     // Link count 2 + subfolders, size 4096.
@@ -184,7 +156,7 @@ fn folders_names_and_renames_answer_like_ext4() {
 #[test]
 fn setuid_and_setgid_are_cleared_like_ext4() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-ext4-1");
     let m = dev.mnt.clone();
     let make = |name: &str, bits: u32| {
         let p = m.join(name);
@@ -195,11 +167,11 @@ fn setuid_and_setgid_are_cleared_like_ext4() {
     };
     // A write by someone else clears setuid, and setgid with group-exec.
     let w = make("w", 0o6777);
-    as_user(BOB, &m, "echo more >> w");
+    allowed(BOB, &m, "echo more >> w");
     assert_eq!(mode(&w), 0o777);
     // setgid without group-exec (a locking marker) stays.
     let l = make("l", 0o2666);
-    as_user(BOB, &m, "echo more >> l");
+    allowed(BOB, &m, "echo more >> l");
     assert_eq!(mode(&l), 0o2666);
     // Root (CAP_FSETID) writing keeps them.
     let r = make("r", 0o6755);
@@ -229,7 +201,7 @@ fn setuid_and_setgid_are_cleared_like_ext4() {
 #[test]
 fn fallocate_holes_copy_file_range_and_relatime_through_the_kernel() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-ext4-1");
     let m = dev.mnt.clone();
     let p = m.join("f");
     std::fs::write(&p, vec![7u8; 10_000]).unwrap();

@@ -7,29 +7,16 @@ mod common;
 
 use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const ALICE: u32 = 41_234;
 const BOB: u32 = 41_235;
 
-/// Runs `sh -c script` as `uid:gid` (no supplementary groups), in `dir`.
-fn as_user(uid: u32, gid: u32, dir: &Path, script: &str) -> Output {
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .unwrap()
-}
-
 /// `script` must fail as `uid` with `Operation not permitted` or
 /// `Permission denied` (`want`).
 fn refused(uid: u32, dir: &Path, script: &str, want: &str) {
-    let out = as_user(uid, uid, dir, script);
+    let out = sh_as(uid, uid, dir, script);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains(want),
@@ -38,31 +25,10 @@ fn refused(uid: u32, dir: &Path, script: &str, want: &str) {
     );
 }
 
-fn allowed(uid: u32, dir: &Path, script: &str) {
-    let out = as_user(uid, uid, dir, script);
-    assert!(
-        out.status.success(),
-        "`{script}` as {uid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A device mounted with `--allow-other`, its folders open to other users.
-fn open_device(server: &Server) -> Device {
-    server.add_user("u", "pw-posix-1");
-    let mut dev = Device::login(server, "u", "pw-posix-1", "a");
-    // The temp dir holding the mount is 0700; others must reach the mount.
-    let holder = dev.mnt.parent().unwrap();
-    std::fs::set_permissions(holder, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dev.mount(&["--allow-other"]);
-    std::fs::set_permissions(&dev.mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dev
-}
-
 #[test]
 fn ownership_and_permission_bits_are_stored_and_enforced_like_ext4() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-posix-1");
     let m = dev.mnt.clone();
 
     // chown by root to any ids is kept.
@@ -151,7 +117,7 @@ fn ownership_and_permission_bits_are_stored_and_enforced_like_ext4() {
 #[test]
 fn times_follow_posix_and_utimensat_permission_rules() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-posix-1");
     let m = dev.mnt.clone();
     std::fs::write(m.join("f"), b"x").unwrap();
     std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o666)).unwrap();

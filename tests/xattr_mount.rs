@@ -145,21 +145,10 @@ fn code(r: Result<impl Sized, i32>) -> i32 {
     }
 }
 
-/// A device mounted with `--allow-other`, its root open to other users.
-fn open_device(server: &Server) -> Device {
-    server.add_user("u", "pw-xattr-1");
-    let mut dev = Device::login(server, "u", "pw-xattr-1", "a");
-    let holder = dev.mnt.parent().unwrap();
-    std::fs::set_permissions(holder, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dev.mount(&["--allow-other"]);
-    std::fs::set_permissions(&dev.mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dev
-}
-
 #[test]
 fn attributes_answer_like_ext4_and_survive_a_remount() {
     let server = Server::start();
-    let mut dev = open_device(&server);
+    let mut dev = device_open_to_others(&server, "u", "pw-xattr-1");
     let m = dev.mnt.clone();
     let (f, d, l, p) = (m.join("f"), m.join("d"), m.join("l"), m.join("p"));
     std::fs::write(&f, b"x").unwrap();

@@ -288,3 +288,41 @@ pub fn wait_content(path: &Path, want: &[u8], limit: Duration) {
         },
     );
 }
+
+/// Logs in device "a" of a new user `user` (password `password`) and
+/// mounts it with `--allow-other`, the mount and the folder holding it open
+/// to other users (the temp dir holding the mount is 0700), for tests that
+/// act as a second uid.
+pub fn device_open_to_others(server: &Server, user: &str, password: &str) -> Device {
+    use std::os::unix::fs::PermissionsExt;
+    server.add_user(user, password);
+    let mut dev = Device::login(server, user, password, "a");
+    let holder = dev.mnt.parent().unwrap();
+    std::fs::set_permissions(holder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dev.mount(&["--allow-other"]);
+    std::fs::set_permissions(&dev.mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dev
+}
+
+/// Runs `sh -c script` as `uid:gid` (no supplementary groups), in `dir`.
+pub fn sh_as(uid: u32, gid: u32, dir: &Path, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap()
+}
+
+/// `script` must succeed as `uid:uid` in `dir`.
+pub fn allowed(uid: u32, dir: &Path, script: &str) {
+    let out = sh_as(uid, uid, dir, script);
+    assert!(
+        out.status.success(),
+        "`{script}` as {uid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
