@@ -111,16 +111,9 @@ impl Run {
                 self.fail(&format!("file {i}: size {size}, want {}", s.model.len()));
             }
             let mut got = vec![0u8; s.model.len()];
-            let n = s.file.read_at(&mut got, 0).unwrap();
-            let mut total = n;
-            while total < got.len() {
-                let n = s.file.read_at(&mut got[total..], total as u64).unwrap();
-                if n == 0 {
-                    break;
-                }
-                total += n;
+            if let Err(e) = s.file.read_exact_at(&mut got, 0) {
+                self.fail(&format!("file {i}: reading its {size} bytes: {e}"));
             }
-            got.truncate(total);
             self.check(i, 0, &got);
         }
     }
