@@ -287,26 +287,6 @@ async fn check_ids_from(
     }
 }
 
-/// Applies one (validated) op in its own transaction.
-pub async fn apply_op(
-    store: &dyn MetaStore,
-    ctx: &CommitCtx,
-    op: &CommitOp,
-) -> Result<CommitOutcome, ServerError> {
-    let mut txn = store.begin(ctx.account).await?;
-    let outcome = apply_in(txn.as_mut(), ctx, op).await;
-    match outcome {
-        Ok(outcome) => {
-            txn.commit().await?;
-            Ok(outcome)
-        }
-        Err(e) => {
-            txn.rollback().await;
-            Err(e)
-        }
-    }
-}
-
 /// A kind as error messages name it.
 fn kind_name(k: NodeKind) -> &'static str {
     match k {
