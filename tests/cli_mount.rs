@@ -644,6 +644,7 @@ fn a_second_mount_of_a_device_or_a_hidden_cache_is_one_clear_error() {
         assert!(!err.contains("Os {"), "{err}");
         assert!(!mounted(&other));
     }
+    assert!(!inside.exists(), "a refused cache dir is not created");
     let out = env.nimbus(&["unmount", mnt.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -134,6 +134,8 @@ fn daemonize(opts: &MountOptions) -> Result<()> {
         Some(d) => d.clone(),
         None => config::cache_dir()?,
     };
+    // Before the log goes there: a refused cache dir is not created.
+    crate::client::check_cache_outside_mount(&cache_dir, &opts.mountpoint)?;
     config::ensure_private_dir(&cache_dir)?;
     let log_path = cache_dir.join(config::MOUNT_LOG_FILE);
     let mut log = fs::OpenOptions::new()

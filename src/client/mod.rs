@@ -89,7 +89,8 @@ struct Identity {
 
 /// Refuses a cache dir inside the mount point: the mount would hide it
 /// (and the log in it) and every write would go through the mount itself.
-fn check_cache_outside_mount(
+/// Errors: one line naming both.
+pub fn check_cache_outside_mount(
     cache_dir: &std::path::Path,
     mountpoint: &std::path::Path,
 ) -> Result<()> {
