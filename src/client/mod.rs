@@ -29,6 +29,7 @@ use crate::sync::follower::Follower;
 use crate::sync::uploader::Uploader;
 use crate::vfs::chunk_cache::ChunkCache;
 use crate::vfs::kv::SledKv;
+use crate::vfs::wal::{current_boot_id, RealSync, WalKv};
 use crate::vfs::{Vfs, VfsConfig, VfsError};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -173,6 +174,21 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
             e.chain()
         ),
     })?;
+    // Every metadata batch goes through the write-ahead log (see
+    // `vfs::wal` for the durability promise).
+    let kv = WalKv::open(
+        Arc::new(kv),
+        &cache_dir.join("wal"),
+        Arc::new(RealSync),
+        current_boot_id(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the metadata log in {}: {}",
+            cache_dir.display(),
+            e.chain()
+        )
+    })?;
     let chunks = ChunkCache::open(
         cache_dir.join("chunks"),
         opts.cache_size,
@@ -191,7 +207,7 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
             fsync_remote: opts.fsync == FsyncMode::Remote,
             keep_ids: opts.keep_ids,
         },
-        Arc::new(kv),
+        kv,
         chunks,
     )
     .context("cannot open the local state")?;

@@ -162,6 +162,9 @@ async fn a_lost_working_copy_is_shown_and_blocks_nothing() {
     vfs.write(fh, 0, b"never sent").ready().unwrap();
     vfs.release(fh).unwrap();
     write(&vfs, ROOT_INO, "g", b"after it");
+    // Durable (a `close` alone survives a process crash through the
+    // write-ahead log, which this store stands in for without one).
+    vfs.fsync_all().unwrap();
     let node = vfs.meta.inode(ino).unwrap().unwrap();
     std::fs::remove_file(vfs.work_path_of(&node)).unwrap();
     drop(up);

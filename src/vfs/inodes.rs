@@ -336,14 +336,10 @@ impl Vfs {
     /// Removes a working copy once the metadata that makes it unneeded (a
     /// clean or unlinked inode) is durable: after a crash that rolled that
     /// change back, a dirty inode without its working copy could never be
-    /// uploaded. Kept if the store cannot be flushed.
+    /// uploaded. The removal waits for the next metadata flush
+    /// ([`Kv::remove_when_durable`]), so an `rm -rf` costs no sync per file.
     pub(super) fn remove_work_durably(&self, node: &NodeId) {
-        match self.meta.flush() {
-            Ok(()) => {
-                let _ = std::fs::remove_file(self.work_path(node));
-            }
-            Err(e) => tracing::warn!(%node, "working copy kept: metadata flush failed: {e}"),
-        }
+        self.meta.kv().remove_when_durable(self.work_path(node));
     }
 
     /// After an upload round answered for `inos`: with one flush of the

@@ -3,7 +3,9 @@
 //! it; swapping engines should touch only this file).
 
 use super::error::{VfsError, VfsResult};
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One write of an atomic batch: `None` deletes the key.
 pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
@@ -16,8 +18,34 @@ pub trait Kv: Send + Sync + 'static {
     /// `start` (inclusive; must itself start with `prefix`), at most `limit`.
     fn scan(&self, prefix: &[u8], start: &[u8], limit: usize)
         -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Makes every applied write durable.
+    /// Makes every applied write durable, and before that every file
+    /// registered with [`Kv::order_data`].
     fn flush(&self) -> VfsResult<()>;
+    /// Registers content that batches applied after this call refer to: the
+    /// next [`Kv::flush`] makes `file`'s data durable before those batches
+    /// (and the entries of folder `new_in` — the file was just created
+    /// there). Stores that make each batch durable on their own
+    /// ([`SledKv`]'s timer aside) have nothing to order: the default does
+    /// nothing.
+    fn order_data(&self, _path: &Path, _file: &Arc<File>, _new_in: Option<&Path>) {}
+    /// Removes file `path` once the batches applied before this call are
+    /// durable (a working copy made unneeded by them). The default flushes
+    /// now and removes it; a failed flush keeps the file.
+    fn remove_when_durable(&self, path: PathBuf) {
+        match self.flush() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                "file kept: metadata flush failed: {}",
+                e.chain()
+            ),
+        }
+    }
+    /// Cancels a pending [`Kv::remove_when_durable`] of `path`: call before
+    /// creating a file there again.
+    fn keep_file(&self, _path: &Path) {}
 }
 
 /// sled's errors become the core's; no sled type leaves this file.

@@ -75,6 +75,7 @@ pub mod kv;
 pub mod meta;
 mod pio;
 mod rebase;
+pub mod wal;
 pub mod xattr;
 
 mod api;

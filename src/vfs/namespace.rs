@@ -558,7 +558,7 @@ impl Vfs {
         };
         file.set_len(size)?;
         o.state.lock().unsaved = Some((size, Timestamp::now()));
-        self.save_work(ino, o, true)
+        self.save_work(ino, o)
     }
 
     /// True when a truncate/write of `ino` can proceed without the network.

@@ -321,7 +321,7 @@ impl Vfs {
             return Ok(());
         };
         let r = if h.write {
-            self.save_work(h.ino, &o, true)
+            self.save_work(h.ino, &o)
         } else {
             Ok(())
         };

@@ -158,3 +158,48 @@ impl Kv for CrashKv {
         Ok(())
     }
 }
+
+/// A disk that, on a simulated power loss, keeps only what was synced
+/// through it (the technique of crash-consistency checkers such as ALICE):
+/// every file synced reverts to its content at its last sync — and comes
+/// back if it was removed since (its removal was never synced) — and every
+/// file never synced vanishes.
+#[derive(Default)]
+pub(crate) struct SimDisk {
+    pub(crate) synced: Mutex<BTreeMap<std::path::PathBuf, Vec<u8>>>,
+}
+
+impl super::wal::SyncIo for SimDisk {
+    fn sync_files(
+        &self,
+        files: &[(std::path::PathBuf, Arc<std::fs::File>)],
+    ) -> std::io::Result<()> {
+        for (p, _) in files {
+            let data = std::fs::read(p)?;
+            self.synced.lock().insert(p.clone(), data);
+        }
+        Ok(())
+    }
+    fn sync_dir(&self, _dir: &std::path::Path) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SimDisk {
+    /// The power loss, for the files under `roots`.
+    pub(crate) fn power_loss(&self, roots: &[&std::path::Path]) {
+        let synced = self.synced.lock();
+        for root in roots {
+            for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                if e.path().is_file() && !synced.contains_key(&e.path()) {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+        }
+        for (p, data) in synced.iter() {
+            if roots.iter().any(|r| p.starts_with(r)) {
+                std::fs::write(p, data).unwrap();
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Working copies: a file's first change creates `work/<node id>`
 //! (filled from its chunks unless truncated to zero); writes go there, and
-//! `flush`/`fsync`/`release` make it durable and journal it.
+//! `flush`/`release` journal it (surviving a process crash) and `fsync`
+//! makes it durable (surviving a machine crash).
 
 use super::*;
 
@@ -19,6 +20,7 @@ impl Vfs {
         }
         let inode = self.meta.inode_required(ino)?;
         let path = self.work_path(&inode.node_id);
+        self.meta.kv().keep_file(&path);
         let file = if inode.dirty {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -125,6 +127,7 @@ impl Vfs {
             let _ = std::fs::remove_file(&tmp);
             return Ok(false);
         }
+        self.meta.kv().keep_file(&path);
         std::fs::rename(&tmp, &path)?;
         st.work.get_or_insert(Arc::new(file));
         Ok(true)
@@ -176,8 +179,12 @@ impl Vfs {
         Ok(Some(data.len() as u32))
     }
 
-    /// Records a handle's unsaved writes durably: fdatasync the working
-    /// copy, then size/mtime + a journal entry in one flushed batch.
+    /// Records a handle's unsaved writes: size/mtime + a journal entry in
+    /// one metadata batch, written to the write-ahead log before this
+    /// returns (it survives a crash of this process). The working copy's
+    /// data is registered to be synced before that batch by the next
+    /// metadata flush ([`Kv::order_data`]), so a power loss never leaves a
+    /// record of content that is not on disk.
     pub fn flush(&self, fh: u64) -> VfsResult<()> {
         let h = self.handle(fh)?;
         if !h.write {
@@ -186,10 +193,10 @@ impl Vfs {
         let Some(o) = self.open.get(h.ino) else {
             return Ok(());
         };
-        self.save_work(h.ino, &o, true)
+        self.save_work(h.ino, &o)
     }
 
-    pub(super) fn save_work(&self, ino: u64, o: &Arc<OpenInode>, durable: bool) -> VfsResult<()> {
+    pub(super) fn save_work(&self, ino: u64, o: &Arc<OpenInode>) -> VfsResult<()> {
         let (unsaved, file) = {
             let st = o.state.lock();
             (st.unsaved, st.work.clone())
@@ -197,20 +204,17 @@ impl Vfs {
         let Some((size, mtime)) = unsaved else {
             return Ok(());
         };
-        if let Some(f) = &file {
-            if durable {
-                f.sync_data()?;
-                // The first time this working copy is recorded, its
-                // directory entry must be durable too, or a crash could
-                // leave a dirty inode without its content.
-                if !self.meta.inode_required(ino)?.dirty {
-                    std::fs::File::open(&self.work_dir)?.sync_all()?;
-                }
-            }
-        }
         {
             let ns = self.meta.lock_ns();
             let mut inode = self.meta.inode_required(ino)?;
+            if let Some(f) = &file {
+                // The first time this working copy is recorded, its
+                // folder entry must be durable before the record too.
+                let new_in = (!inode.dirty).then_some(self.work_dir.as_path());
+                self.meta
+                    .kv()
+                    .order_data(&self.work_path(&inode.node_id), f, new_in);
+            }
             inode.size = size;
             inode.mtime = mtime;
             inode.ctime = Timestamp::now().max(mtime);
@@ -227,14 +231,12 @@ impl Vfs {
                 st.unsaved = None;
             }
         }
-        if durable {
-            self.meta.flush()?;
-        }
         self.journal_notify.notify_one();
         Ok(())
     }
 
-    /// Makes the handle's writes durable locally; with `--fsync remote`
+    /// Makes the handle's writes, and every metadata change before them,
+    /// durable locally (a group commit of the write-ahead log); with `--fsync remote`
     /// also waits (up to a minute) until the server has them. Call from a
     /// thread that may block (not a FUSE or async worker thread).
     pub fn fsync(&self, fh: u64) -> VfsResult<()> {
