@@ -422,6 +422,8 @@ mod parts_tests;
 #[cfg(test)]
 mod posix_tests;
 #[cfg(test)]
+mod power_loss_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

@@ -18,10 +18,7 @@ fn all(kv: &dyn Kv, limit: usize) -> Vec<(String, String)> {
         let n = page.len();
         for (k, v) in page {
             start = next_key(&k);
-            out.push((
-                String::from_utf8(k).unwrap(),
-                String::from_utf8(v).unwrap(),
-            ));
+            out.push((String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()));
         }
         if n < limit {
             return out;
