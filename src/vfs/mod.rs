@@ -11,15 +11,17 @@
 //! # Writes and the journal
 //! A file's first modification creates its working copy `work/<node id>`
 //! (empty on truncate-to-zero, otherwise filled from its chunks). Writes go
-//! to that file. `fsync`, `flush` (close) and `release` make the working
-//! copy durable (fdatasync) and then commit, in one atomic metadata batch,
-//! the new size and mtime together with a [`meta::JournalOp::Upsert`] record;
-//! the batch is flushed before the call returns. Namespace changes (create,
-//! mkdir, rename, link, unlink, symlink, setattr) commit their metadata and
-//! journal entry atomically too; sled writes them out within 200 ms, and
-//! `fsync`/`fsyncdir` force it. The uploader ([`crate::sync`]) drains the
-//! journal in order.
-//!
+//! to that file. `flush` (close) and `release` commit, in one atomic
+//! metadata batch, the new size and mtime together with a
+//! [`meta::JournalOp::Upsert`] record; namespace changes (create, mkdir,
+//! rename, link, unlink, symlink, setattr) commit their metadata and
+//! journal entry atomically too. The store is the write-ahead log
+//! ([`wal::WalKv`]) over sled: a batch is in the log file when the call
+//! returns (it survives a process crash), and `fsync`/`fsyncdir`, the
+//! background writeback and every upload round make it durable with a
+//! group commit that first syncs the working copies it refers to. The
+//! uploader ([`crate::sync`]) drains the journal in order.
+
 //! # Parts
 //! Each part owns its state behind its own private lock(s), which none of
 //! its methods holds when it returns; the operations (`impl Vfs` blocks,
