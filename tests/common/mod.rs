@@ -230,6 +230,17 @@ impl Device {
         );
     }
 
+    /// Kills the mount process with SIGKILL (a crash of the process, no
+    /// clean shutdown) and detaches the dead mount it leaves.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if is_mounted(&self.mnt) {
+            nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+    }
+
     pub fn unmount(&mut self) {
         if let Some(mut child) = self.child.take() {
             let status = Command::new(BIN)
