@@ -135,7 +135,7 @@ impl MetaStore for SqliteMetaStore {
             vv: VersionVector::new(),
             seq: 0,
         };
-        write_node(&mut tx, AccountId(id), &root).await?;
+        write_node(&mut tx, AccountId(id), &root, false).await?;
         tx.commit().await.map_err(backend)?;
         Ok(AccountId(id))
     }
@@ -451,6 +451,8 @@ impl MetaStore for SqliteMetaStore {
         Ok(Box::new(SqliteTxn {
             tx,
             account,
+            nodes: HashMap::new(),
+            seq: None,
             _guard: guard,
         }))
     }
@@ -460,10 +462,14 @@ impl MetaStore for SqliteMetaStore {
     }
 }
 
+/// Writes `node`'s row, entry and links. `had_links`: whether the stored
+/// node may have links to drop first (`false` when the caller knows it had
+/// none, which saves a statement).
 async fn write_node(
     conn: &mut SqliteConnection,
     account: AccountId,
     node: &NodeRecord,
+    had_links: bool,
 ) -> Result<(), MetaError> {
     let manifest = node
         .meta
@@ -526,12 +532,14 @@ async fn write_node(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    sqlx::query("DELETE FROM links WHERE account = ? AND node = ?")
-        .bind(account.0)
-        .bind(&node.node_id.as_bytes()[..])
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    if had_links {
+        sqlx::query("DELETE FROM links WHERE account = ? AND node = ?")
+            .bind(account.0)
+            .bind(&node.node_id.as_bytes()[..])
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
     // Links go first and come back last, so that a name moving between
     // the first entry and a link of the same node is never held twice.
     if let Some(parent) = node.parent {
@@ -563,9 +571,19 @@ async fn write_node(
     Ok(())
 }
 
+/// A write transaction. Under the write lock nothing else changes the
+/// account, so it keeps what it read and wrote: node records (a batch of
+/// creates in one folder reads the folder and its ancestors once, not per
+/// op) and the change sequence (taken from the account row once, written
+/// back at commit) — each statement is a round trip to sqlx's SQLite
+/// worker thread, which is what an upload of many small files waits on.
 struct SqliteTxn {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     account: AccountId,
+    nodes: HashMap<NodeId, Option<NodeRecord>>,
+    /// The next sequence number to hand out, once read; and whether the
+    /// account row is behind it.
+    seq: Option<(u64, bool)>,
     /// Released after the transaction ends (field order: `tx` drops first).
     _guard: OwnedMutexGuard<()>,
 }
@@ -577,7 +595,12 @@ impl MetaTxn for SqliteTxn {
     }
 
     async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError> {
-        q_node(&mut self.tx, self.account, id).await
+        if let Some(n) = self.nodes.get(&id) {
+            return Ok(n.clone());
+        }
+        let n = q_node(&mut self.tx, self.account, id).await?;
+        self.nodes.insert(id, n.clone());
+        Ok(n)
     }
 
     async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError> {
@@ -602,6 +625,12 @@ impl MetaTxn for SqliteTxn {
     }
 
     async fn next_seq(&mut self) -> Result<u64, MetaError> {
+        if let Some((next, behind)) = &mut self.seq {
+            let seq = *next;
+            *next += 1;
+            *behind = true;
+            return Ok(seq);
+        }
         let (seq,): (i64,) = sqlx::query_as(
             "UPDATE accounts SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1",
         )
@@ -609,11 +638,21 @@ impl MetaTxn for SqliteTxn {
         .fetch_one(&mut *self.tx)
         .await
         .map_err(backend)?;
-        u64::try_from(seq).map_err(corrupt)
+        let seq = u64::try_from(seq).map_err(corrupt)?;
+        self.seq = Some((seq + 1, false));
+        Ok(seq)
     }
 
     async fn write_node(&mut self, node: &NodeRecord) -> Result<(), MetaError> {
-        write_node(&mut self.tx, self.account, node).await
+        // Links to drop: unknown unless this transaction read the node.
+        let had_links = match self.nodes.get(&node.node_id) {
+            Some(Some(old)) => !old.links.is_empty(),
+            Some(None) => false,
+            None => true,
+        };
+        write_node(&mut self.tx, self.account, node, had_links).await?;
+        self.nodes.insert(node.node_id, Some(node.clone()));
+        Ok(())
     }
 
     async fn append_version(&mut self, v: &NewVersion) -> Result<u64, MetaError> {
@@ -644,7 +683,21 @@ impl MetaTxn for SqliteTxn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        let SqliteTxn { tx, _guard, .. } = *self;
+        let SqliteTxn {
+            mut tx,
+            seq,
+            account,
+            _guard,
+            ..
+        } = *self;
+        if let Some((next, true)) = seq {
+            sqlx::query("UPDATE accounts SET next_seq = ? WHERE id = ?")
+                .bind(to_i64(next, "seq")?)
+                .bind(account.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         tx.commit().await.map_err(backend)
     }
 
