@@ -204,7 +204,12 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::default();
     loop {
+        let asked = Instant::now();
         let p = read_pending(&target)?;
+        // The mount sums what is pending at every read (O(pending nodes)):
+        // with many pending, reading often would slow the very uploads
+        // this waits for. Wait at least ten times as long as the read took.
+        let poll = SYNC_POLL.max(asked.elapsed() * 10);
         if p.count == 0 {
             progress.finish();
             return Ok(());
@@ -239,7 +244,7 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
             }
             return Err(AlreadyReported(msg).into());
         }
-        std::thread::sleep(SYNC_POLL.min(deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
     }
 }
 
