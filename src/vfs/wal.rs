@@ -415,12 +415,31 @@ impl WalKv {
 fn spawn_writeback(wal: Weak<WalKv>) {
     let _ = std::thread::Builder::new()
         .name("nimbus-writeback".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let Some(w) = wal.upgrade() else { return };
-            if w.writeback_due() {
-                if let Err(e) = w.sync() {
-                    tracing::warn!("background writeback failed: {}", e.chain());
+        .spawn(move || {
+            // After a failure (a full or failing disk), try again only after
+            // an interval, and say so once per failure streak.
+            let mut failed_at: Option<Instant> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(w) = wal.upgrade() else { return };
+                if failed_at.is_some_and(|t| t.elapsed() < WRITEBACK_INTERVAL) {
+                    continue;
+                }
+                if !w.writeback_due() {
+                    continue;
+                }
+                match w.sync() {
+                    Ok(()) => {
+                        if failed_at.take().is_some() {
+                            tracing::info!("background writeback works again");
+                        }
+                    }
+                    Err(e) => {
+                        if failed_at.is_none() {
+                            tracing::warn!("background writeback failed: {}", e.chain());
+                        }
+                        failed_at = Some(Instant::now());
+                    }
                 }
             }
         });
