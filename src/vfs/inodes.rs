@@ -226,11 +226,16 @@ impl Vfs {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         let name = check_name(name)?;
-        let p = self.meta.inode_required(parent)?;
-        if !p.is_dir() {
-            return Err(VfsError::NotDir);
-        }
-        let d = self.meta.dentry(parent, name)?.ok_or(VfsError::NotFound)?;
+        // Entries exist only in folders: the parent is read only on a miss,
+        // to tell ENOTDIR from ENOENT (a cold `stat` costs two reads).
+        let Some(d) = self.meta.dentry(parent, name)? else {
+            let p = self.meta.inode_required(parent)?;
+            return Err(if p.is_dir() {
+                VfsError::NotFound
+            } else {
+                VfsError::NotDir
+            });
+        };
         let inode = self.meta.inode_required(d.ino)?;
         self.remember_lookup(inode.ino);
         Ok(self.attr_of(&inode))
