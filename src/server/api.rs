@@ -14,6 +14,7 @@ use crate::protocol::{
     MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
+use bytes::BytesMut;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -336,6 +337,9 @@ pub(crate) async fn read_chunk(
     Ok(data)
 }
 
+/// Least bytes of a batch answer's writes (but the last).
+const BATCH_WRITE_BYTES: usize = 256 * 1024;
+
 /// `POST /api/v1/chunks/batch`: several chunks in one streamed answer
 /// (framing, bounds and access rules: `protocol::chunk_batch`). The
 /// first chunk is read before answering, so a store failure there is a
@@ -365,14 +369,27 @@ pub async fn get_chunk_batch(
             }
         })
         .buffered(2);
-    let body = futures::stream::iter(first.map(Ok))
-        .chain(rest)
-        .flat_map(|frame| {
-            futures::stream::iter(match frame {
-                Ok((header, data)) => vec![Ok(header), Ok(data)],
-                Err(e) => vec![Err(e)],
-            })
-        });
+    let frames = futures::stream::iter(first.map(Ok)).chain(rest).boxed();
+    // Frames go out in pieces of at least BATCH_WRITE_BYTES: one small
+    // write per frame would meet Nagle's algorithm and the client's
+    // delayed ACK (tens of milliseconds per batch).
+    let body = futures::stream::unfold(Some(frames), |frames| async move {
+        let mut frames = frames?;
+        let mut piece = BytesMut::new();
+        while piece.len() < BATCH_WRITE_BYTES {
+            match frames.next().await {
+                Some(Ok((header, data))) => {
+                    piece.extend_from_slice(&header);
+                    piece.extend_from_slice(&data);
+                }
+                // The body is cut short: the client refuses the batch.
+                Some(Err(e)) => return Some((Err(e), None)),
+                None if piece.is_empty() => return None,
+                None => return Some((Ok(piece.freeze()), None)),
+            }
+        }
+        Some((Ok(piece.freeze()), Some(frames)))
+    });
     let mut resp = Response::new(axum::body::Body::from_stream(body));
     let h = resp.headers_mut();
     h.insert(
