@@ -145,6 +145,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use chunk_store::ChunkStore;
 use meta_store::{MetaError, MetaStore};
@@ -422,6 +423,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = match &rustls {
         None => tokio::spawn(async move {
+            // TCP_NODELAY: a streamed answer (chunks/batch, file content)
+            // goes out in several writes, and Nagle's algorithm would hold
+            // each one back until the client's delayed ACK of the last.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -430,7 +439,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         }),
         Some((config, _)) => {
             let std_listener = listener.into_std()?;
-            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?;
+            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?
+                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
             tokio::spawn(async move {
