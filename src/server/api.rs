@@ -14,12 +14,12 @@ use crate::protocol::{
     MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
-use bytes::BytesMut;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::BytesMut;
 use futures::StreamExt;
 use serde::Deserialize;
 use std::collections::HashSet;
