@@ -20,6 +20,7 @@
 //! error, never a body read with fields dropped (see `version`).
 
 mod api;
+mod chunk_batch;
 mod devices;
 mod ids;
 mod manifest;
@@ -30,6 +31,7 @@ mod version_vector;
 mod xattrs;
 
 pub use api::*;
+pub use chunk_batch::*;
 pub use devices::*;
 pub use ids::*;
 pub use manifest::*;

@@ -24,9 +24,12 @@
 //! - 4: hard links: `NodeRecord` and `NodeChange::Upsert` carry a node's
 //!   other entries in `links`. A protocol-3 client would drop them (and
 //!   unlink every name but one on its next upsert), so it is refused.
+//! - 5: `POST /api/v1/chunks/batch` (see `protocol::chunk_batch`): the
+//!   client's read path fetches the chunks of several small files in one
+//!   request, so it needs a server that has the route.
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

@@ -56,6 +56,8 @@ pub struct CallCounts {
     pub missing_chunks: u64,
     pub put_chunk: u64,
     pub get_chunk: u64,
+    /// Batch downloads (`get_chunks`).
+    pub get_chunks: u64,
     pub commit: u64,
     pub pull: u64,
     pub space: u64,
@@ -66,7 +68,13 @@ pub struct CallCounts {
 impl CallCounts {
     /// All calls of every kind.
     pub fn total(&self) -> u64 {
-        self.missing_chunks + self.put_chunk + self.get_chunk + self.commit + self.pull + self.space
+        self.missing_chunks
+            + self.put_chunk
+            + self.get_chunk
+            + self.get_chunks
+            + self.commit
+            + self.pull
+            + self.space
     }
 }
 
@@ -75,6 +83,7 @@ enum Call<'a> {
     MissingChunks,
     PutChunk(usize),
     GetChunk,
+    GetChunks,
     Commit(&'a [CommitOp]),
     Pull,
     Space,
@@ -174,6 +183,7 @@ impl FaultyRemote {
                 Call::MissingChunks => c.missing_chunks += 1,
                 Call::PutChunk(_) => c.put_chunk += 1,
                 Call::GetChunk => c.get_chunk += 1,
+                Call::GetChunks => c.get_chunks += 1,
                 Call::Commit(_) => c.commit += 1,
                 Call::Pull => c.pull += 1,
                 Call::Space => c.space += 1,
@@ -264,6 +274,11 @@ impl Remote for FaultyRemote {
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, RemoteError> {
         self.before(Call::GetChunk).await?;
         self.inner.get_chunk(id).await
+    }
+
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError> {
+        self.before(Call::GetChunks).await?;
+        self.inner.get_chunks(ids).await
     }
 
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {

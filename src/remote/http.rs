@@ -32,7 +32,10 @@
 //!   which pauses the uploads as misconfigured (`RemoteError::class`).
 //! - Chunks go up zstd-compressed (`Content-Encoding: zstd`) when that
 //!   makes them smaller, and come down verified against their BLAKE3 hash
-//!   (`Corrupt` otherwise).
+//!   (`Corrupt` otherwise), one by one or in a batch (`chunks/batch`,
+//!   whose answer is read whole, at most `MAX_BATCH_BYTES` plus frame
+//!   headers, and checked frame by frame: an answer that breaks the
+//!   framing is a `Server` error).
 //! - Lock order: `refreshing` (async, held across the refresh request and
 //!   the token source's file I/O; it owns the refresh token), then
 //!   `access_token` (sync, never held across an await).
@@ -43,6 +46,10 @@
 //!   harmless: a device's own commit is never a conflict).
 
 use super::{Remote, RemoteError};
+use crate::protocol::{
+    batch_body_len, decode_batch, distinct_ids, ChunkBatchRequest, MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS,
+};
 use crate::protocol::{
     parse_protocol_version, protocol_mismatch_message, PROTOCOL_HEADER, PROTOCOL_VERSION,
     PROTOCOL_VERSION_ERROR,
@@ -631,6 +638,44 @@ impl Remote for HttpRemote {
         } else {
             Err(RemoteError::Corrupt(id))
         }
+    }
+
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError> {
+        let ids = distinct_ids(ids);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = ChunkBatchRequest { ids: ids.clone() };
+        let url = self.url("chunks/batch");
+        let mut resp = self.send(|c| c.post(&url).json(&body)).await?;
+        // The largest answer the server may send to this request.
+        let cap = batch_body_len(std::iter::repeat_n(0, ids.len().min(MAX_BATCH_CHUNKS)))
+            + MAX_BATCH_BYTES;
+        let mut buf = BytesMut::new();
+        while let Some(part) = resp.chunk().await.map_err(transport)? {
+            buf.extend_from_slice(&part);
+            if buf.len() as u64 > cap {
+                return Err(RemoteError::Server {
+                    status: 200,
+                    message: format!("chunk batch answer over {cap} bytes"),
+                });
+            }
+        }
+        let frames = decode_batch(&ids, &buf.freeze()).map_err(|message| RemoteError::Server {
+            status: 200,
+            message,
+        })?;
+        tokio::task::spawn_blocking(move || {
+            match frames.iter().find(|(id, data)| !id.verify(data)) {
+                Some((id, _)) => Err(RemoteError::Corrupt(*id)),
+                None => Ok(frames),
+            }
+        })
+        .await
+        .map_err(|e| RemoteError::Server {
+            status: 200,
+            message: format!("verifying a chunk batch failed: {e}"),
+        })?
     }
 
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {

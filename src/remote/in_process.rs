@@ -11,8 +11,8 @@
 //!   several devices (and several accounts) share one server:
 //!   `server.device("laptop")`, `server.device_of("bob", "phone")`.
 //! - Every call runs the code of the matching HTTP handler
-//!   (`server::api::{missing_for, store_chunk, read_chunk, commit_ops,
-//!   pull_page}`), so possession (an account reads and references only
+//!   (`server::api::{missing_for, store_chunk, read_chunk,
+//!   read_chunk_batch, commit_ops, pull_page}`), so possession (an account reads and references only
 //!   chunks it uploaded), hash checks and commit rules are the server's
 //!   own. Like the HTTP authentication, a revoked or deleted device gets
 //!   `Unauthorized` on every call.
@@ -240,6 +240,15 @@ impl Remote for InProcessRemote {
             Ok(data)
         } else {
             Err(RemoteError::Corrupt(id))
+        }
+    }
+
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError> {
+        let auth = self.auth().await?;
+        let chunks = mapped(api::read_chunk_batch(self.state(), auth.account, ids).await)?;
+        match chunks.iter().find(|(id, data)| !id.verify(data)) {
+            Some((id, _)) => Err(RemoteError::Corrupt(*id)),
+            None => Ok(chunks),
         }
     }
 

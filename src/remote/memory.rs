@@ -5,8 +5,8 @@
 
 use super::{Remote, RemoteError};
 use crate::protocol::{
-    ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeMeta, NodeRecord, PullResponse,
-    SpaceReport,
+    distinct_ids, ChunkId, CommitOp, CommitOutcome, DeviceId, NodeChange, NodeMeta, NodeRecord,
+    PullResponse, SpaceReport, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,7 +24,13 @@ pub struct MemoryRemote {
     /// Upserts of these names are refused (400), like a server-side rule.
     pub refuse_names: Mutex<Vec<String>>,
     pub puts: AtomicU64,
+    /// Single chunk downloads (`get_chunk` calls).
     pub gets: AtomicU64,
+    /// Batch downloads (`get_chunks` calls, failed ones included).
+    pub batch_gets: AtomicU64,
+    /// Batch downloads fail with a 500 (single ones still work), to test
+    /// the fallback of the read path.
+    pub fail_batches: AtomicBool,
 }
 
 impl MemoryRemote {
@@ -84,6 +90,42 @@ impl Remote for MemoryRemote {
             .get(&id)
             .cloned()
             .ok_or_else(|| RemoteError::NotFound(id.to_hex()))
+    }
+    /// The server's rules of `chunks/batch`: at most `MAX_BATCH_CHUNKS`
+    /// distinct ids and `MAX_BATCH_BYTES` (413 `batch_too_large`), every
+    /// chunk known (404 otherwise).
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError> {
+        self.check()?;
+        self.batch_gets.fetch_add(1, Ordering::SeqCst);
+        if self.fail_batches.load(Ordering::SeqCst) {
+            return Err(RemoteError::Server {
+                status: 500,
+                message: "batch refused (test)".into(),
+            });
+        }
+        let ids = distinct_ids(ids);
+        let too_large = |message: String| RemoteError::Rejected {
+            status: 413,
+            code: "batch_too_large".into(),
+            message,
+            op: None,
+        };
+        if ids.len() > MAX_BATCH_CHUNKS {
+            return Err(too_large(format!("{} chunk ids", ids.len())));
+        }
+        let chunks = self.chunks.lock();
+        let out = ids
+            .into_iter()
+            .map(|id| match chunks.get(&id) {
+                Some(data) => Ok((id, data.clone())),
+                None => Err(RemoteError::NotFound(format!("chunk {id} not found"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: u64 = out.iter().map(|(_, d)| d.len() as u64).sum();
+        if total > MAX_BATCH_BYTES {
+            return Err(too_large(format!("{total} bytes")));
+        }
+        Ok(out)
     }
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
         self.check()?;

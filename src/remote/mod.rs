@@ -188,6 +188,17 @@ pub trait Remote: Send + Sync + 'static {
     async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<(), RemoteError>;
     /// Downloads one chunk and verifies it against `id` before returning.
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, RemoteError>;
+    /// Downloads several chunks in one request (`POST chunks/batch`, see
+    /// `protocol::chunk_batch`): every distinct id of `ids` once, in
+    /// first-appearance order, each verified against its id (`Corrupt`
+    /// otherwise). All or nothing: an id this account cannot read is
+    /// `NotFound` (as [`Remote::get_chunk`]); more than
+    /// [`MAX_BATCH_CHUNKS`](crate::protocol::MAX_BATCH_CHUNKS) distinct ids
+    /// or more than [`MAX_BATCH_BYTES`](crate::protocol::MAX_BATCH_BYTES)
+    /// of chunks is `Rejected { status: 413, code: "batch_too_large" }`:
+    /// the caller keeps a batch within both (it knows the lengths from
+    /// the manifests).
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError>;
     /// Applies ops in order; one outcome per op.
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError>;
     /// Changes after `cursor`, at most `limit`.

@@ -12,7 +12,8 @@
 //! - faulty without faults: `remote::faulty` with [`FaultyFixture`].
 //!
 //! The checks: chunk upload, missing and download (possession is per
-//! account), hash mismatch refused, commit create/rename/delete, conflict
+//! account), batch download (same access rules, its bounds), hash
+//! mismatch refused, commit create/rename/delete, conflict
 //! copy between two devices, pull pagination and `cursor_ahead`, the class
 //! of a bad name (`Refused` with the right op index, also across the
 //! parts of a commit split at `MAX_COMMIT_OPS`) and of missing chunks
@@ -24,7 +25,8 @@ use super::in_process::InProcessServer;
 use super::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::protocol::{
     ChunkId, ChunkRef, CommitOp, CommitOutcome, FileContent, Manifest, NodeChange, NodeId,
-    NodeKind, NodeMeta, NodeRecord, VersionVector, MAX_COMMIT_OPS,
+    NodeKind, NodeMeta, NodeRecord, VersionVector, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS,
+    MAX_COMMIT_OPS,
 };
 use crate::server::{self, RunningServer, ServerConfig};
 use async_trait::async_trait;
@@ -41,6 +43,7 @@ macro_rules! remote_conformance_suite {
         mod $name {
             $crate::remote_conformance_suite!(@checks $fixture;
                 chunks_put_missing_get,
+                chunk_batches_follow_the_single_get_rules,
                 hash_mismatch_is_refused,
                 commit_create_rename_delete,
                 conflict_copy_between_two_devices,
@@ -297,6 +300,50 @@ pub async fn chunks_put_missing_get(fx: &dyn Fixture) {
     assert!(matches!(e, RemoteError::NotFound(_)), "{e:?}");
     stranger.put_chunk(ia, a.clone()).await.unwrap();
     assert_eq!(stranger.get_chunk(ia).await.unwrap(), a);
+}
+
+/// `get_chunks`: the account's chunks in one request, each once, in
+/// order; an unknown id or another account's chunk is `NotFound` for the
+/// whole batch, as for `get_chunk`; over the bounds → 413
+/// `batch_too_large`.
+pub async fn chunk_batches_follow_the_single_get_rules(fx: &dyn Fixture) {
+    let laptop = fx.device("laptop").await;
+    let (a, b, c) = (payload("a"), payload("b"), Bytes::new());
+    let (ia, ib, ic) = (ChunkId::of(&a), ChunkId::of(&b), ChunkId::of(&c));
+    for (id, data) in [(ia, &a), (ib, &b), (ic, &c)] {
+        laptop.put_chunk(id, data.clone()).await.unwrap();
+    }
+    let got = laptop.get_chunks(&[ib, ia, ib, ic]).await.unwrap();
+    assert_eq!(got, vec![(ib, b.clone()), (ia, a.clone()), (ic, c.clone())]);
+    assert_eq!(laptop.get_chunks(&[]).await.unwrap(), vec![]);
+    let unknown = ChunkId::of(b"never uploaded");
+    let e = laptop.get_chunks(&[ia, unknown]).await.unwrap_err();
+    assert!(matches!(e, RemoteError::NotFound(_)), "{e:?}");
+    // Another account: the same answer as for an unknown chunk.
+    let stranger = fx.stranger().await;
+    let e = stranger.get_chunks(&[ia]).await.unwrap_err();
+    assert!(matches!(e, RemoteError::NotFound(_)), "{e:?}");
+    stranger.put_chunk(ia, a.clone()).await.unwrap();
+    let e = stranger.get_chunks(&[ia, ib]).await.unwrap_err();
+    assert!(matches!(e, RemoteError::NotFound(_)), "{e:?}");
+    assert_eq!(stranger.get_chunks(&[ia]).await.unwrap(), vec![(ia, a)]);
+    // Bounds: ids (checked before anything is looked up) and bytes.
+    let many: Vec<ChunkId> = (0..=MAX_BATCH_CHUNKS)
+        .map(|i| ChunkId::of(&i.to_le_bytes()))
+        .collect();
+    let e = laptop.get_chunks(&many).await.unwrap_err();
+    assert_rejected(&e, 413, "batch_too_large", None);
+    let big_len = (MAX_BATCH_BYTES / 3 + 1) as usize;
+    let mut big = Vec::new();
+    for tag in ["x", "y", "z"] {
+        let data = Bytes::from(format!("{tag}{}", "-".repeat(big_len - 1)));
+        let id = ChunkId::of(&data);
+        laptop.put_chunk(id, data).await.unwrap();
+        big.push(id);
+    }
+    let e = laptop.get_chunks(&big).await.unwrap_err();
+    assert_rejected(&e, 413, "batch_too_large", None);
+    assert_eq!(laptop.get_chunks(&big[..2]).await.unwrap().len(), 2);
 }
 
 /// Bytes that do not hash to the id are refused and nothing is stored.

@@ -8,9 +8,10 @@ use super::error::ServerError;
 use super::meta_store::{AccountId, NewToken, TokenKind};
 use super::{now_ns, AppState};
 use crate::protocol::{
-    ChunkId, CommitOp, CommitOutcome, CommitRequest, CommitResponse, DeviceId, LoginRequest,
-    LoginResponse, MissingChunksRequest, MissingChunksResponse, PullResponse, SpaceReport,
-    MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
+    batch_body_len, distinct_ids, frame_header, ChunkBatchRequest, ChunkId, CommitOp,
+    CommitOutcome, CommitRequest, CommitResponse, DeviceId, LoginRequest, LoginResponse,
+    MissingChunksRequest, MissingChunksResponse, PullResponse, SpaceReport, BATCH_CONTENT_TYPE,
+    MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, MAX_CHUNK_LEN, MAX_MISSING_QUERY, MAX_PULL_LIMIT,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -18,6 +19,8 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -332,6 +335,132 @@ pub(crate) async fn read_chunk(
     let data = st.chunks.get(id).await?;
     st.metrics.chunk_bytes_out.add(data.len() as u64);
     Ok(data)
+}
+
+/// Least bytes of a batch answer's writes (but the last).
+const BATCH_WRITE_BYTES: usize = 256 * 1024;
+
+/// `POST /api/v1/chunks/batch`: several chunks in one streamed answer
+/// (framing, bounds and access rules: `protocol::chunk_batch`). The
+/// first chunk is read before answering, so a store failure there is a
+/// proper error status; a later one cuts the body short of its
+/// `Content-Length`, which the client sees. At most two chunks are read
+/// ahead of the connection.
+pub async fn get_chunk_batch(
+    auth: Auth,
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<ChunkBatchRequest>,
+) -> Result<Response, ServerError> {
+    let plan = plan_batch(&st, auth.account, &req.ids).await?;
+    let body_len = batch_body_len(plan.iter().map(|(_, len)| *len));
+    let mut frames = plan.into_iter();
+    let first = match frames.next() {
+        Some((id, len)) => Some(read_frame(&st, id, len).await?),
+        None => None,
+    };
+    let rest = futures::stream::iter(frames)
+        .map(move |(id, len)| {
+            let st = st.clone();
+            async move {
+                read_frame(&st, id, len).await.map_err(|e| {
+                    tracing::error!(chunk = %id, error = %e, "chunk batch cut short");
+                    std::io::Error::other(e.to_string())
+                })
+            }
+        })
+        .buffered(2);
+    let frames = futures::stream::iter(first.map(Ok)).chain(rest).boxed();
+    // Frames go out in pieces of at least BATCH_WRITE_BYTES: one small
+    // write per frame would meet Nagle's algorithm and the client's
+    // delayed ACK (tens of milliseconds per batch).
+    let body = futures::stream::unfold(Some(frames), |frames| async move {
+        let mut frames = frames?;
+        let mut piece = BytesMut::new();
+        while piece.len() < BATCH_WRITE_BYTES {
+            match frames.next().await {
+                Some(Ok((header, data))) => {
+                    piece.extend_from_slice(&header);
+                    piece.extend_from_slice(&data);
+                }
+                // The body is cut short: the client refuses the batch.
+                Some(Err(e)) => return Some((Err(e), None)),
+                None if piece.is_empty() => return None,
+                None => return Some((Ok(piece.freeze()), None)),
+            }
+        }
+        Some((Ok(piece.freeze()), Some(frames)))
+    });
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BATCH_CONTENT_TYPE),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    Ok(resp)
+}
+
+/// The chunks a batch request of `account` answers, with their lengths,
+/// in first-appearance order: every distinct id must be a chunk the
+/// account uploaded (as [`read_chunk`] checks: 404 `not_found` naming the
+/// first that is not), at most [`MAX_BATCH_CHUNKS`] of them, together at
+/// most [`MAX_BATCH_BYTES`] (413 `batch_too_large`). Reads no chunk.
+pub(crate) async fn plan_batch(
+    st: &AppState,
+    account: AccountId,
+    ids: &[ChunkId],
+) -> Result<Vec<(ChunkId, u32)>, ServerError> {
+    let ids = distinct_ids(ids);
+    if ids.len() > MAX_BATCH_CHUNKS {
+        return Err(ServerError::BatchTooLarge(format!(
+            "{} chunk ids in one batch; at most {MAX_BATCH_CHUNKS}",
+            ids.len()
+        )));
+    }
+    let owned = st.meta.owned_chunks(account, &ids).await?;
+    let mut plan = Vec::with_capacity(ids.len());
+    let mut total = 0u64;
+    for id in ids {
+        let Some(&len) = owned.get(&id) else {
+            return Err(ServerError::NotFound(format!("chunk {id} not found")));
+        };
+        total += u64::from(len);
+        plan.push((id, len));
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(ServerError::BatchTooLarge(format!(
+            "the batch's chunks hold {total} bytes; at most {MAX_BATCH_BYTES} per request"
+        )));
+    }
+    Ok(plan)
+}
+
+/// One frame of a batch answer: its header and the chunk's plain bytes
+/// (checked by the store), which must be the `len` the account uploaded.
+async fn read_frame(st: &AppState, id: ChunkId, len: u32) -> Result<(Bytes, Bytes), ServerError> {
+    let data = st.chunks.get(id).await?;
+    if data.len() != len as usize {
+        return Err(ServerError::internal(format!(
+            "chunk {id} holds {} bytes, recorded as {len}",
+            data.len()
+        )));
+    }
+    st.metrics.chunk_bytes_out.add(data.len() as u64);
+    Ok((frame_header(&id, len), data))
+}
+
+/// The chunks of a batch request, read whole (for `InProcessRemote`: the
+/// same checks as [`get_chunk_batch`] without HTTP).
+pub(crate) async fn read_chunk_batch(
+    st: &AppState,
+    account: AccountId,
+    ids: &[ChunkId],
+) -> Result<Vec<(ChunkId, Bytes)>, ServerError> {
+    let mut out = Vec::new();
+    for (id, len) in plan_batch(st, account, ids).await? {
+        out.push((id, read_frame(st, id, len).await?.1));
+    }
+    Ok(out)
 }
 
 pub async fn commit(

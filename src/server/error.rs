@@ -102,6 +102,9 @@ pub enum ServerError {
     // ---- 413 ----
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A chunk batch over `MAX_BATCH_CHUNKS` ids or `MAX_BATCH_BYTES`.
+    #[error("{0}")]
+    BatchTooLarge(String),
 
     // ---- 415 ----
     #[error("unsupported Content-Encoding '{0}' (only zstd)")]
@@ -191,6 +194,7 @@ impl ServerError {
             UserExists(_) => (StatusCode::CONFLICT, "user_exists"),
             CursorAhead { .. } => (StatusCode::CONFLICT, "cursor_ahead"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            BatchTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")

@@ -22,6 +22,7 @@
 //! | `POST /api/v1/chunks/missing` | `MissingChunksRequest` → `MissingChunksResponse` | 413 over [`MAX_MISSING_QUERY`](crate::protocol::MAX_MISSING_QUERY) ids |
 //! | `PUT /api/v1/chunks/{hex}` | plain bytes, or zstd with `Content-Encoding: zstd` → 204 | 400 `invalid_chunk_id`, 400 `hash_mismatch` (nothing stored), 400 `bad_encoding`, 413 over `MAX_CHUNK_LEN`, 415 other encodings |
 //! | `GET /api/v1/chunks/{hex}` | → plain bytes | 404 unless this account uploaded the chunk |
+//! | `POST /api/v1/chunks/batch` | `ChunkBatchRequest` → frames of id, length and plain bytes per chunk (`protocol::chunk_batch`) | 404 `not_found` unless this account uploaded every chunk, 413 `batch_too_large` over [`MAX_BATCH_CHUNKS`](crate::protocol::MAX_BATCH_CHUNKS) ids or [`MAX_BATCH_BYTES`](crate::protocol::MAX_BATCH_BYTES) |
 //! | `POST /api/v1/sync/commit` | `CommitRequest` → `CommitResponse` | see below |
 //! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` (limit default 1000, capped at `MAX_PULL_LIMIT`) | 400 bad query, 409 `cursor_ahead` (cursor past the log: the server was reset; pull from 0) |
 //! | `GET /api/v1/files/content?path=/a/b` | → file bytes; `Range: bytes=a-b` → 206 | 400 `invalid_path`/`not_a_file`, 404, 416 |
@@ -118,8 +119,8 @@
 //! `api` / `content` (handlers) → `commit` and `auth` (rules, once) →
 //! `MetaStore` / `ChunkStore` (engines, behind traits, each with a shared
 //! conformance suite). The chunk, commit and pull handlers are thin: their
-//! bodies (`api::{missing_for, store_chunk, read_chunk, commit_ops,
-//! pull_page}`) are also what `remote::in_process::InProcessRemote` calls,
+//! bodies (`api::{missing_for, store_chunk, read_chunk, read_chunk_batch,
+//! commit_ops, pull_page}`) are also what `remote::in_process::InProcessRemote` calls,
 //! so tests without HTTP meet the same rules.
 
 pub mod auth;
@@ -144,6 +145,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use chunk_store::ChunkStore;
 use meta_store::{MetaError, MetaStore};
@@ -250,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/revoke", post(sessions::revoke_device))
         .route("/api/v1/account/password", post(sessions::change_password))
         .route("/api/v1/chunks/missing", post(api::missing_chunks))
+        .route("/api/v1/chunks/batch", post(api::get_chunk_batch))
         .route(
             "/api/v1/chunks/{hex}",
             get(api::get_chunk)
@@ -420,6 +423,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = match &rustls {
         None => tokio::spawn(async move {
+            // TCP_NODELAY: a streamed answer (chunks/batch, file content)
+            // goes out in several writes, and Nagle's algorithm would hold
+            // each one back until the client's delayed ACK of the last.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -428,7 +439,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         }),
         Some((config, _)) => {
             let std_listener = listener.into_std()?;
-            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?;
+            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?
+                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
             tokio::spawn(async move {

@@ -35,8 +35,26 @@ fn session_paths() -> Value {
     })
 }
 
+/// `POST /api/v1/chunks/batch` (protocol 5; framing in
+/// `protocol::chunk_batch`).
+fn batch_paths() -> Value {
+    json!({
+            "/api/v1/chunks/batch": {"post": {"summary": "Download several chunks this account uploaded in one answer",
+                "description": format!("Answers one frame per distinct id, in the order of first appearance: the id's 32 raw bytes, \
+                    the chunk's plain length as a 4-byte big-endian integer, then that many plain bytes. At most {} distinct ids and \
+                    {} bytes of chunks per request. Every id must be a chunk this account uploaded (404 not_found otherwise, \
+                    as for GET /api/v1/chunks/{{hex}}).", crate::protocol::MAX_BATCH_CHUNKS, crate::protocol::MAX_BATCH_BYTES),
+                "requestBody": json_body("ChunkBatchRequest"),
+                "responses": {"200": {"description": "the frames", "content": {(crate::protocol::BATCH_CONTENT_TYPE): {"schema": {"type": "string", "format": "binary"}}}},
+                    "401": error("unauthorized / token_expired"), "404": error("not_found: a chunk this account did not upload"),
+                    "413": error("batch_too_large: too many ids or bytes")}}}
+    })
+}
+
 fn session_schemas() -> Value {
     json!({
+                "ChunkBatchRequest": {"type": "object", "required": ["ids"],
+                    "properties": {"ids": {"type": "array", "maxItems": crate::protocol::MAX_BATCH_CHUNKS, "items": {"$ref": "#/components/schemas/ChunkId"}}}},
                 "DeviceInfo": {"type": "object", "required": ["id", "name", "platform", "created", "revoked", "current"],
                     "properties": {"id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
                         "platform": {"type": "string", "description": "User-Agent at the last login or refresh"},
@@ -55,7 +73,11 @@ fn session_schemas() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut doc = core_document();
-    for (section, extra) in [("paths", session_paths()), ("schemas", session_schemas())] {
+    for (section, extra) in [
+        ("paths", session_paths()),
+        ("paths", batch_paths()),
+        ("schemas", session_schemas()),
+    ] {
         let target = if section == "paths" {
             &mut doc["paths"]
         } else {
@@ -226,6 +248,7 @@ mod tests {
             "/api/v1/account/password",
             "/api/v1/chunks/missing",
             "/api/v1/chunks/{hex}",
+            "/api/v1/chunks/batch",
             "/api/v1/sync/commit",
             "/api/v1/sync/pull",
             "/api/v1/account/space",

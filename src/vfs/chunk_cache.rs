@@ -18,14 +18,64 @@
 //! - Budget: a second `moka` cache indexes the disk files by size; when it
 //!   evicts an entry, the file is deleted. The budget excludes working
 //!   copies of files with pending changes, which live elsewhere (`work/`).
+//! - Batches ([`ChunkCache::fetch_batch`]): several missing chunks (the
+//!   small files of a folder, chosen by `vfs::batch_read`) come in one
+//!   request (`Remote::get_chunks`), in a background task that stores
+//!   them on disk. While it runs, every chunk of it is registered in
+//!   `inflight`: a `load` of one of them waits for the batch instead of
+//!   sending its own request, and a batch never takes a chunk whose
+//!   single fetch is running (`inflight.singles`), so no chunk is asked
+//!   for twice at once. A failed batch is not an error for anyone: each
+//!   waiter fetches its chunk alone, and batches pause for
+//!   [`BATCH_PAUSE_AFTER_FAILURE`] so a server or proxy refusing them
+//!   costs one extra request, not one per read.
+//!
+//! Lock order: `inflight` is a leaf (never held across an await or while
+//! taking another lock).
 
 use super::error::{VfsError, VfsResult};
 use crate::protocol::ChunkId;
 use crate::remote::{Remote, RemoteError};
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long batches pause after one failed (its chunks are then fetched
+/// one by one).
+pub const BATCH_PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// What a batch yields to the loads waiting on it: its chunks, or why it
+/// failed.
+type BatchResult = Arc<Result<HashMap<ChunkId, Bytes>, String>>;
+type BatchFuture = Shared<BoxFuture<'static, BatchResult>>;
+
+/// Fetches running now (see the module docs).
+#[derive(Default)]
+struct Inflight {
+    /// Chunks of running batches, each with its batch.
+    batches: HashMap<ChunkId, BatchFuture>,
+    /// Chunks whose single fetch (`Remote::get_chunk`) is running.
+    singles: HashSet<ChunkId>,
+}
+
+/// Takes a chunk out of `Inflight::singles` when its single fetch ends,
+/// however it ends.
+struct SingleFetch<'a> {
+    inflight: &'a Mutex<Inflight>,
+    id: ChunkId,
+}
+
+impl Drop for SingleFetch<'_> {
+    fn drop(&mut self) {
+        self.inflight.lock().singles.remove(&self.id);
+    }
+}
 
 pub struct ChunkCache {
     dir: PathBuf,
@@ -41,6 +91,11 @@ pub struct ChunkCache {
     /// Chunks fetched from the server (for status and tests).
     pub fetched: AtomicU64,
     pub fetched_bytes: AtomicU64,
+    /// Batch requests sent (successful or not).
+    pub batches: AtomicU64,
+    inflight: Mutex<Inflight>,
+    /// Batches start again from this instant on (after a failure).
+    batch_pause_until: Mutex<Option<Instant>>,
 }
 
 fn chunk_path(dir: &Path, id: &ChunkId) -> PathBuf {
@@ -86,6 +141,9 @@ impl ChunkCache {
                 .map_err(|_| VfsError::Store("the chunk cache needs a tokio runtime".into()))?,
             fetched: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            inflight: Mutex::new(Inflight::default()),
+            batch_pause_until: Mutex::new(None),
         });
         cache.index_existing()?;
         Ok(cache)
@@ -193,6 +251,41 @@ impl ChunkCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
+        // A batch carrying this chunk is running: wait for it rather than
+        // ask again; else this is the chunk's one single fetch.
+        let (batch, stored_meanwhile) = {
+            let mut inflight = self.inflight.lock();
+            let batch = inflight.batches.get(&id).cloned();
+            // A batch stores its chunks before it leaves `inflight`: one
+            // that ended since the disk read above left the file.
+            let stored = batch.is_none() && self.disk.contains_key(&id);
+            if batch.is_none() && !stored {
+                inflight.singles.insert(id);
+            }
+            (batch, stored)
+        };
+        if stored_meanwhile {
+            if let Ok(data) = tokio::fs::read(&path).await {
+                if id.verify(&data) {
+                    self.verified.insert(id, ());
+                    return Ok(Bytes::from(data));
+                }
+            }
+            self.inflight.lock().singles.insert(id);
+        }
+        if let Some(batch) = batch {
+            if let Ok(chunks) = &*batch.await {
+                if let Some(data) = chunks.get(&id) {
+                    return Ok(data.clone());
+                }
+            }
+            // The batch failed: fetch this one alone.
+            self.inflight.lock().singles.insert(id);
+        }
+        let _single = SingleFetch {
+            inflight: &self.inflight,
+            id,
+        };
         let data = self.remote.get_chunk(id).await.map_err(|e| match e {
             RemoteError::NotFound(_) => {
                 VfsError::Unavailable(format!("chunk {id} is not on the server").into())
@@ -228,6 +321,120 @@ impl ChunkCache {
     /// Puts verified bytes in memory too (used right after an upload).
     pub async fn remember(&self, id: ChunkId, data: Bytes) {
         self.mem.insert(id, data).await;
+    }
+
+    /// Lets batches start again at once (after a failure paused them).
+    pub fn clear_batch_pause(&self) {
+        *self.batch_pause_until.lock() = None;
+    }
+
+    /// A running batch is fetching this chunk.
+    pub fn in_batch(&self, id: &ChunkId) -> bool {
+        self.inflight.lock().batches.contains_key(id)
+    }
+
+    /// Starts fetching, in one background request, those of `candidates`
+    /// (chunk, length; in order of preference) that are not local and not
+    /// being fetched, at most `max_chunks` of them and `max_bytes`
+    /// together (candidates that would overflow are skipped). Nothing
+    /// starts when fewer than `min_chunks` qualify (a batch of one is a
+    /// single fetch) or while batches pause after a failure. Returns how
+    /// many chunks the batch took. A `get` of any of them meanwhile waits
+    /// for the batch.
+    pub fn fetch_batch(
+        self: &Arc<Self>,
+        candidates: &[(ChunkId, u32)],
+        min_chunks: usize,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> usize {
+        {
+            let mut pause = self.batch_pause_until.lock();
+            match *pause {
+                Some(until) if Instant::now() < until => return 0,
+                Some(_) => *pause = None,
+                None => {}
+            }
+        }
+        let mut inflight = self.inflight.lock();
+        let mut ids = Vec::new();
+        let mut seen = HashSet::new();
+        let mut bytes = 0u64;
+        for &(id, len) in candidates {
+            if ids.len() >= max_chunks {
+                break;
+            }
+            if bytes + u64::from(len) > max_bytes
+                || !seen.insert(id)
+                || inflight.batches.contains_key(&id)
+                || inflight.singles.contains(&id)
+                || self.is_local(&id)
+            {
+                continue;
+            }
+            bytes += u64::from(len);
+            ids.push(id);
+        }
+        if ids.is_empty() || ids.len() < min_chunks {
+            return 0;
+        }
+        let remote = self.remote.clone();
+        let asked = ids.clone();
+        let batch: BatchFuture = async move {
+            let result = remote
+                .get_chunks(&asked)
+                .await
+                .map(|chunks| chunks.into_iter().collect::<HashMap<_, _>>())
+                .map_err(|e| e.to_string());
+            Arc::new(result)
+        }
+        .boxed()
+        .shared();
+        for id in &ids {
+            inflight.batches.insert(*id, batch.clone());
+        }
+        drop(inflight);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let n = ids.len();
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let result = batch.clone().await;
+            match &*result {
+                Ok(chunks) => {
+                    me.fetched.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+                    let bytes: usize = chunks.values().map(Bytes::len).sum();
+                    me.fetched_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                    let owned: Vec<(ChunkId, Bytes)> =
+                        chunks.iter().map(|(id, d)| (*id, d.clone())).collect();
+                    let cache = me.clone();
+                    futures::stream::iter(owned)
+                        .for_each_concurrent(8, move |(id, data)| {
+                            let cache = cache.clone();
+                            async move {
+                                if let Err(e) = cache.store(id, &data).await {
+                                    tracing::warn!(chunk = %id, "cannot store a batch's chunk: {e}");
+                                }
+                            }
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!(
+                        chunks = ids.len(),
+                        "chunk batch failed, fetching one by one for {}s: {e}",
+                        BATCH_PAUSE_AFTER_FAILURE.as_secs()
+                    );
+                    *me.batch_pause_until.lock() = Some(Instant::now() + BATCH_PAUSE_AFTER_FAILURE);
+                }
+            }
+            let mut inflight = me.inflight.lock();
+            for id in &ids {
+                if inflight.batches.get(id).is_some_and(|b| b.ptr_eq(&batch)) {
+                    inflight.batches.remove(id);
+                }
+            }
+        });
+        n
     }
 
     /// Starts loading chunks in the background (read-ahead).

@@ -34,6 +34,12 @@ impl Remote for CrashPointAtCommit {
     async fn get_chunk(&self, id: ChunkId) -> Result<bytes::Bytes, RemoteError> {
         self.inner.get_chunk(id).await
     }
+    async fn get_chunks(
+        &self,
+        ids: &[ChunkId],
+    ) -> Result<Vec<(ChunkId, bytes::Bytes)>, RemoteError> {
+        self.inner.get_chunks(ids).await
+    }
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
         if !self.armed.swap(false, Ordering::SeqCst) {
             return self.inner.commit(ops).await;

@@ -43,7 +43,8 @@
 //!   `special`: mknod (FIFOs, sockets, device nodes: metadata only);
 //!   `working_copy`: working copies, write, flush, fsync; `space`:
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
-//!   path and read-ahead; `reconcile` and `rebase`: remote records and
+//!   path and read-ahead; `batch_read`: cold small files of a folder in
+//!   one request; `reconcile` and `rebase`: remote records and
 //!   commit outcomes; `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
 //!
@@ -69,6 +70,7 @@
 //! The per-inode async `fill` lock (materialising a working copy, which
 //! may wait on the network) is held with none of the above.
 
+pub mod batch_read;
 pub mod chunk_cache;
 mod chunk_slice;
 pub mod error;

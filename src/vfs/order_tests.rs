@@ -37,6 +37,9 @@ impl Remote for SlowCommits {
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, RemoteError> {
         self.inner.get_chunk(id).await
     }
+    async fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<(ChunkId, Bytes)>, RemoteError> {
+        self.inner.get_chunks(ids).await
+    }
     async fn commit(&self, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>, RemoteError> {
         tokio::time::sleep(self.delay).await;
         self.inner.commit(ops).await

@@ -1,6 +1,7 @@
 //! The read path: a handle reads the working copy when the inode has one,
 //! else its manifest's chunks from the chunk cache (fetching what is
-//! missing), with read-ahead on sequential reads.
+//! missing), with read-ahead on sequential reads, and cold small files in
+//! batches (`batch_read`).
 
 use super::*;
 
@@ -86,6 +87,8 @@ impl Vfs {
         let Some(c) = h.content.clone() else {
             return Ok(Vec::new());
         };
+        // A cold small file brings the cold small files after it along.
+        self.batch_small_files(h.ino, &c);
         let slices = c.manifest.slices(&c.offsets, offset, size as u64);
         let mut out = Vec::with_capacity(slices.iter().map(|s| s.len as usize).sum());
         // Fetch all needed chunks concurrently (one request each, shared

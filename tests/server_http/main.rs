@@ -116,6 +116,7 @@ fn file(content: FileContent) -> NodeMeta {
 }
 
 mod basics;
+mod batch;
 mod data;
 mod sessions;
 mod xattrs;

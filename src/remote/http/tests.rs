@@ -166,3 +166,58 @@ async fn a_refresh_starts_from_the_token_another_process_saved() {
     assert_eq!(*remote.refreshing.lock().await, now.refresh_token);
     running.shutdown().await.unwrap();
 }
+
+/// A server whose batch answer is well framed but carries other bytes, or
+/// breaks the framing: the client refuses it (`Corrupt` naming the
+/// chunk, or a `Server` error), never returns unverified bytes.
+#[tokio::test]
+async fn a_batch_answer_is_verified_chunk_by_chunk() {
+    use crate::protocol::{frame_header, ChunkBatchRequest};
+    use axum::{extract::State, routing, Json, Router};
+    let (good, evil) = (Bytes::from_static(b"good bytes"), b"evil bytes".as_slice());
+    let (ig, ie) = (ChunkId::of(&good), ChunkId::of(b"expected"));
+    // 0: right bytes for ig, wrong ones for ie; 1: ig's frame only.
+    type St = Arc<Mutex<u32>>;
+    let mode: St = Arc::new(Mutex::new(0));
+    let batch = move |State(mode): State<St>, Json(req): Json<ChunkBatchRequest>| {
+        let good = good.clone();
+        async move {
+            let mut body = BytesMut::new();
+            for id in req.ids {
+                if id == ig {
+                    body.extend_from_slice(&frame_header(&id, good.len() as u32));
+                    body.extend_from_slice(&good);
+                } else if *mode.lock() == 0 {
+                    body.extend_from_slice(&frame_header(&id, evil.len() as u32));
+                    body.extend_from_slice(evil);
+                }
+            }
+            body.freeze()
+        }
+    };
+    let app = Router::new()
+        .route("/api/v1/chunks/batch", routing::post(batch))
+        .with_state(mode.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let remote = HttpRemote::new(
+        &url,
+        Tokens {
+            access_token: "a".into(),
+            refresh_token: "r".into(),
+            device_id: DeviceId::random(),
+        },
+    );
+    let got = remote.get_chunks(&[ig]).await.unwrap();
+    assert_eq!(got, vec![(ig, Bytes::from_static(b"good bytes"))]);
+    let e = remote.get_chunks(&[ig, ie]).await.unwrap_err();
+    assert!(matches!(e, RemoteError::Corrupt(id) if id == ie), "{e:?}");
+    *mode.lock() = 1;
+    let e = remote.get_chunks(&[ig, ie]).await.unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::Server { message, .. } if message.contains("lacks")),
+        "{e:?}"
+    );
+    server.abort();
+}
