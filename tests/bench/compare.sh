@@ -20,7 +20,8 @@
 #        FSBENCH_BUDGET ...        passed through to fsbench.sh (as are SKIP, SEQ_MIB, ...)
 #        RESULTS_DIR               where raw per-round results go (default a temp dir,
 #                                  removed at the end unless KEEP=1)
-#        KEEP=1                    keep the results and work dirs (mount logs, ...)
+#        KEEP=1                    keep the results and work dirs (the results dir also
+#                                  gets every round's server, mount and rclone logs)
 # Needs root (fsbench drops the kernel caches); installs rclone and strace
 # with apt-get if missing. Every mount and process it starts is stopped on
 # exit, Ctrl-C included.
@@ -133,6 +134,19 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
 
 # ------------------------------------------------------------------ rounds
+# keep_logs DIR NAME: the server's and the mount's logs (the foreground
+# mount's, then the --daemon remounts' in the cache dir) into RES, and a
+# note when they hold warnings or errors.
+keep_logs() {
+  local f n
+  cp "$1/server.log" "$RES/$2.server.log" 2>/dev/null || true
+  cat "$1/mount.log" "$1/cache/mount.log" >"$RES/$2.mount.log" 2>/dev/null || true
+  for f in "$RES/$2.mount.log" "$RES/$2.server.log"; do
+    n=$(grep -cE ' (WARN|ERROR) |panicked' "$f" 2>/dev/null || true)
+    [ "${n:-0}" = 0 ] || log "note: $f has $n warning/error lines"
+  done
+}
+
 run_round() { # TARGET ROUND
   local t=$1 r=$2 out="$RES/$1.$2.txt" dir="$W/$1.$2"
   log "round $r: $t"
@@ -148,15 +162,14 @@ run_round() { # TARGET ROUND
       PRE_COLD_CMD="bash $RC_DIR/cold.sh" FLUSH_CMD="bash $RC_DIR/flush.sh" \
         bash "$FSBENCH" "$RC_DIR/mnt" "$SCALE" >"$out" || log "WARN: fsbench rc=$? on $t"
       rc_stop
+      cp "$dir/rclone.log" "$RES/$t.$r.rclone.log" 2>/dev/null || true
       ;;
     nimbus)
       nb_start "$dir"
       PRE_COLD_CMD="bash $(nb_cold_script)" FLUSH_CMD=$(nb_flush_cmd) \
         bash "$FSBENCH" "$NB_MNT" "$SCALE" >"$out" || log "WARN: fsbench rc=$? on $t"
       nb_stop
-      if grep -qiE 'warn|error|panic' "$dir/mount.log" 2>/dev/null; then
-        log "note: $dir/mount.log has $(grep -ciE 'warn|error|panic' "$dir/mount.log") warning/error lines"
-      fi
+      keep_logs "$dir" "$t.$r"
       ;;
   esac
 }
@@ -165,9 +178,8 @@ for r in $(seq "$ROUNDS"); do
   for t in $TARGETS; do run_round "$t" "$r"; done
 done
 
-echo "## fsbench, SCALE $SCALE, $ROUNDS rounds ($(date -u +%F), $(nproc) cores)"
-echo
-[ "$WANT_NIMBUS" = 1 ] && echo "Nimbus binary: $NB_BIN" && echo
+[ "$WANT_NIMBUS" = 0 ] || { echo "Nimbus binary: $NB_BIN"; echo; }
+[ "$ROUNDS" -gt 0 ] && echo "## fsbench, SCALE $SCALE, $ROUNDS rounds ($(date -u +%F), $(nproc) cores)" && echo &&
 python3 - "$RES" "$TARGETS" "$ROUNDS" <<'PY'
 import os, sys, statistics
 res, targets, rounds = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
@@ -351,9 +363,7 @@ echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || log "WARN: cannot drop caches"
 phase "read (cold)" read_cold read_files
 phase "rm -rf" rm_rf remove_files
 nb_stop
-if grep -qiE 'warn|error|panic' "$W/cost/mount.log" 2>/dev/null; then
-  log "note: $W/cost/mount.log has warning/error lines"
-fi
+keep_logs "$W/cost" cost
 
 echo "| phase (per file, upload drain included) | FUSE requests | fsync-family syscalls (mount process) | HTTP requests to the server |"
 echo "|---|---|---|---|"
