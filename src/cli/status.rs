@@ -288,6 +288,7 @@ mod tests {
                 error: "bad".into(),
             }],
             pid: Some(42),
+            fuse_requests: 7,
         };
         let out = render_status(Path::new("/m"), &s);
         assert!(out.contains("server:     http://h:1 (online)"), "{out}");

@@ -71,6 +71,10 @@ pub struct MountStatus {
     /// The process serving the mount (`None` from mounts older than this
     /// field).
     pub pid: Option<u32>,
+    /// Kernel requests the mount has served since it started (0 from
+    /// mounts older than this field); benchmarks count per-file costs
+    /// with it.
+    pub fuse_requests: u64,
 }
 
 /// An operation the server refused for good.
@@ -122,5 +126,17 @@ mod tests {
         let p: Pending =
             serde_json::from_str(r#"{"count":1,"bytes":3,"paths":["a.txt"]}"#).unwrap();
         assert_eq!(p.paths, vec!["a.txt".to_string()]);
+    }
+
+    #[test]
+    fn fuse_requests_round_trips_and_is_zero_from_older_mounts() {
+        let s = MountStatus {
+            fuse_requests: 42,
+            ..MountStatus::default()
+        };
+        let back: MountStatus = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.fuse_requests, 42);
+        let old: MountStatus = serde_json::from_str(r#"{"connection":"online"}"#).unwrap();
+        assert_eq!(old.fuse_requests, 0);
     }
 }

@@ -68,6 +68,14 @@ impl NimbusFs {
         NimbusFs { vfs, rt }
     }
 
+    /// Counts one kernel request (every `Filesystem` method starts with
+    /// it); published as `fuse_requests` in `user.nimbus.status`. A
+    /// `BATCH_FORGET` counts once per inode (fuser splits it into
+    /// `forget` calls).
+    fn count(&self) {
+        self.vfs.status().note_fuse_request();
+    }
+
     fn attr(&self, a: &Attr) -> FileAttr {
         file_attr(a)
     }
@@ -163,6 +171,7 @@ fn caller(req: &Request) -> Caller {
 
 impl fuser::Filesystem for NimbusFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        self.count();
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         let _ = config.add_capabilities(
@@ -179,18 +188,22 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn destroy(&mut self) {
+        self.count();
         let _ = self.vfs.fsync_all();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count();
         self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count();
         self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count();
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(failed(&e)),
@@ -215,6 +228,7 @@ impl fuser::Filesystem for NimbusFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count();
         let set = SetAttr {
             mode,
             size,
@@ -230,6 +244,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.count();
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(failed(&e)),
@@ -246,6 +261,7 @@ impl fuser::Filesystem for NimbusFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count();
         // FIFOs, sockets, device nodes, and regular files from mknod(2);
         // the umask applies to the permission bits, not the type.
         let mode = mode & !(umask & 0o7777);
@@ -265,6 +281,7 @@ impl fuser::Filesystem for NimbusFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.count();
         self.reply_entry(
             self.vfs
                 .mkdir_as(caller(req), parent.0, name.as_bytes(), mode & !umask),
@@ -273,10 +290,12 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count();
         Self::reply_empty(self.vfs.unlink(parent.0, name.as_bytes()), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count();
         Self::reply_empty(self.vfs.rmdir(parent.0, name.as_bytes()), reply);
     }
 
@@ -288,6 +307,7 @@ impl fuser::Filesystem for NimbusFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.count();
         self.reply_entry(
             self.vfs.symlink_as(
                 caller(req),
@@ -309,6 +329,7 @@ impl fuser::Filesystem for NimbusFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count();
         let (from, to) = (name.as_bytes(), newname.as_bytes());
         let r = if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             Err(VfsError::InvalidArgument("RENAME_WHITEOUT"))
@@ -322,6 +343,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.count();
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let read = flags.acc_mode() != OpenAccMode::O_WRONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
@@ -346,6 +368,7 @@ impl fuser::Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count();
         self.answer(self.vfs.read(fh.0, offset, size), move |r| match r {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(failed(&e)),
@@ -364,6 +387,7 @@ impl fuser::Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count();
         self.answer(self.vfs.write(fh.0, offset, data), move |r| match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(failed(&e)),
@@ -378,6 +402,7 @@ impl fuser::Filesystem for NimbusFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count();
         Self::reply_empty(self.vfs.flush(fh.0), reply);
     }
 
@@ -391,6 +416,7 @@ impl fuser::Filesystem for NimbusFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count();
         Self::reply_empty(self.vfs.release(fh.0), reply);
     }
 
@@ -402,6 +428,7 @@ impl fuser::Filesystem for NimbusFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count();
         let vfs = self.vfs.clone();
         // fsync --remote waits for the server; do it off the FUSE thread.
         self.rt
@@ -409,6 +436,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count();
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(failed(&e)),
@@ -423,6 +451,7 @@ impl fuser::Filesystem for NimbusFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.count();
         let mut offset = offset;
         loop {
             let page = match self.vfs.readdir_page(ino.0, fh.0, offset, DIR_PAGE) {
@@ -451,6 +480,7 @@ impl fuser::Filesystem for NimbusFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.count();
         let mut offset = offset;
         loop {
             let page = match self.vfs.readdir_page(ino.0, fh.0, offset, DIR_PAGE) {
@@ -500,6 +530,7 @@ impl fuser::Filesystem for NimbusFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.count();
         self.vfs.releasedir(fh.0);
         reply.ok();
     }
@@ -512,10 +543,12 @@ impl fuser::Filesystem for NimbusFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count();
         Self::reply_empty(self.vfs.fsync_all(), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.count();
         let s = self.vfs.statfs();
         reply.statfs(
             s.blocks,
@@ -530,6 +563,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.count();
         match self.vfs.getxattr_as(caller(req), ino.0, name.as_bytes()) {
             Ok(v) => {
                 if size == 0 {
@@ -545,6 +579,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count();
         match self.vfs.listxattr_as(caller(req), ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -574,6 +609,7 @@ impl fuser::Filesystem for NimbusFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count();
         let result = XattrFlags::from_bits(flags).and_then(|flags| {
             self.vfs
                 .setxattr_as(caller(req), ino.0, name.as_bytes(), value, flags)
@@ -582,6 +618,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count();
         Self::reply_empty(
             self.vfs.removexattr_as(caller(req), ino.0, name.as_bytes()),
             reply,
@@ -589,6 +626,7 @@ impl fuser::Filesystem for NimbusFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        self.count();
         // Permission bits are checked by the kernel (default_permissions).
         Self::reply_empty(self.vfs.getattr(ino.0).map(|_| ()), reply);
     }
@@ -603,6 +641,7 @@ impl fuser::Filesystem for NimbusFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.count();
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         match self
             .vfs
@@ -627,6 +666,7 @@ impl fuser::Filesystem for NimbusFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.count();
         let r = self.vfs.link(ino.0, newparent.0, newname.as_bytes());
         self.reply_entry(r, reply);
     }
@@ -643,6 +683,7 @@ impl fuser::Filesystem for NimbusFs {
         _pid: u32,
         reply: ReplyLock,
     ) {
+        self.count();
         reply.error(unsupported("getlk", libc::ENOSYS));
     }
 
@@ -659,10 +700,12 @@ impl fuser::Filesystem for NimbusFs {
         _sleep: bool,
         reply: ReplyEmpty,
     ) {
+        self.count();
         reply.error(unsupported("setlk", libc::ENOSYS));
     }
 
     fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        self.count();
         reply.error(unsupported("bmap", libc::ENOSYS));
     }
 
@@ -677,6 +720,7 @@ impl fuser::Filesystem for NimbusFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        self.count();
         reply.error(unsupported("ioctl", libc::ENOTTY));
     }
 
@@ -690,6 +734,7 @@ impl fuser::Filesystem for NimbusFs {
         _flags: PollFlags,
         reply: ReplyPoll,
     ) {
+        self.count();
         reply.error(unsupported("poll", libc::ENOSYS));
     }
 
@@ -703,6 +748,7 @@ impl fuser::Filesystem for NimbusFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.count();
         let answer = self.vfs.fallocate(fh.0, offset, length, mode);
         self.answer(answer, move |r| Self::reply_empty(r, reply));
     }
@@ -716,6 +762,7 @@ impl fuser::Filesystem for NimbusFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.count();
         let offset = u64::try_from(offset).unwrap_or(u64::MAX);
         match self.vfs.lseek(fh.0, offset, whence) {
             Ok(at) => reply.offset(at as i64),
@@ -736,6 +783,7 @@ impl fuser::Filesystem for NimbusFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.count();
         let answer = self
             .vfs
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);

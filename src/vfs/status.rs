@@ -2,7 +2,9 @@
 //! conflicts, waiting remote changes ([`SyncState`]), and the upload
 //! progress of the round in flight. [`SyncStatus`] owns them behind its
 //! own locks (never held when a method returns); the workers report
-//! through its methods ([`Vfs::status`]).
+//! through its methods ([`Vfs::status`]). It also counts the kernel
+//! requests the FUSE adapter serves ([`SyncStatus::note_fuse_request`]),
+//! shown as `fuse_requests` for benchmarks that count per-file costs.
 
 use super::*;
 
@@ -59,6 +61,9 @@ pub struct SyncStatus {
     state: Mutex<SyncState>,
     /// Bytes of new content uploaded per file in the round in flight.
     upload_progress: Mutex<HashMap<u64, u64>>,
+    /// Kernel requests served since the mount started (the adapter counts
+    /// them; the core only publishes the number).
+    fuse_requests: AtomicU64,
 }
 
 impl Vfs {
@@ -130,6 +135,16 @@ impl SyncStatus {
     /// flight.
     pub fn uploaded_so_far(&self, ino: u64) -> u64 {
         self.upload_progress.lock().get(&ino).copied().unwrap_or(0)
+    }
+
+    /// The FUSE adapter received one more kernel request (any operation).
+    pub fn note_fuse_request(&self) {
+        self.fuse_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Kernel requests served since the mount started.
+    pub fn fuse_requests(&self) -> u64 {
+        self.fuse_requests.load(Ordering::Relaxed)
     }
 
     /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);

@@ -467,3 +467,17 @@ async fn a_manifest_that_disagrees_with_its_chunks_fails_reads_with_eio() {
             .exists());
     }
 }
+
+/// The FUSE adapter's request count reaches the status attribute (what
+/// `nimbus status --json` and the bench's counting pass read).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_attribute_publishes_the_fuse_request_count() {
+    let fx = Fixture::new();
+    let vfs = fx.open();
+    vfs.status().note_fuse_request();
+    vfs.status().note_fuse_request();
+    let status: serde_json::Value =
+        serde_json::from_slice(&vfs.getxattr(meta::ROOT_INO, b"user.nimbus.status").unwrap())
+            .unwrap();
+    assert_eq!(status["fuse_requests"], 2, "{status}");
+}

@@ -320,6 +320,7 @@ impl Vfs {
             "cache_bytes": self.chunks.used_bytes(),
             "cache_limit": self.chunks.limit(),
             "failed": failed,
+            "fuse_requests": self.status.fuse_requests(),
         })
         .to_string()
     }
