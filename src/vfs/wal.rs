@@ -543,10 +543,7 @@ fn parse_segment(raw: &[u8]) -> (String, Vec<Record>) {
         .to_string();
     let mut at = HEADER_LEN;
     let mut out = Vec::new();
-    loop {
-        let Some(len) = take_u32(raw, &mut at) else {
-            break;
-        };
+    while let Some(len) = take_u32(raw, &mut at) {
         let Some(body) = take(raw, &mut at, 1 + 8 + len) else {
             break;
         };
