@@ -241,11 +241,20 @@ impl ChunkCache {
             return None;
         }
         let data = std::fs::read(chunk_path(&self.dir, id)).ok()?;
-        if data.len() != chunk_len as usize || !id.verify(&data) {
+        if data.len() != chunk_len as usize || !self.check_cached(id, &data) {
             return None;
         }
-        self.verified.insert(*id, ());
         data.get(range).map(|r| r.to_vec())
+    }
+
+    /// Whether `data`, read from the chunk's file, is the chunk; if so it
+    /// counts as verified for the rest of this session.
+    fn check_cached(&self, id: &ChunkId, data: &[u8]) -> bool {
+        let ok = id.verify(data);
+        if ok {
+            self.verified.insert(*id, ());
+        }
+        ok
     }
 
     pub fn get_in_memory(&self, id: &ChunkId) -> Option<Bytes> {
@@ -267,8 +276,7 @@ impl ChunkCache {
         let path = chunk_path(&self.dir, &id);
         match tokio::fs::read(&path).await {
             Ok(data) => {
-                if id.verify(&data) {
-                    self.verified.insert(id, ());
+                if self.check_cached(&id, &data) {
                     // Touch the index so recently read chunks stay.
                     let _ = self.disk.get(&id);
                     return Ok(Bytes::from(data));
@@ -296,8 +304,7 @@ impl ChunkCache {
         };
         if stored_meanwhile {
             if let Ok(data) = tokio::fs::read(&path).await {
-                if id.verify(&data) {
-                    self.verified.insert(id, ());
+                if self.check_cached(&id, &data) {
                     return Ok(Bytes::from(data));
                 }
             }
