@@ -15,7 +15,7 @@
 //! The rules themselves are listed in the `server` module docs.
 
 use super::error::ServerError;
-use super::meta_store::{AccountId, MetaStore, MetaTxn, NewVersion};
+use super::meta_store::{AccountId, MetaError, MetaStore, MetaTxn, NewVersion};
 pub use crate::protocol::{conflict_name, utc_stamp};
 use crate::protocol::{
     validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, Link, NodeChange, NodeId, NodeKind,
@@ -62,6 +62,10 @@ pub async fn commit(
         }
     }
     let mut txn = store.begin(ctx.account).await?;
+    if let Err(e) = prefetch(txn.as_mut(), ops).await {
+        txn.rollback().await;
+        return Err(e.into());
+    }
     let mut results = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         match apply_in(txn.as_mut(), ctx, op).await {
@@ -74,6 +78,35 @@ pub async fn commit(
     }
     txn.commit().await?;
     Ok(results)
+}
+
+/// Tells the transaction everything the ops will read first: their nodes,
+/// the folders and names of their entries, the chunks of their content.
+async fn prefetch(txn: &mut dyn MetaTxn, ops: &[CommitOp]) -> Result<(), MetaError> {
+    let mut nodes = Vec::with_capacity(ops.len() * 2);
+    let mut names = Vec::with_capacity(ops.len());
+    let mut chunks = Vec::new();
+    for op in ops {
+        nodes.push(op.node_id);
+        if let NodeChange::Upsert {
+            parent,
+            name,
+            links,
+            meta,
+        } = &op.change
+        {
+            nodes.push(*parent);
+            names.push((*parent, name.as_str()));
+            for l in links {
+                nodes.push(l.parent);
+                names.push((l.parent, l.name.as_str()));
+            }
+            if let Some(c) = &meta.content {
+                chunks.extend(c.manifest.chunks.iter().map(|c| c.id));
+            }
+        }
+    }
+    txn.prefetch(&nodes, &names, &chunks).await
 }
 
 async fn apply_in(

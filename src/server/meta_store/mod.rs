@@ -313,6 +313,19 @@ pub trait MetaStore: Send + Sync + 'static {
 #[async_trait]
 pub trait MetaTxn: Send {
     fn account(&self) -> AccountId;
+    /// Warms the transaction's caches with what the coming calls will
+    /// read — node records, live names `(parent, name)`, chunk ownership —
+    /// in as few round trips as the engine can (duplicates allowed). A
+    /// hint: the answers of later calls are the same with or without it,
+    /// and an engine without caches ignores it.
+    async fn prefetch(
+        &mut self,
+        _nodes: &[NodeId],
+        _names: &[(NodeId, &str)],
+        _chunks: &[ChunkId],
+    ) -> Result<(), MetaError> {
+        Ok(())
+    }
     async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
     /// The node id behind a live entry (first or link).
     async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError>;
@@ -324,7 +337,8 @@ pub trait MetaTxn: Send {
     /// Inserts or replaces the node and its entries (live unless
     /// `node.deleted`; the links of a deleted node are dropped). The engine
     /// derives size and content hash from `node.meta`. The caller
-    /// guarantees every live name is free.
+    /// guarantees every live name is free; an engine may buffer the write
+    /// and report a clash it cannot see yet at [`MetaTxn::commit`].
     async fn write_node(&mut self, node: &NodeRecord) -> Result<(), MetaError>;
     /// Appends a version to the node's history; returns its number.
     async fn append_version(&mut self, version: &NewVersion) -> Result<u64, MetaError>;

@@ -16,26 +16,24 @@
 
 use super::{
     Account, AccountId, AccountUsage, Device, MetaCounts, MetaError, MetaStore, MetaTxn, NewToken,
-    NewVersion, Rotation, TokenHash, TokenInfo, VersionRecord,
+    Rotation, TokenHash, TokenInfo, VersionRecord,
 };
 use crate::protocol::{
-    ChunkId, DeviceId, FileContent, Link, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp,
-    VersionVector,
+    ChunkId, DeviceId, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp, VersionVector,
 };
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 mod rows;
 mod schema;
 mod sessions;
+mod txn;
 use rows::*;
 
 /// The SQLite [`MetaStore`] (see the module docs).
@@ -135,7 +133,7 @@ impl MetaStore for SqliteMetaStore {
             vv: VersionVector::new(),
             seq: 0,
         };
-        write_node(&mut tx, AccountId(id), &root, false).await?;
+        txn::write_root(&mut tx, AccountId(id), &root).await?;
         tx.commit().await.map_err(backend)?;
         Ok(AccountId(id))
     }
@@ -448,264 +446,11 @@ impl MetaStore for SqliteMetaStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        Ok(Box::new(SqliteTxn {
-            tx,
-            account,
-            nodes: HashMap::new(),
-            seq: None,
-            _guard: guard,
-        }))
+        Ok(Box::new(txn::SqliteTxn::new(tx, account, guard)))
     }
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// Writes `node`'s row, entry and links. `had_links`: whether the stored
-/// node may have links to drop first (`false` when the caller knows it had
-/// none, which saves a statement).
-async fn write_node(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-    node: &NodeRecord,
-    had_links: bool,
-) -> Result<(), MetaError> {
-    let manifest = node
-        .meta
-        .content
-        .as_ref()
-        .map(|c| serde_json::to_string(&c.manifest))
-        .transpose()
-        .map_err(corrupt)?;
-    let hash = node.meta.content.as_ref().map(|c| c.hash().0.to_vec());
-    let vv = serde_json::to_string(&node.vv).map_err(corrupt)?;
-    let xattrs = match node.meta.xattrs.is_empty() {
-        true => None,
-        false => Some(serde_json::to_string(&node.meta.xattrs).map_err(corrupt)?),
-    };
-    // A deleted node keeps no links (protocol::api module docs).
-    let links: &[Link] = if node.deleted { &[] } else { &node.links };
-    let links_json = (!links.is_empty())
-        .then(|| serde_json::to_string(links))
-        .transpose()
-        .map_err(corrupt)?;
-    sqlx::query(
-        "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
-             mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
-             size, manifest, content_hash, symlink_target, xattrs, vv, seq, deleted, links) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (account, id) DO UPDATE SET kind = excluded.kind, mode = excluded.mode, \
-             uid = excluded.uid, gid = excluded.gid, ids_from = excluded.ids_from, \
-             rdev = excluded.rdev, mtime_sec = excluded.mtime_sec, \
-             mtime_nsec = excluded.mtime_nsec, atime_sec = excluded.atime_sec, \
-             atime_nsec = excluded.atime_nsec, btime_sec = excluded.btime_sec, \
-             btime_nsec = excluded.btime_nsec, size = excluded.size, \
-             manifest = excluded.manifest, content_hash = excluded.content_hash, \
-             symlink_target = excluded.symlink_target, xattrs = excluded.xattrs, \
-             vv = excluded.vv, seq = excluded.seq, \
-             deleted = excluded.deleted, links = excluded.links",
-    )
-    .bind(account.0)
-    .bind(&node.node_id.as_bytes()[..])
-    .bind(kind_str(node.meta.kind))
-    .bind(i64::from(node.meta.mode))
-    .bind(node.meta.uid.map(i64::from))
-    .bind(node.meta.gid.map(i64::from))
-    .bind(node.meta.ids_from.map(|d| d.0.as_bytes().to_vec()))
-    .bind(i64::from(node.meta.rdev))
-    .bind(node.meta.mtime.sec)
-    .bind(i64::from(node.meta.mtime.nsec))
-    .bind(node.meta.atime.sec)
-    .bind(i64::from(node.meta.atime.nsec))
-    .bind(node.meta.btime.sec)
-    .bind(i64::from(node.meta.btime.nsec))
-    .bind(to_i64(node.meta.size(), "size")?)
-    .bind(manifest)
-    .bind(hash)
-    .bind(node.meta.symlink_target.as_deref())
-    .bind(xattrs)
-    .bind(vv)
-    .bind(to_i64(node.seq, "seq")?)
-    .bind(node.deleted)
-    .bind(links_json)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    if had_links {
-        sqlx::query("DELETE FROM links WHERE account = ? AND node = ?")
-            .bind(account.0)
-            .bind(&node.node_id.as_bytes()[..])
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-    }
-    // Links go first and come back last, so that a name moving between
-    // the first entry and a link of the same node is never held twice.
-    if let Some(parent) = node.parent {
-        // The root has no entry.
-        sqlx::query(
-            "INSERT INTO entries (account, node, parent, name, live) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (account, node) DO UPDATE SET parent = excluded.parent, \
-                 name = excluded.name, live = excluded.live",
-        )
-        .bind(account.0)
-        .bind(&node.node_id.as_bytes()[..])
-        .bind(&parent.as_bytes()[..])
-        .bind(&node.name)
-        .bind(!node.deleted)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
-    }
-    for link in links {
-        sqlx::query("INSERT INTO links (account, node, parent, name) VALUES (?, ?, ?, ?)")
-            .bind(account.0)
-            .bind(&node.node_id.as_bytes()[..])
-            .bind(&link.parent.as_bytes()[..])
-            .bind(&link.name)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
-}
-
-/// A write transaction. Under the write lock nothing else changes the
-/// account, so it keeps what it read and wrote: node records (a batch of
-/// creates in one folder reads the folder and its ancestors once, not per
-/// op) and the change sequence (taken from the account row once, written
-/// back at commit) — each statement is a round trip to sqlx's SQLite
-/// worker thread, which is what an upload of many small files waits on.
-struct SqliteTxn {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    account: AccountId,
-    nodes: HashMap<NodeId, Option<NodeRecord>>,
-    /// The next sequence number to hand out, once read; and whether the
-    /// account row is behind it.
-    seq: Option<(u64, bool)>,
-    /// Released after the transaction ends (field order: `tx` drops first).
-    _guard: OwnedMutexGuard<()>,
-}
-
-#[async_trait]
-impl MetaTxn for SqliteTxn {
-    fn account(&self) -> AccountId {
-        self.account
-    }
-
-    async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError> {
-        if let Some(n) = self.nodes.get(&id) {
-            return Ok(n.clone());
-        }
-        let n = q_node(&mut self.tx, self.account, id).await?;
-        self.nodes.insert(id, n.clone());
-        Ok(n)
-    }
-
-    async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError> {
-        q_lookup(&mut self.tx, self.account, parent, name).await
-    }
-
-    async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM entries WHERE account = ?1 AND parent = ?2 AND live = 1 \
-             UNION ALL SELECT 1 FROM links WHERE account = ?1 AND parent = ?2 LIMIT 1",
-        )
-        .bind(self.account.0)
-        .bind(&dir.as_bytes()[..])
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(backend)?;
-        Ok(row.is_some())
-    }
-
-    async fn owned_chunks(&mut self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, u32>, MetaError> {
-        q_owned_chunks(&mut self.tx, self.account, ids).await
-    }
-
-    async fn next_seq(&mut self) -> Result<u64, MetaError> {
-        if let Some((next, behind)) = &mut self.seq {
-            let seq = *next;
-            *next += 1;
-            *behind = true;
-            return Ok(seq);
-        }
-        let (seq,): (i64,) = sqlx::query_as(
-            "UPDATE accounts SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1",
-        )
-        .bind(self.account.0)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(backend)?;
-        let seq = u64::try_from(seq).map_err(corrupt)?;
-        self.seq = Some((seq + 1, false));
-        Ok(seq)
-    }
-
-    async fn write_node(&mut self, node: &NodeRecord) -> Result<(), MetaError> {
-        // Links to drop: unknown unless this transaction read the node.
-        let had_links = match self.nodes.get(&node.node_id) {
-            Some(Some(old)) => !old.links.is_empty(),
-            Some(None) => false,
-            None => true,
-        };
-        write_node(&mut self.tx, self.account, node, had_links).await?;
-        self.nodes.insert(node.node_id, Some(node.clone()));
-        Ok(())
-    }
-
-    async fn append_version(&mut self, v: &NewVersion) -> Result<u64, MetaError> {
-        let content = FileContent {
-            manifest: v.manifest.clone(),
-        };
-        let manifest = serde_json::to_string(&v.manifest).map_err(corrupt)?;
-        let (version,): (i64,) = sqlx::query_as(
-            "INSERT INTO versions (account, node, version, manifest, size, content_hash, device, \
-                 created_ns) \
-             SELECT ?, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ? FROM versions \
-                 WHERE account = ? AND node = ? \
-             RETURNING version",
-        )
-        .bind(self.account.0)
-        .bind(&v.node.as_bytes()[..])
-        .bind(manifest)
-        .bind(to_i64(content.size(), "size")?)
-        .bind(&content.hash().0[..])
-        .bind(&v.device.0.as_bytes()[..])
-        .bind(v.created_ns)
-        .bind(self.account.0)
-        .bind(&v.node.as_bytes()[..])
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(backend)?;
-        u64::try_from(version).map_err(corrupt)
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        let SqliteTxn {
-            mut tx,
-            seq,
-            account,
-            _guard,
-            ..
-        } = *self;
-        if let Some((next, true)) = seq {
-            sqlx::query("UPDATE accounts SET next_seq = ? WHERE id = ?")
-                .bind(to_i64(next, "seq")?)
-                .bind(account.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn rollback(self: Box<Self>) {
-        let SqliteTxn { tx, _guard, .. } = *self;
-        if let Err(e) = tx.rollback().await {
-            tracing::warn!(error = %e, "rollback failed");
-        }
     }
 }
 
