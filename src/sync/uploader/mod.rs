@@ -333,7 +333,15 @@ impl Uploader {
                     // commit, so applying answers does not change them.)
                     in_flight = requests.next().map(|ops| self.send_commit(ops));
                     for (outcome, (seq, origin)) in results.iter().zip(&plan.origins[start..end]) {
-                        self.apply_outcome(outcome, origin)?;
+                        if let Err(e) = self.apply_outcome(outcome, origin) {
+                            // Nothing of the round stays in flight once it
+                            // ends: the next round sends these records
+                            // again, after this request.
+                            if let Some(next) = in_flight.take() {
+                                let _ = next.await;
+                            }
+                            return Err(e);
+                        }
                         done.push(*seq);
                     }
                     start = end;
@@ -392,8 +400,8 @@ impl Uploader {
     }
 
     /// Sends one commit request on its own task, so that it is on its way
-    /// while the answers to the previous one are applied. (If the round
-    /// ends early on a local error meanwhile, the request still completes:
+    /// while the answers to the previous one are applied. (If applying
+    /// fails meanwhile, the round waits for this request before it ends;
     /// its records stay held and are sent again, a fast-forward.)
     fn send_commit(&self, ops: Vec<CommitOp>) -> PendingCommit {
         let remote = self.remote.clone();
