@@ -347,15 +347,16 @@ impl Vfs {
         self.meta.kv().remove_when_durable(self.work_path(node));
     }
 
-    /// After an upload round answered for `inos`: with one flush of the
-    /// metadata store, drops the working copies of those now clean and not
-    /// open, and the tombstones nothing refers to any more.
+    /// After an upload round answered for `inos`: drops the working copies
+    /// of those now clean and not open once that is durable (at the next
+    /// flush of the metadata store, [`Kv::remove_when_durable`]: the round
+    /// pays no flush of its own), and the tombstones nothing refers to any
+    /// more.
     pub fn after_round(&self, inos: &[u64]) -> VfsResult<()> {
-        self.meta.flush()?;
         for &ino in inos {
             if let Some(inode) = self.meta.inode(ino)? {
                 if !inode.dirty && !inode.unlinked && !self.open.is_open(ino) {
-                    let _ = std::fs::remove_file(self.work_path(&inode.node_id));
+                    self.remove_work_durably(&inode.node_id);
                 }
             }
             self.purge_if_unused(ino)?;

@@ -428,6 +428,8 @@ mod posix_tests;
 #[cfg(test)]
 mod power_loss_tests;
 #[cfg(test)]
+mod round_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

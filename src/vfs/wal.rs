@@ -34,8 +34,11 @@
 //! tombstone for a delete) in front of the inner store; reads merge the
 //! two. Only batches made durable by a sync are moved into the inner store
 //! (sled), so sled never holds — and can never write out early — a batch
-//! whose content might be missing after a power loss. A log segment is
-//! deleted once the inner store has flushed everything in it.
+//! whose content might be missing after a power loss. The background
+//! writeback moves them (every 250 ms when some wait), not the flush:
+//! sled takes every write again, which costs far more than the sync and
+//! would otherwise sit on the path of every upload round. A log segment
+//! is deleted once the inner store has flushed everything in it.
 //!
 //! # Format
 //! A segment `wal/<first lsn, 20 digits>.log` starts with [`MAGIC`] and the
@@ -123,6 +126,10 @@ pub struct WalKv {
     mem: Mutex<Memtable>,
     /// Serializes syncs; holds the lsn up to which batches are durable.
     synced: Mutex<u64>,
+    /// Serializes moving durable batches into the inner store (see
+    /// [`WalKv::writeback`]); taken without `synced`, so that a flush
+    /// never waits for one.
+    promoting: Mutex<()>,
     ordered: Mutex<Ordered>,
 }
 
@@ -243,6 +250,7 @@ impl WalKv {
             }),
             mem: Mutex::new(Memtable::default()),
             synced: Mutex::new(lsn),
+            promoting: Mutex::new(()),
             ordered: Mutex::new(Ordered::default()),
         });
         spawn_writeback(Arc::downgrade(&wal));
@@ -255,18 +263,38 @@ impl WalKv {
         (self.log.lock().lsn, *self.synced.lock())
     }
 
-    /// True when batches wait for a sync and the writeback should run.
+    /// True when batches wait for a sync or, durable, for the inner store,
+    /// and the writeback should run.
     fn writeback_due(&self) -> bool {
+        let synced = *self.synced.lock();
         let waiting = {
             let m = self.mem.lock();
             let due = m
                 .last_sync
                 .is_none_or(|t| t.elapsed() >= WRITEBACK_INTERVAL);
-            (m.pending.len() >= WRITEBACK_BATCHES) || (due && !m.pending.is_empty())
+            (m.pending.len() >= WRITEBACK_BATCHES)
+                || (due && !m.pending.is_empty())
+                || m.pending.front().is_some_and(|(lsn, _)| *lsn <= synced)
         };
         waiting || !self.ordered.lock().remove.is_empty()
     }
 
+    /// The background writeback's pass: a sync, then the durable batches
+    /// move into the inner store and segments it no longer needs go.
+    fn writeback(&self) -> VfsResult<()> {
+        self.sync()?;
+        let _one = self.promoting.lock();
+        let upto = *self.synced.lock();
+        self.promote(upto)?;
+        self.rotate(upto)
+    }
+
+    /// [`Kv::flush`]: makes every batch applied so far durable (the
+    /// content ordered before them first), then removes the files that
+    /// waited for that. Moving the batches into the inner store is left to
+    /// the writeback ([`WalKv::writeback`], within its next tick): it costs
+    /// far more than the sync (the inner store takes every write again),
+    /// and a flush is on the path of every upload round.
     fn sync(&self) -> VfsResult<()> {
         let asked = self.log_position()?;
         let mut synced = self.synced.lock();
@@ -294,7 +322,7 @@ impl WalKv {
             return Err(e);
         }
         *synced = target;
-        self.promote(target)?;
+        self.mem.lock().last_sync = Some(Instant::now());
         {
             // Under the lock, so a `keep_file` either comes first (and the
             // file stays) or finds it gone.
@@ -306,7 +334,7 @@ impl WalKv {
                 }
             }
         }
-        self.rotate(target)
+        Ok(())
     }
 
     fn log_position(&self) -> VfsResult<u64> {
@@ -343,10 +371,13 @@ impl WalKv {
     }
 
     /// Moves the batches up to `upto` (durable now) into the inner store.
+    /// Callers hold `promoting`. The memtable is not locked while the inner
+    /// store applies them: it keeps those batches (reads find them there)
+    /// until the inner store has them, and meanwhile only grows at the back.
     fn promote(&self, upto: u64) -> VfsResult<()> {
-        let mut m = self.mem.lock();
-        let n = m.pending.iter().take_while(|(lsn, _)| *lsn <= upto).count();
-        if n > 0 {
+        let (n, writes) = {
+            let m = self.mem.lock();
+            let n = m.pending.iter().take_while(|(lsn, _)| *lsn <= upto).count();
             // Copied, and dropped from the queue only once the inner store
             // took them: a failure leaves everything as it was.
             let mut writes: Vec<KvWrite> = m
@@ -355,13 +386,17 @@ impl WalKv {
                 .take(n)
                 .flat_map(|(_, w)| w.clone())
                 .collect();
-            let last = m.pending[n - 1].0;
-            writes.push((APPLIED_KEY.to_vec(), Some(last.to_le_bytes().to_vec())));
+            if let Some((last, _)) = n.checked_sub(1).map(|i| &m.pending[i]) {
+                writes.push((APPLIED_KEY.to_vec(), Some(last.to_le_bytes().to_vec())));
+            }
+            (n, writes)
+        };
+        if n > 0 {
             self.inner.apply(writes)?;
-            m.pending.drain(..n);
         }
+        let mut m = self.mem.lock();
+        m.pending.drain(..n);
         m.entries.retain(|_, (lsn, _)| *lsn > upto);
-        m.last_sync = Some(Instant::now());
         Ok(())
     }
 
@@ -428,7 +463,7 @@ fn spawn_writeback(wal: Weak<WalKv>) {
                 if !w.writeback_due() {
                     continue;
                 }
-                match w.sync() {
+                match w.writeback() {
                     Ok(()) => {
                         if failed_at.take().is_some() {
                             tracing::info!("background writeback works again");

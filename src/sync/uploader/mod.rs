@@ -1,13 +1,21 @@
 //! The uploader: drains the journal in order and never drops work.
 //!
-//! Each round takes up to [`BATCH`] records (files still open for writing
-//! wait, see `plan::deferred`) and goes through three steps:
+//! Each round takes up to [`BATCH`] records, or [`MAX_ROUND`] while more
+//! than that wait (files still open for writing wait, see
+//! `plan::deferred`), and goes through three steps:
 //! - `plan`: records → commit ops, in journal order;
 //! - `transfer`: chunk new content, ask which chunks the server lacks,
 //!   upload those;
 //! - commit (one request per [`MAX_COMMIT_OPS`] ops, one server
 //!   transaction each), then `outcome`: apply each answer, and the
-//!   records leave the journal in one batch.
+//!   records leave the journal in one batch. The requests go in order,
+//!   each once the server took the one before; it is sent before the
+//!   answers to that one are applied here (all of the round's ops were
+//!   planned before its first commit, so applying changes none of them).
+//!
+//! A round that did not fill up is followed by a short pause
+//! (`COALESCE`) so that changes made close together share the next
+//! round; after a full one the next starts at once.
 //!
 //! # Failures
 //! Every failure has a class ([`crate::remote::FailureClass`]); none drops
@@ -40,7 +48,7 @@ mod plan;
 mod transfer;
 
 use super::Backoff;
-use crate::protocol::MAX_COMMIT_OPS;
+use crate::protocol::{CommitOp, CommitOutcome, MAX_COMMIT_OPS};
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::meta::Quarantined;
 use crate::vfs::{Connection, Vfs, VfsError};
@@ -50,13 +58,61 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Journal records per round.
+/// Journal records per round while the backlog is small.
 pub const BATCH: usize = 512;
-/// Pause after a round, so that changes made close together share one.
+/// Journal records per round with a larger backlog: fewer rounds (and
+/// fewer metadata flushes) per file, while a round's plan stays a few
+/// megabytes at most (content is streamed, not held).
+pub const MAX_ROUND: usize = 4 * MAX_COMMIT_OPS;
+/// Pause after a round that did not fill up, so that changes made close
+/// together share the next one. A full round goes on at once: the
+/// backlog has already gathered.
 const COALESCE: Duration = Duration::from_millis(30);
 /// Longest sleep with an empty journal (a wake-up also comes with every
 /// journal append).
 const IDLE: Duration = Duration::from_secs(2);
+
+/// Records for the next round with `backlog` records in the journal.
+fn round_limit(backlog: u64) -> usize {
+    if backlog > BATCH as u64 {
+        MAX_ROUND
+    } else {
+        BATCH
+    }
+}
+
+/// The round's ops as commit requests of at most [`MAX_COMMIT_OPS`] each,
+/// in order.
+fn split_requests(mut ops: Vec<CommitOp>) -> Vec<Vec<CommitOp>> {
+    let mut requests = Vec::with_capacity(ops.len().div_ceil(MAX_COMMIT_OPS));
+    while ops.len() > MAX_COMMIT_OPS {
+        let rest = ops.split_off(MAX_COMMIT_OPS);
+        requests.push(std::mem::replace(&mut ops, rest));
+    }
+    if !ops.is_empty() {
+        requests.push(ops);
+    }
+    requests
+}
+
+/// A commit request in flight.
+struct PendingCommit(tokio::task::JoinHandle<Result<Vec<CommitOutcome>, RemoteError>>);
+
+impl std::future::IntoFuture for PendingCommit {
+    type Output = Result<Result<Vec<CommitOutcome>, RemoteError>, RoundError>;
+    type IntoFuture = futures::future::BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match self.0.await {
+                Ok(r) => Ok(r),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down: the records stay.
+                Err(e) => Err(RoundError::from(std::io::Error::other(e.to_string()))),
+            }
+        })
+    }
+}
 
 pub struct Uploader {
     vfs: Arc<Vfs>,
@@ -164,15 +220,24 @@ impl Uploader {
         let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut paused = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            let wait = match self.round(BATCH).await {
-                Ok(true) => {
+            let limit = round_limit(self.vfs.journal_len());
+            let wait = match self.round(limit).await {
+                Ok(n) if n >= limit => {
+                    transient.reset();
+                    paused.reset();
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(n) if n > 0 => {
                     transient.reset();
                     paused.reset();
                     // Let closely spaced changes (an untar, a copy of many
                     // small files) gather into one round.
                     Some(COALESCE)
                 }
-                Ok(false) => {
+                Ok(_) => {
                     transient.reset();
                     paused.reset();
                     self.vfs.notify_settled();
@@ -227,17 +292,20 @@ impl Uploader {
     /// Runs one round; `Ok(false)` when there was nothing it could push.
     /// (Tests drive the uploader with this instead of [`Uploader::run`].)
     pub async fn run_once(&self) -> anyhow::Result<bool> {
-        Ok(self.round(BATCH).await?)
+        let limit = round_limit(self.vfs.journal_len());
+        Ok(self.round(limit).await? > 0)
     }
 
-    /// One round; `Ok(false)` when there was nothing it could push.
-    async fn round(&self, limit: usize) -> Result<bool, RoundError> {
+    /// One round; the number of records it took (0: nothing it could
+    /// push).
+    async fn round(&self, limit: usize) -> Result<usize, RoundError> {
         let records = self.vfs.take_round(limit, |op| {
             plan::deferred(&self.vfs, op) || self.waiting_for_probe(op.ino())
         })?;
         if records.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
+        let taken = records.len();
         let mut plan = plan::build(&self.vfs, records)?;
         self.transfer(&mut plan).await?;
         self.hold_back(&mut plan)?;
@@ -251,13 +319,29 @@ impl Uploader {
 
         let mut done = std::mem::take(&mut plan.settled);
         let mut refused = std::mem::take(&mut plan.blocked);
+        let total = plan.ops.len();
+        let mut requests = split_requests(std::mem::take(&mut plan.ops)).into_iter();
+        let mut in_flight = requests.next().map(|ops| self.send_commit(ops));
         let mut start = 0;
-        while start < plan.ops.len() {
-            let end = (start + MAX_COMMIT_OPS).min(plan.ops.len());
-            match self.remote.commit(plan.ops[start..end].to_vec()).await {
+        while let Some(request) = in_flight.take() {
+            let end = (start + MAX_COMMIT_OPS).min(total);
+            match request.await? {
                 Ok(results) => {
+                    // The server took this request: the next one goes out
+                    // now, in order, while these answers are applied here.
+                    // (Every op of the round was planned before its first
+                    // commit, so applying answers does not change them.)
+                    in_flight = requests.next().map(|ops| self.send_commit(ops));
                     for (outcome, (seq, origin)) in results.iter().zip(&plan.origins[start..end]) {
-                        self.apply_outcome(outcome, origin)?;
+                        if let Err(e) = self.apply_outcome(outcome, origin) {
+                            // Nothing of the round stays in flight once it
+                            // ends: the next round sends these records
+                            // again, after this request.
+                            if let Some(next) = in_flight.take() {
+                                let _ = next.await;
+                            }
+                            return Err(e);
+                        }
                         done.push(*seq);
                     }
                     start = end;
@@ -304,7 +388,7 @@ impl Uploader {
                     self.vfs.finish_round(&done, refused)?;
                     self.clean_up_after_round(&plan.inos);
                     self.vfs.notify_settled();
-                    return Ok(true);
+                    return Ok(taken);
                 }
             }
         }
@@ -312,7 +396,16 @@ impl Uploader {
         self.clean_up_after_round(&plan.inos);
         self.after_held(&plan)?;
         self.vfs.notify_settled();
-        Ok(true)
+        Ok(taken)
+    }
+
+    /// Sends one commit request on its own task, so that it is on its way
+    /// while the answers to the previous one are applied. (If applying
+    /// fails meanwhile, the round waits for this request before it ends;
+    /// its records stay held and are sent again, a fast-forward.)
+    fn send_commit(&self, ops: Vec<CommitOp>) -> PendingCommit {
+        let remote = self.remote.clone();
+        PendingCommit(tokio::spawn(async move { remote.commit(ops).await }))
     }
 
     /// After a round that went through: files whose content was held back

@@ -63,7 +63,7 @@ fn reads_merge_the_log_over_the_store_and_pages_refill() {
     let wal = s.open("boot-1");
     wal.apply((0..10).map(|i| put(&format!("k{i:02}"), "old")).collect())
         .unwrap();
-    wal.flush().unwrap(); // into the inner store
+    wal.writeback().unwrap(); // into the inner store
     wal.apply(vec![
         del("k03"),
         put("k04", "new"),
@@ -202,10 +202,10 @@ fn segments_rotate_and_a_resurrected_old_segment_changes_nothing() {
     let big = "x".repeat(1 << 20);
     for i in 0..40 {
         wal.apply(vec![put(&format!("k{}", i % 3), &big)]).unwrap();
-        wal.flush().unwrap();
+        wal.writeback().unwrap();
     }
     wal.apply(vec![put("k0", "last")]).unwrap();
-    wal.flush().unwrap();
+    wal.writeback().unwrap();
     let segments = std::fs::read_dir(s.dir.path().join("wal")).unwrap().count();
     assert_eq!(segments, 1, "the full segment was deleted");
     drop(wal);
@@ -278,4 +278,21 @@ proptest! {
             durable = model.clone();
         }
     }
+}
+
+#[test]
+fn the_writeback_moves_what_a_flush_made_durable_into_the_store() {
+    let s = Setup::new();
+    let wal = s.open("boot-1");
+    wal.apply(vec![put("k1", "a"), put("k2", "b")]).unwrap();
+    wal.flush().unwrap();
+    wal.apply(vec![del("k2")]).unwrap();
+    // Reads merge whatever has moved so far.
+    assert_eq!(wal.get(b"k1").unwrap(), Some(b"a".to_vec()));
+    assert_eq!(wal.get(b"k2").unwrap(), None);
+    wal.writeback().unwrap();
+    assert_eq!(s.inner.get(b"k1").unwrap(), Some(b"a".to_vec()));
+    // The delete was made durable by the writeback's own sync.
+    assert_eq!(s.inner.get(b"k2").unwrap(), None);
+    assert!(!wal.writeback_due());
 }
