@@ -157,30 +157,44 @@ impl SqliteTxn {
         Ok(())
     }
 
-    /// Fetches the holders of those of `names` not cached yet.
+    /// Fetches the holders of those of `names` not cached yet: per folder,
+    /// one `name IN (...)` over live entries and links, up to [`IN_BATCH`]
+    /// names per statement. (A join against a `VALUES` list was planned
+    /// as a scan of the folder by the bundled SQLite: 200 ms per statement
+    /// in a folder of 20,000 files.)
     async fn fetch_names(&mut self, names: &[(NodeId, &str)]) -> Result<(), MetaError> {
         let mut seen = HashSet::new();
-        let missing: Vec<(NodeId, String)> = names
+        let mut missing: Vec<(NodeId, String)> = names
             .iter()
             .map(|(p, n)| (*p, (*n).to_owned()))
             .filter(|k| !self.names.contains_key(k) && seen.insert(k.clone()))
             .collect();
+        missing.sort();
         for batch in missing.chunks(IN_BATCH) {
-            let mut qb = QueryBuilder::<Sqlite>::new("WITH wanted (parent, name) AS (");
-            qb.push_values(batch, |mut row, (parent, name)| {
-                row.push_bind(parent.as_bytes().to_vec())
-                    .push_bind(name.clone());
-            });
-            qb.push(
-                ") SELECT w.parent, w.name, e.node FROM wanted w JOIN entries e \
-                 ON e.parent = w.parent AND e.name = w.name AND e.live = 1 AND e.account = ",
-            )
-            .push_bind(self.account.0)
-            .push(
-                " UNION ALL SELECT w.parent, w.name, l.node FROM wanted w JOIN links l \
-                 ON l.parent = w.parent AND l.name = w.name AND l.account = ",
-            )
-            .push_bind(self.account.0);
+            let mut qb = QueryBuilder::<Sqlite>::new("");
+            let mut first = true;
+            for group in batch.chunk_by(|a, b| a.0 == b.0) {
+                let parent = group[0].0.as_bytes().to_vec();
+                for (table, live) in [("entries", " AND live = 1"), ("links", "")] {
+                    if !first {
+                        qb.push(" UNION ALL ");
+                    }
+                    first = false;
+                    qb.push(format!(
+                        "SELECT parent, name, node FROM {table} WHERE account = "
+                    ))
+                    .push_bind(self.account.0)
+                    .push(live)
+                    .push(" AND parent = ")
+                    .push_bind(parent.clone())
+                    .push(" AND name IN (");
+                    let mut list = qb.separated(", ");
+                    for (_, name) in group {
+                        list.push_bind(name.clone());
+                    }
+                    list.push_unseparated(")");
+                }
+            }
             let rows = qb.build().fetch_all(&mut *self.tx).await.map_err(backend)?;
             for key in batch {
                 self.names.insert(key.clone(), None);
