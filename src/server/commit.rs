@@ -4,7 +4,9 @@
 //! (names, modes, kinds, chunk lengths): a request with a malformed op
 //! stores nothing. It then applies the ops in order, all in **one**
 //! [`MetaTxn`] (one durable commit per request instead of one per op: a
-//! round of 512 small files costs one fsync, not 512). An op that fails a
+//! round of 512 small files costs one fsync, not 512). Before applying, it
+//! names everything the ops will read ([`MetaTxn::prefetch`]), so an engine
+//! fetches it in a few queries instead of several per op. An op that fails a
 //! check that needs the store (unknown parent, chunks not uploaded, folder
 //! moved into itself, ...) stops the request with that error (its message
 //! starts with `op N:`) and **nothing of the request is applied**; the
