@@ -91,22 +91,13 @@ impl SqliteTxn {
     /// absent ones as absent (and so without versions) and, with
     /// `versions`, the next version number of the files found.
     async fn fetch_nodes(&mut self, ids: &[NodeId], versions: bool) -> Result<(), MetaError> {
-        let mut seen = HashSet::new();
-        let missing: Vec<NodeId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !self.nodes.contains_key(id) && seen.insert(*id))
-            .collect();
+        let missing = uncached(ids.iter().copied(), &self.nodes);
         for batch in missing.chunks(IN_BATCH) {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE n.account = "
             ));
             qb.push_bind(self.account.0).push(" AND n.id IN (");
-            let mut list = qb.separated(", ");
-            for id in batch {
-                list.push_bind(id.as_bytes().to_vec());
-            }
-            list.push_unseparated(")");
+            push_list(&mut qb, batch.iter().map(|id| id.as_bytes().to_vec()));
             let rows = qb.build().fetch_all(&mut *self.tx).await.map_err(backend)?;
             let mut files = Vec::new();
             for row in &rows {
@@ -138,11 +129,8 @@ impl SqliteTxn {
         qb.push("WHERE account = ")
             .push_bind(self.account.0)
             .push(" AND node IN (");
-        let mut list = qb.separated(", ");
-        for id in files {
-            list.push_bind(id.as_bytes().to_vec());
-        }
-        list.push_unseparated(") GROUP BY node");
+        push_list(&mut qb, files.iter().map(|id| id.as_bytes().to_vec()));
+        qb.push(" GROUP BY node");
         let rows = qb.build().fetch_all(&mut *self.tx).await.map_err(backend)?;
         for id in files {
             self.next_version.insert(*id, 1);
@@ -163,12 +151,10 @@ impl SqliteTxn {
     /// as a scan of the folder by the bundled SQLite: 200 ms per statement
     /// in a folder of 20,000 files.)
     async fn fetch_names(&mut self, names: &[(NodeId, &str)]) -> Result<(), MetaError> {
-        let mut seen = HashSet::new();
-        let mut missing: Vec<(NodeId, String)> = names
-            .iter()
-            .map(|(p, n)| (*p, (*n).to_owned()))
-            .filter(|k| !self.names.contains_key(k) && seen.insert(k.clone()))
-            .collect();
+        let mut missing = uncached(
+            names.iter().map(|(p, n)| (*p, (*n).to_owned())),
+            &self.names,
+        );
         missing.sort();
         for batch in missing.chunks(IN_BATCH) {
             let mut qb = QueryBuilder::<Sqlite>::new("");
@@ -214,12 +200,7 @@ impl SqliteTxn {
 
     /// Fetches the ownership of those of `ids` not cached yet.
     async fn fetch_owned(&mut self, ids: &[ChunkId]) -> Result<(), MetaError> {
-        let mut seen = HashSet::new();
-        let missing: Vec<ChunkId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !self.owned.contains_key(id) && seen.insert(*id))
-            .collect();
+        let missing = uncached(ids.iter().copied(), &self.owned);
         if missing.is_empty() {
             return Ok(());
         }
@@ -247,7 +228,7 @@ impl SqliteTxn {
                 QueryBuilder::<Sqlite>::new("UPDATE entries SET live = 0 WHERE account = ");
             qb.push_bind(self.account.0)
                 .push(" AND live = 1 AND node IN (");
-            push_list(&mut qb, batch);
+            push_list(&mut qb, batch.iter().cloned());
             qb.build().execute(&mut *self.tx).await.map_err(backend)?;
         }
         let linked: Vec<Vec<u8>> = dirty
@@ -258,7 +239,7 @@ impl SqliteTxn {
         for batch in linked.chunks(IN_BATCH) {
             let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM links WHERE account = ");
             qb.push_bind(self.account.0).push(" AND node IN (");
-            push_list(&mut qb, batch);
+            push_list(&mut qb, batch.iter().cloned());
             qb.build().execute(&mut *self.tx).await.map_err(backend)?;
         }
         let rows = records
@@ -338,12 +319,22 @@ impl SqliteTxn {
 }
 
 /// Appends `?, ?, ...)` binding each id.
-fn push_list(qb: &mut QueryBuilder<'_, Sqlite>, ids: &[Vec<u8>]) {
+fn push_list(qb: &mut QueryBuilder<'_, Sqlite>, ids: impl IntoIterator<Item = Vec<u8>>) {
     let mut list = qb.separated(", ");
     for id in ids {
-        list.push_bind(id.clone());
+        list.push_bind(id);
     }
     list.push_unseparated(")");
+}
+
+/// Those of `keys` that `cache` does not hold, each once, in order.
+fn uncached<K: Eq + std::hash::Hash + Clone, V>(
+    keys: impl Iterator<Item = K>,
+    cache: &HashMap<K, V>,
+) -> Vec<K> {
+    let mut seen = HashSet::new();
+    keys.filter(|k| !cache.contains_key(k) && seen.insert(k.clone()))
+        .collect()
 }
 
 /// Every live name `node` holds: its first entry (none for the root) and
