@@ -492,7 +492,22 @@ pub(crate) async fn commit_ops(
     };
     let results = commit::commit(st.meta.as_ref(), &ctx, ops).await?;
     st.metrics.record_commit(&results);
+    notify_head(st, auth.account, Some(auth.device)).await;
     Ok(results)
+}
+
+/// Tells the push notifier the account's head after a transaction that
+/// may have appended to its change log committed (skipped when nobody
+/// listens; a failure to read the head is only logged: the devices'
+/// safety-net pulls catch up).
+pub(crate) async fn notify_head(st: &AppState, account: AccountId, device: Option<DeviceId>) {
+    if !st.notifier.wants(account) {
+        return;
+    }
+    match st.meta.last_seq(account).await {
+        Ok(head) => st.notifier.changed(account, head, device),
+        Err(e) => tracing::warn!(error = %e, "cannot read the change-log head to notify devices"),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -587,7 +602,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        st.metrics.render(counts, usage),
+        st.metrics
+            .render(counts, usage, st.push.sockets(), st.push.notifications()),
     )
         .into_response()
 }

@@ -67,49 +67,59 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ServerError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ServerError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ServerError::Unauthorized)?
-            .to_str()
-            .map_err(|_| ServerError::Unauthorized)?;
-        let (scheme, token) = header
-            .trim()
-            .split_once(' ')
-            .ok_or(ServerError::Unauthorized)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ServerError::Unauthorized);
-        }
-        let info = st
-            .meta
-            .token(&hash_token(token.trim()))
-            .await?
-            .ok_or(ServerError::Unauthorized)?;
-        if info.kind != TokenKind::Access {
-            return Err(ServerError::Unauthorized);
-        }
-        if info.device_revoked {
-            return Err(ServerError::DeviceRevoked);
-        }
+        let token = bearer_token(&parts.headers).ok_or(ServerError::Unauthorized)?;
+        let (auth, last_seen) = session_of(st, &hash_token(token)).await?;
         let now = now_ns();
-        if info.expires_ns <= now {
-            return Err(ServerError::TokenExpired);
-        }
         let every = i64::try_from(LAST_SEEN_EVERY.as_nanos()).unwrap_or(i64::MAX);
-        if info
-            .device_last_seen_ns
-            .is_none_or(|seen| now.saturating_sub(seen) >= every)
-        {
+        if last_seen.is_none_or(|seen| now.saturating_sub(seen) >= every) {
             // Bookkeeping only: a busy database must not fail the request.
-            if let Err(e) = st.meta.touch_device(info.device, None, now).await {
+            if let Err(e) = st.meta.touch_device(auth.device, None, now).await {
                 tracing::warn!(error = %e, "cannot record the device's last-seen time");
             }
         }
-        Ok(Auth {
+        Ok(auth)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if that is
+/// what the request carries.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The caller an access token (by its hash) stands for, and the device's
+/// last-seen time, if the token is a live access token of a device that
+/// is not revoked: what every request checks, and what a long-lived push
+/// socket checks again (`push::socket`).
+pub async fn session_of(
+    st: &AppState,
+    token_hash: &TokenHash,
+) -> Result<(Auth, Option<i64>), ServerError> {
+    let info = st
+        .meta
+        .token(token_hash)
+        .await?
+        .ok_or(ServerError::Unauthorized)?;
+    if info.kind != TokenKind::Access {
+        return Err(ServerError::Unauthorized);
+    }
+    if info.device_revoked {
+        return Err(ServerError::DeviceRevoked);
+    }
+    if info.expires_ns <= now_ns() {
+        return Err(ServerError::TokenExpired);
+    }
+    Ok((
+        Auth {
             account: info.account,
             device: info.device,
-        })
-    }
+        },
+        info.device_last_seen_ns,
+    ))
 }
 
 pub fn hash_token(token: &str) -> TokenHash {

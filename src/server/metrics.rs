@@ -118,7 +118,15 @@ impl Metrics {
         *self.usage_cache.lock() = Some((Instant::now(), u));
     }
 
-    pub fn render(&self, counts: Option<MetaCounts>, usage: Option<ChunkStoreUsage>) -> String {
+    /// The text exposition; `push_sockets` and `push_notifications` come
+    /// from the push hub (`server::push`).
+    pub fn render(
+        &self,
+        counts: Option<MetaCounts>,
+        usage: Option<ChunkStoreUsage>,
+        push_sockets: u64,
+        push_notifications: u64,
+    ) -> String {
         let mut text = String::new();
         let family = |text: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -199,11 +207,27 @@ impl Metrics {
             let _ = writeln!(text, "{n}{{outcome=\"{outcome}\"}} {count}");
         }
 
-        let mut gauges = vec![(
-            "nimbus_uptime_seconds",
-            "Seconds since the server started.",
-            self.started.elapsed().as_secs(),
-        )];
+        let n = "nimbus_push_notifications_total";
+        family(
+            &mut text,
+            n,
+            "counter",
+            "Change notifications sent on push sockets.",
+        );
+        let _ = writeln!(text, "{n} {push_notifications}");
+
+        let mut gauges = vec![
+            (
+                "nimbus_uptime_seconds",
+                "Seconds since the server started.",
+                self.started.elapsed().as_secs(),
+            ),
+            (
+                "nimbus_push_connections",
+                "Push sockets (GET /api/v1/sync/ws) open now.",
+                push_sockets,
+            ),
+        ];
         if let Some(c) = counts {
             gauges.push(("nimbus_accounts", "Accounts.", c.accounts));
             gauges.push(("nimbus_devices", "Registered devices.", c.devices));
@@ -255,7 +279,11 @@ mod tests {
                 chunks: 5,
                 stored_bytes: 6,
             }),
+            7,
+            8,
         );
+        assert!(t.contains("nimbus_push_connections 7"), "{t}");
+        assert!(t.contains("nimbus_push_notifications_total 8"), "{t}");
         assert!(t.contains(
             "nimbus_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"
         ));

@@ -25,6 +25,7 @@
 //! | `POST /api/v1/chunks/batch` | `ChunkBatchRequest` → frames of id, length and plain bytes per chunk (`protocol::chunk_batch`) | 404 `not_found` unless this account uploaded every chunk, 413 `batch_too_large` over [`MAX_BATCH_CHUNKS`](crate::protocol::MAX_BATCH_CHUNKS) ids or [`MAX_BATCH_BYTES`](crate::protocol::MAX_BATCH_BYTES) |
 //! | `POST /api/v1/sync/commit` | `CommitRequest` → `CommitResponse` | see below |
 //! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` (limit default 1000, capped at `MAX_PULL_LIMIT`) | 400 bad query, 409 `cursor_ahead` (cursor past the log: the server was reset; pull from 0) |
+//! | `GET /api/v1/sync/ws` | WebSocket upgrade → text messages `{"type":"changed","cursor":N,"device":ID}`: the account's head at once, then whenever its change log advances (never data); pings every 10 s (see [`push`]) | 401 before the upgrade (as every route); 400 not an upgrade; close 4401 with the error code when the session ends |
 //! | `GET /api/v1/files/content?path=/a/b` | → file bytes; `Range: bytes=a-b` → 206 | 400 `invalid_path`/`not_a_file`, 404, 416 |
 //!
 //! Every `/api/v1` route except login and refresh takes
@@ -129,6 +130,7 @@ pub mod commit;
 pub mod error;
 pub mod meta_store;
 pub mod metrics;
+pub mod push;
 
 pub(crate) mod api;
 mod content;
@@ -211,6 +213,13 @@ pub struct AppInner {
     pub metrics: metrics::Metrics,
     /// Bounds concurrent password hashing.
     pub hash_permits: Semaphore,
+    /// The push sockets' fan-out (see [`push`]).
+    pub push: Arc<push::ChangeHub>,
+    /// Where change-log advances and session changes are reported: the
+    /// in-process hub (a multi-instance notifier would feed it too).
+    pub notifier: Arc<dyn push::ChangeNotifier>,
+    /// Cancelled when the server stops: push sockets close.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::ops::Deref for AppState {
@@ -222,11 +231,15 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(meta: Arc<dyn MetaStore>, chunks: Arc<dyn ChunkStore>) -> Self {
+        let hub = push::ChangeHub::new();
         AppState(Arc::new(AppInner {
             meta,
             chunks,
             metrics: metrics::Metrics::default(),
             hash_permits: Semaphore::new(auth::MAX_CONCURRENT_HASHES),
+            notifier: hub.clone(),
+            push: hub,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }))
     }
 }
@@ -264,6 +277,7 @@ pub fn router(state: AppState) -> Router {
             post(api::commit).layer(DefaultBodyLimit::max(COMMIT_BODY_LIMIT)),
         )
         .route("/api/v1/sync/pull", get(api::pull))
+        .route(crate::protocol::PUSH_PATH, get(push::socket::sync_ws))
         .route("/api/v1/account/space", get(api::space))
         .route("/api/v1/files/content", get(content::file_content))
         .fallback(api::not_found)
@@ -366,6 +380,9 @@ impl RunningServer {
             ..
         } = self;
         housekeeping.abort();
+        // Push sockets are upgraded connections the graceful shutdown
+        // does not wait for: close them, so clients notice at once.
+        state.shutdown.cancel();
         let _ = stop.send(());
         let result = match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
             Ok(joined) => joined

@@ -51,6 +51,25 @@ fn batch_paths() -> Value {
     })
 }
 
+/// `GET /api/v1/sync/ws`, the push channel (`server::push`).
+fn push_paths() -> Value {
+    json!({
+            "/api/v1/sync/ws": {"get": {"summary": "Push channel: a WebSocket that tells when the account's change log advances",
+                "description": "Upgrade to a WebSocket (authenticated like every route: the bearer token goes in the upgrade request). \
+                    The server sends text messages of JSON, {\"type\": \"changed\", \"cursor\": N, \"device\": ID}: the account's \
+                    change-log head at once on connect, then whenever it advances (never the changes themselves: pull them with \
+                    GET /api/v1/sync/pull from your cursor; bursts coalesce to the newest cursor; device, when present, is the \
+                    device whose commit moved it). Unknown message types are to be ignored. The server pings every 10 s and \
+                    closes a socket silent for 30 s; when the session ends (token expired, device revoked) it closes with code \
+                    4401 and the error code as reason: refresh the token and connect again.",
+                "parameters": [
+                    {"name": "Connection", "in": "header", "required": true, "schema": {"type": "string", "example": "Upgrade"}},
+                    {"name": "Upgrade", "in": "header", "required": true, "schema": {"type": "string", "example": "websocket"}}],
+                "responses": {"101": {"description": "switching to the WebSocket protocol"},
+                    "400": error("bad_request: not a WebSocket upgrade"), "401": error("unauthorized / token_expired / device_revoked")}}}
+    })
+}
+
 fn session_schemas() -> Value {
     json!({
                 "ChunkBatchRequest": {"type": "object", "required": ["ids"],
@@ -76,6 +95,7 @@ pub fn document() -> Value {
     for (section, extra) in [
         ("paths", session_paths()),
         ("paths", batch_paths()),
+        ("paths", push_paths()),
         ("schemas", session_schemas()),
     ] {
         let target = if section == "paths" {
@@ -251,6 +271,7 @@ mod tests {
             "/api/v1/chunks/batch",
             "/api/v1/sync/commit",
             "/api/v1/sync/pull",
+            "/api/v1/sync/ws",
             "/api/v1/account/space",
             "/api/v1/files/content",
         ] {

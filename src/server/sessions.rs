@@ -96,6 +96,7 @@ pub async fn refresh(
                 Some(same) => same,
                 None => {
                     let n = st.meta.delete_device_tokens(info.device).await?;
+                    st.notifier.sessions_changed(info.account);
                     st.metrics.refresh_reuse.inc();
                     tracing::warn!(
                         device = %info.device,
@@ -159,6 +160,7 @@ async fn retry_answer(
 pub async fn logout(auth: Auth, State(st): State<AppState>) -> Result<StatusCode, ServerError> {
     st.meta.revoke_device(auth.account, auth.device).await?;
     st.meta.delete_device_tokens(auth.device).await?;
+    st.notifier.sessions_changed(auth.account);
     tracing::info!(device = %auth.device, "logout");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -203,6 +205,7 @@ pub async fn revoke_device(
             "no device {id} in this account"
         )));
     }
+    st.notifier.sessions_changed(auth.account);
     tracing::info!(device = %id, by = %auth.device, "device revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -254,6 +257,7 @@ pub async fn change_password(
     st.meta
         .delete_other_devices_tokens(auth.account, auth.device)
         .await?;
+    st.notifier.sessions_changed(auth.account);
     tracing::info!(user = %account.name, signed_out = others, "password changed");
     Ok(Json(PasswordChanged {
         signed_out_devices: others as u64,

@@ -1,0 +1,157 @@
+//! `GET /api/v1/sync/ws`: one device's push socket.
+//!
+//! - **Auth**: the upgrade request is authenticated like every other
+//!   request ([`Auth`]: bearer access token; 401 before any upgrade). The
+//!   token's hash is kept, and the session is checked again on every
+//!   notification, on every session change of the account and at every
+//!   heartbeat: once the token expired or the device was revoked or signed
+//!   out, the socket is closed with code
+//!   [`PUSH_CLOSE_UNAUTHORIZED`] and the error code as reason (the client
+//!   refreshes its token and connects again).
+//! - **Messages**: at once on connect, the account's current cursor (so a
+//!   reconnecting device notices what it missed), then one
+//!   [`PushMessage::Changed`] whenever the log advances (bursts coalesce
+//!   to the newest cursor). Nothing else is sent but pings; anything the
+//!   client sends other than pings, pongs and close is ignored.
+//! - **Heartbeats**: a ping every [`PING_EVERY`]; a socket from which
+//!   nothing (pong, ping, message) arrived for [`SILENCE_LIMIT`] is closed.
+//! - **Shutdown**: sockets close (code 1001) when the server stops, so
+//!   clients reconnect to its successor instead of hanging on.
+
+use super::super::auth::{bearer_token, hash_token, session_of, Auth};
+use super::super::meta_store::TokenHash;
+use super::super::{AppState, ServerError};
+use super::Subscription;
+use crate::protocol::{PushMessage, PUSH_CLOSE_UNAUTHORIZED};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the server pings each socket.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// A socket silent this long is closed.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// Close code when the server stops ("going away").
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// The route's handler: authenticates, then upgrades.
+pub async fn sync_ws(
+    auth: Auth,
+    headers: HeaderMap,
+    State(st): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ServerError> {
+    let ws = ws.map_err(|e| {
+        ServerError::BadRequest(format!("this route takes a WebSocket upgrade: {e}"))
+    })?;
+    let token_hash = hash_token(bearer_token(&headers).ok_or(ServerError::Unauthorized)?);
+    // Head first, then subscribe: a commit between the two is published
+    // to the subscription (a newer head replaces this one).
+    let head = st.meta.last_seq(auth.account).await?;
+    let sub = st.push.subscribe(auth.account, head);
+    Ok(ws
+        .on_upgrade(move |socket| serve(socket, st, auth, token_hash, sub))
+        .into_response())
+}
+
+/// Why a socket ends.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The peer went away or the transport broke: nothing to send.
+    Gone,
+}
+
+async fn serve(socket: WebSocket, st: AppState, auth: Auth, token: TokenHash, mut sub: Subscription) {
+    let _open = st.push.socket_opened();
+    tracing::debug!(device = %auth.device, "push socket open");
+    let (mut tx, mut rx) = socket.split();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut heard = Instant::now();
+    let mut sent: Option<u64> = None;
+    // The head at subscription counts as news: sent at once.
+    let mut pending = true;
+    let end = loop {
+        if pending {
+            pending = false;
+            if let Err(code) = check(&st, &token).await {
+                break End::Close(PUSH_CLOSE_UNAUTHORIZED, code);
+            }
+            let head = *sub.receiver().borrow_and_update();
+            if sent != Some(head.cursor) {
+                let msg = PushMessage::Changed {
+                    cursor: head.cursor,
+                    device: head.device,
+                };
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a push message");
+                        break End::Close(1011, "internal error");
+                    }
+                };
+                if tx.send(Message::Text(text.into())).await.is_err() {
+                    break End::Gone;
+                }
+                st.push.note_notification();
+                sent = Some(head.cursor);
+            }
+        }
+        tokio::select! {
+            _ = st.shutdown.cancelled() => break End::Close(CLOSE_GOING_AWAY, "server stopping"),
+            changed = sub.receiver().changed() => match changed {
+                Ok(()) => pending = true,
+                // The hub dropped the channel: only at shutdown.
+                Err(_) => break End::Close(CLOSE_GOING_AWAY, "server stopping"),
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= SILENCE_LIMIT {
+                    tracing::info!(device = %auth.device, "push socket silent too long; closing");
+                    break End::Close(1001, "no answer to pings");
+                }
+                if let Err(code) = check(&st, &token).await {
+                    break End::Close(PUSH_CLOSE_UNAUTHORIZED, code);
+                }
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break End::Gone;
+                }
+            }
+            msg = rx.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Gone,
+                Some(Ok(Message::Text(t))) => {
+                    heard = Instant::now();
+                    tracing::debug!(device = %auth.device, len = t.len(), "ignoring a client message");
+                }
+                Some(Ok(_)) => heard = Instant::now(),
+            },
+        }
+    };
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), tx.send(Message::Close(Some(frame))))
+            .await;
+    }
+    tracing::debug!(device = %auth.device, "push socket closed");
+}
+
+/// The session behind the socket is still valid; else the error code to
+/// close with. A store error keeps the socket (the next check retries).
+async fn check(st: &AppState, token: &TokenHash) -> Result<(), &'static str> {
+    match session_of(st, token).await {
+        Ok(_) => Ok(()),
+        Err(
+            e @ (ServerError::Unauthorized | ServerError::TokenExpired | ServerError::DeviceRevoked),
+        ) => Err(e.status_and_code().1),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a push socket's session");
+            Ok(())
+        }
+    }
+}
