@@ -39,12 +39,16 @@
 //! - Lock order: `refreshing` (async, held across the refresh request and
 //!   the token source's file I/O; it owns the refresh token), then
 //!   `access_token` (sync, never held across an await).
+//! - Push (`GET /api/v1/sync/ws`, [`Remote::subscribe`]): a listener task
+//!   over tokio-tungstenite with the same TLS trust and token refresh
+//!   (`http::push`, `remote::push`).
 //! - Requests over the server's per-request caps (`MAX_MISSING_QUERY` ids,
 //!   `MAX_COMMIT_OPS` ops) are split into several requests, in order; the
 //!   `op` of an error counts ops across them (as the caller numbered them).
 //!   Batches before a failing one stay applied (replaying them is
 //!   harmless: a device's own commit is never a conflict).
 
+use super::push::{spawn_listener, PushSubscription};
 use super::{Remote, RemoteError};
 use crate::protocol::{
     batch_body_len, decode_batch, distinct_ids, ChunkBatchRequest, MAX_BATCH_BYTES,
@@ -67,6 +71,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod account;
+mod push;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -360,6 +365,8 @@ pub struct HttpRemote {
     /// refresh token, which only a refresh reads or replaces.
     refreshing: tokio::sync::Mutex<String>,
     token_source: Option<Arc<dyn TokenSource>>,
+    /// The TLS trust, kept for the push socket (`http::push`).
+    tls: ClientTls,
 }
 
 impl HttpRemote {
@@ -379,6 +386,7 @@ impl HttpRemote {
             device_id: tokens.device_id,
             refreshing: tokio::sync::Mutex::new(tokens.refresh_token),
             token_source: None,
+            tls: tls.clone(),
         }
     }
 
@@ -702,6 +710,10 @@ impl Remote for HttpRemote {
         let url = self.url("account/space");
         let resp = self.send(|c| c.get(&url)).await?;
         json_of(resp).await
+    }
+
+    fn subscribe(self: Arc<Self>) -> Option<PushSubscription> {
+        Some(spawn_listener(push::HttpDial::new(self)))
     }
 }
 

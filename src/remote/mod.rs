@@ -9,11 +9,15 @@
 //! conflict rules. Every implementation passes one conformance suite
 //! ([`suite`], run by `remote_conformance_suite!`), so they answer the
 //! same requests with the same values and errors.
+//!
+//! Push is an optional capability ([`Remote::subscribe`], [`push`]): a
+//! remote without it leaves the follower polling.
 
 pub mod faulty;
 pub mod http;
 pub mod in_process;
 pub mod memory;
+pub mod push;
 #[doc(hidden)]
 pub mod suite;
 
@@ -205,6 +209,13 @@ pub trait Remote: Send + Sync + 'static {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError>;
     /// The account's usage and the room left (`GET account/space`).
     async fn space(&self) -> Result<SpaceReport, RemoteError>;
+    /// Starts listening for the server's change notifications, if this
+    /// remote can (`GET sync/ws` for [`http::HttpRemote`]); `None` (the
+    /// default) means the follower polls. Must be called inside a tokio
+    /// runtime; the listener stops when the subscription is dropped.
+    fn subscribe(self: std::sync::Arc<Self>) -> Option<push::PushSubscription> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,157 @@
+//! The push listener against a real server: notifications, reconnect
+//! after a server restart, 401 without a token, no leak across accounts,
+//! a revoked device's socket closed. Every wait polls with a deadline.
+
+use super::super::{login, HttpRemote, Tokens};
+use crate::protocol::PUSH_PATH;
+use crate::remote::push::{PushState, PushSubscription};
+use crate::remote::suite::dir_op;
+use crate::remote::{Remote, RemoteError};
+use crate::server::{self, RunningServer, ServerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Waits until the listener's state satisfies `ok`, returning it.
+async fn until(sub: &mut PushSubscription, what: &str, ok: impl Fn(&PushState) -> bool) -> PushState {
+    let wait = async {
+        loop {
+            let s = sub.state.borrow_and_update().clone();
+            if ok(&s) {
+                return s;
+            }
+            if sub.state.changed().await.is_err() {
+                panic!("the listener stopped while waiting for {what}");
+            }
+        }
+    };
+    match tokio::time::timeout(LIMIT, wait).await {
+        Ok(s) => s,
+        Err(_) => panic!("timed out waiting for {what}: {:?}", sub.state.borrow()),
+    }
+}
+
+async fn remote(url: &str, user: &str, device: &str) -> Arc<HttpRemote> {
+    let tokens: Tokens = login(url, user, "pw", device).await.unwrap().into();
+    Arc::new(HttpRemote::new(url, tokens))
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cfg: ServerConfig,
+    server: Option<RunningServer>,
+    url: String,
+}
+
+async fn fixture(users: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig::loopback(dir.path().join("data"));
+    for u in users {
+        server::add_user(&cfg, u, "pw").await.unwrap();
+    }
+    let running = server::start(cfg.clone()).await.unwrap();
+    let url = format!("http://{}", running.local_addr());
+    let mut cfg = cfg;
+    cfg.listen = running.local_addr();
+    Fixture {
+        _dir: dir,
+        cfg,
+        server: Some(running),
+        url,
+    }
+}
+
+/// Retries `commit` until the server takes it (it may be restarting).
+async fn commit_dir(r: &HttpRemote, name: &str) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match r.commit(vec![dir_op(name)]).await {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() < deadline && e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("commit {name}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn notifications_arrive_and_a_server_restart_is_survived() {
+    let mut fx = fixture(&["alice"]).await;
+    let a = remote(&fx.url, "alice", "laptop").await;
+    let b = remote(&fx.url, "alice", "desk").await;
+    let mut sub = b.clone().subscribe().expect("HTTP remotes push");
+    let first = until(&mut sub, "connected", |s| s.connected && s.connects == 1).await;
+    assert_eq!(first.server_cursor, 0, "the head is announced at once");
+
+    commit_dir(&a, "one").await;
+    let s = until(&mut sub, "A's commit announced", |s| s.server_cursor >= 1).await;
+    assert_eq!(s.last_device, Some(a.device_id()));
+
+    // The server stops: the socket closes (not left hanging), and the
+    // listener reconnects to its successor on the same port.
+    fx.server.take().unwrap().shutdown().await.unwrap();
+    until(&mut sub, "disconnected", |s| !s.connected).await;
+    fx.server = Some(server::start(fx.cfg.clone()).await.unwrap());
+    commit_dir(&a, "two").await;
+    let s = until(&mut sub, "reconnected with the new head", |s| {
+        s.connected && s.connects >= 2 && s.server_cursor >= 2
+    })
+    .await;
+    assert!(s.last_notification.is_some());
+    drop(sub);
+    fx.server.take().unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_token_is_401_and_accounts_do_not_hear_each_other() {
+    let fx = fixture(&["alice", "bob"]).await;
+    let ws = fx.url.replace("http://", "ws://") + PUSH_PATH;
+    match tokio_tungstenite::connect_async(&ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        Err(e) => panic!("expected 401, got {e}"),
+        Ok(_) => panic!("an unauthenticated upgrade was accepted"),
+    }
+    let a = remote(&fx.url, "alice", "laptop").await;
+    let a2 = remote(&fx.url, "alice", "desk").await;
+    let bob = remote(&fx.url, "bob", "phone").await;
+    let mut alice_sub = a2.clone().subscribe().unwrap();
+    let mut bob_sub = bob.clone().subscribe().unwrap();
+    until(&mut alice_sub, "alice connected", |s| s.connected).await;
+    let before = until(&mut bob_sub, "bob connected", |s| s.connected).await;
+    for i in 0..5 {
+        commit_dir(&a, &format!("d{i}")).await;
+    }
+    until(&mut alice_sub, "alice hears her commits", |s| s.server_cursor >= 5).await;
+    // Bob's own commit reaches him: his socket works, and his head is
+    // his own account's (1), never alice's.
+    commit_dir(&bob, "mine").await;
+    let s = until(&mut bob_sub, "bob hears his commit", |s| s.server_cursor >= 1).await;
+    assert_eq!(s.server_cursor, 1, "bob got alice's head: {s:?}");
+    assert_eq!(before.server_cursor, 0);
+    fx.server.unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_device_loses_its_socket() {
+    let fx = fixture(&["alice"]).await;
+    let a = remote(&fx.url, "alice", "laptop").await;
+    let b = remote(&fx.url, "alice", "desk").await;
+    let mut sub = b.clone().subscribe().unwrap();
+    until(&mut sub, "connected", |s| s.connected).await;
+    a.revoke_device(b.device_id()).await.unwrap();
+    let s = until(&mut sub, "closed and refused", |s| {
+        !s.connected && s.last_error.is_some() && s.connects == 1
+    })
+    .await;
+    assert!(!s.connected);
+    // And it stays out: the refresh is refused too.
+    assert!(matches!(
+        b.pull(0, 1).await,
+        Err(RemoteError::Unauthorized(_))
+    ));
+    fx.server.unwrap().shutdown().await.unwrap();
+}
