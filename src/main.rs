@@ -247,6 +247,10 @@ struct SyncArgs {
     /// A path inside a mount [default: the root of the mount of the current
     /// directory, or of the only mount].
     path: Option<PathBuf>,
+    /// Also wait until this device has applied every change the server
+    /// had when the command started (what other devices uploaded).
+    #[arg(long)]
+    pull: bool,
     /// Give up after this long (e.g. 60s, 5m, 1h 30m); then list what is
     /// still pending and exit 1.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -311,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sync(a) => {
             cli::init_logging("warn");
-            cli::status::sync_wait(a.path.as_deref(), a.timeout)
+            cli::status::sync_wait(a.path.as_deref(), a.pull, a.timeout)
         }
         Command::Devices(a) => {
             cli::init_logging("warn");

@@ -4,7 +4,7 @@
 use super::mountinfo::{nimbus_mount_containing, nimbus_mounts, read_mounts};
 use super::progress::Progress;
 use super::size::format_bytes;
-use super::xattr::{self, MountStatus, Pending, PENDING_XATTR, STATUS_XATTR};
+use super::xattr::{self, MountStatus, Pending, PENDING_XATTR, PULL_XATTR, STATUS_XATTR};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -131,6 +131,7 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
     };
     line(&mut out, "server:", format!("{} ({conn})", s.server));
     line(&mut out, "device:", s.device.clone());
+    line(&mut out, "push:", render_push(s.push.as_ref()));
     line(
         &mut out,
         "pending:",
@@ -178,6 +179,32 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
     out
 }
 
+/// The push channel, on one line.
+fn render_push(p: Option<&xattr::PushInfo>) -> String {
+    let Some(p) = p else {
+        return "off (polling the server every second)".into();
+    };
+    let last = match p.last_notification_age_ms {
+        Some(ms) => format!("last notification {} ago", format_age(ms)),
+        None => "no notification yet".into(),
+    };
+    match (p.connected, &p.error) {
+        (true, _) => format!("connected ({last})"),
+        (false, Some(e)) => format!("disconnected: {e}; polling every second ({last})"),
+        (false, None) => format!("connecting; polling every second ({last})"),
+    }
+}
+
+/// `ms` as a short age: `850 ms`, `12 s`, `5 min`, `3 h`.
+fn format_age(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=119_999 => format!("{} s", ms / 1000),
+        120_000..=7_199_999 => format!("{} min", ms / 60_000),
+        _ => format!("{} h", ms / 3_600_000),
+    }
+}
+
 /// The human form of what is pending below `target`.
 pub fn render_pending(root: &Path, target: &Path, p: &Pending) -> String {
     let rel = target.strip_prefix(root).unwrap_or(target);
@@ -197,26 +224,74 @@ pub fn render_pending(root: &Path, target: &Path, p: &Pending) -> String {
     out
 }
 
-/// `nimbus sync --wait [PATH] [--timeout D]`: returns when nothing below
-/// PATH is pending; on timeout prints what still is and fails.
-pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
+/// Asks the mount for a pull that starts now (`user.nimbus.pull`) and
+/// returns the number to wait for in the status's `pull_done`.
+fn request_pull(root: &Path) -> Result<u64> {
+    xattr::set(root, PULL_XATTR, b"1").map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::ENOTSUP) => anyhow!(
+            "the mount at {} cannot be asked to pull (is it served by an older nimbus?)",
+            root.display()
+        ),
+        _ => anyhow!(e).context(format!("cannot ask {} to pull", root.display())),
+    })?;
+    let raw = read_attr(root, STATUS_XATTR)?;
+    let status: MountStatus = parse_attr(&raw, root, STATUS_XATTR)?;
+    Ok(status.pull_requested)
+}
+
+/// With `--pull`: true once a pull that started after request `ticket`
+/// is complete; else a note on how far this device is.
+fn pulled(root: &Path, ticket: Option<u64>) -> Result<(bool, Option<String>)> {
+    let Some(ticket) = ticket else {
+        return Ok((true, None));
+    };
+    let raw = read_attr(root, STATUS_XATTR)?;
+    let s: MountStatus = parse_attr(&raw, root, STATUS_XATTR)?;
+    if s.pull_done >= ticket {
+        return Ok((true, None));
+    }
+    let mut note = format!(
+        "changes from the server not applied yet (this device is at cursor {}",
+        s.cursor
+    );
+    if let Some(p) = s.push.as_ref().filter(|p| p.server_cursor > s.cursor) {
+        note.push_str(&format!(", the server announced {}", p.server_cursor));
+    }
+    note.push(')');
+    Ok((false, Some(note)))
+}
+
+/// `nimbus sync --wait [PATH] [--pull] [--timeout D]`: returns when
+/// nothing below PATH is pending and, with `pull`, once this device has
+/// applied every change the server had when the command started (a pull
+/// that started after the command's request reached the end of the
+/// server's log); on timeout prints what is missing and fails.
+pub fn sync_wait(path: Option<&Path>, pull: bool, timeout: Duration) -> Result<()> {
     let (root, target) = locate(path)?;
+    let ticket = if pull {
+        Some(request_pull(&root)?)
+    } else {
+        None
+    };
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::default();
     loop {
         let asked = Instant::now();
         let p = read_pending(&target)?;
+        let (pulled, pull_note) = pulled(&root, ticket)?;
         // The mount sums what is pending at every read (O(pending nodes)):
         // with many pending, reading often would slow the very uploads
         // this waits for. Wait at least ten times as long as the read took.
         let poll = SYNC_POLL.max(asked.elapsed() * 10);
-        if p.count == 0 {
+        if p.count == 0 && pulled {
             progress.finish();
             return Ok(());
         }
-        progress.show(&p, connection_note(&root).as_deref());
+        if p.count > 0 {
+            progress.show(&p, connection_note(&root).as_deref());
+        }
         // Only refused changes left: waiting cannot help.
-        if p.count == p.failed {
+        if p.count > 0 && p.count == p.failed {
             progress.finish();
             let msg = format!(
                 "the server refused {} (see `nimbus status`)",
@@ -230,11 +305,18 @@ pub fn sync_wait(path: Option<&Path>, timeout: Duration) -> Result<()> {
         }
         if Instant::now() >= deadline {
             progress.finish();
-            let mut msg = format!(
-                "still pending: {} ({} bytes)",
-                plural(p.count, "operation", "operations"),
-                p.bytes
-            );
+            let mut msg = if p.count > 0 {
+                format!(
+                    "still pending: {} ({} bytes)",
+                    plural(p.count, "operation", "operations"),
+                    p.bytes
+                )
+            } else {
+                "nothing pending here".to_string()
+            };
+            if let Some(note) = pull_note {
+                msg.push_str(&format!("; {note}"));
+            }
             if let Some(note) = connection_note(&root) {
                 msg.push_str(&format!("; {note}"));
             }
@@ -289,6 +371,16 @@ mod tests {
             }],
             pid: Some(42),
             fuse_requests: 7,
+            cursor: 3,
+            push: Some(xattr::PushInfo {
+                connected: true,
+                server_cursor: 3,
+                last_notification: Some("2026-12-05T10:00:00.000Z".into()),
+                last_notification_age_ms: Some(12_500),
+                error: None,
+            }),
+            pull_requested: 0,
+            pull_done: 0,
         };
         let out = render_status(Path::new("/m"), &s);
         assert!(out.contains("server:     http://h:1 (online)"), "{out}");
@@ -296,6 +388,27 @@ mod tests {
         assert!(out.contains("last sync:  never"), "{out}");
         assert!(out.contains("0 B used of 10 GiB"), "{out}");
         assert!(out.contains("  a/b: bad"), "{out}");
+        assert!(
+            out.contains("push:       connected (last notification 12 s ago)"),
+            "{out}"
+        );
+        let polling = MountStatus {
+            push: None,
+            ..s.clone()
+        };
+        assert!(render_status(Path::new("/m"), &polling).contains("push:       off"));
+        let down = MountStatus {
+            push: Some(xattr::PushInfo {
+                error: Some("connection refused".into()),
+                ..Default::default()
+            }),
+            ..s
+        };
+        let out = render_status(Path::new("/m"), &down);
+        assert!(
+            out.contains("disconnected: connection refused; polling every second (no notification yet)"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -320,7 +433,7 @@ mod tests {
             e.to_string().contains("is not inside a nimbus mount"),
             "{e}"
         );
-        let e = sync_wait(Some(&t.path().join("nope")), Duration::ZERO).unwrap_err();
+        let e = sync_wait(Some(&t.path().join("nope")), false, Duration::ZERO).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }

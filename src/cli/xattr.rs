@@ -11,6 +11,33 @@ use std::path::Path;
 pub const STATUS_XATTR: &str = "user.nimbus.status";
 /// `user.nimbus.pending` on any file or folder of the mount.
 pub const PENDING_XATTR: &str = "user.nimbus.pending";
+/// `user.nimbus.pull` on the mount root (write-only): asks for a pull.
+pub const PULL_XATTR: &str = "user.nimbus.pull";
+
+/// Sets attribute `name` of `path` to `value` (not following a final
+/// symlink).
+pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    // SAFETY: both strings are NUL-terminated; `value` is readable for
+    // its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 /// Reads attribute `name` of `path` (not following a final symlink).
 pub fn get(path: &Path, name: &str) -> io::Result<Vec<u8>> {
@@ -75,6 +102,30 @@ pub struct MountStatus {
     /// mounts older than this field); benchmarks count per-file costs
     /// with it.
     pub fuse_requests: u64,
+    /// The change-log cursor this device has applied up to.
+    pub cursor: u64,
+    /// The push channel; `None` when the mount polls (no push, or a
+    /// mount older than this field).
+    pub push: Option<PushInfo>,
+    /// The last `sync --wait --pull` request number handed out.
+    pub pull_requested: u64,
+    /// The highest request number a complete pull answered.
+    pub pull_done: u64,
+}
+
+/// The push channel in [`MountStatus`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushInfo {
+    pub connected: bool,
+    /// The newest cursor the server announced.
+    pub server_cursor: u64,
+    /// RFC 3339, or `None` before the first notification.
+    pub last_notification: Option<String>,
+    /// Milliseconds since the last notification, when the status was read.
+    pub last_notification_age_ms: Option<u64>,
+    /// Why the last connection attempt failed.
+    pub error: Option<String>,
 }
 
 /// An operation the server refused for good.

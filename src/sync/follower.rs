@@ -1,7 +1,28 @@
 //! The change follower: pulls the account's change log by cursor and
-//! applies it to the metadata cache. Polls every second for now (push
-//! notifications come later); a device that was away resumes from its
-//! saved cursor and misses nothing.
+//! applies it to the metadata cache; a device that was away resumes from
+//! its saved cursor and misses nothing.
+//!
+//! # When it pulls
+//! - With push ([`Remote::subscribe`], the server's `GET /api/v1/sync/ws`):
+//!   when a notification names a cursor ahead of the local one, and on
+//!   every (re)connect of the socket (the server announces its head at
+//!   once, so a device that was disconnected notices what it missed).
+//!   Notifications that arrive during a pull coalesce into one more pull.
+//!   A slow periodic pull ([`SAFETY_PULL`], 30 s) stays as a safety net.
+//! - Without push (a remote that has none, a server without the route, or
+//!   while the socket is down): every [`POLL`] (1 s), as before push, so
+//!   nothing regresses against such servers.
+//! - When `nimbus sync --wait --pull` asks ([`SyncStatus::request_pull`]):
+//!   at once; the request counts as answered when a pull that started
+//!   after it reached the end of the log (`has_more == false`), which
+//!   covers every change the server had when the command started.
+//!
+//! The cursor is the truth: a notification only says "look"; a lost one
+//! costs nothing but latency, and the device's own commits come back as
+//! metadata only (the content is already local: applying a record whose
+//! manifest matches fetches no chunk).
+//!
+//! [`SyncStatus::request_pull`]: crate::vfs::SyncStatus::request_pull
 //!
 //! Records arrive in change-log order with each node's latest state, so a
 //! child can arrive before a parent that was moved later (or in a later
@@ -15,15 +36,19 @@
 
 use super::Backoff;
 use crate::protocol::{NodeId, NodeRecord, MAX_PULL_LIMIT};
+use crate::remote::push::{PushState, PushSubscription};
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::capacity::{SPACE_REFRESH_MAX, SPACE_REFRESH_MIN};
-use crate::vfs::{Connection, Vfs};
+use crate::vfs::{Connection, PushStatus, Vfs};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const POLL: Duration = Duration::from_secs(1);
+/// Poll period without push.
+pub const POLL: Duration = Duration::from_secs(1);
+/// Safety-net pull period while push is connected.
+pub const SAFETY_PULL: Duration = Duration::from_secs(30);
 
 /// When the account's space was last asked for, at which change cursor.
 #[derive(Default)]
@@ -32,25 +57,50 @@ struct SpaceRefresh {
     cursor: u64,
 }
 
+/// Pulls the change log into the metadata cache (see the module docs).
 pub struct Follower {
     vfs: Arc<Vfs>,
     remote: Arc<dyn Remote>,
 }
 
+/// The push listener as the follower follows it.
+struct Push {
+    sub: PushSubscription,
+    /// The listener's `connects` at the last pull it caused.
+    seen_connects: u64,
+}
+
 impl Follower {
+    /// A follower of `remote` for `vfs`.
     pub fn new(vfs: Arc<Vfs>, remote: Arc<dyn Remote>) -> Self {
         Follower { vfs, remote }
     }
 
+    /// Pulls until `stop` fires: on push notifications, pull requests and
+    /// timers (see the module docs).
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut space = SpaceRefresh::default();
+        let mut push = self.remote.clone().subscribe().map(|sub| Push {
+            sub,
+            seen_connects: 0,
+        });
+        if push.is_some() {
+            self.vfs.status().set_push(Some(PushStatus::default()));
+        }
         loop {
-            let delay = match self.pull_all().await {
+            let request = self.vfs.status().pull_requested();
+            let result = self.pull_all().await;
+            let delay = match result {
                 Ok(()) => {
                     backoff.reset();
+                    self.vfs.status().pull_done(request);
                     self.refresh_space(&mut space).await;
-                    POLL
+                    if push.as_ref().is_some_and(|p| p.sub.state.borrow().connected) {
+                        SAFETY_PULL
+                    } else {
+                        POLL
+                    }
                 }
                 Err(e) => {
                     set_connection(&self.vfs, &e);
@@ -58,9 +108,56 @@ impl Follower {
                     backoff.next_delay().max(POLL)
                 }
             };
+            if self.wait(delay, &mut push, &stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the next pull is due: `delay` passed, a pull was
+    /// requested, or push says the server is ahead or reconnected (see
+    /// the module docs). True when `stop` fired.
+    async fn wait(
+        &self,
+        delay: Duration,
+        push: &mut Option<Push>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut deadline = tokio::time::Instant::now() + delay;
+        loop {
+            let state_changed = async {
+                match push.as_mut() {
+                    Some(p) => p.sub.state.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => return true,
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = self.vfs.status().pull_wanted() => return false,
+                alive = state_changed => {
+                    let Some(p) = push.as_mut() else { continue };
+                    if !alive {
+                        // The listener is gone: poll from now on.
+                        tracing::warn!("push listener stopped; polling every {}s", POLL.as_secs());
+                        *push = None;
+                        self.vfs.status().set_push(None);
+                        return false;
+                    }
+                    let state = p.sub.state.borrow_and_update().clone();
+                    self.vfs.status().set_push(Some(push_status(&state)));
+                    if state.connected && state.connects != p.seen_connects {
+                        p.seen_connects = state.connects;
+                        return false;
+                    }
+                    if state.server_cursor > self.vfs.cursor().unwrap_or(0) {
+                        return false;
+                    }
+                    if !state.connected {
+                        // Back to polling while the socket is down.
+                        deadline = deadline.min(tokio::time::Instant::now() + POLL);
+                    }
+                }
             }
         }
     }
@@ -192,6 +289,20 @@ impl Follower {
         self.vfs.save_pull(cursor, &put, &drop).map_err(store_err)?;
         *stored = waiting.keys().copied().collect();
         Ok(())
+    }
+}
+
+/// What the status shows of the listener's state.
+fn push_status(s: &PushState) -> PushStatus {
+    PushStatus {
+        connected: s.connected,
+        last_notification_unix_ms: s.last_notification.and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }),
+        server_cursor: s.server_cursor,
+        last_error: s.last_error.clone(),
     }
 }
 

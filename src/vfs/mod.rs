@@ -88,7 +88,7 @@ pub use api::Answer;
 
 mod status;
 mod sync_api;
-pub use status::{Connection, SyncState, SyncStatus};
+pub use status::{Connection, PushStatus, SyncState, SyncStatus};
 
 mod inodes;
 mod namespace;

@@ -5,6 +5,13 @@
 //! through its methods ([`Vfs::status`]). It also counts the kernel
 //! requests the FUSE adapter serves ([`SyncStatus::note_fuse_request`]),
 //! shown as `fuse_requests` for benchmarks that count per-file costs.
+//!
+//! The change follower reports the push channel here ([`PushStatus`]),
+//! and `nimbus sync --wait --pull` asks it for a pull through
+//! [`SyncStatus::request_pull`] (the `user.nimbus.pull` attribute): the
+//! request gets a number, and once a pull that *started after* the
+//! request reached the end of the server's change log, the follower
+//! publishes that number as done ([`SyncStatus::pulls`]).
 
 use super::*;
 
@@ -53,6 +60,33 @@ pub struct SyncState {
     /// Pulled changes waiting for a folder this device does not have yet
     /// (kept by the change follower, retried on every pull).
     pub waiting_remote: u64,
+    /// The push channel; `None` when the remote has none (the follower
+    /// polls every second).
+    pub push: Option<PushStatus>,
+}
+
+/// The push channel as the user sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushStatus {
+    /// A socket to the server is open.
+    pub connected: bool,
+    /// When the last notification arrived (Unix milliseconds).
+    pub last_notification_unix_ms: Option<i64>,
+    /// The newest change-log cursor the server announced.
+    pub server_cursor: u64,
+    /// Why the last connection attempt or connection failed.
+    pub last_error: Option<String>,
+}
+
+/// Pull requests of `nimbus sync --wait --pull` (see the module docs).
+#[derive(Default)]
+struct PullRequests {
+    /// Numbers handed out so far (the last one).
+    requested: AtomicU64,
+    /// The highest request number a completed pull started after.
+    done: AtomicU64,
+    /// Wakes the follower when a pull is requested.
+    wanted: tokio::sync::Notify,
 }
 
 /// The sync state and upload progress (see the module docs).
@@ -64,6 +98,7 @@ pub struct SyncStatus {
     /// Kernel requests served since the mount started (the adapter counts
     /// them; the core only publishes the number).
     fuse_requests: AtomicU64,
+    pulls: PullRequests,
 }
 
 impl Vfs {
@@ -145,6 +180,46 @@ impl SyncStatus {
     /// Kernel requests served since the mount started.
     pub fn fuse_requests(&self) -> u64 {
         self.fuse_requests.load(Ordering::Relaxed)
+    }
+
+    /// Sets the push channel's state (the follower does, on every change).
+    pub fn set_push(&self, push: Option<PushStatus>) {
+        self.state.lock().push = push;
+    }
+
+    /// Asks the change follower for a pull that starts after this call;
+    /// returns the request's number (see the module docs).
+    pub fn request_pull(&self) -> u64 {
+        let n = self.pulls.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.pulls.wanted.notify_one();
+        n
+    }
+
+    /// The last request number handed out, and the highest one answered
+    /// by a complete pull.
+    pub fn pulls(&self) -> (u64, u64) {
+        (
+            self.pulls.requested.load(Ordering::SeqCst),
+            self.pulls.done.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The last request number handed out (the follower reads it before a
+    /// pull starts, and passes it to [`SyncStatus::pull_done`] after).
+    pub fn pull_requested(&self) -> u64 {
+        self.pulls.requested.load(Ordering::SeqCst)
+    }
+
+    /// A pull that started when `requested` was the last request number
+    /// reached the end of the server's log.
+    pub fn pull_done(&self, requested: u64) {
+        self.pulls.done.fetch_max(requested, Ordering::SeqCst);
+    }
+
+    /// Resolves when a pull is requested (one waiter: the follower; a
+    /// request made while it was not waiting is kept for its next wait).
+    pub async fn pull_wanted(&self) {
+        self.pulls.wanted.notified().await
     }
 
     /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);

@@ -9,6 +9,11 @@
 //!   change, `pending` when it has local changes not yet uploaded, else
 //!   `cached` / `partial` / `placeholder` by how much of its content is
 //!   local (folders: `cached`).
+//! - `user.nimbus.pull` on the root, write-only: setting it (any value)
+//!   asks the change follower for a pull that starts now; the status
+//!   shows the request's number in `pull_requested` and, once such a
+//!   pull reached the end of the server's log, in `pull_done` (what
+//!   `nimbus sync --wait --pull` waits for). Nothing is stored.
 //!
 //!
 //! # Stored attributes
@@ -46,6 +51,7 @@ use crate::protocol::{
 pub const STATUS: &str = "user.nimbus.status";
 pub const PENDING: &str = "user.nimbus.pending";
 pub const STATE: &str = "user.nimbus.state";
+pub const PULL: &str = "user.nimbus.pull";
 
 /// How `setxattr` may treat an existing attribute (`XATTR_CREATE`,
 /// `XATTR_REPLACE`; both: create's check first, as ext4).
@@ -161,6 +167,11 @@ impl Vfs {
         value: &[u8],
         flags: XattrFlags,
     ) -> VfsResult<()> {
+        if name == PULL.as_bytes() && ino == ROOT_INO {
+            // A request, not a value: works on read-only mounts too.
+            self.status.request_pull();
+            return Ok(());
+        }
         let (ns, name) = self.writable_xattr(caller, ino, name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(VfsError::TooLarge("attribute values are at most 64 KiB"));
@@ -291,6 +302,7 @@ impl Vfs {
     pub fn status_json(&self) -> String {
         let pending = self.pending_below(ROOT_INO, 0).unwrap_or_default();
         let st = self.status.snapshot();
+        let pulls = self.status.pulls();
         let last_sync = st.last_sync_unix.map(|s| {
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64),
@@ -321,7 +333,29 @@ impl Vfs {
             "cache_limit": self.chunks.limit(),
             "failed": failed,
             "fuse_requests": self.status.fuse_requests(),
+            "cursor": self.cursor().unwrap_or(0),
+            "push": st.push.as_ref().map(push_json),
+            "pull_requested": pulls.0,
+            "pull_done": pulls.1,
         })
         .to_string()
     }
+}
+
+/// The push channel in the status JSON: connected or not, the server's
+/// announced cursor, and the last notification's time and age.
+fn push_json(p: &super::PushStatus) -> serde_json::Value {
+    let now_ms = super::now_ns() / 1_000_000;
+    serde_json::json!({
+        "connected": p.connected,
+        "server_cursor": p.server_cursor,
+        "last_notification": p.last_notification_unix_ms.map(|ms| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+            )
+            .to_string()
+        }),
+        "last_notification_age_ms": p.last_notification_unix_ms.map(|ms| now_ms.saturating_sub(ms).max(0)),
+        "error": p.last_error,
+    })
 }
