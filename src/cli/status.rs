@@ -406,7 +406,9 @@ mod tests {
         };
         let out = render_status(Path::new("/m"), &down);
         assert!(
-            out.contains("disconnected: connection refused; polling every second (no notification yet)"),
+            out.contains(
+                "disconnected: connection refused; polling every second (no notification yet)"
+            ),
             "{out}"
         );
     }

@@ -153,7 +153,11 @@ async fn run_listener(dial: impl PushDial, tx: watch::Sender<PushState>, stop: C
 
 /// Serves one open socket until it closes, breaks, goes silent or the
 /// listener stops; returns why it ended.
-async fn session(socket: PushSocket, tx: &watch::Sender<PushState>, stop: &CancellationToken) -> String {
+async fn session(
+    socket: PushSocket,
+    tx: &watch::Sender<PushState>,
+    stop: &CancellationToken,
+) -> String {
     tx.send_modify(|s| {
         s.connected = true;
         s.connects += 1;
@@ -216,7 +220,11 @@ fn closed_because(frame: Option<CloseFrame>) -> String {
         Some(f) if f.code == CloseCode::from(PUSH_CLOSE_UNAUTHORIZED) => {
             format!("the server ended the session ({})", f.reason)
         }
-        Some(f) => format!("the server closed the connection ({} {})", u16::from(f.code), f.reason),
+        Some(f) => format!(
+            "the server closed the connection ({} {})",
+            u16::from(f.code),
+            f.reason
+        ),
         None => "the server closed the connection".to_string(),
     }
 }
@@ -228,7 +236,13 @@ mod tests {
     #[test]
     fn messages_not_understood_are_ignored() {
         let (tx, rx) = watch::channel(PushState::default());
-        for bad in ["", "not json", r#"{"type":"later","x":1}"#, r#"{"type":"changed"}"#, r#"{"type":"changed","cursor":-1}"#] {
+        for bad in [
+            "",
+            "not json",
+            r#"{"type":"later","x":1}"#,
+            r#"{"type":"changed"}"#,
+            r#"{"type":"changed","cursor":-1}"#,
+        ] {
             on_text(bad, &tx);
         }
         assert_eq!(*rx.borrow(), PushState::default());

@@ -96,7 +96,10 @@ impl Follower {
                     backoff.reset();
                     self.vfs.status().pull_done(request);
                     self.refresh_space(&mut space).await;
-                    if push.as_ref().is_some_and(|p| p.sub.state.borrow().connected) {
+                    if push
+                        .as_ref()
+                        .is_some_and(|p| p.sub.state.borrow().connected)
+                    {
                         SAFETY_PULL
                     } else {
                         POLL

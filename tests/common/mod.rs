@@ -77,6 +77,56 @@ impl Server {
         }
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same port
+    /// with the same data, waiting until it answers.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.url.rsplit(':').next().unwrap().to_owned();
+        let data = self.data.clone();
+        let health = format!("{}/healthz", self.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(BIN)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+                .arg(&data)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start nimbus serve");
+            // Up until it answers, or until it exits (port not free yet).
+            let up = loop {
+                if reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()) {
+                    break true;
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                self.child = child;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "the server did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The value of metric `name` (no labels) from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
     pub fn add_user(&self, name: &str, password: &str) {
         let mut c = Command::new(BIN)
             .args(["admin", "user", "add", name, "--password-stdin", "--data"])
@@ -213,6 +263,22 @@ impl Device {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
+    }
+
+    /// `nimbus status --json` of this mount, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.nimbus(&["status", "--json", self.mnt.to_str().unwrap()], "");
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// True when the mount's push channel is connected.
+    pub fn push_connected(&self) -> bool {
+        self.status_json()["push"]["connected"] == serde_json::Value::Bool(true)
     }
 
     /// `nimbus sync --wait` on the mount root.

@@ -66,7 +66,13 @@ enum End {
     Gone,
 }
 
-async fn serve(socket: WebSocket, st: AppState, auth: Auth, token: TokenHash, mut sub: Subscription) {
+async fn serve(
+    socket: WebSocket,
+    st: AppState,
+    auth: Auth,
+    token: TokenHash,
+    mut sub: Subscription,
+) {
     let _open = st.push.socket_opened();
     tracing::debug!(device = %auth.device, "push socket open");
     let (mut tx, mut rx) = socket.split();
@@ -147,7 +153,8 @@ async fn check(st: &AppState, token: &TokenHash) -> Result<(), &'static str> {
     match session_of(st, token).await {
         Ok(_) => Ok(()),
         Err(
-            e @ (ServerError::Unauthorized | ServerError::TokenExpired | ServerError::DeviceRevoked),
+            e
+            @ (ServerError::Unauthorized | ServerError::TokenExpired | ServerError::DeviceRevoked),
         ) => Err(e.status_and_code().1),
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a push socket's session");

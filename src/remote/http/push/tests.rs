@@ -14,7 +14,11 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// Waits until the listener's state satisfies `ok`, returning it.
-async fn until(sub: &mut PushSubscription, what: &str, ok: impl Fn(&PushState) -> bool) -> PushState {
+async fn until(
+    sub: &mut PushSubscription,
+    what: &str,
+    ok: impl Fn(&PushState) -> bool,
+) -> PushState {
     let wait = async {
         loop {
             let s = sub.state.borrow_and_update().clone();
@@ -125,11 +129,17 @@ async fn no_token_is_401_and_accounts_do_not_hear_each_other() {
     for i in 0..5 {
         commit_dir(&a, &format!("d{i}")).await;
     }
-    until(&mut alice_sub, "alice hears her commits", |s| s.server_cursor >= 5).await;
+    until(&mut alice_sub, "alice hears her commits", |s| {
+        s.server_cursor >= 5
+    })
+    .await;
     // Bob's own commit reaches him: his socket works, and his head is
     // his own account's (1), never alice's.
     commit_dir(&bob, "mine").await;
-    let s = until(&mut bob_sub, "bob hears his commit", |s| s.server_cursor >= 1).await;
+    let s = until(&mut bob_sub, "bob hears his commit", |s| {
+        s.server_cursor >= 1
+    })
+    .await;
     assert_eq!(s.server_cursor, 1, "bob got alice's head: {s:?}");
     assert_eq!(before.server_cursor, 0);
     fx.server.unwrap().shutdown().await.unwrap();
