@@ -4,7 +4,9 @@
 //!   FastCDC, asks the server which chunks it lacks, uploads only those,
 //!   then commits the nodes' new state with their version vectors.
 //! - [`follower`]: pulls the account's change log from its cursor and
-//!   applies remote changes to the metadata cache.
+//!   applies remote changes to the metadata cache, woken by the server's
+//!   push notifications (`remote::push`), with a slow safety-net pull, or
+//!   polling every second while push is unavailable.
 //!
 //! Both are loops with capped exponential backoff with jitter
 //! ([`Backoff`]) on transient failures (server unreachable, 5xx) and stop
