@@ -119,7 +119,7 @@ sync
 start=$(date +%s.%N)
 cp -r "$T/src/burst" "$A/burst"
 copied=$(date +%s.%N)
-(NIMBUS_CONFIG_DIR=$T/a/config "$NB_BIN" sync --wait "$A" --timeout 600s >/dev/null
+(NIMBUS_CONFIG_DIR=$T/a/config "$NB_BIN" sync --wait "$A" --timeout 600s >/dev/null 2>&1
   echo "$(date +%s.%N)" >"$T/uploaded") &
 UPLOAD_WAIT=$!
 python3 - "$B/burst" "$BURST" "$start" <<'PY'
