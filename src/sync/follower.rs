@@ -327,3 +327,6 @@ fn set_connection(vfs: &Vfs, e: &RemoteError) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -430,7 +430,7 @@ mod power_loss_tests;
 #[cfg(test)]
 mod round_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
