@@ -185,6 +185,10 @@ fn login_and_mount_over_https_with_a_private_ca() {
         .unwrap()
         .contains("BEGIN CERTIFICATE"));
     dev.mount(&[]);
+    // The push socket (wss://) trusts the same private CA.
+    wait_for("push connected over TLS", Duration::from_secs(30), || {
+        dev.push_connected().then_some(())
+    });
     std::fs::write(dev.path("over-tls.txt"), b"sealed in transit").unwrap();
     dev.sync();
     let got = client(&ca.pem())
