@@ -165,3 +165,67 @@ async fn a_revoked_device_loses_its_socket() {
     ));
     fx.server.unwrap().shutdown().await.unwrap();
 }
+
+/// A TCP proxy whose open connections can be cut (the listener stays).
+struct Proxy {
+    url: String,
+    conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn to(upstream: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                held.lock().push(task);
+            }
+        });
+        Proxy { url, conns, accept }
+    }
+
+    /// Cuts every connection open now (no close frame, no FIN from the
+    /// server: the sockets just die).
+    fn cut(&self) {
+        for t in self.conns.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_connection_is_replaced_and_nothing_is_missed() {
+    let fx = fixture(&["alice"]).await;
+    let proxy = Proxy::to(fx.cfg.listen).await;
+    let a = remote(&fx.url, "alice", "laptop").await;
+    let b = remote(&proxy.url, "alice", "desk").await;
+    let mut sub = b.clone().subscribe().unwrap();
+    until(&mut sub, "connected through the proxy", |s| s.connected).await;
+    proxy.cut();
+    // A commits while B's socket is dead: the head announced on the new
+    // connection tells B.
+    commit_dir(&a, "while-cut").await;
+    let s = until(&mut sub, "reconnected with the head", |s| {
+        s.connected && s.connects >= 2 && s.server_cursor >= 1
+    })
+    .await;
+    assert!(s.connects >= 2);
+    drop(sub);
+    drop(proxy);
+    fx.server.unwrap().shutdown().await.unwrap();
+}
