@@ -172,12 +172,15 @@ async fn session(
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
                 break "stopped".to_string();
             }
+            _ = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
+                break format!("nothing heard from the server for {}s", SILENCE_LIMIT.as_secs());
+            }
             _ = ping.tick() => {
-                if heard.elapsed() >= SILENCE_LIMIT {
-                    break format!("nothing heard from the server for {}s", SILENCE_LIMIT.as_secs());
-                }
-                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                    break format!("cannot ping: {e}");
+                let ping = sink.send(Message::Ping(Default::default()));
+                match tokio::time::timeout(CLIENT_PING_EVERY, ping).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break format!("cannot ping: {e}"),
+                    Err(_) => break "a ping could not be sent (connection stuck)".to_string(),
                 }
             }
             msg = stream.next() => {

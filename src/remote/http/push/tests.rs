@@ -171,6 +171,7 @@ struct Proxy {
     url: String,
     conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
+    freeze: Arc<tokio::sync::Notify>,
 }
 
 impl Proxy {
@@ -179,17 +180,35 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let held = conns.clone();
+        let freeze = Arc::new(tokio::sync::Notify::new());
+        let frozen = freeze.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                let frozen = frozen.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                            // Half-open: both sockets stay open, nothing moves.
+                            _ = frozen.notified() => std::future::pending::<()>().await,
+                        }
                     }
                 });
                 held.lock().push(task);
             }
         });
-        Proxy { url, conns, accept }
+        Proxy {
+            url,
+            conns,
+            accept,
+            freeze,
+        }
+    }
+
+    /// Stops moving bytes on every connection open now, keeping them open
+    /// (a half-open connection: only heartbeats can tell).
+    fn freeze(&self) {
+        self.freeze.notify_waiters();
     }
 
     /// Cuts every connection open now (no close frame, no FIN from the
@@ -225,6 +244,41 @@ async fn a_killed_connection_is_replaced_and_nothing_is_missed() {
     })
     .await;
     assert!(s.connects >= 2);
+    drop(sub);
+    drop(proxy);
+    fx.server.unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_half_open_connection_is_noticed_by_heartbeats() {
+    use crate::remote::push::SILENCE_LIMIT;
+    let fx = fixture(&["alice"]).await;
+    let proxy = Proxy::to(fx.cfg.listen).await;
+    let a = remote(&fx.url, "alice", "laptop").await;
+    let b = remote(&proxy.url, "alice", "desk").await;
+    let mut sub = b.clone().subscribe().unwrap();
+    until(&mut sub, "connected through the proxy", |s| s.connected).await;
+    let frozen_at = tokio::time::Instant::now();
+    proxy.freeze();
+    commit_dir(&a, "while-frozen").await;
+    // Nothing closes the frozen socket: only the client's silence limit
+    // ends it, and the new one announces the head.
+    let wait = SILENCE_LIMIT + crate::remote::push::CLIENT_PING_EVERY + LIMIT;
+    let s = tokio::time::timeout(wait, async {
+        loop {
+            let s = sub.state.borrow_and_update().clone();
+            if s.connected && s.connects >= 2 && s.server_cursor >= 1 {
+                return s;
+            }
+            sub.state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the half-open connection was never replaced");
+    assert!(
+        frozen_at.elapsed() >= SILENCE_LIMIT,
+        "ended before the silence limit: {s:?}"
+    );
     drop(sub);
     drop(proxy);
     fx.server.unwrap().shutdown().await.unwrap();
