@@ -114,15 +114,17 @@ async fn serve(
                 // The hub dropped the channel: only at shutdown.
                 Err(_) => break End::Close(CLOSE_GOING_AWAY, "server stopping"),
             },
+            _ = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
+                tracing::info!(device = %auth.device, "push socket silent too long; closing");
+                // A silent peer may not read: do not wait on a close frame.
+                break End::Gone;
+            }
             _ = ping.tick() => {
-                if heard.elapsed() >= SILENCE_LIMIT {
-                    tracing::info!(device = %auth.device, "push socket silent too long; closing");
-                    break End::Close(1001, "no answer to pings");
-                }
                 if let Err(code) = check(&st, &token).await {
                     break End::Close(PUSH_CLOSE_UNAUTHORIZED, code);
                 }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                let ping = tx.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(PING_EVERY, ping).await, Ok(Ok(()))) {
                     break End::Gone;
                 }
             }
