@@ -55,14 +55,7 @@ impl Server {
         let data = dir.path().join("data");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nimbus serve");
+        let child = spawn_serve(&port.to_string(), &data);
         let health = format!("{url}/healthz");
         wait_for("server health", Duration::from_secs(30), || {
             reqwest::blocking::get(&health)
@@ -87,14 +80,7 @@ impl Server {
         let health = format!("{}/healthz", self.url);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut child = Command::new(BIN)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-                .arg(&data)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start nimbus serve");
+            let mut child = spawn_serve(&port, &data);
             // Up until it answers, or until it exits (port not free yet).
             let up = loop {
                 if reqwest::blocking::get(&health).is_ok_and(|r| r.status().is_success()) {
@@ -402,4 +388,17 @@ pub fn allowed(uid: u32, dir: &Path, script: &str) {
         "`{script}` as {uid}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts `nimbus serve` on loopback `port` with data directory `data`
+/// (server stderr passes through to the test's).
+fn spawn_serve(port: &str, data: &Path) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nimbus serve")
 }
