@@ -22,6 +22,7 @@ use crate::protocol::{
     ChunkId, DeviceId, NodeId, NodeKind, NodeMeta, NodeRecord, Timestamp, VersionVector,
 };
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
@@ -53,6 +54,37 @@ impl SqliteMetaStore {
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
         }
+        // Two processes opening one new file at once can meet SQLITE_BUSY
+        // that the busy timeout does not cover: SQLite answers it at once
+        // instead of waiting where waiting could deadlock (both converting
+        // the file to WAL). Its documented remedy is to retry, so the whole
+        // open is retried with backoff for up to ~10 s.
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(30)
+            .with_jitter()
+            .build();
+        loop {
+            let err = match Self::open_once(path).await {
+                Ok(store) => return Ok(store),
+                Err(e) => e,
+            };
+            match (&err.0, backoff.next()) {
+                (MetaError::Busy(_), Some(delay)) => tokio::time::sleep(delay).await,
+                _ => {
+                    return Err(anyhow::Error::new(err.0).context(format!(
+                        "cannot {} metadata database {}",
+                        err.1,
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Self::open`]; the error names the failed step.
+    async fn open_once(path: &Path) -> Result<Self, (MetaError, &'static str)> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -67,15 +99,15 @@ impl SqliteMetaStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await
-            .with_context(|| format!("cannot open metadata database {}", path.display()))?;
+            .map_err(|e| (backend(e), "open"))?;
         let store = SqliteMetaStore {
             pool,
             write_lock: Arc::new(Mutex::new(())),
         };
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("cannot migrate metadata database {}", path.display()))?;
+        if let Err(e) = store.migrate().await {
+            store.pool.close().await;
+            return Err((e, "migrate"));
+        }
         Ok(store)
     }
 
@@ -495,17 +527,31 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
-    /// Two openers of one new file at once (the server and `nimbus admin
-    /// user add`): one migrates, the other finds it done.
-    #[tokio::test]
-    async fn concurrent_opens_of_a_new_file_both_succeed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta.sqlite");
-        let (a, b) = tokio::join!(SqliteMetaStore::open(&path), SqliteMetaStore::open(&path));
-        let (a, b) = (a.unwrap(), b.unwrap());
-        a.create_account("alice", "h", 1).await.unwrap();
-        assert!(b.account_by_name("alice").await.unwrap().is_some());
-        a.close().await;
-        b.close().await;
+    /// Openers of one new file at once (the server and `nimbus admin
+    /// user add`): one migrates, the others find it done. SQLite answers
+    /// some of these races with an immediate SQLITE_BUSY, so several
+    /// rounds of three openers exercise the retry in `open`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn concurrent_opens_of_a_new_file_all_succeed() {
+        for round in 0..8 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("meta.sqlite");
+            let (a, b, c) = tokio::join!(
+                SqliteMetaStore::open(&path),
+                SqliteMetaStore::open(&path),
+                SqliteMetaStore::open(&path)
+            );
+            let (a, b, c) = (
+                a.unwrap_or_else(|e| panic!("round {round}: {e:#}")),
+                b.unwrap_or_else(|e| panic!("round {round}: {e:#}")),
+                c.unwrap_or_else(|e| panic!("round {round}: {e:#}")),
+            );
+            a.create_account("alice", "h", 1).await.unwrap();
+            assert!(b.account_by_name("alice").await.unwrap().is_some());
+            assert!(c.account_by_name("alice").await.unwrap().is_some());
+            a.close().await;
+            b.close().await;
+            c.close().await;
+        }
     }
 }
