@@ -31,6 +31,7 @@ fn server_config(
         metadata: storage.metadata,
         chunks: storage.chunks,
         tls,
+        heartbeat: Default::default(),
     })
 }
 

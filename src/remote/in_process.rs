@@ -146,7 +146,11 @@ impl std::fmt::Debug for InProcessServer {
 async fn open_state(dir: &Path) -> anyhow::Result<AppState> {
     let meta = meta_store::open(None, dir).await?;
     let chunks = chunk_store::open(None, dir)?;
-    Ok(AppState::new(meta, chunks))
+    Ok(AppState::new(
+        meta,
+        chunks,
+        crate::server::push::Heartbeat::default(),
+    ))
 }
 
 /// One device of an [`InProcessServer`], as a [`Remote`].

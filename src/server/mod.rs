@@ -187,6 +187,9 @@ pub struct ServerConfig {
     pub chunks: Option<PathBuf>,
     /// Serve HTTPS with these files; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The push sockets' ping interval and silence limit (tests shorten
+    /// them; `nimbus serve` keeps the defaults).
+    pub heartbeat: push::Heartbeat,
 }
 
 impl ServerConfig {
@@ -199,6 +202,7 @@ impl ServerConfig {
             metadata: None,
             chunks: None,
             tls: None,
+            heartbeat: push::Heartbeat::default(),
         }
     }
 }
@@ -218,6 +222,8 @@ pub struct AppInner {
     /// Where change-log advances and session changes are reported: the
     /// in-process hub (a multi-instance notifier would feed it too).
     pub notifier: Arc<dyn push::ChangeNotifier>,
+    /// The push sockets' heartbeat timing.
+    pub heartbeat: push::Heartbeat,
     /// Cancelled when the server stops: push sockets close.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -230,7 +236,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(meta: Arc<dyn MetaStore>, chunks: Arc<dyn ChunkStore>) -> Self {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        chunks: Arc<dyn ChunkStore>,
+        heartbeat: push::Heartbeat,
+    ) -> Self {
         let hub = push::ChangeHub::new();
         AppState(Arc::new(AppInner {
             meta,
@@ -239,6 +249,7 @@ impl AppState {
             hash_permits: Semaphore::new(auth::MAX_CONCURRENT_HASHES),
             notifier: hub.clone(),
             push: hub,
+            heartbeat,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }))
     }
@@ -435,7 +446,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(meta, chunks);
+    let state = AppState::new(meta, chunks, cfg.heartbeat);
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = match &rustls {

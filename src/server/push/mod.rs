@@ -25,6 +25,8 @@
 
 pub mod socket;
 
+pub use socket::Heartbeat;
+
 use super::meta_store::AccountId;
 use crate::protocol::DeviceId;
 use parking_lot::Mutex;

@@ -13,8 +13,10 @@
 //!   [`PushMessage::Changed`] whenever the log advances (bursts coalesce
 //!   to the newest cursor). Nothing else is sent but pings; anything the
 //!   client sends other than pings, pongs and close is ignored.
-//! - **Heartbeats**: a ping every [`PING_EVERY`]; a socket from which
-//!   nothing (pong, ping, message) arrived for [`SILENCE_LIMIT`] is closed.
+//! - **Heartbeats** ([`Heartbeat`]): a ping every [`PING_EVERY`]; a
+//!   socket from which nothing (pong, ping, message) arrived for
+//!   [`SILENCE_LIMIT`] is dropped without a close frame (a silent peer may
+//!   not read one).
 //! - **Shutdown**: sockets close (code 1001) when the server stops, so
 //!   clients reconnect to its successor instead of hanging on.
 
@@ -35,6 +37,25 @@ use tokio::time::Instant;
 pub const PING_EVERY: Duration = Duration::from_secs(10);
 /// A socket silent this long is closed.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// A push socket's heartbeat timing: the server's
+/// [`crate::server::ServerConfig::heartbeat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// How often the server pings (default [`PING_EVERY`]).
+    pub ping_every: Duration,
+    /// Close a socket silent this long (default [`SILENCE_LIMIT`]).
+    pub silence_limit: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            ping_every: PING_EVERY,
+            silence_limit: SILENCE_LIMIT,
+        }
+    }
+}
+
 /// Close code when the server stops ("going away").
 const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -76,7 +97,11 @@ async fn serve(
     let _open = st.push.socket_opened();
     tracing::debug!(device = %auth.device, "push socket open");
     let (mut tx, mut rx) = socket.split();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let Heartbeat {
+        ping_every,
+        silence_limit,
+    } = st.heartbeat;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut heard = Instant::now();
     let mut sent: Option<u64> = None;
     // The head at subscription counts as news: sent at once.
@@ -114,7 +139,7 @@ async fn serve(
                 // The hub dropped the channel: only at shutdown.
                 Err(_) => break End::Close(CLOSE_GOING_AWAY, "server stopping"),
             },
-            _ = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
+            _ = tokio::time::sleep_until(heard + silence_limit) => {
                 tracing::info!(device = %auth.device, "push socket silent too long; closing");
                 // A silent peer may not read: do not wait on a close frame.
                 break End::Gone;
@@ -124,7 +149,7 @@ async fn serve(
                     break End::Close(PUSH_CLOSE_UNAUTHORIZED, code);
                 }
                 let ping = tx.send(Message::Ping(Default::default()));
-                if !matches!(tokio::time::timeout(PING_EVERY, ping).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(ping_every, ping).await, Ok(Ok(()))) {
                     break End::Gone;
                 }
             }

@@ -283,3 +283,114 @@ async fn a_silent_half_open_connection_is_noticed_by_heartbeats() {
     drop(proxy);
     fx.server.unwrap().shutdown().await.unwrap();
 }
+
+/// `nimbus_push_connections` from the server's `/metrics`.
+async fn open_sockets(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("nimbus_push_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no nimbus_push_connections in /metrics:\n{text}"))
+}
+
+/// A raw socket of `user`'s new device (no listener: the test decides
+/// whether it reads, and so whether it answers pings).
+async fn raw_socket(
+    url: &str,
+    user: &str,
+    device: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tokens = login(url, user, "pw", device).await.unwrap();
+    let mut req = (url.replace("http://", "ws://") + PUSH_PATH)
+        .into_client_request()
+        .unwrap();
+    let bearer = format!("Bearer {}", tokens.access_token).parse().unwrap();
+    req.headers_mut()
+        .insert(reqwest::header::AUTHORIZATION, bearer);
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The server's half of the heartbeat: a peer that never answers pings is
+/// dropped after the silence limit (not before), while a peer that reads,
+/// and so answers every ping, stays connected well past it.
+#[tokio::test]
+async fn the_server_drops_a_silent_socket_and_keeps_a_live_one() {
+    use crate::server::push::Heartbeat;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::loopback(dir.path().join("data"));
+    let silence = Duration::from_millis(1500);
+    cfg.heartbeat = Heartbeat {
+        ping_every: Duration::from_millis(300),
+        silence_limit: silence,
+    };
+    server::add_user(&cfg, "alice", "pw").await.unwrap();
+    let running = server::start(cfg).await.unwrap();
+    let url = format!("http://{}", running.local_addr());
+
+    let mut live = raw_socket(&url, "alice", "desk").await;
+    let silent = raw_socket(&url, "alice", "laptop").await;
+    let opened = tokio::time::Instant::now();
+    // Reading answers pings (tungstenite queues the pong and sends it on
+    // the next read).
+    let reader = tokio::spawn(async move {
+        let mut frames = 0u32;
+        while let Some(Ok(_)) = live.next().await {
+            frames += 1;
+        }
+        frames
+    });
+
+    let deadline = opened + silence + LIMIT;
+    let mut sockets = open_sockets(&url).await;
+    while sockets != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent socket was never dropped ({sockets} open)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sockets = open_sockets(&url).await;
+    }
+    assert!(
+        opened.elapsed() >= silence,
+        "dropped after {:?}, before the silence limit",
+        opened.elapsed()
+    );
+    // The silent side, read now: what was queued (the cursor, pings), then
+    // the end of the connection, without a close frame.
+    let mut silent = silent;
+    let drained = tokio::time::timeout(LIMIT, async {
+        let mut pings = 0;
+        loop {
+            match silent.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                    panic!("a silent peer got a close frame: {f:?}")
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return pings,
+            }
+        }
+    })
+    .await
+    .expect("the dropped socket's stream never ended");
+    assert!(drained >= 1, "the server never pinged the silent peer");
+
+    // The live one outlasts three silence limits. Absence needs a window:
+    // this wait is the thing asserted, not a stand-in for a condition.
+    tokio::time::sleep_until(opened + 3 * silence).await;
+    assert!(!reader.is_finished(), "the live socket was dropped");
+    assert_eq!(open_sockets(&url).await, 1);
+    running.shutdown().await.unwrap();
+    let frames = tokio::time::timeout(LIMIT, reader)
+        .await
+        .expect("the live socket outlived the server")
+        .unwrap();
+    assert!(frames >= 3, "only {frames} frames on the live socket");
+}
