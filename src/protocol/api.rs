@@ -236,6 +236,11 @@ pub struct NodeMeta {
     /// in base64; omitted when there are none. Rules: [`Xattrs`].
     #[serde(default, skip_serializing_if = "Xattrs::is_empty")]
     pub xattrs: Xattrs,
+    /// Set by the server on a conflict copy it made (see
+    /// [`super::ConflictMark`]); a device clears it when the user renames
+    /// or resolves the copy. Omitted on every other node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<super::ConflictMark>,
 }
 
 fn is_epoch(t: &Timestamp) -> bool {
@@ -263,6 +268,7 @@ impl NodeMeta {
             content: None,
             symlink_target: None,
             xattrs: Xattrs::new(),
+            conflict: None,
         }
     }
 
@@ -316,6 +322,13 @@ pub struct CommitOp {
     /// The version vector this device last saw for the node (empty for a
     /// node it created).
     pub base: VersionVector,
+    /// The node's state as this device last saw it on the server, the base
+    /// of the field-by-field merge (see [`super::SeenState`]): the op
+    /// changes the fields in which its state differs from this one, and
+    /// only those. `None` (omitted) for a node this device created and
+    /// has no answer for yet: the op then changes every field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<super::SeenState>,
     pub change: NodeChange,
 }
 
@@ -369,6 +382,13 @@ pub enum CommitOutcome {
     Superseded { node: NodeRecord },
     /// Deleting a node the server never had: nothing to do.
     AlreadyGone,
+    /// The op created a node the server already had in another form: the
+    /// same name in the same folder, the same kind and the same content
+    /// (equal content hash for files, equal target for symlinks, any
+    /// folder). No copy is made: the op's node id becomes an alias of
+    /// `node` (later ops naming either id reach `node`), and the device
+    /// should take `node.node_id` for its node.
+    Merged { node: NodeRecord },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -436,6 +456,7 @@ mod tests {
             rdev: 0x0103,
             content: None,
             symlink_target: None,
+            conflict: None,
             xattrs: [("security.selinux".to_string(), b"u:r\0".to_vec())]
                 .into_iter()
                 .collect(),

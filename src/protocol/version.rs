@@ -27,9 +27,14 @@
 //! - 5: `POST /api/v1/chunks/batch` (see `protocol::chunk_batch`): the
 //!   client's read path fetches the chunks of several small files in one
 //!   request, so it needs a server that has the route.
+//! - 6: field-by-field conflicts (see `protocol::merge`): `CommitOp` carries
+//!   the state the device last saw (`seen`), `NodeMeta` the mark of a
+//!   conflict copy (`conflict`), and a commit may answer `merged`. A
+//!   protocol-5 client would send whole states that undo concurrent
+//!   changes of other fields, and drop the conflict mark.
 
 /// The version of the HTTP/JSON protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The header carrying a protocol version, on requests and on answers.
 pub const PROTOCOL_HEADER: &str = "nimbus-protocol";

@@ -214,6 +214,7 @@ pub fn upsert(
     CommitOp {
         node_id: node,
         base: base.clone(),
+        seen: None,
         change: NodeChange::Upsert {
             parent,
             name: name.to_owned(),
@@ -412,6 +413,7 @@ pub async fn commit_create_rename_delete(fx: &dyn Fixture) {
     let delete = |node, base: &VersionVector| CommitOp {
         node_id: node,
         base: base.clone(),
+        seen: None,
         change: NodeChange::Delete,
     };
     let deleted = r.commit(vec![delete(file, &g.vv)]).await.unwrap();
@@ -635,6 +637,7 @@ pub async fn space_counts_live_files(fx: &dyn Fixture) {
     r.commit(vec![CommitOp {
         node_id: file,
         base: vv,
+        seen: None,
         change: NodeChange::Delete,
     }])
     .await

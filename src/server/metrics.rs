@@ -79,6 +79,7 @@ fn outcome_label(o: &CommitOutcome) -> &'static str {
         CommitOutcome::ConflictCopy { .. } => "conflict_copy",
         CommitOutcome::Superseded { .. } => "superseded",
         CommitOutcome::AlreadyGone => "already_gone",
+        CommitOutcome::Merged { .. } => "merged",
     }
 }
 

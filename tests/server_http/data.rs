@@ -304,6 +304,7 @@ async fn commit_pull_round_trip_and_conflicts() {
         .commit(vec![CommitOp {
             node_id: copy.node_id,
             base: copy_now.vv.clone(),
+            seen: None,
             change: NodeChange::Delete,
         }])
         .await
@@ -322,6 +323,7 @@ async fn commit_pull_round_trip_and_conflicts() {
         .commit(vec![CommitOp {
             node_id: NodeId::random(),
             base: empty.clone(),
+            seen: None,
             change: NodeChange::Delete,
         }])
         .await

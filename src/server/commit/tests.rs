@@ -132,6 +132,7 @@ fn upsert(
     CommitOp {
         node_id: node,
         base: base.clone(),
+        seen: None,
         change: NodeChange::Upsert {
             parent,
             name: name.into(),
@@ -145,6 +146,7 @@ fn delete(node: NodeId, base: &VersionVector) -> CommitOp {
     CommitOp {
         node_id: node,
         base: base.clone(),
+        seen: None,
         change: NodeChange::Delete,
     }
 }

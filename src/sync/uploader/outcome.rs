@@ -56,6 +56,13 @@ impl Uploader {
                 self.vfs.delete_done(id, None)?;
             }
             (CommitOutcome::AlreadyGone, Origin::Node { .. }) => {}
+            // Not yet produced by the server (field-by-field merge, issue 9).
+            (CommitOutcome::Merged { node }, Origin::Node { ino, sent }) => {
+                self.vfs.commit_done(*ino, sent, node)?;
+            }
+            (CommitOutcome::Merged { .. }, Origin::Delete(id)) => {
+                self.vfs.delete_done(id, None)?;
+            }
         }
         Ok(())
     }

@@ -167,6 +167,7 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                 plan.ops.push(CommitOp {
                     node_id,
                     base,
+                    seen: None,
                     change: NodeChange::Delete,
                 });
                 plan.origins.push((seq, Origin::Delete(node_id)));
@@ -195,6 +196,7 @@ fn upsert_op(
     Ok(CommitOp {
         node_id: inode.node_id,
         base: inode.vv.clone(),
+        seen: None,
         change: NodeChange::Upsert {
             parent,
             name: name.to_string(),
@@ -218,6 +220,7 @@ fn upsert_op(
                 content,
                 symlink_target: inode.symlink_target.clone(),
                 xattrs: vfs.xattrs_of(inode.ino)?,
+                conflict: None,
             },
         },
     })

@@ -16,7 +16,7 @@ pub(super) const IN_BATCH: usize = 500;
 pub(super) const NODE_COLUMNS: &str =
     "n.id, n.kind, n.mode, n.uid, n.gid, n.ids_from, n.rdev, n.mtime_sec, n.mtime_nsec, \
      n.atime_sec, n.atime_nsec, n.btime_sec, n.btime_nsec, n.manifest, n.symlink_target, \
-     n.xattrs, n.vv, n.seq, n.deleted, n.links, e.parent, e.name";
+     n.xattrs, n.conflict, n.vv, n.seq, n.deleted, n.links, e.parent, e.name";
 pub(super) const NODE_FROM: &str =
     "FROM nodes n LEFT JOIN entries e ON e.account = n.account AND e.node = n.id";
 
@@ -99,6 +99,7 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
     let manifest: Option<String> = row.try_get("manifest").map_err(backend)?;
     let symlink_target: Option<String> = row.try_get("symlink_target").map_err(backend)?;
     let xattrs: Option<String> = row.try_get("xattrs").map_err(backend)?;
+    let conflict: Option<String> = row.try_get("conflict").map_err(backend)?;
     let vv: String = row.try_get("vv").map_err(backend)?;
     let seq: i64 = row.try_get("seq").map_err(backend)?;
     let deleted: bool = row.try_get("deleted").map_err(backend)?;
@@ -139,6 +140,9 @@ pub(super) fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetaError> {
                 Some(x) => serde_json::from_str(&x).map_err(corrupt)?,
                 None => Default::default(),
             },
+            conflict: conflict
+                .map(|c| serde_json::from_str(&c).map_err(corrupt))
+                .transpose()?,
         },
         vv: serde_json::from_str::<VersionVector>(&vv).map_err(corrupt)?,
         seq: u64::try_from(seq).map_err(corrupt)?,

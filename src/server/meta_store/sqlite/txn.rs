@@ -365,6 +365,7 @@ struct NodeRow {
     hash: Option<Vec<u8>>,
     symlink_target: Option<String>,
     xattrs: Option<String>,
+    conflict: Option<String>,
     vv: String,
     seq: i64,
     deleted: bool,
@@ -397,6 +398,12 @@ impl NodeRow {
                 true => None,
                 false => Some(serde_json::to_string(&m.xattrs).map_err(corrupt)?),
             },
+            conflict: m
+                .conflict
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(corrupt)?,
             vv: serde_json::to_string(&node.vv).map_err(corrupt)?,
             seq: to_i64(node.seq, "seq")?,
             deleted: node.deleted,
@@ -417,7 +424,8 @@ async fn insert_nodes(
     let mut qb = QueryBuilder::<Sqlite>::new(
         "INSERT INTO nodes (account, id, kind, mode, uid, gid, ids_from, rdev, \
              mtime_sec, mtime_nsec, atime_sec, atime_nsec, btime_sec, btime_nsec, \
-             size, manifest, content_hash, symlink_target, xattrs, vv, seq, deleted, links) ",
+             size, manifest, content_hash, symlink_target, xattrs, conflict, vv, seq, deleted, \
+             links) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(account.0)
@@ -436,6 +444,7 @@ async fn insert_nodes(
             .push_bind(r.hash.clone())
             .push_bind(r.symlink_target.clone())
             .push_bind(r.xattrs.clone())
+            .push_bind(r.conflict.clone())
             .push_bind(r.vv.clone())
             .push_bind(r.seq)
             .push_bind(r.deleted)
@@ -450,6 +459,7 @@ async fn insert_nodes(
              btime_nsec = excluded.btime_nsec, size = excluded.size, \
              manifest = excluded.manifest, content_hash = excluded.content_hash, \
              symlink_target = excluded.symlink_target, xattrs = excluded.xattrs, \
+             conflict = excluded.conflict, \
              vv = excluded.vv, seq = excluded.seq, \
              deleted = excluded.deleted, links = excluded.links",
     );
