@@ -29,13 +29,10 @@ pub(super) fn validate_entries(
     links: &[Link],
     kind: NodeKind,
 ) -> Result<(), ServerError> {
-    let place = Place {
-        parent,
-        name,
-        links,
-    };
+    let entries =
+        std::iter::once((parent, name)).chain(links.iter().map(|l| (l.parent, l.name.as_str())));
     let mut seen = HashSet::new();
-    for (p, n) in place.entries() {
+    for (p, n) in entries {
         validate_name(n).map_err(|reason| ServerError::InvalidName {
             name: n.to_owned(),
             reason,
