@@ -491,7 +491,14 @@ async fn conflict_copy(
         name: copy_name,
         links: Vec::new(),
         deleted: false,
-        meta: meta.clone(),
+        meta: NodeMeta {
+            conflict: Some(crate::protocol::ConflictMark {
+                of: server_node.node_id,
+                device: ctx.device_name.clone(),
+                at: crate::protocol::Timestamp::from_ns(ctx.now_ns),
+            }),
+            ..meta.clone()
+        },
         vv,
         seq: txn.next_seq().await?,
     };

@@ -109,7 +109,12 @@ async fn concurrent_content_edit_makes_a_conflict_copy() {
     assert_eq!(copy.name, format!("report (conflict laptop {STAMP}).txt"));
     assert_ne!(copy.node_id, id);
     assert_eq!(copy.parent, Some(NodeId::ROOT));
-    assert_eq!(copy.meta, laptop_v);
+    // Marked as a copy of the node, by the laptop's edit.
+    let mark = copy.meta.conflict.clone().expect("a conflict mark");
+    assert_eq!((mark.of, mark.device.as_str()), (id, "laptop"));
+    let mut unmarked = copy.meta.clone();
+    unmarked.conflict = None;
+    assert_eq!(unmarked, laptop_v);
     assert_eq!(copy.vv, vv(&[(dev(1), 1)]));
     assert!(copy.seq > seq_before);
     assert_eq!(fx.lookup(NodeId::ROOT, &copy.name).await.unwrap(), copy);
