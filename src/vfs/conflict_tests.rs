@@ -199,3 +199,45 @@ async fn clearing_keeps_both_and_a_delete_drops_the_mark() {
     assert!(a.meta.conflicts().unwrap().is_empty());
     assert_eq!(json(a, ROOT_INO, CONFLICTS)["count"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_list_fits_one_attribute_value_and_counts_them_all() {
+    let (dev, _held) = two_devices().await;
+    let a = &dev.a;
+    let of = crate::protocol::NodeId::random();
+    let total = 400;
+    for i in 0..total {
+        let mut vv = crate::protocol::VersionVector::new();
+        vv.increment(dev.idb);
+        let mut meta = crate::protocol::NodeMeta::new(NodeKind::File, 0o644, Timestamp::now());
+        meta.conflict = Some(crate::protocol::ConflictMark {
+            of,
+            device: "desktop".into(),
+            at: Timestamp::now(),
+        });
+        let rec = NodeRecord {
+            node_id: NodeId::random(),
+            parent: Some(NodeId::ROOT),
+            name: format!("{i:03} {}", "x".repeat(200)),
+            links: Vec::new(),
+            deleted: false,
+            meta,
+            vv,
+            seq: i + 1,
+        };
+        assert!(a.apply_remote(&rec).unwrap());
+    }
+    let raw = a.getxattr(ROOT_INO, CONFLICTS.as_bytes()).unwrap();
+    assert!(raw.len() <= 64 * 1024, "{} bytes", raw.len());
+    let list: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(list["count"], total);
+    let shown = list["copies"].as_array().unwrap();
+    assert!(
+        shown.len() > 100 && shown.len() < total as usize,
+        "{}",
+        shown.len()
+    );
+    // The original is not on this device: shown as gone.
+    assert!(shown[0]["of_path"].is_null());
+    assert_eq!(json(a, ROOT_INO, STATUS)["conflicts"], total);
+}
