@@ -25,7 +25,7 @@ use super::xattr::{self, ConflictInfo, ConflictList, CONFLICTS_XATTR, CONFLICT_X
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::fs::OpenOptions;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Which version `resolve` keeps.
@@ -259,10 +259,14 @@ fn restored_path(copy: &Copy) -> Result<PathBuf> {
 }
 
 /// Replaces the content of `orig` with that of `copy`, in place (the file
-/// keeps its identity), and waits until the mount has it durably.
+/// keeps its identity), and waits until the mount has it durably. The copy
+/// is read through once first, so content that cannot be fetched now
+/// (offline, not cached) fails before the original is truncated.
 fn write_into(copy: &Path, orig: &Path) -> Result<()> {
-    let mut from =
-        std::fs::File::open(copy).with_context(|| format!("cannot read {}", copy.display()))?;
+    let cannot_read = || format!("cannot read {}", copy.display());
+    let mut from = std::fs::File::open(copy).with_context(cannot_read)?;
+    std::io::copy(&mut from, &mut std::io::sink()).with_context(cannot_read)?;
+    from.seek(SeekFrom::Start(0)).with_context(cannot_read)?;
     let mut to = OpenOptions::new()
         .write(true)
         .truncate(true)
