@@ -80,12 +80,7 @@ fn other(device: &str) -> &'static str {
 
 #[test]
 fn conflicts_are_listed_shown_and_resolved_on_both_devices() {
-    let mut server = Server::start();
-    server.add_user("alice", "correct horse");
-    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
-    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
-    a.mount(&[]);
-    b.mount(&[]);
+    let (mut server, a, b) = two_devices();
     let names = ["mine.txt", "theirs.txt", "both.txt", "orphan.txt"];
     for n in names {
         fs::write(a.path(n), format!("base {n}")).unwrap();
