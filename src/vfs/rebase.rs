@@ -7,7 +7,8 @@
 //! remote state arrives for a quarantined node that nothing else holds
 //! (no journal record, no open handle), the node adopts the remote state,
 //! and refused new content lives on beside it as a new file under a
-//! conflict name, journaled like any new file. Nothing is dropped: the
+//! conflict name, marked as a conflict copy of the node (as the server
+//! marks its own copies), journaled like any new file. Nothing is dropped: the
 //! refused attribute or name changes give way to the remote ones, the
 //! refused content becomes the copy.
 
