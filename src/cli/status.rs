@@ -150,7 +150,14 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
         "last sync:",
         s.last_sync.clone().unwrap_or_else(|| "never".into()),
     );
-    line(&mut out, "conflicts:", s.conflicts.to_string());
+    line(
+        &mut out,
+        "conflicts:",
+        match s.conflicts {
+            0 => "0".to_string(),
+            n => format!("{n} (list them with `nimbus conflicts`)"),
+        },
+    );
     if s.waiting_remote > 0 {
         line(
             &mut out,
@@ -390,6 +397,13 @@ mod tests {
         assert!(out.contains("server:     http://h:1 (online)"), "{out}");
         assert!(out.contains("pending:    1 operation (2 KiB)"), "{out}");
         assert!(out.contains("last sync:  never"), "{out}");
+        assert!(out.contains("conflicts:  0\n"), "{out}");
+        let two = MountStatus {
+            conflicts: 2,
+            ..s.clone()
+        };
+        assert!(render_status(Path::new("/m"), &two)
+            .contains("conflicts:  2 (list them with `nimbus conflicts`)"));
         assert!(out.contains("0 B used of 10 GiB"), "{out}");
         assert!(out.contains("  a/b: bad"), "{out}");
         assert!(
