@@ -45,7 +45,8 @@
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
 //!   path and read-ahead; `batch_read`: cold small files of a folder in
 //!   one request; `reconcile` and `rebase`: remote records and
-//!   commit outcomes; `sync_api`: what the sync workers ask (they never
+//!   commit outcomes; `conflicts`: conflict copies (their marks, listing
+//!   and clearing); `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
 //!
 //! Operations that may wait on the network (`read`, `write`, `setattr`)
@@ -83,8 +84,10 @@ pub mod wal;
 pub mod xattr;
 
 mod api;
+mod conflicts;
 mod dir_handles;
 pub use api::Answer;
+pub use conflicts::{ConflictCopy, ConflictList};
 
 mod status;
 mod sync_api;
@@ -409,6 +412,8 @@ impl Vfs {
 
 #[cfg(test)]
 mod coherence_tests;
+#[cfg(test)]
+mod conflict_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! Reconciliation with the server: remote records applied to the local
 //! metadata (`apply_remote`), local nodes displaced by a remote one, and the
 //! server's answers to this device's commits (`commit_done`).
+//!
+//! A record's conflict mark (`NodeMeta::conflict`) is stored in the same
+//! batch as the node (`meta::Txn::set_conflict`): a remote record always
+//! brings its mark; a commit answer brings it only when the node has not
+//! changed here since the commit was planned (the user may have cleared
+//! it meanwhile; that change is journaled and wins at its push).
 
 use super::*;
 
@@ -188,6 +194,13 @@ impl Vfs {
             notify_inodes.push(inode.ino);
         }
         t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
+        let had_mark = match is_new {
+            true => None,
+            false => self.meta.conflict(inode.ino)?,
+        };
+        if had_mark != rec.meta.conflict {
+            t.set_conflict(inode.ino, rec.meta.conflict.as_ref());
+        }
         inode.ctime = Timestamp::now();
         inode.vv = rec.vv.clone();
         inode.server_seq = rec.seq;
@@ -204,9 +217,10 @@ impl Vfs {
     /// `inode`: mode, owner and group (ids set on this device are stored
     /// as set here, `ids_from = None`), device number, size, target, and
     /// mtime, atime and btime. ctime is the caller's (each device's own).
-    /// Extended attributes are separate keys: the caller replaces them in
-    /// its transaction ([`meta::Txn::replace_xattrs`]); the root keeps its
-    /// own (the server's root is immutable, like its mode there).
+    /// Extended attributes and the conflict mark are separate keys: the
+    /// caller replaces them in its transaction ([`meta::Txn::replace_xattrs`],
+    /// [`meta::Txn::set_conflict`]); the root keeps its own (the server's
+    /// root is immutable, like its mode there, and never a conflict copy).
     pub(super) fn adopt_attributes(&self, inode: &mut Inode, meta: &crate::protocol::NodeMeta) {
         inode.mode = meta.mode;
         inode.uid = meta.uid;
@@ -394,6 +408,11 @@ impl Vfs {
                     inode.dirty = false;
                     inode.size = rec.meta.size();
                 }
+            }
+            // The server's conflict mark, unless the user changed the node
+            // again since (a rename clears the mark; its push follows).
+            if unchanged && self.meta.conflict(ino)? != rec.meta.conflict {
+                t.set_conflict(ino, rec.meta.conflict.as_ref());
             }
             t.put_inode(&inode);
             t.commit()?;

@@ -220,7 +220,7 @@ fn upsert_op(
                 content,
                 symlink_target: inode.symlink_target.clone(),
                 xattrs: vfs.xattrs_of(inode.ino)?,
-                conflict: None,
+                conflict: vfs.conflict_of(inode.ino)?,
             },
         },
     })
