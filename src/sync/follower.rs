@@ -85,8 +85,9 @@ impl Follower {
             sub,
             seen_connects: 0,
         });
-        if push.is_some() {
+        if let Some(p) = &push {
             self.vfs.status().set_push(Some(PushStatus::default()));
+            self.mirror_push_state(p.sub.state.clone(), stop.clone());
         }
         loop {
             let request = self.vfs.status().pull_requested();
@@ -94,6 +95,7 @@ impl Follower {
             let delay = match result {
                 Ok(()) => {
                     backoff.reset();
+                    self.vfs.status().note_server_reachable();
                     self.vfs.status().pull_done(request);
                     self.refresh_space(&mut space).await;
                     if push
@@ -115,6 +117,37 @@ impl Follower {
                 return;
             }
         }
+    }
+
+    /// Keeps the push line of `nimbus status` current on a task of its
+    /// own (the loop of [`Follower::run`] can be inside a pull for up to a
+    /// request timeout while the socket changes state), and tells the
+    /// other workers when a new connection shows the server answers again.
+    fn mirror_push_state(
+        &self,
+        mut state: tokio::sync::watch::Receiver<PushState>,
+        stop: CancellationToken,
+    ) {
+        let vfs = self.vfs.clone();
+        tokio::spawn(async move {
+            let mut connects = 0;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = state.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let s = state.borrow_and_update().clone();
+                        vfs.status().set_push(Some(push_status(&s)));
+                        if s.connected && s.connects != connects {
+                            connects = s.connects;
+                            vfs.status().note_server_reachable();
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Waits until the next pull is due: `delay` passed, a pull was

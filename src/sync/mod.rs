@@ -19,9 +19,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::Duration;
 
 /// Capped exponential backoff with jitter (via `backon`), restartable: the
-/// step doubles from `min` to `max`, and each delay is drawn between the
-/// step and twice it, so that devices that failed together do not retry
-/// together.
+/// step doubles from `min` up to `max / 2`, and each delay is drawn
+/// between the step and twice it (so never above `max`), so that devices
+/// that failed together do not retry together.
 pub struct Backoff {
     builder: ExponentialBuilder,
     max: Duration,
@@ -33,7 +33,9 @@ impl Backoff {
         Backoff {
             builder: ExponentialBuilder::default()
                 .with_min_delay(min)
-                .with_max_delay(max)
+                // backon's jitter adds up to one more step: the step stops
+                // at half the cap so that the delay never passes it.
+                .with_max_delay((max / 2).max(min))
                 .with_jitter()
                 .without_max_times(),
             max,
@@ -46,7 +48,7 @@ impl Backoff {
     }
     pub fn next_delay(&mut self) -> Duration {
         let b = self.current.get_or_insert_with(|| self.builder.build());
-        b.next().unwrap_or(self.max)
+        b.next().unwrap_or(self.max).min(self.max)
     }
 }
 
@@ -63,9 +65,9 @@ mod tests {
         let mut last = first;
         for _ in 0..30 {
             last = b.next_delay();
-            assert!(last <= max * 2, "{last:?}");
+            assert!(last <= max, "never above the cap: {last:?}");
         }
-        assert!(last >= max, "reaches the cap: {last:?}");
+        assert!(last >= max / 2, "reaches the cap's half: {last:?}");
         b.reset();
         assert!(b.next_delay() <= min * 2);
     }

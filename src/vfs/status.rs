@@ -99,6 +99,8 @@ pub struct SyncStatus {
     /// them; the core only publishes the number).
     fuse_requests: AtomicU64,
     pulls: PullRequests,
+    /// Woken when the server answers again after being unreachable.
+    reachable: tokio::sync::Notify,
 }
 
 impl Vfs {
@@ -220,6 +222,18 @@ impl SyncStatus {
     /// request made while it was not waiting is kept for its next wait).
     pub async fn pull_wanted(&self) {
         self.pulls.wanted.notified().await
+    }
+
+    /// The server answers again (a pull succeeded, the push socket
+    /// connected): wakes a worker waiting out a backoff for it
+    /// ([`SyncStatus::server_reachable`]).
+    pub fn note_server_reachable(&self) {
+        self.reachable.notify_waiters();
+    }
+
+    /// Resolves at the next [`SyncStatus::note_server_reachable`].
+    pub async fn server_reachable(&self) {
+        self.reachable.notified().await
     }
 
     /// Sets how many pulled changes wait (see [`SyncState::waiting_remote`]);

@@ -220,6 +220,8 @@ impl Uploader {
         let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut paused = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
+            // The last round failed because the server did not answer.
+            let mut unreachable = false;
             let limit = round_limit(self.vfs.journal_len());
             let wait = match self.round(limit).await {
                 Ok(n) if n >= limit => {
@@ -244,6 +246,7 @@ impl Uploader {
                     None
                 }
                 Err(e) => {
+                    unreachable = matches!(e, RoundError::Remote(RemoteError::Unreachable(_)));
                     let delay = match e.class() {
                         FailureClass::NeedsUser(n) => {
                             tracing::warn!("uploads paused: {e}");
@@ -270,9 +273,21 @@ impl Uploader {
             };
             match wait {
                 Some(d) => {
+                    // A server that answers again ends a wait for it at
+                    // once (the follower or the push socket tells).
+                    let back = async {
+                        match unreachable {
+                            true => self.vfs.status().server_reachable().await,
+                            false => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(d) => {}
+                        _ = back => {
+                            tracing::info!("uploader: the server answers again; retrying now");
+                            transient.reset();
+                        }
                     }
                 }
                 None => {
