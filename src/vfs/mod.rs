@@ -45,7 +45,9 @@
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
 //!   path and read-ahead; `batch_read`: cold small files of a folder in
 //!   one request; `reconcile` and `rebase`: remote records and
-//!   commit outcomes; `sync_api`: what the sync workers ask (they never
+//!   commit outcomes; `answer`: a commit's answer adopted field by field;
+//!   `rekey`: a node that takes another node id (merged with an equal
+//!   node); `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
 //!
 //! Operations that may wait on the network (`read`, `write`, `setattr`)
@@ -82,6 +84,7 @@ mod rebase;
 pub mod wal;
 pub mod xattr;
 
+mod answer;
 mod api;
 mod dir_handles;
 pub use api::Answer;
@@ -100,6 +103,7 @@ use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 pub mod capacity;
 mod read;
 mod reconcile;
+mod rekey;
 pub mod space;
 pub mod special;
 mod working_copy;
@@ -174,6 +178,11 @@ pub struct SentState {
     pub content: bool,
     /// The server kept its own version (concurrent edit).
     pub conflict: bool,
+    /// The state the op sent (place, attributes, extended attributes,
+    /// conflict mark; `content` is not used: [`SentState::content`] says
+    /// whether new content went). The answer's value of a field is taken
+    /// only where the node still has the value sent (see `vfs::answer`).
+    pub state: crate::protocol::SeenState,
 }
 
 /// What is not on the server yet at or below a node
