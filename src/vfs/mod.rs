@@ -425,6 +425,8 @@ mod ext4_tests;
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]
+mod field_merge_tests;
+#[cfg(test)]
 mod link_tests;
 #[cfg(test)]
 mod model_tests;
