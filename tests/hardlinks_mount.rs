@@ -141,12 +141,7 @@ fn one_device_links_like_ext4() {
 
 #[test]
 fn links_travel_between_two_devices_and_survive_a_remount() {
-    let server = Server::start();
-    server.add_user("alice", "correct horse");
-    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
-    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
-    a.mount(&[]);
-    b.mount(&[]);
+    let (_server, a, mut b) = two_devices();
 
     fs::create_dir(a.path("d")).unwrap();
     let bytes = data(300_000, 7);

@@ -12,13 +12,7 @@ use std::time::Duration;
 const ARRIVE: Duration = Duration::from_secs(60);
 
 fn setup() -> (Server, Device, Device) {
-    let server = Server::start();
-    server.add_user("alice", "correct horse");
-    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
-    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
-    a.mount(&[]);
-    b.mount(&[]);
-    (server, a, b)
+    two_devices()
 }
 
 #[test]

@@ -19,12 +19,7 @@ const PUSHED: Duration = Duration::from_secs(5);
 const SLOW: Duration = Duration::from_secs(60);
 
 fn setup() -> (Server, Device, Device) {
-    let server = Server::start();
-    server.add_user("alice", "correct horse");
-    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
-    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
-    a.mount(&[]);
-    b.mount(&[]);
+    let (server, a, b) = two_devices();
     for d in [&a, &b] {
         wait_for("push connected", SLOW, || d.push_connected().then_some(()));
     }

@@ -20,8 +20,9 @@ use super::error::ServerError;
 use super::meta_store::{AccountId, MetaError, MetaStore, MetaTxn, NewVersion};
 pub use crate::protocol::{conflict_name, utc_stamp};
 use crate::protocol::{
-    validate_name, ChunkId, CommitOp, CommitOutcome, DeviceId, Link, NodeChange, NodeId, NodeKind,
-    NodeMeta, NodeRecord, VersionVector, MAX_CHUNK_LEN, MAX_COMMIT_OPS, MAX_LINKS,
+    validate_name, ChunkId, CommitOp, CommitOutcome, ConflictMark, DeviceId, Link, NodeChange,
+    NodeId, NodeKind, NodeMeta, NodeRecord, SeenState, Timestamp, VersionVector, MAX_CHUNK_LEN,
+    MAX_COMMIT_OPS, MAX_LINKS,
 };
 use std::collections::HashSet;
 
@@ -124,226 +125,52 @@ async fn apply_in(
             meta,
         } => {
             let meta = normalized(meta, ctx.device);
-            let place = Place {
-                parent: *parent,
-                name,
-                links,
+            // Ids a device made that were merged into another node reach
+            // that node.
+            let node_id = txn.resolve_alias(op.node_id).await?;
+            let mut entries = Vec::with_capacity(1 + links.len());
+            entries.push((txn.resolve_alias(*parent).await?, name.clone()));
+            for l in links {
+                entries.push((txn.resolve_alias(l.parent).await?, l.name.clone()));
+            }
+            let op = Upsert {
+                node_id,
+                base: &op.base,
+                seen: op.seen.as_ref(),
+                entries,
+                meta: &meta,
             };
-            upsert(txn, ctx, op.node_id, &op.base, &place, &meta).await
+            upsert(txn, ctx, op).await
         }
-        NodeChange::Delete => delete(txn, ctx, op.node_id, &op.base).await,
-    }
-}
-
-/// Where an upsert puts a node: its first entry and its other ones.
-struct Place<'a> {
-    parent: NodeId,
-    name: &'a str,
-    links: &'a [Link],
-}
-
-impl Place<'_> {
-    /// Every entry, the first one first.
-    fn entries(&self) -> impl Iterator<Item = (NodeId, &str)> {
-        std::iter::once((self.parent, self.name))
-            .chain(self.links.iter().map(|l| (l.parent, l.name.as_str())))
-    }
-}
-
-/// The checks that need no store: names, entries, then [`validate_meta`].
-pub fn validate_op(op: &CommitOp) -> Result<(), ServerError> {
-    if op.node_id.is_root() {
-        return Err(ServerError::RootImmutable);
-    }
-    let NodeChange::Upsert {
-        parent,
-        name,
-        links,
-        meta,
-    } = &op.change
-    else {
-        return Ok(());
-    };
-    validate_entries(*parent, name, links, meta.kind)?;
-    validate_meta(meta)
-}
-
-/// Every entry name is valid; a folder has one entry, anything else at
-/// most [`MAX_LINKS`], and no two entries are the same (parent, name).
-fn validate_entries(
-    parent: NodeId,
-    name: &str,
-    links: &[Link],
-    kind: NodeKind,
-) -> Result<(), ServerError> {
-    let place = Place {
-        parent,
-        name,
-        links,
-    };
-    let mut seen = HashSet::new();
-    for (p, n) in place.entries() {
-        validate_name(n).map_err(|reason| ServerError::InvalidName {
-            name: n.to_owned(),
-            reason,
-        })?;
-        if !seen.insert((p, n)) {
-            return Err(ServerError::InvalidNode(format!(
-                "the entry {n:?} is listed twice in the same folder"
-            )));
+        NodeChange::Delete => {
+            let node_id = txn.resolve_alias(op.node_id).await?;
+            delete(txn, ctx, node_id, &op.base).await
         }
     }
-    if kind == NodeKind::Dir && !links.is_empty() {
-        return Err(ServerError::InvalidNode(
-            "a folder has exactly one entry (no hard links)".into(),
-        ));
-    }
-    if links.len() + 1 > MAX_LINKS {
-        return Err(ServerError::InvalidNode(format!(
-            "{} entries; a node has at most {MAX_LINKS}",
-            links.len() + 1
-        )));
-    }
-    Ok(())
 }
 
-/// The attribute rules of [`NodeMeta`] (`protocol::api` module docs):
-/// mode within `0o7777`; nanoseconds below 1e9; content for files only, a
-/// target for symlinks only, neither for folders and special nodes; an
-/// `rdev` for character and block devices only; extended attributes by
-/// the rules of [`crate::protocol::Xattrs`] (namespaces, `user.*` on
-/// files and folders only, name and value lengths, 4 KiB per node).
-pub fn validate_meta(meta: &NodeMeta) -> Result<(), ServerError> {
-    meta.xattrs
-        .validate(meta.kind)
-        .map_err(|e| ServerError::InvalidNode(e.to_string()))?;
-    if meta.mode > 0o7777 {
-        return Err(ServerError::InvalidNode(format!(
-            "mode {:o} has bits outside 0o7777",
-            meta.mode
-        )));
-    }
-    for (what, t) in [
-        ("mtime", meta.mtime),
-        ("atime", meta.atime),
-        ("btime", meta.btime),
-    ] {
-        if !t.is_valid() {
-            return Err(ServerError::InvalidNode(format!(
-                "{what} has nsec {}; nanoseconds are 0..=999999999",
-                t.nsec
-            )));
-        }
-    }
-    if meta.rdev != 0 && !meta.kind.is_device() {
-        return Err(ServerError::InvalidNode(format!(
-            "a {} has no device number (rdev {}); only character and block devices do",
-            kind_name(meta.kind),
-            meta.rdev
-        )));
-    }
-    match (meta.kind, &meta.content, &meta.symlink_target) {
-        (NodeKind::File, Some(content), None) => {
-            for c in &content.manifest.chunks {
-                if c.len == 0 || c.len > MAX_CHUNK_LEN {
-                    return Err(ServerError::InvalidNode(format!(
-                        "chunk {} has length {}; chunks are 1..={MAX_CHUNK_LEN} bytes",
-                        c.id, c.len
-                    )));
-                }
-            }
-            Ok(())
-        }
-        (NodeKind::Dir, None, None) => Ok(()),
-        (NodeKind::Symlink, None, Some(target)) => {
-            if target.is_empty() || target.len() > MAX_SYMLINK_TARGET || target.contains('\0') {
-                Err(ServerError::InvalidNode(format!(
-                    "symlink target must be 1..={MAX_SYMLINK_TARGET} bytes without NUL"
-                )))
-            } else {
-                Ok(())
-            }
-        }
-        (k, None, None) if k.is_special() => Ok(()),
-        (NodeKind::File, _, _) => Err(ServerError::InvalidNode(
-            "a file carries content and no symlink target".into(),
-        )),
-        (NodeKind::Symlink, _, _) => Err(ServerError::InvalidNode(
-            "a symlink carries a target and no content".into(),
-        )),
-        (
-            k @ (NodeKind::Dir
-            | NodeKind::Fifo
-            | NodeKind::Socket
-            | NodeKind::CharDevice
-            | NodeKind::BlockDevice),
-            _,
-            _,
-        ) => Err(ServerError::InvalidNode(format!(
-            "a {} carries neither content nor a symlink target",
-            kind_name(k)
-        ))),
-    }
-}
-
-/// `meta` as stored: numeric ids always name the device that set them
-/// (the committing one when the op does not say), and no ids, no device.
-fn normalized(meta: &NodeMeta, device: DeviceId) -> NodeMeta {
-    let mut meta = meta.clone();
-    if meta.uid.is_none() && meta.gid.is_none() {
-        meta.ids_from = None;
-    } else if meta.ids_from.is_none() {
-        meta.ids_from = Some(device);
-    }
-    meta
-}
-
-/// Numeric ids set on another device must name a device of the same
-/// account (revoked ones included: ids they set stay theirs), so that a
-/// client can never make another account's device vouch for an owner.
-/// Errors: 400 `invalid_node`.
-async fn check_ids_from(
-    store: &dyn MetaStore,
-    ctx: &CommitCtx,
-    meta: &NodeMeta,
-) -> Result<(), ServerError> {
-    let Some(from) = meta.ids_from else {
-        return Ok(());
-    };
-    // Without ids the device is dropped (`normalized`), whatever it is.
-    if from == ctx.device || (meta.uid.is_none() && meta.gid.is_none()) {
-        return Ok(());
-    }
-    match store.device(from).await? {
-        Some(d) if d.account == ctx.account => Ok(()),
-        _ => Err(ServerError::InvalidNode(format!(
-            "ids_from {from} is not a device of this account"
-        ))),
-    }
-}
-
-/// A kind as error messages name it.
-fn kind_name(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "folder",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "FIFO",
-        NodeKind::Socket => "socket",
-        NodeKind::CharDevice => "character device",
-        NodeKind::BlockDevice => "block device",
-    }
+/// One upsert, its ids resolved.
+struct Upsert<'a> {
+    node_id: NodeId,
+    base: &'a VersionVector,
+    seen: Option<&'a SeenState>,
+    /// Where the op puts the node, the first entry first.
+    entries: Entries,
+    meta: &'a NodeMeta,
 }
 
 async fn upsert(
     txn: &mut dyn MetaTxn,
     ctx: &CommitCtx,
-    node_id: NodeId,
-    base: &VersionVector,
-    place: &Place<'_>,
-    meta: &NodeMeta,
+    op: Upsert<'_>,
 ) -> Result<CommitOutcome, ServerError> {
-    let (parent, name) = (place.parent, place.name);
+    let Upsert {
+        node_id,
+        base,
+        seen,
+        entries,
+        meta,
+    } = op;
     if node_id.is_root() {
         return Err(ServerError::RootImmutable);
     }
@@ -357,53 +184,151 @@ async fn upsert(
             });
         }
     }
-    for (parent, _) in place.entries() {
+    for (parent, _) in &entries {
         let parent_rec = txn
-            .node(parent)
+            .node(*parent)
             .await?
-            .ok_or(ServerError::ParentNotFound(parent))?;
+            .ok_or(ServerError::ParentNotFound(*parent))?;
         if parent_rec.meta.kind != NodeKind::Dir {
-            return Err(ServerError::ParentNotDir(parent));
+            return Err(ServerError::ParentNotDir(*parent));
         }
-    }
-    if parent == node_id {
-        return Err(ServerError::InvalidMove(
-            "a folder cannot be moved into itself".into(),
-        ));
-    }
-    if meta.kind == NodeKind::Dir && existing.is_some() && is_ancestor(txn, node_id, parent).await?
-    {
-        return Err(ServerError::InvalidMove(
-            "a folder cannot be moved into its own subtree".into(),
-        ));
     }
     if let Some(content) = &meta.content {
         check_chunks_owned(txn, content).await?;
     }
+    let mut vv = existing.as_ref().map(|s| s.vv.clone()).unwrap_or_default();
+    vv.merge(base);
+    vv.increment(ctx.device);
 
-    match existing {
+    let s = match existing {
         None => {
-            let mut vv = VersionVector::new();
-            vv.increment(ctx.device);
-            write_state(txn, ctx, node_id, None, place, meta, vv).await
-        }
-        Some(s) => {
-            let fast_forward = s.deleted || s.vv.others_seen_by(base, &ctx.device);
-            let content_differs = match (&s.meta.content, &meta.content) {
-                (Some(a), Some(b)) => a.hash() != b.hash(),
-                _ => false,
-            };
-            if !fast_forward && content_differs {
-                return conflict_copy(txn, ctx, s, parent, name, meta).await;
+            if let Some(holder) = same_thing_at(txn, &entries[0], meta).await? {
+                return merge_create(txn, ctx, node_id, holder, &entries, meta, vv).await;
             }
-            // Fast-forward, an edit that revives a tombstone (the edit
-            // wins), or a concurrent edit without a content clash
-            // (last writer wins field by field: take the incoming state).
-            let mut vv = s.vv.clone();
-            vv.merge(base);
-            vv.increment(ctx.device);
-            write_state(txn, ctx, node_id, Some(&s), place, meta, vv).await
+            return write_state(txn, ctx, node_id, None, &entries, meta, vv).await;
         }
+        Some(s) => s,
+    };
+    let Some(seen) = seen.filter(|_| !s.deleted) else {
+        // A device without a base (its own create, replayed), or an edit
+        // reviving a tombstone (the edit wins): the op's whole state.
+        let fast_forward = s.deleted || s.vv.others_seen_by(base, &ctx.device);
+        check_move(txn, node_id, &entries, meta).await?;
+        if !fast_forward && content_hash(&s.meta) != content_hash(meta) {
+            let (parent, name) = entries[0].clone();
+            return conflict_copy(txn, ctx, s, parent, &name, meta).await;
+        }
+        return write_state(txn, ctx, node_id, Some(&s), &entries, meta, vv).await;
+    };
+    let mut m = merge(seen, &s, &entries, meta);
+    if m.moved && meta.kind == NodeKind::Dir && moves_into_itself(txn, node_id, &m.entries).await? {
+        // Two concurrent moves that together would make a cycle (A moves
+        // x into y, B moves y into x): the move committed first stands,
+        // this one is not applied; both folders stay.
+        tracing::info!(node = %node_id, "a concurrent move would make a cycle; keeping the node where it is");
+        m.entries = record_entries(&s);
+    }
+    if m.content_conflict {
+        let node = if m.meta != s.meta || m.entries != record_entries(&s) {
+            match write_state(txn, ctx, node_id, Some(&s), &m.entries, &m.meta, vv).await? {
+                CommitOutcome::Applied { node } | CommitOutcome::Renamed { node } => node,
+                other => return Ok(other),
+            }
+        } else {
+            s
+        };
+        let (parent, name) = (node.parent.unwrap_or(NodeId::ROOT), node.name.clone());
+        return conflict_copy(txn, ctx, node, parent, &name, meta).await;
+    }
+    write_state(txn, ctx, node_id, Some(&s), &m.entries, &m.meta, vv).await
+}
+
+/// A folder moved to `entries[0]` would sit inside itself.
+async fn moves_into_itself(
+    txn: &mut dyn MetaTxn,
+    node_id: NodeId,
+    entries: &[(NodeId, String)],
+) -> Result<bool, ServerError> {
+    let parent = entries[0].0;
+    Ok(parent == node_id || is_ancestor(txn, node_id, parent).await?)
+}
+
+/// A move without a base that would put a folder inside itself is a bad
+/// request (a device never asks for it by itself).
+async fn check_move(
+    txn: &mut dyn MetaTxn,
+    node_id: NodeId,
+    entries: &[(NodeId, String)],
+    meta: &NodeMeta,
+) -> Result<(), ServerError> {
+    if entries[0].0 == node_id {
+        return Err(ServerError::InvalidMove(
+            "a folder cannot be moved into itself".into(),
+        ));
+    }
+    if meta.kind == NodeKind::Dir && moves_into_itself(txn, node_id, entries).await? {
+        return Err(ServerError::InvalidMove(
+            "a folder cannot be moved into its own subtree".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The live node holding `entry` when it is the same thing as a new node
+/// of `meta` ([`same_thing`]): two devices made it each.
+async fn same_thing_at(
+    txn: &mut dyn MetaTxn,
+    entry: &(NodeId, String),
+    meta: &NodeMeta,
+) -> Result<Option<NodeRecord>, ServerError> {
+    let Some(holder) = txn.lookup(entry.0, &entry.1).await? else {
+        return Ok(None);
+    };
+    Ok(txn
+        .node(holder)
+        .await?
+        .filter(|h| !h.deleted && same_thing(&h.meta, meta)))
+}
+
+/// A create that meets the same thing under its name: no copy. The op's
+/// id becomes an alias of the holder, which takes the op's attributes
+/// (the later commit wins them) and keeps all of its own entries plus the
+/// op's others.
+async fn merge_create(
+    txn: &mut dyn MetaTxn,
+    ctx: &CommitCtx,
+    alias: NodeId,
+    holder: NodeRecord,
+    entries: &[(NodeId, String)],
+    meta: &NodeMeta,
+    op_vv: VersionVector,
+) -> Result<CommitOutcome, ServerError> {
+    txn.add_alias(alias, holder.node_id).await?;
+    let mut merged_entries = record_entries(&holder);
+    for e in entries {
+        if !merged_entries.contains(e) && txn.lookup(e.0, &e.1).await?.is_none() {
+            merged_entries.push(e.clone());
+        }
+    }
+    let mut meta = meta.clone();
+    meta.content = holder.meta.content.clone();
+    let mut vv = holder.vv.clone();
+    vv.merge(&op_vv);
+    match write_state(
+        txn,
+        ctx,
+        holder.node_id,
+        Some(&holder),
+        &merged_entries,
+        &meta,
+        vv,
+    )
+    .await?
+    {
+        CommitOutcome::Applied { node } | CommitOutcome::Renamed { node } => {
+            Ok(CommitOutcome::Merged { node })
+        }
+        other => Ok(other),
     }
 }
 
@@ -414,14 +339,15 @@ async fn write_state(
     ctx: &CommitCtx,
     node_id: NodeId,
     previous: Option<&NodeRecord>,
-    place: &Place<'_>,
+    place: &[(NodeId, String)],
     meta: &NodeMeta,
     vv: VersionVector,
 ) -> Result<CommitOutcome, ServerError> {
     let mut taken = HashSet::new();
     let mut entries = Vec::new();
     let mut renamed = false;
-    for (parent, name) in place.entries() {
+    for (parent, name) in place {
+        let (parent, name) = (*parent, name.as_str());
         restore_ancestors(txn, ctx, parent).await?;
         let mut final_name = free_name(txn, ctx, parent, name, meta.kind, node_id).await?;
         if taken.contains(&(parent, final_name.clone())) {
@@ -491,7 +417,14 @@ async fn conflict_copy(
         name: copy_name,
         links: Vec::new(),
         deleted: false,
-        meta: meta.clone(),
+        meta: NodeMeta {
+            conflict: Some(ConflictMark {
+                of: server_node.node_id,
+                device: ctx.device_name.clone(),
+                at: Timestamp::from_ns(ctx.now_ns),
+            }),
+            ..meta.clone()
+        },
         vv,
         seq: txn.next_seq().await?,
     };
@@ -545,116 +478,6 @@ async fn delete(
     Ok(CommitOutcome::Applied { node })
 }
 
-/// True when `ancestor` is `start` or one of its ancestors.
-async fn is_ancestor(
-    txn: &mut dyn MetaTxn,
-    ancestor: NodeId,
-    start: NodeId,
-) -> Result<bool, ServerError> {
-    let mut cur = Some(start);
-    for _ in 0..MAX_DEPTH {
-        let Some(id) = cur else {
-            return Ok(false);
-        };
-        if id == ancestor {
-            return Ok(true);
-        }
-        cur = match txn.node(id).await? {
-            Some(n) => n.parent,
-            None => None,
-        };
-    }
-    Err(ServerError::internal(format!(
-        "folder tree deeper than {MAX_DEPTH} levels (or a cycle) above {start}"
-    )))
-}
-
-/// Revives `dir` and its deleted ancestors, top-down, each under its last
-/// name (or a conflict name if that was taken meanwhile).
-async fn restore_ancestors(
-    txn: &mut dyn MetaTxn,
-    ctx: &CommitCtx,
-    dir: NodeId,
-) -> Result<(), ServerError> {
-    let mut chain = Vec::new();
-    let mut cur = dir;
-    loop {
-        let node = txn
-            .node(cur)
-            .await?
-            .ok_or_else(|| ServerError::internal(format!("ancestor {cur} is missing")))?;
-        if !node.deleted {
-            break;
-        }
-        let parent = node
-            .parent
-            .ok_or_else(|| ServerError::internal("the root folder is marked deleted"))?;
-        chain.push(node);
-        if chain.len() > MAX_DEPTH {
-            return Err(ServerError::internal("deleted ancestors form a cycle"));
-        }
-        cur = parent;
-    }
-    while let Some(mut node) = chain.pop() {
-        let parent = node.parent.unwrap_or(NodeId::ROOT);
-        node.name = free_name(txn, ctx, parent, &node.name, node.meta.kind, node.node_id).await?;
-        node.deleted = false;
-        node.seq = txn.next_seq().await?;
-        txn.write_node(&node).await?;
-    }
-    Ok(())
-}
-
-/// `name` if it is free in `parent` (or held by `node_id` itself), else
-/// the first free conflict name.
-async fn free_name(
-    txn: &mut dyn MetaTxn,
-    ctx: &CommitCtx,
-    parent: NodeId,
-    name: &str,
-    kind: NodeKind,
-    node_id: NodeId,
-) -> Result<String, ServerError> {
-    match txn.lookup(parent, name).await? {
-        None => Ok(name.to_owned()),
-        Some(holder) if holder == node_id => Ok(name.to_owned()),
-        Some(_) => first_free_conflict_name(txn, ctx, parent, name, kind).await,
-    }
-}
-
-async fn first_free_conflict_name(
-    txn: &mut dyn MetaTxn,
-    ctx: &CommitCtx,
-    parent: NodeId,
-    name: &str,
-    kind: NodeKind,
-) -> Result<String, ServerError> {
-    first_free_conflict_name_except(txn, ctx, parent, name, kind, &HashSet::new()).await
-}
-
-/// The first conflict name free in `parent` and not in `taken` (names this
-/// commit gives other entries of the same node).
-async fn first_free_conflict_name_except(
-    txn: &mut dyn MetaTxn,
-    ctx: &CommitCtx,
-    parent: NodeId,
-    name: &str,
-    kind: NodeKind,
-    taken: &HashSet<(NodeId, String)>,
-) -> Result<String, ServerError> {
-    for n in 1..=MAX_CONFLICT_SUFFIX {
-        let candidate = conflict_name(name, kind, &ctx.device_name, ctx.now_ns, n);
-        if !taken.contains(&(parent, candidate.clone()))
-            && txn.lookup(parent, &candidate).await?.is_none()
-        {
-            return Ok(candidate);
-        }
-    }
-    Err(ServerError::internal(format!(
-        "no free conflict name for {name:?} after {MAX_CONFLICT_SUFFIX} tries"
-    )))
-}
-
 /// Every chunk of the manifest must be owned by the account, with the
 /// length the account uploaded.
 async fn check_chunks_owned(
@@ -689,6 +512,13 @@ async fn check_chunks_owned(
     }
     Ok(())
 }
+
+mod merge;
+mod names;
+mod validate;
+use merge::*;
+use names::*;
+pub use validate::*;
 
 #[cfg(test)]
 mod tests;

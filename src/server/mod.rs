@@ -82,23 +82,33 @@
 //! computes content hashes itself.
 //!
 //! With S the server's version vector, B the op's base and d the committing
-//! device:
-//! - **Upsert, unknown node**: created, vv `{d: 1}` → `applied`.
-//! - **Upsert, known node**, `S.others_seen_by(B, d)` (fast-forward; a
-//!   device's own earlier commit is not a conflict) or the node is in the
-//!   trash (edit beats delete): applied, vv = merge(S, B) + 1 for d.
-//! - **Upsert, concurrent**: if both are files with different content, the
-//!   server node is left as is and the incoming state becomes a new node
-//!   (vv `{d: 1}`) in the op's parent, named
+//! device (all ids first resolved through the account's aliases):
+//! - **Upsert, unknown node**: if its first entry is held by a live node
+//!   that is the same thing (same kind, and the same content hash, symlink
+//!   target or device number; any two folders), the op merges into it: the
+//!   op's id becomes an alias of that node, which takes the op's
+//!   attributes and keeps its entries → `merged`. Otherwise created, vv
+//!   `{d: 1}` → `applied`.
+//! - **Upsert, known node, with `seen`** (the state the device last saw):
+//!   merged field by field (`commit::merge`): a field changed only by the
+//!   op takes the op's value, one changed only on the server keeps the
+//!   server's, one changed on both takes the op's (the later commit wins)
+//!   — except content with different bytes on both sides: the node keeps
+//!   the server's content and the op's becomes a new node beside it, named
 //!   `<stem> (conflict <device name> <YYYY-MM-DD HH.MM.SS>)<.ext>` (commit
-//!   time, UTC; ` 2`, ` 3`... inside the parenthesis if taken) →
-//!   `conflict_copy`. Otherwise (same content, folders, symlinks) the
-//!   incoming fields win, vv = merge + 1 → `applied`.
+//!   time, UTC; ` 2`, ` 3`... inside the parenthesis if taken) and marked
+//!   (`NodeMeta::conflict`) → `conflict_copy`. A winning move that would
+//!   put a folder inside itself (two crossed concurrent moves) is not
+//!   applied: the move committed first stands. vv = merge(S, B) + 1 for d.
+//! - **Upsert, known node, without `seen`** (a device's replay of its own
+//!   create), or a node in the trash (edit beats delete): the op's whole
+//!   state; if S is not `others_seen_by(B, d)` and the content differs,
+//!   a conflict copy as above.
 //! - **Entries (hard links)** are part of the node's state (see
 //!   `protocol::api`): an upsert carries the whole set (`parent`/`name`
 //!   and `links`), checked entry by entry (each parent exists and is a
-//!   folder), and the set is taken as a whole like any other field. A
-//!   conflict copy gets the op's first entry only.
+//!   folder), and the set is one field of the merge. A conflict copy gets
+//!   one entry, beside the node's first.
 //! - If an asked `(parent, name)` (first entry or link) is held by
 //!   another live node, that entry gets the conflict name instead →
 //!   `renamed`.

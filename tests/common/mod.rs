@@ -152,6 +152,18 @@ impl Drop for Server {
     }
 }
 
+/// A running server with user `alice` and two of her devices mounted:
+/// `laptop` and `desktop` (the usual two-device setup).
+pub fn two_devices() -> (Server, Device, Device) {
+    let server = Server::start();
+    server.add_user("alice", "correct horse");
+    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
+    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
+    a.mount(&[]);
+    b.mount(&[]);
+    (server, a, b)
+}
+
 /// One device: its own config dir, cache dir and mount point.
 pub struct Device {
     pub name: String,

@@ -173,6 +173,7 @@ fn err_code(e: &ServerError) -> &'static str {
 }
 
 mod conflicts;
+mod fields;
 mod links;
 mod validation;
 mod xattrs;

@@ -327,6 +327,13 @@ pub trait MetaTxn: Send {
         Ok(())
     }
     async fn node(&mut self, id: NodeId) -> Result<Option<NodeRecord>, MetaError>;
+    /// The node that `id` stands for: the node it was merged into when it
+    /// is an alias (see `CommitOutcome::Merged`), else `id` itself. An
+    /// alias never names another alias.
+    async fn resolve_alias(&mut self, id: NodeId) -> Result<NodeId, MetaError>;
+    /// Records `alias` (an id the account never stored a node under) as
+    /// another id of `node`, with the transaction.
+    async fn add_alias(&mut self, alias: NodeId, node: NodeId) -> Result<(), MetaError>;
     /// The node id behind a live entry (first or link).
     async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError>;
     async fn has_live_children(&mut self, dir: NodeId) -> Result<bool, MetaError>;

@@ -227,14 +227,21 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test]
-async fn a_killed_connection_is_replaced_and_nothing_is_missed() {
-    let fx = fixture(&["alice"]).await;
+/// Device A straight to the server, and the push subscription of device B
+/// connected through a [`Proxy`].
+async fn through_proxy(fx: &Fixture) -> (Proxy, Arc<HttpRemote>, PushSubscription) {
     let proxy = Proxy::to(fx.cfg.listen).await;
     let a = remote(&fx.url, "alice", "laptop").await;
     let b = remote(&proxy.url, "alice", "desk").await;
-    let mut sub = b.clone().subscribe().unwrap();
+    let mut sub = b.subscribe().unwrap();
     until(&mut sub, "connected through the proxy", |s| s.connected).await;
+    (proxy, a, sub)
+}
+
+#[tokio::test]
+async fn a_killed_connection_is_replaced_and_nothing_is_missed() {
+    let fx = fixture(&["alice"]).await;
+    let (proxy, a, mut sub) = through_proxy(&fx).await;
     proxy.cut();
     // A commits while B's socket is dead: the head announced on the new
     // connection tells B.
@@ -253,11 +260,7 @@ async fn a_killed_connection_is_replaced_and_nothing_is_missed() {
 async fn a_silent_half_open_connection_is_noticed_by_heartbeats() {
     use crate::remote::push::SILENCE_LIMIT;
     let fx = fixture(&["alice"]).await;
-    let proxy = Proxy::to(fx.cfg.listen).await;
-    let a = remote(&fx.url, "alice", "laptop").await;
-    let b = remote(&proxy.url, "alice", "desk").await;
-    let mut sub = b.clone().subscribe().unwrap();
-    until(&mut sub, "connected through the proxy", |s| s.connected).await;
+    let (proxy, a, mut sub) = through_proxy(&fx).await;
     let frozen_at = tokio::time::Instant::now();
     proxy.freeze();
     commit_dir(&a, "while-frozen").await;

@@ -109,7 +109,17 @@ async fn concurrent_content_edit_makes_a_conflict_copy() {
     assert_eq!(copy.name, format!("report (conflict laptop {STAMP}).txt"));
     assert_ne!(copy.node_id, id);
     assert_eq!(copy.parent, Some(NodeId::ROOT));
-    assert_eq!(copy.meta, laptop_v);
+    assert_eq!(
+        copy.meta,
+        NodeMeta {
+            conflict: Some(ConflictMark {
+                of: id,
+                device: "laptop".into(),
+                at: crate::protocol::Timestamp::from_ns(NOW),
+            }),
+            ..laptop_v
+        }
+    );
     assert_eq!(copy.vv, vv(&[(dev(1), 1)]));
     assert!(copy.seq > seq_before);
     assert_eq!(fx.lookup(NodeId::ROOT, &copy.name).await.unwrap(), copy);
@@ -242,16 +252,12 @@ async fn name_taken_by_another_node_is_renamed() {
         fx.lookup(NodeId::ROOT, &node.name).await.unwrap().node_id,
         node.node_id
     );
-    // A folder keeps its whole name as the stem.
+    // A folder keeps its whole name as the stem (a file holds the name:
+    // two folders of one name would merge).
+    let holder = fx.file("a file").await;
     fx.one(
         &fx.laptop,
-        upsert(
-            NodeId::random(),
-            &empty,
-            NodeId::ROOT,
-            "my.album",
-            dir_meta(),
-        ),
+        upsert(NodeId::random(), &empty, NodeId::ROOT, "my.album", holder),
     )
     .await;
     let o = fx

@@ -51,6 +51,8 @@ pub(super) struct SqliteTxn {
     nodes: HashMap<NodeId, Option<NodeRecord>>,
     /// Live names, `(parent, name)` → holder (`None`: free).
     names: HashMap<(NodeId, String), Option<NodeId>>,
+    /// Node ids merged into another node (`Some(node)`) or not (`None`).
+    aliases: HashMap<NodeId, Option<NodeId>>,
     /// Chunks the account owns (`Some(len)`) or not (`None`).
     owned: HashMap<ChunkId, Option<u32>>,
     /// The number the node's next version gets.
@@ -78,6 +80,7 @@ impl SqliteTxn {
             account,
             nodes: HashMap::new(),
             names: HashMap::new(),
+            aliases: HashMap::new(),
             owned: HashMap::new(),
             next_version: HashMap::new(),
             dirty: BTreeMap::new(),
@@ -327,6 +330,35 @@ fn push_list(qb: &mut QueryBuilder<'_, Sqlite>, ids: impl IntoIterator<Item = Ve
     list.push_unseparated(")");
 }
 
+/// Reads which of `ids` (not cached yet) are aliases into `cache`; the
+/// others are remembered as not.
+async fn fetch_aliases(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    ids: &[NodeId],
+    cache: &mut HashMap<NodeId, Option<NodeId>>,
+) -> Result<(), MetaError> {
+    let missing = uncached(ids.iter().copied(), cache);
+    for batch in missing.chunks(IN_BATCH) {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT alias, node FROM node_aliases WHERE account = ");
+        qb.push_bind(account.0).push(" AND alias IN (");
+        push_list(&mut qb, batch.iter().map(|id| id.as_bytes().to_vec()));
+        for row in qb.build().fetch_all(&mut *conn).await.map_err(backend)? {
+            let alias: Vec<u8> = row.try_get("alias").map_err(backend)?;
+            let node: Vec<u8> = row.try_get("node").map_err(backend)?;
+            cache.insert(
+                NodeId(uuid_from_blob(&alias)?),
+                Some(NodeId(uuid_from_blob(&node)?)),
+            );
+        }
+        for id in batch {
+            cache.entry(*id).or_insert(None);
+        }
+    }
+    Ok(())
+}
+
 /// Those of `keys` that `cache` does not hold, each once, in order.
 fn uncached<K: Eq + std::hash::Hash + Clone, V>(
     keys: impl Iterator<Item = K>,
@@ -517,6 +549,13 @@ impl MetaTxn for SqliteTxn {
         chunks: &[ChunkId],
     ) -> Result<(), MetaError> {
         self.fetch_nodes(nodes, true).await?;
+        // Only an id without a node can be an alias.
+        let absent: Vec<NodeId> = nodes
+            .iter()
+            .filter(|id| matches!(self.nodes.get(id), Some(None)))
+            .copied()
+            .collect();
+        fetch_aliases(&mut self.tx, self.account, &absent, &mut self.aliases).await?;
         self.fetch_names(names).await?;
         self.fetch_owned(chunks).await
     }
@@ -526,6 +565,31 @@ impl MetaTxn for SqliteTxn {
             self.fetch_nodes(&[id], false).await?;
         }
         Ok(self.nodes.get(&id).cloned().flatten())
+    }
+
+    async fn resolve_alias(&mut self, id: NodeId) -> Result<NodeId, MetaError> {
+        if !self.aliases.contains_key(&id) {
+            if matches!(self.nodes.get(&id), Some(Some(_))) {
+                return Ok(id);
+            }
+            fetch_aliases(&mut self.tx, self.account, &[id], &mut self.aliases).await?;
+        }
+        Ok(self.aliases.get(&id).copied().flatten().unwrap_or(id))
+    }
+
+    async fn add_alias(&mut self, alias: NodeId, node: NodeId) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO node_aliases (account, alias, node) VALUES (?, ?, ?) \
+             ON CONFLICT (account, alias) DO UPDATE SET node = excluded.node",
+        )
+        .bind(self.account.0)
+        .bind(&alias.as_bytes()[..])
+        .bind(&node.as_bytes()[..])
+        .execute(&mut *self.tx)
+        .await
+        .map_err(backend)?;
+        self.aliases.insert(alias, Some(node));
+        Ok(())
     }
 
     async fn lookup(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, MetaError> {
