@@ -14,16 +14,6 @@ use std::time::Duration;
 
 const ARRIVE: Duration = Duration::from_secs(90);
 
-fn setup() -> (Server, Device, Device) {
-    let server = Server::start();
-    server.add_user("alice", "correct horse");
-    let mut a = Device::login(&server, "alice", "correct horse", "laptop");
-    let mut b = Device::login(&server, "alice", "correct horse", "desktop");
-    a.mount(&[]);
-    b.mount(&[]);
-    (server, a, b)
-}
-
 /// Stops the server (SIGKILL); [`Server::restart`] brings it back.
 fn stop(server: &mut Server) {
     let _ = server.child.kill();
@@ -71,7 +61,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn a_rename_and_an_edit_of_one_file_both_apply_without_a_copy() {
-    let (mut server, a, b) = setup();
+    let (mut server, a, b) = two_devices();
     fs::write(a.path("g.txt"), b"original").unwrap();
     a.sync();
     wait_content(&b.path("g.txt"), b"original", ARRIVE);
@@ -89,7 +79,7 @@ fn a_rename_and_an_edit_of_one_file_both_apply_without_a_copy() {
 
 #[test]
 fn a_chmod_and_a_rename_of_one_file_both_apply() {
-    let (mut server, a, b) = setup();
+    let (mut server, a, b) = two_devices();
     fs::write(a.path("g.txt"), b"content").unwrap();
     fs::set_permissions(a.path("g.txt"), fs::Permissions::from_mode(0o644)).unwrap();
     a.sync();
@@ -112,7 +102,7 @@ fn a_chmod_and_a_rename_of_one_file_both_apply() {
 
 #[test]
 fn the_same_file_created_on_both_devices_is_one_file() {
-    let (mut server, a, b) = setup();
+    let (mut server, a, b) = two_devices();
     stop(&mut server);
     let bytes = data(300_000, 9);
     fs::write(a.path("same.txt"), &bytes).unwrap();
@@ -127,7 +117,7 @@ fn the_same_file_created_on_both_devices_is_one_file() {
 
 #[test]
 fn the_same_folder_created_on_both_devices_is_one_folder_with_both_files() {
-    let (mut server, a, b) = setup();
+    let (mut server, a, b) = two_devices();
     stop(&mut server);
     fs::create_dir(a.path("photos")).unwrap();
     fs::write(a.path("photos/a.jpg"), b"from a").unwrap();
@@ -145,7 +135,7 @@ fn the_same_folder_created_on_both_devices_is_one_folder_with_both_files() {
 
 #[test]
 fn content_against_content_keeps_the_original_and_a_conflict_copy() {
-    let (mut server, a, b) = setup();
+    let (mut server, a, b) = two_devices();
     fs::write(a.path("c.txt"), b"original").unwrap();
     a.sync();
     wait_content(&b.path("c.txt"), b"original", ARRIVE);

@@ -178,10 +178,10 @@ pub struct SentState {
     pub content: bool,
     /// The server kept its own version (concurrent edit).
     pub conflict: bool,
-    /// The state the op sent (place, attributes, extended attributes,
-    /// conflict mark; `content` is not used: [`SentState::content`] says
-    /// whether new content went). The answer's value of a field is taken
-    /// only where the node still has the value sent (see `vfs::answer`).
+    /// The state the op sent (place, attributes, content hash, extended
+    /// attributes, conflict mark). The answer's value of a field is taken
+    /// only where the node still has the value sent (see `vfs::answer`);
+    /// content has its own rules ([`SentState::content`]).
     pub state: crate::protocol::SeenState,
 }
 

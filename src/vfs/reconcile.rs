@@ -14,8 +14,11 @@
 //! is the same thing the remote one is — a folder (any), a file with the
 //! same content, a symlink with the same target: two devices that made
 //! `photos/` or copied the same file. Then the local node **merges** with
-//! the remote one instead (`vfs::rekey`): it takes the remote node id, and
-//! from there it is that node.
+//! the remote one instead (`vfs::rekey`): it takes the remote node id and
+//! base, keeps its children and its own attributes (its pending change,
+//! which its journal record pushes: the later create's attributes win,
+//! as in the server's merge of two creates), and from there it is that
+//! node.
 
 use super::*;
 use crate::protocol::SeenState;
@@ -148,10 +151,12 @@ impl Vfs {
             want.push((p, l.name.clone()));
         }
         let content = rec.meta.content.clone();
+        let mut merged_here = false;
         if existing.is_none() {
             // A never-uploaded local node of the same thing merges instead
             // of moving aside (see the module docs).
             existing = self.merge_with_pulled(ns, rec, parent_ino)?;
+            merged_here = existing.is_some();
         }
         let mut inode = match existing {
             Some(i) => i,
@@ -182,12 +187,17 @@ impl Vfs {
             notify_inodes.push(inode.ino);
             self.new_content_generation(&inode);
         }
-        let before = self.attr_of(&inode);
-        self.adopt_attributes(&mut inode, &rec.meta);
-        if before != self.attr_of(&inode) {
-            notify_inodes.push(inode.ino);
+        // A node merged here keeps its own attributes: they are its
+        // pending change against the remote base, as the server's merge
+        // of two creates lets the later one's win.
+        if !merged_here {
+            let before = self.attr_of(&inode);
+            self.adopt_attributes(&mut inode, &rec.meta);
+            if before != self.attr_of(&inode) {
+                notify_inodes.push(inode.ino);
+            }
+            t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         }
-        t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         t.put_base(inode.ino, rec);
         inode.ctime = Timestamp::now();
         inode.vv = rec.vv.clone();

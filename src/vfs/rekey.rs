@@ -10,9 +10,9 @@
 //!   and both are the same thing — two folders, two files of equal
 //!   content (the working copy is chunked as the uploader would, only in
 //!   this case), two symlinks to one target. The local node takes the
-//!   pulled one's id, base and attributes instead of moving aside under a
-//!   conflict name, and keeps its children. The server never heard of the
-//!   old id.
+//!   pulled one's id, base and content instead of moving aside under a
+//!   conflict name, and keeps its children and attributes (a change still
+//!   to push). The server never heard of the old id.
 //!
 //! Either way the inode keeps its number (the kernel sees nothing but new
 //! attributes), the id index follows, a working copy moves to the new id's
@@ -37,6 +37,13 @@
 //!   node again: a fresh id, no base, journaled as a create, its children
 //!   journaled again so that they follow it rather than the alias. The
 //!   server then has both, as two devices that edited concurrently would.
+//!
+//! The re-key is its own batch, committed before the answer is adopted
+//! (`commit_done`'s batch): a crash between the two leaves the node
+//! re-keyed with its journal record still queued, which then sends it
+//! again as the node it now is (the server takes it as an update). A node
+//! deleted here while its create was in flight is not re-keyed: its
+//! queued delete names the old id, which the server resolves to the node.
 
 use super::meta::{Inode, NsGuard, Txn};
 use super::*;
@@ -233,12 +240,15 @@ impl Vfs {
         let mut t = self.meta.txn(ns);
         t.rekey(local.ino, &old, &rec.node_id);
         local.node_id = rec.node_id;
-        // Its pending state is the pulled node's now; a journal record
-        // still queued sends it as that node, changing nothing.
-        local.synced_rev = local.local_rev;
+        // Its content is the pulled node's; its attributes stay a pending
+        // change (its journal record sends them as that node's).
         let had_work = local.dirty;
         local.dirty = false;
         t.put_inode(&local);
+        if !self.meta.journal().has_records(local.ino) {
+            local.local_rev += 1;
+            t.put_inode(&local).journal_upsert(&local, false)?;
+        }
         t.commit()?;
         if had_work {
             self.remove_work_durably(&old);

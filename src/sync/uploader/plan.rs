@@ -18,7 +18,10 @@
 //!   state this device last adopted; `None` for a node the server has not
 //!   answered for yet), so the server takes exactly the fields that differ
 //!   from it as this device's changes (`protocol::merge`). Its conflict
-//!   mark is the base's, unchanged.
+//!   mark is the base's, unchanged. A later op of the same node in the
+//!   same round takes the state the earlier one sent as its `seen` (the
+//!   base is older than what the server will have by then: a link made
+//!   and removed again in one round would otherwise look unchanged).
 //! - A folder named by an id that has since become a local alias (the
 //!   folder was merged into another, see `vfs::rekey`) is sent as the id
 //!   it has now.
@@ -34,7 +37,7 @@ use crate::protocol::{
 };
 use crate::vfs::meta::{Inode, JournalOp, Quarantined, ROOT_INO};
 use crate::vfs::{SentState, Vfs};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What one planned op refers to locally.
 #[derive(Clone, Debug)]
@@ -49,6 +52,10 @@ pub(super) struct Plan {
     pub ops: Vec<CommitOp>,
     /// Per op: the journal record it comes from and what it refers to.
     pub origins: Vec<(u64, Origin)>,
+    /// Ops whose `seen` is the state an earlier op of the same node in
+    /// this round sent (not the stored base): the transfer step puts the
+    /// new content's hash in it when that op carries new content.
+    pub chained: HashSet<usize>,
     /// Files whose content must be chunked and uploaded, with the indices
     /// of the ops that carry it (every op of the file in this round).
     pub files: Vec<(Vec<usize>, Inode)>,
@@ -86,6 +93,10 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
     let mut plan = Plan::default();
     let mut planned: HashSet<NodeId> = HashSet::new();
     let mut content_planned: HashSet<u64> = HashSet::new();
+    // Per node: the state its last op in this round sent, the `seen` of
+    // its next op (the server has that state once the earlier op is
+    // applied; the stored base is older).
+    let mut last_sent: HashMap<u64, SeenState> = HashMap::new();
     for (seq, op) in records {
         plan.inos.push(op.ino());
         match op {
@@ -161,7 +172,12 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                 let entries = std::iter::once((parent, name.clone()))
                     .chain(links.iter().map(|l| (l.parent, l.name.clone())))
                     .collect();
-                let (op, state) = upsert_op(vfs, &inode, parent, &name, links)?;
+                let chained = last_sent.remove(&ino);
+                if chained.is_some() {
+                    plan.chained.insert(plan.ops.len());
+                }
+                let (op, state) = upsert_op(vfs, &inode, parent, &name, links, chained)?;
+                last_sent.insert(ino, state.clone());
                 plan.ops.push(op);
                 plan.origins.push((
                     seq,
@@ -201,14 +217,16 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
 
 /// The op for `inode` at place (`parent`, `name`) with its other entries
 /// `links`, carrying the content the server already has (the transfer step
-/// fills in new content), and what it sends as a [`SeenState`] (without
-/// content; see [`SentState::state`]).
+/// fills in new content), and what it sends as a [`SeenState`] (with the
+/// content as planned). `chained`: the state an earlier op of the node in
+/// this round sent, its `seen` instead of the stored base.
 fn upsert_op(
     vfs: &Vfs,
     inode: &Inode,
     parent: NodeId,
     name: &str,
     links: Vec<Link>,
+    chained: Option<SeenState>,
 ) -> Result<(CommitOp, SeenState), RoundError> {
     let content = match inode.kind {
         NodeKind::File => Some(vfs.server_content(inode.ino)?.unwrap_or(FileContent {
@@ -216,7 +234,10 @@ fn upsert_op(
         })),
         _ => None,
     };
-    let seen = vfs.sync_base(inode.ino)?;
+    let seen = match chained {
+        Some(s) => Some(s),
+        None => vfs.sync_base(inode.ino)?,
+    };
     let meta = NodeMeta {
         kind: inode.kind,
         mode: inode.mode,
@@ -249,7 +270,7 @@ fn upsert_op(
         mtime: meta.mtime,
         atime: meta.atime,
         btime: meta.btime,
-        content: None,
+        content: meta.content.as_ref().map(|c| c.hash()),
         symlink_target: meta.symlink_target.clone(),
         xattrs: meta.xattrs.clone(),
         conflict: meta.conflict.clone(),
