@@ -67,8 +67,10 @@ impl Attrs {
     /// (the later commit) and `theirs` (committed first), both made from
     /// `base`: each field changed by `mine` takes its value, every other
     /// field keeps `theirs`. Owner, group and `ids_from` are one field;
-    /// extended attributes merge by name. A time the model does not know
-    /// on either side stays unknown (it is not compared).
+    /// extended attributes merge by name, unless the merged set would pass
+    /// the size limit: then `mine`'s whole set wins (the server's rule).
+    /// A time the model does not know on either side stays unknown (it is
+    /// not compared).
     pub(super) fn merged(base: &Attrs, mine: &Attrs, theirs: &Attrs) -> Attrs {
         fn pick<T: PartialEq>(b: T, m: T, t: T) -> T {
             if m != b {
@@ -93,6 +95,10 @@ impl Attrs {
                     None => xattrs.remove(name),
                 };
             }
+        }
+        let total: usize = xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if total > XATTR_TOTAL_MAX {
+            xattrs = mine.xattrs.clone();
         }
         Attrs {
             mode,
