@@ -1,7 +1,8 @@
 //! Field-by-field conflicts on the client (issue 9): the sync base, the
 //! answer of a commit adopted per field (`vfs::answer`), a node re-keyed
 //! by a `Merged` answer, and a never-uploaded node merged with an equal
-//! pulled one (`vfs::rekey`). Answers the server's rules do not give yet
+//! pulled one (`vfs::rekey`), and the `seen` of a node's second op in one
+//! round (`sync::uploader::plan`). Answers the server's rules do not give yet
 //! are built by hand from the node's base; the rest runs on the real
 //! rules ([`two_devices`]).
 
@@ -360,4 +361,21 @@ async fn a_file_made_on_both_devices_merges_only_with_equal_content() {
         "{root:?}"
     );
     assert_eq!(read_all(a, fa).await, b"same bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_made_and_removed_in_one_round_is_gone_on_the_server() {
+    let (d, _held) = two_devices().await;
+    let (a, b) = (&d.a, &d.b);
+    let f = write_file(a, ROOT_INO, "f", b"x");
+    sync(a, &d.ra).await;
+    // Two records of `f` in one round: the second must not be read as
+    // "unchanged" against the stored base (which has no link either).
+    a.link(f, ROOT_INO, b"g").unwrap();
+    write_file(a, ROOT_INO, "other", b"y");
+    a.unlink(ROOT_INO, b"g").unwrap();
+    sync(a, &d.ra).await;
+    pull(b, &d.rb).await;
+    assert_eq!(names(b, ROOT_INO), vec!["f", "other"]);
+    assert_eq!(names(a, ROOT_INO), vec!["f", "other"]);
 }
