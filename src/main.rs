@@ -40,6 +40,13 @@ enum Command {
     Status(StatusArgs),
     /// Wait until local changes have reached the server.
     Sync(SyncArgs),
+    /// List conflict copies (of the mount containing the current
+    /// directory, else of every mount), or resolve one.
+    ///
+    /// A conflict copy holds the version of a concurrent edit that lost
+    /// the name: "mine" is the copy's version, "theirs" the one holding
+    /// the original name.
+    Conflicts(ConflictsArgs),
     /// List the account's devices, or revoke one.
     Devices(DevicesArgs),
     /// Sign this device out: the server revokes it, and the saved login
@@ -240,6 +247,44 @@ struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+struct ConflictsArgs {
+    #[command(subcommand)]
+    command: Option<ConflictsCommand>,
+    /// Print a JSON array of {"path", "original", "device", "time",
+    /// "mount"} ("original" null when it was deleted).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConflictsCommand {
+    /// Resolve one conflict copy.
+    ///
+    /// "mine" is the copy's version: it is written into the original file
+    /// (which keeps its identity and version history) and the copy is
+    /// deleted; if the original was deleted, the copy takes its name.
+    /// "theirs" is the version holding the original name: the copy is
+    /// deleted. "both" keeps both: the copy becomes an ordinary file.
+    Resolve {
+        /// A conflict copy inside a mount.
+        path: PathBuf,
+        /// Which version to keep.
+        #[arg(long, value_enum, value_name = "WHICH")]
+        keep: KeepArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KeepArg {
+    /// The conflict copy's version.
+    Mine,
+    /// The version holding the original name.
+    Theirs,
+    /// Both: the copy stays, as an ordinary file.
+    Both,
+}
+
+#[derive(Args, Debug)]
 struct SyncArgs {
     /// Wait until nothing below PATH is pending (required).
     #[arg(long, required = true)]
@@ -316,6 +361,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(a) => {
             cli::init_logging("warn");
             cli::status::sync_wait(a.path.as_deref(), a.pull, a.timeout)
+        }
+        Command::Conflicts(a) => {
+            cli::init_logging("warn");
+            match a.command {
+                None => cli::conflicts::list(a.json),
+                Some(ConflictsCommand::Resolve { path, keep }) => cli::conflicts::resolve(
+                    &path,
+                    match keep {
+                        KeepArg::Mine => cli::conflicts::Keep::Mine,
+                        KeepArg::Theirs => cli::conflicts::Keep::Theirs,
+                        KeepArg::Both => cli::conflicts::Keep::Both,
+                    },
+                ),
+            }
         }
         Command::Devices(a) => {
             cli::init_logging("warn");

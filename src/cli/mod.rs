@@ -12,6 +12,7 @@
 //!   `RUST_LOG` (see [`init_logging`]).
 
 pub mod account;
+pub mod conflicts;
 pub mod mount;
 pub mod mountinfo;
 pub mod progress;

@@ -21,7 +21,7 @@ const SYNC_POLL: Duration = Duration::from_millis(100);
 /// The Nimbus mount root for `path`, and `path` made absolute. Without a
 /// path: the mount containing the current directory, else the only Nimbus
 /// mount there is.
-fn locate(path: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+pub(super) fn locate(path: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let mounts = read_mounts()?;
     if let Some(p) = path {
         let abs = p.canonicalize().map_err(|e| match e.raw_os_error() {
@@ -57,7 +57,7 @@ fn locate(path: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// Reads one of our JSON attributes with errors that say what to do.
-fn read_attr(path: &Path, name: &str) -> Result<Vec<u8>> {
+pub(super) fn read_attr(path: &Path, name: &str) -> Result<Vec<u8>> {
     xattr::get(path, name).map_err(|e| match e.raw_os_error() {
         Some(libc::ENODATA) => anyhow!(
             "{} has no {name} attribute (is this mount served by an older nimbus?)",
@@ -76,7 +76,11 @@ fn read_attr(path: &Path, name: &str) -> Result<Vec<u8>> {
     })
 }
 
-fn parse_attr<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path, name: &str) -> Result<T> {
+pub(super) fn parse_attr<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+) -> Result<T> {
     serde_json::from_slice(bytes)
         .with_context(|| format!("{name} of {} is not valid JSON", path.display()))
 }
@@ -146,7 +150,14 @@ pub fn render_status(root: &Path, s: &MountStatus) -> String {
         "last sync:",
         s.last_sync.clone().unwrap_or_else(|| "never".into()),
     );
-    line(&mut out, "conflicts:", s.conflicts.to_string());
+    line(
+        &mut out,
+        "conflicts:",
+        match s.conflicts {
+            0 => "0".to_string(),
+            n => format!("{n} (list them with `nimbus conflicts`)"),
+        },
+    );
     if s.waiting_remote > 0 {
         line(
             &mut out,
@@ -386,6 +397,13 @@ mod tests {
         assert!(out.contains("server:     http://h:1 (online)"), "{out}");
         assert!(out.contains("pending:    1 operation (2 KiB)"), "{out}");
         assert!(out.contains("last sync:  never"), "{out}");
+        assert!(out.contains("conflicts:  0\n"), "{out}");
+        let two = MountStatus {
+            conflicts: 2,
+            ..s.clone()
+        };
+        assert!(render_status(Path::new("/m"), &two)
+            .contains("conflicts:  2 (list them with `nimbus conflicts`)"));
         assert!(out.contains("0 B used of 10 GiB"), "{out}");
         assert!(out.contains("  a/b: bad"), "{out}");
         assert!(

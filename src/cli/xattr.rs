@@ -14,6 +14,27 @@ pub const PENDING_XATTR: &str = "user.nimbus.pending";
 /// `user.nimbus.pull` on the mount root (write-only): asks for a pull.
 pub const PULL_XATTR: &str = "user.nimbus.pull";
 
+/// `user.nimbus.conflicts` on the mount root: the conflict copies.
+pub const CONFLICTS_XATTR: &str = "user.nimbus.conflicts";
+/// `user.nimbus.conflict` on a conflict copy: its mark; removing it keeps
+/// the copy as an ordinary file.
+pub const CONFLICT_XATTR: &str = "user.nimbus.conflict";
+
+/// Removes attribute `name` of `path` (not following a final symlink).
+pub fn remove(path: &Path, name: &str) -> io::Result<()> {
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    // SAFETY: both strings are NUL-terminated.
+    let r = unsafe { libc::lremovexattr(cpath.as_ptr(), cname.as_ptr()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sets attribute `name` of `path` to `value` (not following a final
 /// symlink).
 pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
@@ -147,6 +168,33 @@ pub struct Pending {
     pub failed: u64,
     /// Relative to the mount root; at most 50.
     pub paths: Vec<String>,
+}
+
+/// A conflict copy (`user.nimbus.conflict`, and each entry of
+/// `user.nimbus.conflicts` with its `path`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConflictInfo {
+    /// The copy, relative to the mount root (list entries only).
+    pub path: Option<String>,
+    /// Node id of the original.
+    pub of: String,
+    /// The original, relative to the mount root; `None` when deleted.
+    pub of_path: Option<String>,
+    /// The device whose edit the copy keeps.
+    pub device: String,
+    /// When the server received that edit (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// The conflict copies of a mount (`user.nimbus.conflicts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConflictList {
+    /// How many there are.
+    pub count: u64,
+    /// Them, or as many as fit in one attribute value.
+    pub copies: Vec<ConflictInfo>,
 }
 
 #[cfg(test)]

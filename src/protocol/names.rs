@@ -63,14 +63,7 @@ pub fn conflict_name(
         }
         _ => (name, ""),
     };
-    let mut device: String = device
-        .chars()
-        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
-        .collect();
-    truncate_to(&mut device, 64);
-    if device.trim().is_empty() {
-        device = "unknown device".into();
-    }
+    let device = device_in_name(device);
     let suffix = if n >= 2 {
         format!(" (conflict {device} {} {n})", utc_stamp(now_ns))
     } else {
@@ -82,6 +75,36 @@ pub fn conflict_name(
         MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len()),
     );
     format!("{stem}{suffix}{ext}")
+}
+
+/// The device name as [`conflict_name`] writes it.
+fn device_in_name(device: &str) -> String {
+    let mut device: String = device
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    truncate_to(&mut device, 64);
+    if device.trim().is_empty() {
+        device = "unknown device".into();
+    }
+    device
+}
+
+/// The name a conflict copy named `copy` was made from: [`conflict_name`]
+/// undone, given the mark's `device` and time (`at_ns`). `None` when
+/// `copy` does not carry that suffix (the user renamed it). A stem that
+/// [`conflict_name`] shortened stays short.
+pub fn original_name(copy: &str, device: &str, at_ns: i64) -> Option<String> {
+    let marker = format!(" (conflict {} {}", device_in_name(device), utc_stamp(at_ns));
+    let pos = copy.rfind(&marker)?;
+    let rest = &copy[pos + marker.len()..];
+    let rest = match rest.strip_prefix(' ') {
+        Some(numbered) => numbered.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    let ext = rest.strip_prefix(')')?;
+    let name = format!("{}{ext}", &copy[..pos]);
+    validate_name(&name).ok().map(|_| name)
 }
 
 fn truncate_to(s: &mut String, max_bytes: usize) {
@@ -119,6 +142,31 @@ mod tests {
         assert_eq!(validate_name("a\0b"), Err(NameError::Nul));
         assert_eq!(validate_name(&"x".repeat(256)), Err(NameError::TooLong));
         assert_eq!(validate_name_bytes(b"\xff\xfe"), Err(NameError::NotUtf8));
+    }
+
+    #[test]
+    fn original_name_undoes_conflict_name() {
+        use crate::protocol::NodeKind;
+        let at = 1_700_000_000_123_456_789;
+        for (name, kind) in [
+            ("report.txt", NodeKind::File),
+            ("Makefile", NodeKind::File),
+            (".bashrc", NodeKind::File),
+            ("a (conflict x).tar.gz", NodeKind::File),
+        ] {
+            for n in [1, 2, 17] {
+                let copy = conflict_name(name, kind, "my/laptop", at, n);
+                assert_eq!(
+                    original_name(&copy, "my/laptop", at).as_deref(),
+                    Some(name),
+                    "{copy}"
+                );
+            }
+        }
+        let copy = conflict_name("r.txt", NodeKind::File, "desk", at, 1);
+        assert_eq!(original_name(&copy, "laptop", at), None);
+        assert_eq!(original_name(&copy, "desk", at + 2_000_000_000), None);
+        assert_eq!(original_name("renamed.txt", "desk", at), None);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! Fields, as `protocol::merge` lists them: place (first entry and links,
 //! adopted by `reconcile::adopt_server_entries`), mode, owner (`uid`,
 //! `gid` and `ids_from` together), each of `mtime`, `atime` and `btime`,
-//! the symlink target, and each extended attribute by name. Content has
-//! its own rules (`Vfs::commit_done`). The conflict mark stays the
-//! server's (the sync base holds it).
+//! the symlink target, each extended attribute by name, and the conflict
+//! mark (`vfs::conflicts`: the user may have cleared it in flight).
+//! Content has its own rules (`Vfs::commit_done`).
 
 use super::meta::{Inode, Txn};
 use super::*;
@@ -74,6 +74,10 @@ impl Vfs {
                 None => t.remove_xattr(inode.ino, name),
             };
             xattrs_changed = true;
+        }
+        let mark = self.meta.conflict(inode.ino)?;
+        if mark == s.conflict && mark != m.conflict {
+            t.set_conflict(inode.ino, m.conflict.as_ref());
         }
         let changed = before != self.attr_of(inode);
         if changed || xattrs_changed {

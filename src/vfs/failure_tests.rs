@@ -306,6 +306,12 @@ async fn a_remote_edit_reaches_a_file_whose_change_was_refused() {
     b.pull().await;
     let copy_on_b = b.vfs.lookup(ROOT_INO, copy.as_bytes()).unwrap().ino;
     assert_eq!(read(&b.vfs, copy_on_b).await, b"v2 from a");
+    // Marked as a conflict copy of the file, on both devices.
+    let doc = a.vfs.meta.inode(ino).unwrap().unwrap().node_id;
+    for (vfs, copy) in [(&a.vfs, copy_ino), (&b.vfs, copy_on_b)] {
+        let mark = vfs.conflict_of(copy).unwrap().expect("a conflict mark");
+        assert_eq!((mark.of, mark.device.as_str()), (doc, "laptop"));
+    }
 }
 
 /// Scenario 4: a remote change arriving while a file is open for writing

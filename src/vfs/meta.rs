@@ -17,6 +17,9 @@
 //!   [`super::journal`], which owns them and their index)
 //! - `x` ino, attribute name → value: the node's stored extended
 //!   attributes (see `xattrs`; removed with the inode)
+//! - `k` ino → the node's conflict mark (JSON; only on conflict copies, so
+//!   the keyspace lists them without scanning inodes; see `conflicts`;
+//!   removed with the inode)
 //! - `m` name → counters (next ino, next journal seq, change-log cursor)
 //! - `W` node id → a pulled [`NodeRecord`] waiting for its folder (or, a
 //!   folder delete, for its children to move away); JSON, as on the wire.
@@ -54,6 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod base;
+mod conflicts;
 pub mod format;
 mod xattrs;
 
@@ -531,6 +535,7 @@ impl Txn<'_> {
         self.removed.push(inode.ino);
         self.writes.push((ino_key(b'c', inode.ino), None));
         self.writes.push((ino_key(b'b', inode.ino), None));
+        self.writes.push((ino_key(b'k', inode.ino), None));
         self.writes
             .push((key(b'n', inode.node_id.as_bytes()), None));
         self

@@ -47,7 +47,8 @@
 //!   one request; `reconcile` and `rebase`: remote records and
 //!   commit outcomes; `answer`: a commit's answer adopted field by field;
 //!   `rekey`: a node that takes another node id (merged with an equal
-//!   node); `sync_api`: what the sync workers ask (they never
+//!   node); `conflicts`: conflict copies (their marks, listing and
+//!   clearing); `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
 //!
 //! Operations that may wait on the network (`read`, `write`, `setattr`)
@@ -86,8 +87,10 @@ pub mod xattr;
 
 mod answer;
 mod api;
+mod conflicts;
 mod dir_handles;
 pub use api::Answer;
+pub use conflicts::{ConflictCopy, ConflictList};
 
 mod status;
 mod sync_api;
@@ -418,6 +421,8 @@ impl Vfs {
 
 #[cfg(test)]
 mod coherence_tests;
+#[cfg(test)]
+mod conflict_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

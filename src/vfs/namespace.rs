@@ -16,6 +16,12 @@
 //! `protocol::api`). `link` moves ctime, as on ext4; a folder cannot be
 //! linked (`EPERM`), and a node has at most `MAX_LINKS` (65,000, ext4's
 //! limit) entries (`EMLINK`).
+//!
+//! # Conflict copies
+//! Renaming or moving a conflict copy (either side of an exchange too) is
+//! the user taking it as an ordinary file: its conflict mark goes in the
+//! same batch, and the journaled upsert carries the cleared mark to the
+//! server (see `vfs::conflicts`).
 
 use super::*;
 use crate::protocol::MAX_LINKS;
@@ -313,6 +319,7 @@ impl Vfs {
             inode.move_entry(parent, &name, new_parent, &new_name);
             inode.ctime = Timestamp::now();
             inode.local_rev += 1;
+            self.clear_conflict_in(&mut t, inode.ino)?;
             t.put_inode(&inode);
             t.journal_upsert(&inode, true)?;
             if parent != new_parent {
@@ -457,6 +464,7 @@ impl Vfs {
             node.move_entry(from_p, from_n, to_p, to_n);
             node.ctime = now;
             node.local_rev += 1;
+            self.clear_conflict_in(&mut t, node.ino)?;
             t.put_inode(node);
             t.journal_upsert(node, true)?;
         }

@@ -7,7 +7,8 @@
 //! remote state arrives for a quarantined node that nothing else holds
 //! (no journal record, no open handle), the node adopts the remote state,
 //! and refused new content lives on beside it as a new file under a
-//! conflict name, journaled like any new file. Nothing is dropped: the
+//! conflict name, marked as a conflict copy of the node (as the server
+//! marks its own copies), journaled like any new file. Nothing is dropped: the
 //! refused attribute or name changes give way to the remote ones, the
 //! refused content becomes the copy.
 
@@ -39,9 +40,10 @@ impl Vfs {
         let mut node = inode.clone();
         let mut moved_work = false;
         if inode.kind == NodeKind::File && inode.dirty {
+            let at = now_ns();
             let mut n = 1;
             let name = loop {
-                let c = conflict_name(&inode.name, inode.kind, &self.device_name, now_ns(), n);
+                let c = conflict_name(&inode.name, inode.kind, &self.device_name, at, n);
                 if self.meta.dentry(inode.parent, &c)?.is_none() {
                     break c;
                 }
@@ -75,6 +77,15 @@ impl Vfs {
             );
             // The copy keeps the refused version's extended attributes.
             t.replace_xattrs(copy.ino, &self.meta.xattrs(inode.ino)?)?;
+            // A conflict copy like the server's, marked as such.
+            t.set_conflict(
+                copy.ino,
+                Some(&crate::protocol::ConflictMark {
+                    of: inode.node_id,
+                    device: self.device_name.clone(),
+                    at: crate::protocol::Timestamp::from_ns(at),
+                }),
+            );
             t.journal_upsert(&copy, true)?;
             notify_entries.push((inode.parent, name));
             node.dirty = false;

@@ -19,6 +19,12 @@
 //! which its journal record pushes: the later create's attributes win,
 //! as in the server's merge of two creates), and from there it is that
 //! node.
+//!
+//! A record's conflict mark (`NodeMeta::conflict`) is stored in the same
+//! batch as the node (`meta::Txn::set_conflict`): a remote record always
+//! brings its mark; a commit answer brings it only when the node has not
+//! changed here since the commit was planned (the user may have cleared
+//! it meanwhile; that change is journaled and wins at its push).
 
 use super::*;
 use crate::protocol::SeenState;
@@ -198,6 +204,13 @@ impl Vfs {
             }
             t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         }
+        let had_mark = match is_new {
+            true => None,
+            false => self.meta.conflict(inode.ino)?,
+        };
+        if had_mark != rec.meta.conflict {
+            t.set_conflict(inode.ino, rec.meta.conflict.as_ref());
+        }
         t.put_base(inode.ino, rec);
         inode.ctime = Timestamp::now();
         inode.vv = rec.vv.clone();
@@ -241,9 +254,10 @@ impl Vfs {
     /// `inode`: mode, owner and group (ids set on this device are stored
     /// as set here, `ids_from = None`), device number, size, target, and
     /// mtime, atime and btime. ctime is the caller's (each device's own).
-    /// Extended attributes are separate keys: the caller replaces them in
-    /// its transaction ([`meta::Txn::replace_xattrs`]); the root keeps its
-    /// own (the server's root is immutable, like its mode there).
+    /// Extended attributes and the conflict mark are separate keys: the
+    /// caller replaces them in its transaction ([`meta::Txn::replace_xattrs`],
+    /// [`meta::Txn::set_conflict`]); the root keeps its own (the server's
+    /// root is immutable, like its mode there, and never a conflict copy).
     pub(super) fn adopt_attributes(&self, inode: &mut Inode, meta: &crate::protocol::NodeMeta) {
         inode.mode = meta.mode;
         inode.uid = meta.uid;

@@ -5,10 +5,18 @@
 //! - `user.nimbus.pending` on any node: JSON `{count, bytes, failed,
 //!   paths}` for the nodes at or below it with changes the server does not
 //!   have ([`super::PendingSummary`], what `nimbus sync --wait` polls).
-//! - `user.nimbus.state` on any node: `failed` when the server refused its
-//!   change, `pending` when it has local changes not yet uploaded, else
-//!   `cached` / `partial` / `placeholder` by how much of its content is
-//!   local (folders: `cached`).
+//! - `user.nimbus.state` on any node, the first that applies: `failed`
+//!   when the server refused its change, `pending` when it has local
+//!   changes not yet uploaded, `conflict` when it is a conflict copy not
+//!   yet renamed, resolved or deleted, else `cached` / `partial` /
+//!   `placeholder` by how much of its content is local (folders:
+//!   `cached`). `failed` and `pending` come first because they say what
+//!   this device still has to do for the node (and pass, or need action
+//!   of their own); a conflict copy reads `conflict` again once its
+//!   changes are uploaded.
+//! - `user.nimbus.conflicts` on the root and `user.nimbus.conflict` on any
+//!   node (read; removing the latter keeps a conflict copy as an ordinary
+//!   file): see [`super::conflicts`].
 //! - `user.nimbus.pull` on the root, write-only: setting it (any value)
 //!   asks the change follower for a pull that starts now; the status
 //!   shows the request's number in `pull_requested` and, once such a
@@ -23,7 +31,8 @@
 //! - names: empty or over 255 bytes → ERANGE; `system.*` (POSIX ACLs: the
 //!   mount has no ACL support) and unknown prefixes → EOPNOTSUPP; not
 //!   UTF-8 or nothing after the prefix → EINVAL; `user.nimbus.*` is
-//!   reserved: set/remove → EPERM, unknown ones read as ENODATA;
+//!   reserved: set/remove → EPERM (removing `user.nimbus.conflict` aside),
+//!   unknown ones read as ENODATA;
 //! - values over 64 KiB → E2BIG; names plus values of a node over 4 KiB →
 //!   ENOSPC; empty values are kept;
 //! - `XATTR_CREATE` on an existing one → EEXIST, `XATTR_REPLACE` or
@@ -52,6 +61,8 @@ pub const STATUS: &str = "user.nimbus.status";
 pub const PENDING: &str = "user.nimbus.pending";
 pub const STATE: &str = "user.nimbus.state";
 pub const PULL: &str = "user.nimbus.pull";
+pub const CONFLICTS: &str = "user.nimbus.conflicts";
+pub const CONFLICT: &str = "user.nimbus.conflict";
 
 /// How `setxattr` may treat an existing attribute (`XATTR_CREATE`,
 /// `XATTR_REPLACE`; both: create's check first, as ext4).
@@ -127,6 +138,8 @@ impl Vfs {
                 });
             }
             n if n == STATE.as_bytes() => return Ok(self.state_of(&inode).as_bytes().to_vec()),
+            n if n == CONFLICTS.as_bytes() && ino == ROOT_INO => return self.conflicts_json(),
+            n if n == CONFLICT.as_bytes() => return self.conflict_json(ino),
             n if n.starts_with(XATTR_RESERVED_PREFIX.as_bytes()) => {
                 return Err(VfsError::NoAttribute)
             }
@@ -210,6 +223,11 @@ impl Vfs {
     /// Removes attribute `name` of `ino` for `caller` (ENODATA if it is
     /// not set); committed like [`Vfs::setxattr_as`].
     pub fn removexattr_as(&self, caller: Caller, ino: u64, name: &[u8]) -> VfsResult<()> {
+        if name == CONFLICT.as_bytes() {
+            // Keeps a conflict copy as an ordinary file (write access to
+            // the node is the kernel's check, as for any user attribute).
+            return self.clear_conflict(ino);
+        }
         let (ns, name) = self.writable_xattr(caller, ino, name)?;
         self.writable()?;
         let ns_guard = self.meta.lock_ns();
@@ -274,6 +292,9 @@ impl Vfs {
         if inode.has_local_changes() || self.is_journaled(inode.ino) {
             return "pending";
         }
+        if self.meta.conflict(inode.ino).ok().flatten().is_some() {
+            return "conflict";
+        }
         if inode.kind != NodeKind::File {
             return "cached";
         }
@@ -327,7 +348,8 @@ impl Vfs {
             "pending_ops": pending.count,
             "pending_bytes": pending.bytes,
             "last_sync": last_sync,
-            "conflicts": st.conflicts,
+            // Conflict copies not yet renamed, resolved or deleted.
+            "conflicts": self.conflict_copies().map(|c| c.len()).unwrap_or(0),
             "waiting_remote": st.waiting_remote,
             "cache_bytes": self.chunks.used_bytes(),
             "cache_limit": self.chunks.limit(),

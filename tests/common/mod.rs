@@ -70,6 +70,13 @@ impl Server {
         }
     }
 
+    /// Kills the server (SIGKILL) until [`Server::restart`]: devices go
+    /// offline and journal what they do.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same port
     /// with the same data, waiting until it answers.
     pub fn restart(&mut self) {

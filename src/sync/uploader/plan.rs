@@ -18,7 +18,7 @@
 //!   state this device last adopted; `None` for a node the server has not
 //!   answered for yet), so the server takes exactly the fields that differ
 //!   from it as this device's changes (`protocol::merge`). Its conflict
-//!   mark is the base's, unchanged. A later op of the same node in the
+//!   mark is the one stored here (see `vfs::conflicts`). A later op of the same node in the
 //!   same round takes the state the earlier one sent as its `seen` (the
 //!   base is older than what the server will have by then: a link made
 //!   and removed again in one round would otherwise look unchanged).
@@ -255,9 +255,9 @@ fn upsert_op(
         content,
         symlink_target: inode.symlink_target.clone(),
         xattrs: vfs.xattrs_of(inode.ino)?,
-        // The conflict mark is the server's: an op sends back the one this
-        // device last saw, so that it never changes the mark by accident.
-        conflict: seen.as_ref().and_then(|s| s.conflict.clone()),
+        // The mark as stored here: the server's, or cleared by the user
+        // (a rename, `nimbus conflicts resolve`).
+        conflict: vfs.conflict_of(inode.ino)?,
     };
     let state = SeenState {
         parent,
