@@ -79,6 +79,7 @@ fn planned(vfs: &Vfs, ino: u64, content: bool) -> SentState {
     let inode = vfs.inode(ino).unwrap().unwrap();
     let parent = vfs.meta.node_id_of(inode.parent).unwrap();
     SentState {
+        node_id: inode.node_id,
         rev: inode.local_rev,
         entries: vec![(parent, inode.name.clone())],
         content,
@@ -378,4 +379,20 @@ async fn a_link_made_and_removed_in_one_round_is_gone_on_the_server() {
     pull(b, &d.rb).await;
     assert_eq!(names(b, ROOT_INO), vec!["f", "other"]);
     assert_eq!(names(a, ROOT_INO), vec!["f", "other"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_for_the_node_an_id_is_an_alias_of_re_keys_too() {
+    let (d, _held) = two_devices().await;
+    let a = &d.a;
+    let dir = a.mkdir(ROOT_INO, b"photos", 0o755).unwrap().ino;
+    // The server merged this create before a crash lost its answer; the
+    // op went again and the server answered for the node it merged into.
+    let sent = planned(a, dir, false);
+    let theirs = NodeId::random();
+    let rec = answer_to(a, dir, &sent, theirs);
+    a.commit_done(dir, &sent, &rec).unwrap();
+    assert_eq!(a.ino_of(&theirs).unwrap(), Some(dir));
+    assert_eq!(a.sync_base(dir).unwrap(), SeenState::of(&rec));
+    assert_eq!(names(a, ROOT_INO), vec!["photos"]);
 }

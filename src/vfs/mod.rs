@@ -172,6 +172,8 @@ pub trait KernelNotifier: Send + Sync {
 /// What the uploader sent for a node, to reconcile the server's answer.
 #[derive(Clone, Debug)]
 pub struct SentState {
+    /// The node id the op named (the inode's when it was planned).
+    pub node_id: NodeId,
     /// `local_rev` when the op was planned.
     pub rev: u64,
     /// The entries the op carried, as (folder, name): its first entry

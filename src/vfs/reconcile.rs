@@ -409,11 +409,19 @@ impl Vfs {
                 return Ok(());
             };
             if inode.node_id != rec.node_id {
-                // The inode merged with a pulled node while its commit was
-                // in flight (`vfs::rekey`): the answer is about a node it
-                // no longer is, which this device takes like any other.
                 drop(ns);
-                self.apply_remote(rec)?;
+                if inode.node_id != sent.node_id {
+                    // The inode merged with a pulled node while its commit
+                    // was in flight (`vfs::rekey`): the answer is about a
+                    // node it no longer is, which this device takes like
+                    // any other.
+                    self.apply_remote(rec)?;
+                } else if !inode.unlinked {
+                    // The server answered for the node the op's id is an
+                    // alias of: its `Merged` answer was lost (a crash
+                    // before it was adopted), and this op was sent again.
+                    self.merged_done(ino, sent, rec)?;
+                }
                 return Ok(());
             }
             // Deleted here while its commit was in flight: its delete is

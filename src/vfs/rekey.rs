@@ -4,7 +4,11 @@
 //! Two ways lead here:
 //! - **The server merged it** (`CommitOutcome::Merged`, [`Vfs::merged_done`]):
 //!   the create this device sent met an equal node; the server keeps its
-//!   node, and the sent id becomes a server-side alias of it.
+//!   node, and the sent id becomes a server-side alias of it. (An answer
+//!   about another node than the op named, when the inode still has the
+//!   id it had when the op was planned, is the same thing: the `Merged`
+//!   answer was lost in a crash and the op went again; `commit_done`
+//!   hands it here.)
 //! - **A pulled node merged with it here** ([`Vfs::merge_with_pulled`]): the
 //!   follower brought a node whose name a never-uploaded local node holds,
 //!   and both are the same thing — two folders, two files of equal

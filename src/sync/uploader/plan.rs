@@ -184,6 +184,7 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                     Origin::Node {
                         ino,
                         sent: Box::new(SentState {
+                            node_id: inode.node_id,
                             rev: inode.local_rev,
                             entries,
                             content: new_content,
