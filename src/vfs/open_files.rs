@@ -262,23 +262,31 @@ impl Vfs {
                 return Err(e);
             }
         }
-        let content = match self.meta.content(ino) {
-            Ok(c) => c.map(|c| {
-                Arc::new(ContentView {
-                    offsets: c.manifest.offsets(),
-                    manifest: c.manifest,
-                })
-            }),
+        // The content and its generation are read together, under the
+        // lock a remote content change holds until it is committed (see
+        // `apply_remote_locked`).
+        let opened = {
+            let mut st = o.state.lock();
+            self.meta.content(ino).map(|c| {
+                let g = st.generation;
+                *st.open_by_generation.entry(g).or_insert(0) += 1;
+                (c, g)
+            })
+        };
+        let (content, generation) = match opened {
+            Ok((c, g)) => (
+                c.map(|c| {
+                    Arc::new(ContentView {
+                        offsets: c.manifest.offsets(),
+                        manifest: c.manifest,
+                    })
+                }),
+                g,
+            ),
             Err(e) => {
                 self.release_handle_state(ino, &o, write);
                 return Err(e);
             }
-        };
-        let generation = {
-            let mut st = o.state.lock();
-            let g = st.generation;
-            *st.open_by_generation.entry(g).or_insert(0) += 1;
-            g
         };
         let fh = self.open.add_handle(Handle {
             ino,

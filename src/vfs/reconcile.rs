@@ -187,11 +187,22 @@ impl Vfs {
             self.set_entries(&mut t, &mut inode, want, is_new, notify_entries)?;
         }
         let new_hash = content.as_ref().map(|c| c.hash());
-        if new_hash != inode.content_hash {
+        // A new content generation: open handles keep reading theirs (a
+        // clean working copy they read is retired, not dropped), new opens
+        // read the new content, and the kernel's pages of the file are
+        // dropped now and at the next open. The open state's lock is held
+        // from the generation bump until the new content is committed, and
+        // an open reads the content and the generation under that lock, so
+        // no handle ever pairs old content with the new generation (its
+        // reads would put old pages in the kernel's cache that every later
+        // open would keep). A temporary reference makes the state exist
+        // even when the file is not open: an open racing with this one
+        // meets the same lock.
+        let content_changed = new_hash != inode.content_hash;
+        if content_changed {
             t.put_content(inode.ino, content.as_ref());
             inode.content_hash = new_hash;
             notify_inodes.push(inode.ino);
-            self.new_content_generation(&inode);
         }
         // A node merged here keeps its own attributes: they are its
         // pending change against the remote base, as the server's merge
@@ -220,7 +231,33 @@ impl Vfs {
         } else {
             t.put_inode(&inode);
         }
-        t.commit()?;
+        // Taken last: reading the attributes above looks at the open state,
+        // and nothing returns early between here and the release below.
+        let switch = content_changed.then(|| self.ensure_open_state(inode.ino));
+        let mut retired = false;
+        let guard = switch.as_ref().map(|o| {
+            let mut st = o.state.lock();
+            let work = st.work.take();
+            let g = st.generation;
+            if let Some(w) = &work {
+                if st.open_by_generation.contains_key(&g) {
+                    st.retired.insert(g, w.clone());
+                }
+            }
+            st.generation += 1;
+            retired = work.is_some();
+            self.open.mark_stale(inode.ino);
+            st
+        });
+        let committed = t.commit();
+        drop(guard);
+        if let Some(o) = &switch {
+            if retired {
+                self.remove_work_durably(&inode.node_id);
+            }
+            self.release_state_ref(inode.ino, o);
+        }
+        committed?;
         Ok(true)
     }
 
