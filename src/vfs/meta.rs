@@ -26,6 +26,10 @@
 //!   The change follower ([`crate::sync::follower`]) owns them.
 //! - `R` `space` → the last [`SpaceReport`] from the server (JSON), what
 //!   `statfs` shows, also while offline (see `vfs::capacity`).
+//! - `b` ino → the node's sync base, the server state this device last
+//!   adopted (JSON [`crate::protocol::SeenState`]; removed with the
+//!   inode), and `a` node id → node id, local aliases of re-keyed nodes
+//!   (see `base`)
 //!
 //! Counters and journal records are written in [`Txn::commit`] under the
 //! journal index's lock, so two transactions committing at once can never
@@ -52,6 +56,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod base;
 mod conflicts;
 pub mod format;
 mod xattrs;
@@ -529,6 +534,7 @@ impl Txn<'_> {
         self.writes.push((ino_key(b's', inode.ino), None));
         self.removed.push(inode.ino);
         self.writes.push((ino_key(b'c', inode.ino), None));
+        self.writes.push((ino_key(b'b', inode.ino), None));
         self.writes.push((ino_key(b'k', inode.ino), None));
         self.writes
             .push((key(b'n', inode.node_id.as_bytes()), None));

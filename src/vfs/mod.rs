@@ -45,8 +45,10 @@
 //!   fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range; `read`: the read
 //!   path and read-ahead; `batch_read`: cold small files of a folder in
 //!   one request; `reconcile` and `rebase`: remote records and
-//!   commit outcomes; `conflicts`: conflict copies (their marks, listing
-//!   and clearing); `sync_api`: what the sync workers ask (they never
+//!   commit outcomes; `answer`: a commit's answer adopted field by field;
+//!   `rekey`: a node that takes another node id (merged with an equal
+//!   node); `conflicts`: conflict copies (their marks, listing and
+//!   clearing); `sync_api`: what the sync workers ask (they never
 //!   touch the parts themselves); `api`: the one async entry point.
 //!
 //! Operations that may wait on the network (`read`, `write`, `setattr`)
@@ -83,6 +85,7 @@ mod rebase;
 pub mod wal;
 pub mod xattr;
 
+mod answer;
 mod api;
 mod conflicts;
 mod dir_handles;
@@ -103,6 +106,7 @@ use open_files::{ContentView, Handle, OpenFiles, OpenInode};
 pub mod capacity;
 mod read;
 mod reconcile;
+mod rekey;
 pub mod space;
 pub mod special;
 mod working_copy;
@@ -168,6 +172,8 @@ pub trait KernelNotifier: Send + Sync {
 /// What the uploader sent for a node, to reconcile the server's answer.
 #[derive(Clone, Debug)]
 pub struct SentState {
+    /// The node id the op named (the inode's when it was planned).
+    pub node_id: NodeId,
     /// `local_rev` when the op was planned.
     pub rev: u64,
     /// The entries the op carried, as (folder, name): its first entry
@@ -177,6 +183,11 @@ pub struct SentState {
     pub content: bool,
     /// The server kept its own version (concurrent edit).
     pub conflict: bool,
+    /// The state the op sent (place, attributes, content hash, extended
+    /// attributes, conflict mark). The answer's value of a field is taken
+    /// only where the node still has the value sent (see `vfs::answer`);
+    /// content has its own rules ([`SentState::content`]).
+    pub state: crate::protocol::SeenState,
 }
 
 /// What is not on the server yet at or below a node
@@ -420,6 +431,8 @@ mod crash_tests;
 mod ext4_tests;
 #[cfg(test)]
 mod failure_tests;
+#[cfg(test)]
+mod field_merge_tests;
 #[cfg(test)]
 mod link_tests;
 #[cfg(test)]

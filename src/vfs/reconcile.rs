@@ -2,6 +2,24 @@
 //! metadata (`apply_remote`), local nodes displaced by a remote one, and the
 //! server's answers to this device's commits (`commit_done`).
 //!
+//! Every server state the device takes is also its new **sync base** (the
+//! `b` keys, see `meta::base`), written in the same transaction: what the
+//! next op of the node sends as `seen`. A commit's answer is adopted field
+//! by field (`vfs::answer`): the server merged the op with other devices'
+//! changes, and the answer carries them.
+//!
+//! # Displacement
+//! A pulled node that takes a name a local node holds displaces it (see
+//! [`Vfs::displace`]), except when the local node was never uploaded and
+//! is the same thing the remote one is — a folder (any), a file with the
+//! same content, a symlink with the same target: two devices that made
+//! `photos/` or copied the same file. Then the local node **merges** with
+//! the remote one instead (`vfs::rekey`): it takes the remote node id and
+//! base, keeps its children and its own attributes (its pending change,
+//! which its journal record pushes: the later create's attributes win,
+//! as in the server's merge of two creates), and from there it is that
+//! node.
+//!
 //! A record's conflict mark (`NodeMeta::conflict`) is stored in the same
 //! batch as the node (`meta::Txn::set_conflict`): a remote record always
 //! brings its mark; a commit answer brings it only when the node has not
@@ -9,6 +27,7 @@
 //! it meanwhile; that change is journaled and wins at its push).
 
 use super::*;
+use crate::protocol::SeenState;
 
 impl Vfs {
     /// Applies a node record from the server to the local cache, unless the
@@ -112,7 +131,7 @@ impl Vfs {
             gone.unlinked = true;
             gone.vv = rec.vv.clone();
             gone.server_seq = rec.seq;
-            t.put_inode(&gone);
+            t.put_inode(&gone).remove_base(gone.ino);
             t.commit()?;
             // purge needs ns; we hold it, so do the same work inline.
             if !self.open.is_open(inode.ino) && !self.inodes.is_referenced(inode.ino) {
@@ -138,6 +157,13 @@ impl Vfs {
             want.push((p, l.name.clone()));
         }
         let content = rec.meta.content.clone();
+        let mut merged_here = false;
+        if existing.is_none() {
+            // A never-uploaded local node of the same thing merges instead
+            // of moving aside (see the module docs).
+            existing = self.merge_with_pulled(ns, rec, parent_ino)?;
+            merged_here = existing.is_some();
+        }
         let mut inode = match existing {
             Some(i) => i,
             None => Inode::new(
@@ -178,12 +204,17 @@ impl Vfs {
             inode.content_hash = new_hash;
             notify_inodes.push(inode.ino);
         }
-        let before = self.attr_of(&inode);
-        self.adopt_attributes(&mut inode, &rec.meta);
-        if before != self.attr_of(&inode) {
-            notify_inodes.push(inode.ino);
+        // A node merged here keeps its own attributes: they are its
+        // pending change against the remote base, as the server's merge
+        // of two creates lets the later one's win.
+        if !merged_here {
+            let before = self.attr_of(&inode);
+            self.adopt_attributes(&mut inode, &rec.meta);
+            if before != self.attr_of(&inode) {
+                notify_inodes.push(inode.ino);
+            }
+            t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         }
-        t.replace_xattrs(inode.ino, &rec.meta.xattrs)?;
         let had_mark = match is_new {
             true => None,
             false => self.meta.conflict(inode.ino)?,
@@ -191,6 +222,7 @@ impl Vfs {
         if had_mark != rec.meta.conflict {
             t.set_conflict(inode.ino, rec.meta.conflict.as_ref());
         }
+        t.put_base(inode.ino, rec);
         inode.ctime = Timestamp::now();
         inode.vv = rec.vv.clone();
         inode.server_seq = rec.seq;
@@ -227,6 +259,32 @@ impl Vfs {
         }
         committed?;
         Ok(true)
+    }
+
+    /// A new content generation of `inode` (content from the server
+    /// replaced what it had): open handles keep reading theirs (a clean
+    /// working copy they read is retired, not dropped), new opens read the
+    /// new content, and the kernel's pages of the file are dropped now and
+    /// at the next open.
+    pub(super) fn new_content_generation(&self, inode: &Inode) {
+        if let Some(o) = self.open.get(inode.ino) {
+            let retired = {
+                let mut st = o.state.lock();
+                let work = st.work.take();
+                let g = st.generation;
+                if let Some(w) = &work {
+                    if st.open_by_generation.contains_key(&g) {
+                        st.retired.insert(g, w.clone());
+                    }
+                }
+                st.generation += 1;
+                work.is_some()
+            };
+            if retired {
+                self.remove_work_durably(&inode.node_id);
+            }
+            self.open.mark_stale(inode.ino);
+        }
     }
 
     /// Takes the synced attributes of `meta` (a server record) into
@@ -370,9 +428,13 @@ impl Vfs {
         Ok(())
     }
 
-    /// After a commit: adopt the server's state for `ino` as of local
-    /// revision `rev`. Clears the dirty flag (and drops the working copy
-    /// when no handle uses it) only if nothing changed since `rev`.
+    /// After a commit: adopt the server's answer `rec` for `ino`, whose op
+    /// sent `sent` as of local revision `sent.rev`: its vector, its
+    /// content, and field by field the values of other devices' changes
+    /// the server merged in, where the node still has the value sent (see
+    /// `vfs::answer`). The answer becomes the node's sync base. Clears the
+    /// dirty flag (and drops the working copy when no handle uses it) only
+    /// if nothing changed since `sent.rev`.
     pub fn commit_done(&self, ino: u64, sent: &SentState, rec: &NodeRecord) -> VfsResult<()> {
         let rev = sent.rev;
         let content_pushed = sent.content;
@@ -383,6 +445,22 @@ impl Vfs {
             let Some(mut inode) = self.meta.inode(ino)? else {
                 return Ok(());
             };
+            if inode.node_id != rec.node_id {
+                drop(ns);
+                if inode.node_id != sent.node_id {
+                    // The inode merged with a pulled node while its commit
+                    // was in flight (`vfs::rekey`): the answer is about a
+                    // node it no longer is, which this device takes like
+                    // any other.
+                    self.apply_remote(rec)?;
+                } else if !inode.unlinked {
+                    // The server answered for the node the op's id is an
+                    // alias of: its `Merged` answer was lost (a crash
+                    // before it was adopted), and this op was sent again.
+                    self.merged_done(ino, sent, rec)?;
+                }
+                return Ok(());
+            }
             // Deleted here while its commit was in flight: its delete is
             // already journaled after this push; it needs the vector the
             // server now has.
@@ -391,7 +469,7 @@ impl Vfs {
                     inode.vv = rec.vv.clone();
                     inode.server_seq = rec.seq;
                     let mut t = self.meta.txn(&ns);
-                    t.put_inode(&inode);
+                    t.put_inode(&inode).put_base(ino, rec);
                     t.commit()?;
                 }
                 return Ok(());
@@ -413,23 +491,41 @@ impl Vfs {
             // meanwhile, and as long as the new names are free here.
             if !rec.deleted {
                 self.adopt_server_entries(&mut t, &mut inode, sent, rec, &mut notify)?;
+                notify_ino |= self.adopt_answer_fields(&mut t, &mut inode, sent, rec)?;
             }
             let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
             if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
             {
                 notify_ino |= sent.conflict;
+                // Content this op did not send, with no local content
+                // pending: another device's edit, merged by the server.
+                let foreign = !content_pushed && !inode.dirty;
                 t.put_content(ino, rec.meta.content.as_ref());
                 inode.content_hash = server_hash;
                 if unchanged && inode.dirty {
                     inode.dirty = false;
                     inode.size = rec.meta.size();
                 }
+                if foreign {
+                    inode.size = rec.meta.size();
+                    notify_ino = true;
+                    self.new_content_generation(&inode);
+                }
             }
-            // The server's conflict mark, unless the user changed the node
-            // again since (a rename clears the mark; its push follows).
-            if unchanged && self.meta.conflict(ino)? != rec.meta.conflict {
-                t.set_conflict(ino, rec.meta.conflict.as_ref());
+            let mut base = SeenState::of(rec);
+            if sent.conflict && !unchanged {
+                // As for the vector: content edited here since builds on
+                // this device's version, not the winner's, so its base
+                // keeps the content seen before (its push meets the
+                // winner as a concurrent edit: a copy, nothing lost).
+                let before = self.meta.sync_base(ino)?;
+                match (&mut base, before) {
+                    (Some(b), Some(old)) => b.content = old.content,
+                    (b, None) => *b = None,
+                    (None, Some(_)) => {}
+                }
             }
+            t.put_seen(ino, base.as_ref());
             t.put_inode(&inode);
             t.commit()?;
             // The working copy of a node clean now goes in `after_round`,

@@ -6,7 +6,7 @@
 //!
 //! - Reading: [`Vfs::inode`] (a copy of the inode record),
 //!   [`Vfs::ino_of`], [`Vfs::server_content`], [`Vfs::is_quarantined`],
-//!   [`Vfs::journal_len`].
+//!   [`Vfs::journal_len`], [`Vfs::sync_base`], [`Vfs::resolve_alias`].
 //! - An upload round: [`Vfs::take_round`] hands out journal records (and
 //!   holds them), [`Vfs::journal_record`] reads one, [`Vfs::finish_round`]
 //!   drops the answered ones and quarantines the refused ones;
@@ -30,6 +30,32 @@ impl Vfs {
     /// The inode that holds server node `node` here, if any.
     pub fn ino_of(&self, node: &NodeId) -> VfsResult<Option<u64>> {
         self.meta.ino_of(node)
+    }
+
+    /// The sync base of `ino`: the server state this device last adopted
+    /// (what an op sends as `seen`); `None` for a node the server has not
+    /// answered for yet, or one kept by a store from before protocol 6.
+    pub fn sync_base(&self, ino: u64) -> VfsResult<Option<crate::protocol::SeenState>> {
+        self.meta.sync_base(ino)
+    }
+
+    /// The id node `node` has now: a node this device created and that
+    /// was merged into another takes that one's id (see `vfs::rekey`);
+    /// journal records written before name the old one.
+    pub fn resolve_alias(&self, node: &NodeId) -> VfsResult<NodeId> {
+        self.meta.resolve_alias(node)
+    }
+
+    /// The device that set `inode`'s numeric owner or group, as the wire
+    /// names it: this device for ids set here (`None` locally), the
+    /// recorded one for ids adopted from another; `None` without numeric
+    /// ids.
+    pub fn wire_ids_from(&self, inode: &Inode) -> Option<DeviceId> {
+        if inode.uid.is_none() && inode.gid.is_none() {
+            None
+        } else {
+            Some(inode.ids_from.unwrap_or(self.device_id))
+        }
     }
 
     /// The content of file `ino` as the server last had it (the manifest

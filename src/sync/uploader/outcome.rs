@@ -1,6 +1,7 @@
 //! Outcome: the server's answer for each op → the local metadata cache
 //! (adopt the new vector and sequence, clear what was pushed, bring back a
-//! node whose delete lost against an edit, take in a conflict copy).
+//! node whose delete lost against an edit, take in a conflict copy, take
+//! the id of the node a create was merged into).
 
 use super::plan::Origin;
 use super::{RoundError, Uploader};
@@ -25,7 +26,7 @@ impl Uploader {
                 let sent = SentState {
                     conflict: true,
                     content: true,
-                    ..sent.clone()
+                    ..(**sent).clone()
                 };
                 self.vfs.commit_done(*ino, &sent, node)?;
                 self.vfs.apply_remote(copy)?;
@@ -33,7 +34,7 @@ impl Uploader {
             (CommitOutcome::Superseded { node }, Origin::Node { ino, sent }) => {
                 let sent = SentState {
                     content: false,
-                    ..sent.clone()
+                    ..(**sent).clone()
                 };
                 self.vfs.commit_done(*ino, &sent, node)?;
             }
@@ -56,9 +57,9 @@ impl Uploader {
                 self.vfs.delete_done(id, None)?;
             }
             (CommitOutcome::AlreadyGone, Origin::Node { .. }) => {}
-            // Not yet produced by the server (field-by-field merge, issue 9).
+            // The create met an equal node: this one becomes it.
             (CommitOutcome::Merged { node }, Origin::Node { ino, sent }) => {
-                self.vfs.commit_done(*ino, sent, node)?;
+                self.vfs.merged_done(*ino, sent, node)?;
             }
             (CommitOutcome::Merged { .. }, Origin::Delete(id)) => {
                 self.vfs.delete_done(id, None)?;

@@ -14,6 +14,17 @@
 //!   the node or it is a folder (a rename away frees a name that a later
 //!   record takes; a folder may be the parent of later records), without
 //!   new content; a never-uploaded file's is dropped.
+//! - Every `Upsert` carries the node's sync base as `seen` (the server
+//!   state this device last adopted; `None` for a node the server has not
+//!   answered for yet), so the server takes exactly the fields that differ
+//!   from it as this device's changes (`protocol::merge`). Its conflict
+//!   mark is the one stored here (see `vfs::conflicts`). A later op of the same node in the
+//!   same round takes the state the earlier one sent as its `seen` (the
+//!   base is older than what the server will have by then: a link made
+//!   and removed again in one round would otherwise look unchanged).
+//! - A folder named by an id that has since become a local alias (the
+//!   folder was merged into another, see `vfs::rekey`) is sent as the id
+//!   it has now.
 //! - `Delete` carries the tombstone's current vector.
 //! - A record whose parent folder neither is on the server nor comes
 //!   earlier in the round waits in the quarantine when that folder's own
@@ -22,16 +33,16 @@
 
 use super::RoundError;
 use crate::protocol::{
-    CommitOp, FileContent, Link, Manifest, NodeChange, NodeId, NodeKind, NodeMeta,
+    CommitOp, FileContent, Link, Manifest, NodeChange, NodeId, NodeKind, NodeMeta, SeenState,
 };
 use crate::vfs::meta::{Inode, JournalOp, Quarantined, ROOT_INO};
 use crate::vfs::{SentState, Vfs};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What one planned op refers to locally.
 #[derive(Clone, Debug)]
 pub(super) enum Origin {
-    Node { ino: u64, sent: SentState },
+    Node { ino: u64, sent: Box<SentState> },
     Delete(NodeId),
 }
 
@@ -41,6 +52,10 @@ pub(super) struct Plan {
     pub ops: Vec<CommitOp>,
     /// Per op: the journal record it comes from and what it refers to.
     pub origins: Vec<(u64, Origin)>,
+    /// Ops whose `seen` is the state an earlier op of the same node in
+    /// this round sent (not the stored base): the transfer step puts the
+    /// new content's hash in it when that op carries new content.
+    pub chained: HashSet<usize>,
     /// Files whose content must be chunked and uploaded, with the indices
     /// of the ops that carry it (every op of the file in this round).
     pub files: Vec<(Vec<usize>, Inode)>,
@@ -78,6 +93,10 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
     let mut plan = Plan::default();
     let mut planned: HashSet<NodeId> = HashSet::new();
     let mut content_planned: HashSet<u64> = HashSet::new();
+    // Per node: the state its last op in this round sent, the `seen` of
+    // its next op (the server has that state once the earlier op is
+    // applied; the stored base is older).
+    let mut last_sent: HashMap<u64, SeenState> = HashMap::new();
     for (seq, op) in records {
         plan.inos.push(op.ino());
         match op {
@@ -88,6 +107,18 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                 links,
                 ..
             } => {
+                // A folder merged into another since the record was
+                // written is named by its new id (see `vfs::rekey`).
+                let parent = vfs.resolve_alias(&parent)?;
+                let links = links
+                    .into_iter()
+                    .map(|l| {
+                        Ok(Link {
+                            parent: vfs.resolve_alias(&l.parent)?,
+                            name: l.name,
+                        })
+                    })
+                    .collect::<Result<Vec<Link>, RoundError>>()?;
                 let Some(inode) = vfs.inode(ino)? else {
                     tracing::warn!(ino, "journal record of a node that no longer exists");
                     plan.settled.push(seq);
@@ -141,17 +172,25 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
                 let entries = std::iter::once((parent, name.clone()))
                     .chain(links.iter().map(|l| (l.parent, l.name.clone())))
                     .collect();
-                plan.ops.push(upsert_op(vfs, &inode, parent, &name, links)?);
+                let chained = last_sent.remove(&ino);
+                if chained.is_some() {
+                    plan.chained.insert(plan.ops.len());
+                }
+                let (op, state) = upsert_op(vfs, &inode, parent, &name, links, chained)?;
+                last_sent.insert(ino, state.clone());
+                plan.ops.push(op);
                 plan.origins.push((
                     seq,
                     Origin::Node {
                         ino,
-                        sent: SentState {
+                        sent: Box::new(SentState {
+                            node_id: inode.node_id,
                             rev: inode.local_rev,
                             entries,
                             content: new_content,
                             conflict: false,
-                        },
+                            state,
+                        }),
                     },
                 ));
                 planned.insert(inode.node_id);
@@ -179,60 +218,76 @@ pub(super) fn build(vfs: &Vfs, records: Vec<(u64, JournalOp)>) -> Result<Plan, R
 
 /// The op for `inode` at place (`parent`, `name`) with its other entries
 /// `links`, carrying the content the server already has (the transfer step
-/// fills in new content).
+/// fills in new content), and what it sends as a [`SeenState`] (with the
+/// content as planned). `chained`: the state an earlier op of the node in
+/// this round sent, its `seen` instead of the stored base.
 fn upsert_op(
     vfs: &Vfs,
     inode: &Inode,
     parent: NodeId,
     name: &str,
     links: Vec<Link>,
-) -> Result<CommitOp, RoundError> {
+    chained: Option<SeenState>,
+) -> Result<(CommitOp, SeenState), RoundError> {
     let content = match inode.kind {
         NodeKind::File => Some(vfs.server_content(inode.ino)?.unwrap_or(FileContent {
             manifest: Manifest::default(),
         })),
         _ => None,
     };
-    Ok(CommitOp {
+    let seen = match chained {
+        Some(s) => Some(s),
+        None => vfs.sync_base(inode.ino)?,
+    };
+    let meta = NodeMeta {
+        kind: inode.kind,
+        mode: inode.mode,
+        mtime: inode.mtime,
+        atime: inode.atime,
+        btime: inode.btime,
+        uid: inode.uid,
+        gid: inode.gid,
+        ids_from: vfs.wire_ids_from(inode),
+        rdev: if inode.kind.is_device() {
+            inode.rdev
+        } else {
+            0
+        },
+        content,
+        symlink_target: inode.symlink_target.clone(),
+        xattrs: vfs.xattrs_of(inode.ino)?,
+        // The mark as stored here: the server's, or cleared by the user
+        // (a rename, `nimbus conflicts resolve`).
+        conflict: vfs.conflict_of(inode.ino)?,
+    };
+    let state = SeenState {
+        parent,
+        name: name.to_string(),
+        links: links.clone(),
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        ids_from: meta.ids_from,
+        mtime: meta.mtime,
+        atime: meta.atime,
+        btime: meta.btime,
+        content: meta.content.as_ref().map(|c| c.hash()),
+        symlink_target: meta.symlink_target.clone(),
+        xattrs: meta.xattrs.clone(),
+        conflict: meta.conflict.clone(),
+    };
+    let op = CommitOp {
         node_id: inode.node_id,
         base: inode.vv.clone(),
-        seen: None,
+        seen,
         change: NodeChange::Upsert {
             parent,
             name: name.to_string(),
             // A folder never has links; one recorded before it was a
             // folder cannot exist (kinds never change).
             links,
-            meta: NodeMeta {
-                kind: inode.kind,
-                mode: inode.mode,
-                mtime: inode.mtime,
-                atime: inode.atime,
-                btime: inode.btime,
-                uid: inode.uid,
-                gid: inode.gid,
-                ids_from: ids_from(vfs, inode),
-                rdev: if inode.kind.is_device() {
-                    inode.rdev
-                } else {
-                    0
-                },
-                content,
-                symlink_target: inode.symlink_target.clone(),
-                xattrs: vfs.xattrs_of(inode.ino)?,
-                conflict: vfs.conflict_of(inode.ino)?,
-            },
+            meta,
         },
-    })
-}
-
-/// The device that set `inode`'s numeric owner or group, as the wire
-/// names it: this device for ids set here (`None` locally), the
-/// recorded one for ids adopted from another; `None` without numeric ids.
-fn ids_from(vfs: &Vfs, inode: &Inode) -> Option<crate::protocol::DeviceId> {
-    if inode.uid.is_none() && inode.gid.is_none() {
-        None
-    } else {
-        Some(inode.ids_from.unwrap_or(vfs.device_id))
-    }
+    };
+    Ok((op, state))
 }

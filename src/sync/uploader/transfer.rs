@@ -75,12 +75,25 @@ impl Uploader {
             if refused {
                 plan.held.push(inode.ino);
             }
+            let hash = FileContent {
+                manifest: manifest.clone(),
+            }
+            .hash();
             for i in op_indices {
                 if unchanged && !refused {
                     if let NodeChange::Upsert { meta, .. } = &mut plan.ops[i].change {
                         meta.content = Some(FileContent {
                             manifest: manifest.clone(),
                         });
+                    }
+                    // An earlier op of the file sends that content too.
+                    if plan.chained.contains(&i) {
+                        if let Some(seen) = &mut plan.ops[i].seen {
+                            seen.content = Some(hash);
+                        }
+                    }
+                    if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
+                        sent.state.content = Some(hash);
                     }
                 } else if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
                     sent.content = false;

@@ -63,6 +63,54 @@ impl Attrs {
         a
     }
 
+    /// The server's field-by-field merge (`protocol::merge`) of `mine`
+    /// (the later commit) and `theirs` (committed first), both made from
+    /// `base`: each field changed by `mine` takes its value, every other
+    /// field keeps `theirs`. Owner, group and `ids_from` are one field;
+    /// extended attributes merge by name, unless the merged set would pass
+    /// the size limit: then `mine`'s whole set wins (the server's rule).
+    /// A time the model does not know on either side stays unknown (it is
+    /// not compared).
+    pub(super) fn merged(base: &Attrs, mine: &Attrs, theirs: &Attrs) -> Attrs {
+        fn pick<T: PartialEq>(b: T, m: T, t: T) -> T {
+            if m != b {
+                m
+            } else {
+                t
+            }
+        }
+        let time = |b: Option<Timestamp>, m: Option<Timestamp>, t: Option<Timestamp>| match (b, m) {
+            (Some(b), Some(m)) if b == m => t,
+            (_, Some(m)) => Some(m),
+            (_, None) => None,
+        };
+        let owner = |a: &Attrs| (a.uid, a.gid, a.ids_from);
+        let (uid, gid, ids_from) = pick(owner(base), owner(mine), owner(theirs));
+        let mode = pick(base.mode, mine.mode, theirs.mode);
+        let mut xattrs = theirs.xattrs.clone();
+        for name in base.xattrs.keys().chain(mine.xattrs.keys()) {
+            if mine.xattrs.get(name) != base.xattrs.get(name) {
+                match mine.xattrs.get(name) {
+                    Some(v) => xattrs.insert(name.clone(), v.clone()),
+                    None => xattrs.remove(name),
+                };
+            }
+        }
+        let total: usize = xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if total > XATTR_TOTAL_MAX {
+            xattrs = mine.xattrs.clone();
+        }
+        Attrs {
+            mode,
+            uid,
+            gid,
+            ids_from,
+            mtime: time(base.mtime, mine.mtime, theirs.mtime),
+            atime: time(base.atime, mine.atime, theirs.atime),
+            xattrs,
+        }
+    }
+
     /// The core's `store_ids`: ids as `by` shows them become stored ids;
     /// the mounting user's become the account's (`None`).
     fn store_ids(&mut self, uid: u32, gid: u32, by: DeviceId) {
@@ -324,14 +372,5 @@ impl AttrEdit {
             AttrEdit::SetXattr(n, v, f) => Op::SetXattr(p, n, v, f),
             AttrEdit::RemoveXattr(n) => Op::RemoveXattr(p, n),
         }
-    }
-
-    /// True when the op, if it succeeds, changes the node's metadata
-    /// (and so journals it): a `setattr` with nothing to set does not.
-    pub(super) fn changes(&self) -> bool {
-        !matches!(
-            self,
-            AttrEdit::Chown(None, None) | AttrEdit::Utimens(None, None)
-        )
     }
 }

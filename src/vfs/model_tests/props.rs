@@ -3,11 +3,11 @@
 //! the model after every drain on the device, the server and a fresh
 //! device.
 
-use super::attrs::{AttrEdit, XATTR_CREATE, XATTR_REPLACE};
+use super::attrs::{AttrEdit, Attrs, XATTR_CREATE, XATTR_REPLACE};
 use super::conflicts::ExpectedConflict;
 use super::device::{check_everywhere, check_tree, Device, StoreKind};
 use super::drive::{read_back, read_model, step};
-use super::model::{Content, Gen, Model, ModelPath, Op, Outcome, PathSel};
+use super::model::{Content, Gen, Model, ModelPath, Op, PathSel};
 use crate::protocol::Timestamp;
 use crate::remote::in_process::InProcessServer;
 use crate::vfs::*;
@@ -316,8 +316,9 @@ struct Race {
 
 /// Attribute edits on device `who` racing attribute edits of the same
 /// node on the other device, which uploads first; with `pull_first`, `who`
-/// pulls them before uploading its own. Non-content fields are one set:
-/// the later commit's whole set wins, without a conflict copy.
+/// pulls them before uploading its own. Fields merge one by one, without
+/// a conflict copy: each field `who` changed takes its value, the others
+/// keep the other device's ([`Attrs::merged`]).
 #[derive(Clone, Debug)]
 struct AttrRace {
     who: usize,
@@ -475,8 +476,8 @@ async fn play_race(
 }
 
 /// Plays an [`AttrRace`] up to `who`'s upload; false when there is no
-/// node. When `who` changed anything, its whole set of attributes is what
-/// every view must show afterwards.
+/// node. Every view must then show the field-by-field merge of both
+/// sides' attributes.
 async fn play_attr_race(
     server: &InProcessServer,
     devs: &[Device; 2],
@@ -492,17 +493,16 @@ async fn play_attr_race(
     let (mine, theirs) = (&devs[race.who], &devs[1 - race.who]);
     let label = format!("turn {t} (attribute race of device {})", race.who);
     let mut local_model = model.clone();
-    let mut changed = false;
+    let base = model.attrs_of(&path).clone();
     for (i, edit) in race.local.iter().enumerate() {
         let op = edit.on(path.clone());
-        let got = step(
+        step(
             &mine.vfs(),
             &mut local_model,
             &op,
             &format!("{label}: local {i}"),
         )
         .await?;
-        changed |= got == Outcome::Ok && edit.changes();
     }
     for (i, edit) in race.remote.iter().enumerate() {
         let op = edit.on(path.clone());
@@ -519,11 +519,9 @@ async fn play_attr_race(
     if race.pull_first {
         mine.pull().await?;
     }
-    if changed {
-        let key = model.keys[&path];
-        let won = local_model.attrs_of(&path).clone();
-        model.attrs.insert(key, won);
-    }
+    let key = model.keys[&path];
+    let merged = Attrs::merged(&base, local_model.attrs_of(&path), model.attrs_of(&path));
+    model.attrs.insert(key, merged);
     Ok(true)
 }
 
