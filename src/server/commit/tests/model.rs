@@ -4,16 +4,22 @@
 //! [`SqliteMetaStore`] in a temporary folder, in process.
 //!
 //! # The run
-//! A case is 3–4 devices and 1..40 steps. A step is a local operation of
-//! one device (create a file with content, write, rename, move, delete,
-//! mkdir, rmdir, chmod; names from a small set so that they collide,
-//! content from a small set so that two devices write the same bytes), a
-//! device going offline, coming online (it syncs), or syncing. Devices
-//! are the client as [`device`] describes: a sync pushes the device's
-//! queue with the node's current state, its base version vector and the
-//! `seen` state of the record it last adopted, adopts every answer, then
-//! pulls. At the end every device comes online and all sync in rounds
-//! until a round changes nothing (at most 10; not converging fails).
+//! A case starts from a shared tree (dev0 makes `/a`, `/b`, `/d1` and
+//! `/d1/c.txt`, then every device syncs), so that devices meet on the
+//! same nodes early. Then come 1..40 steps of 3–4 devices. A step is a
+//! local operation of one device (create a file with content, write,
+//! rename, move, delete, mkdir, rmdir, chmod; names from a small set so
+//! that they collide, content from a small set so that two devices write
+//! the same bytes), a device going offline, coming online (it syncs), or
+//! syncing. Devices are the client as [`device`] describes: a sync pushes
+//! the device's queue with each node's current state, its base version
+//! vector and the `seen` state of the record it last adopted — all ops
+//! in one request or one request per op, at random — adopts every
+//! answer, then pulls. A pull always follows a push, so no pulled record
+//! meets a pending local change: merging those is the server's part
+//! (through `seen`), which is what this test is about. At the end every
+//! device comes online and all sync in rounds until a round changes
+//! nothing (at most 10; not converging fails).
 //!
 //! # The properties
 //! 1. **One tree.** Every device's tree — paths to kind, content, mode,
@@ -21,16 +27,23 @@
 //!    `changes_since(0)`; neither has an orphan or two nodes on one path.
 //! 2. **No write is lost.** The *last* content write of each device into
 //!    each node is the content of that node (under whatever name), or of
-//!    a live node marked as its conflict copy, or of the copy made of it —
-//!    unless some device **replaced it having seen it**: overwrote or
-//!    deleted that node while its own copy held those bytes (the device
-//!    itself included: its later write or delete). Deletes need this
-//!    rule: a device that saw a version and deleted the file meant to
-//!    delete that version; one that did not see it loses (the edit wins).
-//!    The same holds for overwrites: a version replaced by a device that
-//!    saw it is history, not a loss. "Seen" is by bytes, as the server
-//!    compares content by hash: a version equal to the one the device
-//!    saw is that version.
+//!    a live node marked as its conflict copy, or of the copy made of it
+//!    (when the device's own commit was the one that lost) — unless some
+//!    device **replaced it having seen it**: overwrote or deleted that
+//!    node while its own copy held those bytes (the device itself
+//!    included: its later write or delete). Deletes need this rule: a
+//!    device that saw a version and deleted the file meant to delete that
+//!    version; one that did not see it loses (the edit wins). So do
+//!    overwrites: a version replaced by a device that saw it is history,
+//!    not a loss. "Seen" is by bytes, because the server compares content
+//!    by hash: when a device pushes a write that replaced bytes `B`, every
+//!    write of `B` into that node is replaced, even one made concurrently
+//!    elsewhere since (A–B–A: the node went `zz` → `""` → `zz` on one
+//!    device while another, having seen `zz`, wrote `""`; the server sees
+//!    `zz` unchanged since that device's `seen` and takes its `""`). That
+//!    is the documented rule (a field changed when its value differs from
+//!    the seen one), not a lost write: the version that device replaced
+//!    is byte for byte the one it saw.
 //! 3. **Conflict copies only from concurrency.** Every `ConflictCopy`
 //!    answer is counted; their number is at most the number of pairs of
 //!    writes of different bytes into one node by two devices where
@@ -45,12 +58,13 @@
 //! device made by itself fails the case.
 //!
 //! # Bounds
-//! 64 cases by default (about 30 s in a debug build); more with
+//! 1000 cases by default (about 30 s in a debug build); more with
 //! `NIMBUS_MODEL_CASES`, e.g. the soak
 //! `NIMBUS_MODEL_CASES=20000 cargo test --release --lib commit::tests::model -- --nocapture`
 //! (it prints how many cases ran and how long they took).
 
 mod device;
+mod found;
 mod history;
 
 use super::*;
@@ -117,9 +131,10 @@ pub(super) enum LocalOp {
 enum Action {
     Local(LocalOp),
     Offline,
-    /// Reconnects, and syncs.
-    Online,
-    Sync,
+    /// Reconnects, and syncs (in one request when `true`).
+    Online(bool),
+    /// Syncs when online (in one request when `true`).
+    Sync(bool),
 }
 
 /// The contents files can have, uploaded (owned) by the account.
@@ -201,12 +216,19 @@ impl Server {
         })
     }
 
-    async fn commit(&self, ctx: &CommitCtx, op: CommitOp) -> Result<CommitOutcome, String> {
-        let shown = format!("{op:?}");
-        let mut out = commit(self.store.as_ref(), ctx, &[op])
+    /// Commits `ops` in one request; an error fails the case.
+    async fn commit(
+        &self,
+        ctx: &CommitCtx,
+        ops: Vec<CommitOp>,
+    ) -> Result<Vec<CommitOutcome>, String> {
+        let out = commit(self.store.as_ref(), ctx, &ops)
             .await
-            .map_err(|e| format!("{} refused {shown}: {e}", ctx.device_name))?;
-        out.pop().ok_or_else(|| "no outcome".to_owned())
+            .map_err(|e| format!("{} refused {ops:#?}: {e}", ctx.device_name))?;
+        if out.len() != ops.len() {
+            return Err(format!("{} answers to {} ops", out.len(), ops.len()));
+        }
+        Ok(out)
     }
 
     /// A page of the change log after `cursor`.
@@ -309,6 +331,17 @@ async fn simulate(devices: usize, steps: &[(usize, Action)]) -> Result<Tally, St
         clock += 1;
         NOW + clock * 1_000_000_000
     };
+    // A shared start, so that devices meet on the same nodes early: dev0
+    // makes `/a`, `/b`, `/d1` and `/d1/c.txt`, then everyone syncs.
+    let start = Timestamp::from_ns(tick());
+    let d0 = &mut devs[0];
+    d0.make(NodeId::ROOT, "a", Some(1), &server, &mut hist, start);
+    d0.make(NodeId::ROOT, "b", Some(0), &server, &mut hist, start);
+    let d1 = d0.make(NodeId::ROOT, "d1", None, &server, &mut hist, start);
+    d0.make(d1, "c.txt", Some(2), &server, &mut hist, start);
+    for d in &mut devs {
+        d.sync(&server, &mut hist, true).await?;
+    }
     for (who, action) in steps {
         let now = tick();
         let d = &mut devs[who % devices];
@@ -316,21 +349,21 @@ async fn simulate(devices: usize, steps: &[(usize, Action)]) -> Result<Tally, St
         match action {
             Action::Local(op) => d.apply(op, &server, &mut hist, Timestamp::from_ns(now)),
             Action::Offline => d.online = false,
-            Action::Online => {
+            Action::Online(batched) => {
                 d.online = true;
-                d.sync(&server, &mut hist).await?;
+                d.sync(&server, &mut hist, *batched).await?;
             }
-            Action::Sync => d.sync(&server, &mut hist).await?,
+            Action::Sync(batched) => d.sync(&server, &mut hist, *batched).await?,
         }
     }
     let mut settled = false;
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
         let before = server.store.last_seq(server.account).await;
         let trees_before: Vec<_> = devs.iter().map(|d| d.nodes.clone()).collect();
         for d in &mut devs {
             d.ctx.now_ns = tick();
             d.online = true;
-            d.sync(&server, &mut hist).await?;
+            d.sync(&server, &mut hist, round % 2 == 0).await?;
         }
         let after = server.store.last_seq(server.account).await;
         let trees_after: Vec<_> = devs.iter().map(|d| d.nodes.clone()).collect();
@@ -380,7 +413,7 @@ fn local_op() -> impl Strategy<Value = LocalOp> {
     prop_oneof![
         3 => (any::<Index>(), names.clone(), 0..CONTENTS.len())
             .prop_map(|(dir, name, content)| LocalOp::Create { dir, name, content }),
-        4 => (any::<Index>(), 0..CONTENTS.len())
+        6 => (any::<Index>(), 0..CONTENTS.len())
             .prop_map(|(file, content)| LocalOp::Write { file, content }),
         1 => (any::<Index>(), names).prop_map(|(node, name)| LocalOp::Rename { node, name }),
         1 => (any::<Index>(), any::<Index>()).prop_map(|(node, dir)| LocalOp::Move { node, dir }),
@@ -395,19 +428,19 @@ fn local_op() -> impl Strategy<Value = LocalOp> {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         10 => local_op().prop_map(Action::Local),
-        1 => Just(Action::Offline),
-        1 => Just(Action::Online),
-        3 => Just(Action::Sync),
+        2 => Just(Action::Offline),
+        2 => any::<bool>().prop_map(Action::Online),
+        3 => any::<bool>().prop_map(Action::Sync),
     ]
 }
 
-/// Cases: 64, or `NIMBUS_MODEL_CASES` for a longer hunt (the name the
-/// client's model tests use too).
+/// Cases: 1000 (about 30 s in a debug build), or `NIMBUS_MODEL_CASES`
+/// for a longer hunt (the name the client's model tests use too).
 fn model_cases() -> u32 {
     std::env::var("NIMBUS_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(1000)
 }
 
 #[test]

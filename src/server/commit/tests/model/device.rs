@@ -165,6 +165,33 @@ impl Device {
         }
     }
 
+    /// Makes a node in `parent` at time `now`: a file of `CONTENTS[i]`
+    /// for `Some(i)`, else a folder. The name must be free.
+    pub fn make(
+        &mut self,
+        parent: NodeId,
+        name: &str,
+        content: Option<usize>,
+        server: &Server,
+        hist: &mut History,
+        now: Timestamp,
+    ) -> NodeId {
+        let id = self.new_id();
+        let meta = match content {
+            Some(i) => NodeMeta {
+                content: Some(server.contents.content(i)),
+                ..NodeMeta::new(NodeKind::File, 0o644, now)
+            },
+            None => NodeMeta::new(NodeKind::Dir, 0o755, now),
+        };
+        self.nodes.insert(id, node(parent, name, meta));
+        self.touch(id);
+        if let Some(i) = content {
+            hist.write(self.index, id, None, server.contents.bytes(i));
+        }
+        id
+    }
+
     /// Applies one local operation at time `now` (a no-op when the kernel
     /// would refuse it); records content writes and deletes in `hist`.
     pub fn apply(&mut self, op: &LocalOp, server: &Server, hist: &mut History, now: Timestamp) {
@@ -178,28 +205,16 @@ impl Device {
             } => {
                 let parent = self.pick_dir(dir);
                 let name = FILE_NAMES[name];
-                if self.holder(parent, name).is_some() {
-                    return;
+                if self.holder(parent, name).is_none() {
+                    self.make(parent, name, Some(content), server, hist, now);
                 }
-                let id = self.new_id();
-                let meta = NodeMeta {
-                    content: Some(server.contents.content(content)),
-                    ..NodeMeta::new(NodeKind::File, 0o644, now)
-                };
-                self.nodes.insert(id, node(parent, name, meta));
-                self.touch(id);
-                hist.write(self.index, id, None, server.contents.bytes(content));
             }
             LocalOp::Mkdir { ref dir, name } => {
                 let parent = self.pick_dir(dir);
                 let name = DIR_NAMES[name];
-                if self.holder(parent, name).is_some() {
-                    return;
+                if self.holder(parent, name).is_none() {
+                    self.make(parent, name, None, server, hist, now);
                 }
-                let id = self.new_id();
-                let meta = NodeMeta::new(NodeKind::Dir, 0o755, now);
-                self.nodes.insert(id, node(parent, name, meta));
-                self.touch(id);
             }
             LocalOp::Write { ref file, content } => {
                 let Some(id) = self.pick(file, is_file) else {
@@ -333,68 +348,100 @@ impl Device {
         }
     }
 
-    /// Pushes the queue and pulls, when online.
-    pub async fn sync(&mut self, server: &Server, hist: &mut History) -> Result<(), String> {
+    /// Pushes the queue and pulls, when online. `batched`: every op in
+    /// one request (as the client sends a round), else one request per op
+    /// built after the previous answer was adopted.
+    pub async fn sync(
+        &mut self,
+        server: &Server,
+        hist: &mut History,
+        batched: bool,
+    ) -> Result<(), String> {
         if !self.online {
             return Ok(());
         }
         hist.pushed(self.index);
         let mut order = self.push_order();
         self.queue.clear();
-        let mut k = 0;
-        while k < order.len() {
-            let entry = order[k].clone();
-            k += 1;
-            let op = match &entry {
-                Pending::Upsert(id) => {
-                    let Some(n) = self.nodes.get(id) else {
-                        continue;
-                    };
-                    let base = self.base.get(id);
-                    CommitOp {
-                        node_id: *id,
-                        base: base.map(|b| b.vv.clone()).unwrap_or_default(),
-                        seen: base.and_then(SeenState::of),
-                        change: NodeChange::Upsert {
-                            parent: n.parent,
-                            name: n.name.clone(),
-                            links: Vec::new(),
-                            meta: n.meta.clone(),
-                        },
-                    }
-                }
-                Pending::Delete(id, vv) => CommitOp {
-                    node_id: *id,
-                    base: vv.clone(),
-                    seen: None,
-                    change: NodeChange::Delete,
-                },
-            };
-            let id = op.node_id;
-            let outcome = server.commit(&self.ctx, op).await?;
-            hist.answered(outcome_name(&outcome));
-            match outcome {
-                CommitOutcome::Applied { node }
-                | CommitOutcome::Renamed { node }
-                | CommitOutcome::Superseded { node } => self.adopt(&node),
-                CommitOutcome::ConflictCopy { node, copy } => {
-                    hist.conflict_copy(self.index, id, copy.node_id);
-                    self.adopt(&node);
-                    self.adopt(&copy);
-                }
-                CommitOutcome::Merged { node } => {
-                    self.rekey(id, node.node_id, &mut order[k..]);
-                    hist.merged(self.index, id, node.node_id);
-                    self.adopt(&node);
-                }
-                CommitOutcome::AlreadyGone => {
-                    self.base.remove(&id);
+        if batched {
+            let ops: Vec<CommitOp> = order.iter().filter_map(|e| self.op_for(e)).collect();
+            let ids: Vec<NodeId> = ops.iter().map(|op| op.node_id).collect();
+            let outcomes = server.commit(&self.ctx, ops).await?;
+            for (id, outcome) in ids.into_iter().zip(outcomes) {
+                self.take_answer(id, outcome, &mut [], hist);
+            }
+        } else {
+            for k in 0..order.len() {
+                let Some(op) = self.op_for(&order[k]) else {
+                    continue;
+                };
+                let id = op.node_id;
+                for outcome in server.commit(&self.ctx, vec![op]).await? {
+                    self.take_answer(id, outcome, &mut order[k + 1..], hist);
                 }
             }
         }
         self.pull(server).await?;
         hist.pulled(self.index);
         Ok(())
+    }
+
+    /// The op of a queue entry, from the node's current state (`None`
+    /// for a node gone since).
+    fn op_for(&self, entry: &Pending) -> Option<CommitOp> {
+        Some(match entry {
+            Pending::Upsert(id) => {
+                let n = self.nodes.get(id)?;
+                let base = self.base.get(id);
+                CommitOp {
+                    node_id: *id,
+                    base: base.map(|b| b.vv.clone()).unwrap_or_default(),
+                    seen: base.and_then(SeenState::of),
+                    change: NodeChange::Upsert {
+                        parent: n.parent,
+                        name: n.name.clone(),
+                        links: Vec::new(),
+                        meta: n.meta.clone(),
+                    },
+                }
+            }
+            Pending::Delete(id, vv) => CommitOp {
+                node_id: *id,
+                base: vv.clone(),
+                seen: None,
+                change: NodeChange::Delete,
+            },
+        })
+    }
+
+    /// Adopts the answer to the op on node `id`; `rest` is what is still
+    /// to push (re-keyed when the node was merged into another).
+    fn take_answer(
+        &mut self,
+        id: NodeId,
+        outcome: CommitOutcome,
+        rest: &mut [Pending],
+        hist: &mut History,
+    ) {
+        hist.answered(outcome_name(&outcome));
+        match outcome {
+            CommitOutcome::Applied { node }
+            | CommitOutcome::Renamed { node }
+            | CommitOutcome::Superseded { node } => self.adopt(&node),
+            CommitOutcome::ConflictCopy { node, copy } => {
+                hist.conflict_copy(self.index, id, copy.node_id);
+                self.adopt(&node);
+                self.adopt(&copy);
+            }
+            CommitOutcome::Merged { node } => {
+                self.rekey(id, node.node_id, rest);
+                hist.merged(self.index, id, node.node_id);
+                self.adopt(&node);
+            }
+            CommitOutcome::AlreadyGone => {
+                self.base.remove(&id);
+            }
+        }
     }
 
     /// Takes a server record as the node's local state and base.

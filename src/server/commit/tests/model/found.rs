@@ -1,0 +1,91 @@
+//! What the model found in the rules, each as the smallest sequence of
+//! commits that shows it.
+
+use super::super::*;
+use crate::protocol::SeenState;
+
+/// The op a device sends after changing `rec` (as it last saw it) into
+/// `parent`/`name` with `meta`.
+fn edit(rec: &NodeRecord, parent: NodeId, name: &str, meta: NodeMeta) -> CommitOp {
+    CommitOp {
+        node_id: rec.node_id,
+        base: rec.vv.clone(),
+        seen: SeenState::of(rec),
+        change: NodeChange::Upsert {
+            parent,
+            name: name.into(),
+            links: Vec::new(),
+            meta,
+        },
+    }
+}
+
+fn node_of(o: CommitOutcome) -> NodeRecord {
+    match o {
+        CommitOutcome::Applied { node }
+        | CommitOutcome::Renamed { node }
+        | CommitOutcome::Merged { node } => node,
+        other => panic!("expected the node, got {other:?}"),
+    }
+}
+
+/// The shrunk case: the laptop has `/a` ("x") and `/d`; the phone moves
+/// `/a` to `/d/a`; the laptop, before it pulls that, creates a second file
+/// `/d/a` with the same bytes and then writes "y" into its `/a`. The
+/// create meets the moved node under its name, "the same thing", and is
+/// merged into it — into the node the laptop already holds as `/a` — so
+/// the laptop's write of `/a` lands on it, and the laptop's two files
+/// become one: its `/d/a` ("x") is gone from the tree (only the version
+/// history keeps it). A create should merge only into a node its device
+/// does not already hold.
+#[tokio::test]
+async fn a_create_does_not_merge_into_a_node_its_device_already_has() {
+    let fx = Fx::new().await;
+    let none = VersionVector::new();
+    let d = node_of(
+        fx.one(
+            &fx.laptop,
+            upsert(NodeId::random(), &none, NodeId::ROOT, "d", dir_meta()),
+        )
+        .await,
+    );
+    let x = fx.file("x").await;
+    let a = node_of(
+        fx.one(
+            &fx.laptop,
+            upsert(NodeId::random(), &none, NodeId::ROOT, "a", x.clone()),
+        )
+        .await,
+    );
+    // The phone moves /a into /d.
+    node_of(
+        fx.one(&fx.phone, edit(&a, d.node_id, "a", a.meta.clone()))
+            .await,
+    );
+    // The laptop, not having pulled the move, makes a new /d/a ("x")...
+    let second = NodeId::random();
+    let made = fx
+        .one(&fx.laptop, upsert(second, &none, d.node_id, "a", x.clone()))
+        .await;
+    // ... and writes "y" into its /a.
+    let y = fx.file("y").await;
+    node_of(
+        fx.one(&fx.laptop, edit(&a, NodeId::ROOT, "a", y.clone()))
+            .await,
+    );
+
+    let live: Vec<NodeRecord> = fx
+        .store
+        .changes_since(fx.account, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| !n.deleted && n.meta.kind == NodeKind::File)
+        .collect();
+    let contents: Vec<_> = live.iter().map(|n| n.meta.content.clone()).collect();
+    assert!(
+        contents.contains(&y.content) && contents.contains(&x.content),
+        "the laptop wrote \"y\" into /a and made /d/a with \"x\"; the create was answered \
+         {made:?} and the live files are {live:#?}"
+    );
+}
