@@ -368,7 +368,7 @@ impl Device {
             let ids: Vec<NodeId> = ops.iter().map(|op| op.node_id).collect();
             let outcomes = server.commit(&self.ctx, ops).await?;
             for (id, outcome) in ids.into_iter().zip(outcomes) {
-                self.take_answer(id, outcome, &mut [], hist);
+                self.take_answer(id, outcome, &mut [], server, hist);
             }
         } else {
             for k in 0..order.len() {
@@ -377,7 +377,7 @@ impl Device {
                 };
                 let id = op.node_id;
                 for outcome in server.commit(&self.ctx, vec![op]).await? {
-                    self.take_answer(id, outcome, &mut order[k + 1..], hist);
+                    self.take_answer(id, outcome, &mut order[k + 1..], server, hist);
                 }
             }
         }
@@ -421,6 +421,7 @@ impl Device {
         id: NodeId,
         outcome: CommitOutcome,
         rest: &mut [Pending],
+        server: &Server,
         hist: &mut History,
     ) {
         hist.answered(outcome_name(&outcome));
@@ -429,7 +430,8 @@ impl Device {
             | CommitOutcome::Renamed { node }
             | CommitOutcome::Superseded { node } => self.adopt(&node),
             CommitOutcome::ConflictCopy { node, copy } => {
-                hist.conflict_copy(self.index, id, copy.node_id);
+                let bytes = server.contents.of(&copy.meta).unwrap_or_default();
+                hist.conflict_copy(self.index, id, copy.node_id, &bytes);
                 self.adopt(&node);
                 self.adopt(&copy);
             }

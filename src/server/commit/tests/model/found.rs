@@ -37,7 +37,9 @@ fn node_of(o: CommitOutcome) -> NodeRecord {
 /// the laptop's write of `/a` lands on it, and the laptop's two files
 /// become one: its `/d/a` ("x") is gone from the tree (only the version
 /// history keeps it). A create should merge only into a node its device
-/// does not already hold.
+/// does not already hold. The holder need not be the device's own make: a
+/// node it pulled would be the same case, so looking for
+/// the device's counter in the holder's vector would not be enough.
 #[tokio::test]
 async fn a_create_does_not_merge_into_a_node_its_device_already_has() {
     let fx = Fx::new().await;

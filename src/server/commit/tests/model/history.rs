@@ -26,8 +26,10 @@ pub(super) struct History {
     /// The writes the server has received (pushed, or replaced before a
     /// push by a later write of the same device).
     server_known: BTreeSet<usize>,
-    /// (device, node) → its last write there, while it must survive.
-    last: BTreeMap<(usize, NodeId), usize>,
+    /// The writes that must survive: each device's last write per node,
+    /// write → (device, node it is in now). One device may have two in
+    /// one node when the server merged two of its nodes.
+    last: BTreeMap<usize, (usize, NodeId)>,
     /// Per device, the (node, bytes) it replaced by a write since its
     /// last push: the push replaces every write of those bytes there.
     replaced: Vec<BTreeSet<(NodeId, Vec<u8>)>>,
@@ -69,7 +71,8 @@ impl History {
             bytes: bytes.to_vec(),
             known: self.known[device].clone(),
         });
-        self.last.insert((device, node), id);
+        self.last.retain(|_, at| *at != (device, node));
+        self.last.insert(id, (device, node));
     }
 
     /// Device `device` deleted file `node`, which held `old` there.
@@ -77,36 +80,41 @@ impl History {
         if let Some(old) = old {
             self.retire(node, &old);
         }
-        self.last.remove(&(device, node));
+        self.last.retain(|_, at| *at != (device, node));
     }
 
     /// The writes of `bytes` into `node` were seen and replaced.
     fn retire(&mut self, node: NodeId, bytes: &[u8]) {
         let node = self.resolve(node);
-        let gone: Vec<(usize, NodeId)> = self
+        let gone: Vec<usize> = self
             .last
             .iter()
-            .filter(|((_, n), w)| self.resolve(*n) == node && self.writes[**w].bytes == bytes)
-            .map(|(k, _)| *k)
+            .filter(|(w, (_, n))| self.resolve(*n) == node && self.writes[**w].bytes == bytes)
+            .map(|(w, _)| *w)
             .collect();
-        for k in gone {
-            self.last.remove(&k);
+        for w in gone {
+            self.last.remove(&w);
         }
     }
 
-    /// The device's content for `node` went to the conflict copy `copy`.
-    pub fn conflict_copy(&mut self, device: usize, node: NodeId, copy: NodeId) {
+    /// The device's content `bytes` for `node` went to the conflict copy
+    /// `copy`.
+    pub fn conflict_copy(&mut self, device: usize, node: NodeId, copy: NodeId, bytes: &[u8]) {
         self.conflicts_made += 1;
-        if let Some(w) = self.last.remove(&(device, node)) {
-            self.last.insert((device, copy), w);
+        for (w, at) in &mut self.last {
+            if *at == (device, node) && self.writes[*w].bytes == bytes {
+                at.1 = copy;
+            }
         }
     }
 
     /// The device's node `old` was merged into `new`.
     pub fn merged(&mut self, device: usize, old: NodeId, new: NodeId) {
         self.aliases.insert(old, new);
-        if let Some(w) = self.last.remove(&(device, old)) {
-            self.last.insert((device, new), w);
+        for at in self.last.values_mut() {
+            if *at == (device, old) {
+                at.1 = new;
+            }
         }
     }
 
@@ -168,7 +176,7 @@ impl History {
         let holds = |rec: &NodeRecord, bytes: &[u8]| {
             rec.meta.kind == NodeKind::File && contents.of(&rec.meta).as_deref() == Some(bytes)
         };
-        for (&(device, node), &w) in &self.last {
+        for (&w, &(device, node)) in &self.last {
             let node = self.resolve(node);
             let bytes = &self.writes[w].bytes;
             let kept = live.get(&node).is_some_and(|r| holds(r, bytes))
