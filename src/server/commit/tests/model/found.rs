@@ -37,12 +37,24 @@ fn node_of(o: CommitOutcome) -> NodeRecord {
 /// the laptop's write of `/a` lands on it, and the laptop's two files
 /// become one: its `/d/a` ("x") is gone from the tree (only the version
 /// history keeps it). A create should merge only into a node its device
-/// does not already hold. The holder need not be the device's own make: a
-/// node it pulled would be the same case, so looking for
-/// the device's counter in the holder's vector would not be enough.
+/// does not already hold (two creates, not a create and a move).
 #[tokio::test]
 async fn a_create_does_not_merge_into_a_node_its_device_already_has() {
+    two_files_stay_two(false).await;
+}
+
+/// The same when the phone made `/a` and the laptop pulled it: the
+/// holder's vector then has no counter of the laptop, so a fix cannot
+/// look for one there.
+#[tokio::test]
+async fn a_create_does_not_merge_into_a_node_its_device_pulled() {
+    two_files_stay_two(true).await;
+}
+
+/// The case above; `/a` made by the phone when `phone_made_it`.
+async fn two_files_stay_two(phone_made_it: bool) {
     let fx = Fx::new().await;
+    let maker = if phone_made_it { &fx.phone } else { &fx.laptop };
     let none = VersionVector::new();
     let d = node_of(
         fx.one(
@@ -54,7 +66,7 @@ async fn a_create_does_not_merge_into_a_node_its_device_already_has() {
     let x = fx.file("x").await;
     let a = node_of(
         fx.one(
-            &fx.laptop,
+            maker,
             upsert(NodeId::random(), &none, NodeId::ROOT, "a", x.clone()),
         )
         .await,
