@@ -2,7 +2,7 @@
 //! commits that shows it.
 
 use super::super::*;
-use crate::protocol::SeenState;
+use crate::protocol::{FileContent, Manifest, SeenState};
 
 /// The op a device sends after changing `rec` (as it last saw it) into
 /// `parent`/`name` with `meta`.
@@ -101,5 +101,66 @@ async fn two_files_stay_two(phone_made_it: bool) {
         contents.contains(&y.content) && contents.contains(&x.content),
         "the laptop wrote \"y\" into /a and made /d/a with \"x\"; the create was answered \
          {made:?} and the live files are {live:#?}"
+    );
+}
+
+/// The shrunk case: the laptop has `/a` ("x"); the phone writes "" into
+/// it, then deletes it (having seen ""); the laptop, which never saw "",
+/// renames `/a` to `/b`; the tablet, which saw "", writes "y". The
+/// laptop's rename revives the node (the edit wins) but with the
+/// laptop's **whole** state, its stale "x" included, although it changed
+/// only the place: the content goes back to a version two devices had
+/// replaced, and the tablet's later write then meets "x" where it saw ""
+/// and becomes a conflict copy without any concurrent content write. A
+/// revive with `seen` should merge field by field against the tombstone
+/// (which keeps the node's last state), as an edit of a live node does.
+#[tokio::test]
+async fn a_revived_node_keeps_the_fields_its_reviver_did_not_change() {
+    let fx = Fx::new().await;
+    let tablet = CommitCtx {
+        device: dev(3),
+        device_name: "tablet".into(),
+        ..fx.laptop.clone()
+    };
+    let x = fx.file("x").await;
+    let a = node_of(
+        fx.one(
+            &fx.laptop,
+            upsert(
+                NodeId::random(),
+                &VersionVector::new(),
+                NodeId::ROOT,
+                "a",
+                x,
+            ),
+        )
+        .await,
+    );
+    let empty = file_meta(FileContent {
+        manifest: Manifest::default(),
+    });
+    let emptied = node_of(
+        fx.one(&fx.phone, edit(&a, NodeId::ROOT, "a", empty.clone()))
+            .await,
+    );
+    applied(fx.one(&fx.phone, delete(a.node_id, &emptied.vv)).await);
+    // The laptop renames the /a it has ("x").
+    let revived = node_of(
+        fx.one(&fx.laptop, edit(&a, NodeId::ROOT, "b", a.meta.clone()))
+            .await,
+    );
+    assert_eq!(revived.name, "b");
+    assert_eq!(
+        revived.meta.content, empty.content,
+        "the rename brought back the laptop's stale content"
+    );
+    // The tablet, which saw "", writes "y".
+    let y = fx.file("y").await;
+    let written = fx
+        .one(&tablet, edit(&emptied, NodeId::ROOT, "a", y.clone()))
+        .await;
+    assert!(
+        matches!(written, CommitOutcome::Applied { .. }),
+        "a write from the last content is no conflict: {written:?}"
     );
 }
