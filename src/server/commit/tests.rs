@@ -175,5 +175,6 @@ fn err_code(e: &ServerError) -> &'static str {
 mod conflicts;
 mod fields;
 mod links;
+mod model;
 mod validation;
 mod xattrs;
