@@ -209,9 +209,12 @@ async fn upsert(
         }
         Some(s) => s,
     };
-    let Some(seen) = seen.filter(|_| !s.deleted) else {
+    let Some(seen) = seen else {
         // A device without a base (its own create, replayed), or an edit
-        // reviving a tombstone (the edit wins): the op's whole state.
+        // without a base reviving a tombstone (the edit wins): the op's
+        // whole state. An edit with a base that revives a tombstone merges
+        // like any other, against the node's last state: it brings back
+        // the node, not the fields its device had not seen change.
         let fast_forward = s.deleted || s.vv.others_seen_by(base, &ctx.device);
         check_move(txn, node_id, &entries, meta).await?;
         if !fast_forward && content_hash(&s.meta) != content_hash(meta) {
@@ -284,10 +287,15 @@ async fn same_thing_at(
     let Some(holder) = txn.lookup(entry.0, &entry.1).await? else {
         return Ok(None);
     };
+    // Only a node nobody changed since it was made (one change in its
+    // vector) can be a twin made elsewhere at the same time: a node moved
+    // or edited since may be one the creating device already had under
+    // another name (found by the commit model).
+    let untouched = |h: &NodeRecord| h.vv.iter().map(|(_, n)| *n).sum::<u64>() == 1;
     Ok(txn
         .node(holder)
         .await?
-        .filter(|h| !h.deleted && same_thing(&h.meta, meta)))
+        .filter(|h| !h.deleted && untouched(h) && same_thing(&h.meta, meta)))
 }
 
 /// A create that meets the same thing under its name: no copy. The op's
