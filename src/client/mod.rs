@@ -278,7 +278,8 @@ pub fn run_mount(opts: MountOptions) -> Result<()> {
             }
         )
     })?;
-    vfs.set_notifier(Arc::new(crate::fuse::FuseNotifier(session.notifier())));
+    vfs.set_notifier(Arc::new(crate::fuse::FuseNotifier(session.notifier())))
+        .context("starting the kernel notification thread")?;
     let mut unmounter = session.unmount_callable();
     // The session runs on its own thread; `ended` is cancelled the moment it
     // stops (the folder was unmounted, here or elsewhere), even by a panic.

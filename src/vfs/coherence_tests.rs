@@ -26,7 +26,7 @@ async fn read(vfs: &Vfs, fh: u64) -> Vec<u8> {
 async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
     let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
     let kernel = Arc::new(Recorder::default());
-    a.set_notifier(kernel.clone());
+    a.set_notifier(kernel.clone()).unwrap();
     let (up_a, up_b) = (
         Uploader::new(a.clone(), ra.clone()),
         Uploader::new(b.clone(), rb.clone()),
@@ -58,6 +58,7 @@ async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
         .pull_all()
         .await
         .unwrap();
+    a.kernel_notified().await;
     assert!(
         kernel.0.lock().contains(&ino),
         "the kernel must drop the pages"
@@ -82,4 +83,70 @@ async fn an_open_file_keeps_its_version_and_new_opens_see_the_newest() {
     assert_eq!(a.page_cache(s).unwrap(), PageCache::Keep);
     assert_eq!(read(&a, s).await, b"v2");
     a.release(s).unwrap();
+}
+
+/// Like the kernel invalidating a page a pending read holds locked: every
+/// notification waits until `open` is dropped (or `WATCHDOG` passes, so a
+/// test that breaks this fails instead of hanging).
+struct PageLocked {
+    gate: Mutex<std::sync::mpsc::Receiver<()>>,
+    timed_out: std::sync::atomic::AtomicBool,
+    seen: Mutex<Vec<u64>>,
+}
+
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl KernelNotifier for PageLocked {
+    fn inval_entry(&self, _parent: u64, _name: &str) {}
+    fn inval_inode(&self, ino: u64) {
+        let waited = self.gate.lock().recv_timeout(WATCHDOG);
+        if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            self.timed_out.store(true, Ordering::SeqCst);
+        }
+        self.seen.lock().push(ino);
+    }
+}
+
+/// The hang of busy readers: a remote change applied on a runtime thread
+/// told the kernel in place, and the kernel made that thread wait for a
+/// read the runtime had to answer. Applying a change never waits on the
+/// kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_remote_change_never_waits_for_the_kernel() {
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
+    let (open, gate) = std::sync::mpsc::channel();
+    let kernel = Arc::new(PageLocked {
+        gate: Mutex::new(gate),
+        timed_out: Default::default(),
+        seen: Mutex::new(Vec::new()),
+    });
+    a.set_notifier(kernel.clone()).unwrap();
+    let (up_a, up_b) = (
+        Uploader::new(a.clone(), ra.clone()),
+        Uploader::new(b.clone(), rb.clone()),
+    );
+    let (attr, fh) = a.create(ROOT_INO, b"f", 0o644, true).unwrap();
+    a.write(fh, 0, b"v0").ready().unwrap();
+    a.release(fh).unwrap();
+    while up_a.run_once().await.unwrap() {}
+    Follower::new(b.clone(), rb.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    let on_b = b.lookup(ROOT_INO, b"f").unwrap().ino;
+    overwrite(&b, on_b, b"v1");
+    while up_b.run_once().await.unwrap() {}
+
+    Follower::new(a.clone(), ra.clone())
+        .pull_all()
+        .await
+        .unwrap();
+    assert!(
+        !kernel.timed_out.load(Ordering::SeqCst),
+        "applying the change waited for the kernel"
+    );
+    // The kernel answers; the notification arrives.
+    drop(open);
+    a.kernel_notified().await;
+    assert!(kernel.seen.lock().contains(&attr.ino));
 }

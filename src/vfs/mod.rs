@@ -98,6 +98,7 @@ pub use status::{Connection, PushStatus, SyncState, SyncStatus};
 
 mod inodes;
 mod namespace;
+mod notify_queue;
 mod open_files;
 use dir_handles::DirHandles;
 use inodes::InodeTable;
@@ -260,7 +261,10 @@ pub struct Vfs {
     open: OpenFiles,
     dirs: DirHandles,
     status: SyncStatus,
-    notifier: std::sync::OnceLock<Arc<dyn KernelNotifier>>,
+    /// The kernel's notifier, behind a queue of its own thread
+    /// (`notify_queue`: a notification can wait on the mount's pending
+    /// requests, so no thread of the core ever sends one itself).
+    notifier: std::sync::OnceLock<notify_queue::NotifyQueue>,
     /// Wakes the uploader when the journal grows.
     journal_notify: tokio::sync::Notify,
     /// Wakes waiters when an upload round ends.
@@ -387,9 +391,22 @@ impl Vfs {
     }
 
     /// Sets who is told about stale kernel caches; once per core (later
-    /// calls are ignored).
-    pub fn set_notifier(&self, n: Arc<dyn KernelNotifier>) {
-        let _ = self.notifier.set(n);
+    /// calls are ignored). `n` is called from a thread of its own, in
+    /// order, never from the caller of the change it reports
+    /// (`notify_queue`); fails only when that thread cannot start.
+    pub fn set_notifier(&self, n: Arc<dyn KernelNotifier>) -> std::io::Result<()> {
+        if self.notifier.get().is_none() {
+            let _ = self.notifier.set(notify_queue::NotifyQueue::spawn(n)?);
+        }
+        Ok(())
+    }
+
+    /// Resolves once the kernel notifications of the changes made so far
+    /// have been sent.
+    pub async fn kernel_notified(&self) {
+        if let Some(n) = self.notifier.get() {
+            n.flush().await;
+        }
     }
 
     fn notify_entry(&self, parent: u64, name: &str) {
