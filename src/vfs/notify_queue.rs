@@ -14,9 +14,14 @@
 //! behind the parked worker, only ended at the HTTP timeout (60 s, then
 //! `EIO`).
 //!
-//! [`NotifyQueue`] takes the calls of the core, returns at once, and
-//! replays them in order on the `nimbus-kernel-notify` thread, which
-//! holds nothing anyone waits for. Ordering with the core's state is
+//! [`NotifyQueue`] takes the calls of the core made on a runtime thread,
+//! returns at once, and replays them in order on the
+//! `nimbus-kernel-notify` thread, which holds nothing anyone waits for.
+//! A call made outside the runtime — a kernel request's own thread,
+//! reporting a local change (an access time moved by a read, say) — is
+//! sent at once, as before: the caller's next `stat` must already see it,
+//! and such a thread waits for nothing the runtime must answer.
+//! Invalidations are idempotent, so one sent at once may pass queued ones. Ordering with the core's state is
 //! unchanged: a notification was always sent after the change it reports
 //! was committed, and a reader that raced ahead of it was always possible;
 //! opens after a content change drop the old pages by themselves (their
@@ -37,6 +42,7 @@ enum Call {
 /// A [`KernelNotifier`] that never blocks its caller (see the module docs).
 pub struct NotifyQueue {
     tx: mpsc::Sender<Call>,
+    inner: Arc<dyn KernelNotifier>,
 }
 
 impl NotifyQueue {
@@ -44,21 +50,27 @@ impl NotifyQueue {
     /// the queue is dropped, after sending what was queued.
     pub fn spawn(inner: Arc<dyn KernelNotifier>) -> std::io::Result<NotifyQueue> {
         let (tx, rx) = mpsc::channel::<Call>();
+        let sender = inner.clone();
         std::thread::Builder::new()
             .name("nimbus-kernel-notify".into())
             .spawn(move || {
                 for call in rx {
                     match call {
-                        Call::Entry(parent, name) => inner.inval_entry(parent, &name),
-                        Call::Inode(ino) => inner.inval_inode(ino),
-                        Call::Attr(ino) => inner.inval_attr(ino),
+                        Call::Entry(parent, name) => sender.inval_entry(parent, &name),
+                        Call::Inode(ino) => sender.inval_inode(ino),
+                        Call::Attr(ino) => sender.inval_attr(ino),
                         Call::Flush(done) => {
                             let _ = done.send(());
                         }
                     }
                 }
             })?;
-        Ok(NotifyQueue { tx })
+        Ok(NotifyQueue { tx, inner })
+    }
+
+    /// True on a thread outside the tokio runtime (see the module docs).
+    fn direct() -> bool {
+        tokio::runtime::Handle::try_current().is_err()
     }
 
     fn send(&self, call: Call) {
@@ -76,13 +88,22 @@ impl NotifyQueue {
 
 impl KernelNotifier for NotifyQueue {
     fn inval_entry(&self, parent: u64, name: &str) {
-        self.send(Call::Entry(parent, name.to_owned()));
+        match Self::direct() {
+            true => self.inner.inval_entry(parent, name),
+            false => self.send(Call::Entry(parent, name.to_owned())),
+        }
     }
     fn inval_inode(&self, ino: u64) {
-        self.send(Call::Inode(ino));
+        match Self::direct() {
+            true => self.inner.inval_inode(ino),
+            false => self.send(Call::Inode(ino)),
+        }
     }
     fn inval_attr(&self, ino: u64) {
-        self.send(Call::Attr(ino));
+        match Self::direct() {
+            true => self.inner.inval_attr(ino),
+            false => self.send(Call::Attr(ino)),
+        }
     }
 }
 
