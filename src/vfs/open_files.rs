@@ -35,6 +35,21 @@ pub(super) struct OpenState {
 }
 
 impl OpenState {
+    /// Starts a new content generation: the working copy goes (kept for
+    /// the handles of the current generation that still read it); true
+    /// when there was one (the caller removes its file).
+    pub(super) fn next_generation(&mut self) -> bool {
+        let work = self.work.take();
+        let g = self.generation;
+        if let Some(w) = &work {
+            if self.open_by_generation.contains_key(&g) {
+                self.retired.insert(g, w.clone());
+            }
+        }
+        self.generation += 1;
+        work.is_some()
+    }
+
     /// True while a handle of an earlier generation is open.
     pub(super) fn older_handles_open(&self) -> bool {
         self.open_by_generation

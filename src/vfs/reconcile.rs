@@ -237,15 +237,7 @@ impl Vfs {
         let mut retired = false;
         let guard = switch.as_ref().map(|o| {
             let mut st = o.state.lock();
-            let work = st.work.take();
-            let g = st.generation;
-            if let Some(w) = &work {
-                if st.open_by_generation.contains_key(&g) {
-                    st.retired.insert(g, w.clone());
-                }
-            }
-            st.generation += 1;
-            retired = work.is_some();
+            retired = st.next_generation();
             self.open.mark_stale(inode.ino);
             st
         });
@@ -268,18 +260,7 @@ impl Vfs {
     /// at the next open.
     pub(super) fn new_content_generation(&self, inode: &Inode) {
         if let Some(o) = self.open.get(inode.ino) {
-            let retired = {
-                let mut st = o.state.lock();
-                let work = st.work.take();
-                let g = st.generation;
-                if let Some(w) = &work {
-                    if st.open_by_generation.contains_key(&g) {
-                        st.retired.insert(g, w.clone());
-                    }
-                }
-                st.generation += 1;
-                work.is_some()
-            };
+            let retired = o.state.lock().next_generation();
             if retired {
                 self.remove_work_durably(&inode.node_id);
             }

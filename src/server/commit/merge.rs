@@ -23,7 +23,7 @@
 use crate::protocol::{
     ContentHash, FileContent, Manifest, NodeId, NodeMeta, NodeRecord, SeenState,
 };
-use crate::protocol::{NodeKind, Xattrs};
+use crate::protocol::{Link, NodeKind, Xattrs};
 
 /// A node's entries, the first one first, then its links in order.
 pub(super) type Entries = Vec<(NodeId, String)>;
@@ -44,31 +44,19 @@ pub(super) struct Merge {
 
 /// The entries of a server record (first, then links in order).
 pub(super) fn record_entries(rec: &NodeRecord) -> Entries {
-    let mut e = Vec::with_capacity(1 + rec.links.len());
-    if let Some(p) = rec.parent {
-        e.push((p, rec.name.clone()));
-    }
-    let mut links: Vec<_> = rec
-        .links
-        .iter()
-        .map(|l| (l.parent, l.name.clone()))
-        .collect();
-    links.sort();
-    e.extend(links);
-    e
+    entries_of(rec.parent.map(|p| (p, rec.name.clone())), &rec.links)
 }
 
 /// The entries of a seen state (first, then links in order).
 fn seen_entries(seen: &SeenState) -> Entries {
-    let mut e = vec![(seen.parent, seen.name.clone())];
-    let mut links: Vec<_> = seen
-        .links
-        .iter()
-        .map(|l| (l.parent, l.name.clone()))
-        .collect();
+    entries_of(Some((seen.parent, seen.name.clone())), &seen.links)
+}
+
+/// `first`, then `links` in (parent, name) order.
+fn entries_of(first: Option<(NodeId, String)>, links: &[Link]) -> Entries {
+    let mut links: Vec<_> = links.iter().map(|l| (l.parent, l.name.clone())).collect();
     links.sort();
-    e.extend(links);
-    e
+    first.into_iter().chain(links).collect()
 }
 
 /// `entries` with the links (all but the first) sorted, for comparing.
