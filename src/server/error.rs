@@ -114,6 +114,11 @@ pub enum ServerError {
     #[error("range not satisfiable (file is {size} bytes)")]
     RangeNotSatisfiable { size: u64 },
 
+    // ---- 429 ----
+    /// A push socket over a cap of `push::SocketLimits`.
+    #[error("{0}")]
+    TooManySockets(String),
+
     // ---- 500 / 503 ----
     #[error("chunk {0} failed its hash check on the server")]
     ChunkCorrupt(ChunkId),
@@ -196,6 +201,7 @@ impl ServerError {
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             BatchTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+            TooManySockets(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sockets"),
             RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }

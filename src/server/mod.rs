@@ -25,7 +25,7 @@
 //! | `POST /api/v1/chunks/batch` | `ChunkBatchRequest` → frames of id, length and plain bytes per chunk (`protocol::chunk_batch`) | 404 `not_found` unless this account uploaded every chunk, 413 `batch_too_large` over [`MAX_BATCH_CHUNKS`](crate::protocol::MAX_BATCH_CHUNKS) ids or [`MAX_BATCH_BYTES`](crate::protocol::MAX_BATCH_BYTES) |
 //! | `POST /api/v1/sync/commit` | `CommitRequest` → `CommitResponse` | see below |
 //! | `GET /api/v1/sync/pull?cursor=N&limit=M` | → `PullResponse` (limit default 1000, capped at `MAX_PULL_LIMIT`) | 400 bad query, 409 `cursor_ahead` (cursor past the log: the server was reset; pull from 0) |
-//! | `GET /api/v1/sync/ws` | WebSocket upgrade → text messages `{"type":"changed","cursor":N,"device":ID}`: the account's head at once, then whenever its change log advances (never data); pings every 10 s (see [`push`]) | 401 before the upgrade (as every route); 400 not an upgrade; close 4401 with the error code when the session ends |
+//! | `GET /api/v1/sync/ws` | WebSocket upgrade → text messages `{"type":"changed","cursor":N,"device":ID}`: the account's head at once, then whenever its change log advances (never data); pings every 10 s (see [`push`]) | 401 before the upgrade (as every route); 400 not an upgrade; 429 `too_many_sockets` over a cap of [`push::SocketLimits`]; close 4401 with the error code when the session ends, 1009/1002/1007 when the client sends a big frame or breaks the protocol |
 //! | `GET /api/v1/files/content?path=/a/b` | → file bytes; `Range: bytes=a-b` → 206 | 400 `invalid_path`/`not_a_file`, 404, 416 |
 //!
 //! Every `/api/v1` route except login and refresh takes

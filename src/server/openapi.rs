@@ -61,12 +61,15 @@ fn push_paths() -> Value {
                     GET /api/v1/sync/pull from your cursor; bursts coalesce to the newest cursor; device, when present, is the \
                     device whose commit moved it). Unknown message types are to be ignored. The server pings every 10 s and \
                     closes a socket silent for 30 s; when the session ends (token expired, device revoked) it closes with code \
-                    4401 and the error code as reason: refresh the token and connect again.",
+                    4401 and the error code as reason: refresh the token and connect again. A device may hold 4 sockets open, \
+                    an account 64; beyond, 429 too_many_sockets before the upgrade. The client sends only control frames: \
+                    a frame over 4096 bytes is closed with 1009, a protocol violation with 1002 or 1007.",
                 "parameters": [
                     {"name": "Connection", "in": "header", "required": true, "schema": {"type": "string", "example": "Upgrade"}},
                     {"name": "Upgrade", "in": "header", "required": true, "schema": {"type": "string", "example": "websocket"}}],
                 "responses": {"101": {"description": "switching to the WebSocket protocol"},
-                    "400": error("bad_request: not a WebSocket upgrade"), "401": error("unauthorized / token_expired / device_revoked")}}}
+                    "400": error("bad_request: not a WebSocket upgrade"), "401": error("unauthorized / token_expired / device_revoked"),
+                    "429": error("too_many_sockets: this device or account has as many push sockets open as allowed")}}}
     })
 }
 

@@ -18,17 +18,21 @@
 //!   PostgreSQL LISTEN/NOTIFY bridge would implement it by `NOTIFY`ing,
 //!   and its listener task would feed each instance's hub through the
 //!   same [`ChangeHub::publish`].
-//! - The socket side (auth, heartbeats, closing) is [`socket`].
+//! - The socket side (auth, heartbeats, closing) is [`socket`]; the caps
+//!   on open sockets are [`open`].
 //!
 //! Lock order: the hub's map lock is never held across an await, and a
 //! watch's own lock is only taken inside it by `subscribe`/`publish`.
 
+pub mod open;
 pub mod socket;
 
+pub use open::{OverLimit, SocketLimits};
 pub use socket::Heartbeat;
 
 use super::meta_store::AccountId;
 use crate::protocol::DeviceId;
+use open::OpenCounts;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,8 +71,11 @@ pub trait ChangeNotifier: Send + Sync + 'static {
 #[derive(Default)]
 pub struct ChangeHub {
     accounts: Mutex<HashMap<AccountId, watch::Sender<AccountHead>>>,
-    /// Sockets open now (the `/metrics` gauge).
-    sockets: AtomicU64,
+    /// The caps on open sockets.
+    limits: SocketLimits,
+    /// Sockets open now, counted against `limits` (and the `/metrics`
+    /// gauge).
+    open: Mutex<OpenCounts>,
     /// Messages sent to sockets (the `/metrics` counter).
     notifications: AtomicU64,
 }
@@ -84,7 +91,15 @@ pub struct Subscription {
 impl ChangeHub {
     /// A hub, shared by the handlers and the notifier.
     pub fn new() -> Arc<Self> {
-        Arc::new(ChangeHub::default())
+        Self::with_limits(SocketLimits::default())
+    }
+
+    /// A hub whose sockets are capped by `limits`.
+    pub fn with_limits(limits: SocketLimits) -> Arc<Self> {
+        Arc::new(ChangeHub {
+            limits,
+            ..ChangeHub::default()
+        })
     }
 
     /// Subscribes to `account`'s head; `head` is the cursor read from the
@@ -117,20 +132,9 @@ impl ChangeHub {
         self.accounts.lock().len()
     }
 
-    /// Sockets open now.
-    pub fn sockets(&self) -> u64 {
-        self.sockets.load(Ordering::Relaxed)
-    }
-
     /// Notifications sent since the server started.
     pub fn notifications(&self) -> u64 {
         self.notifications.load(Ordering::Relaxed)
-    }
-
-    /// Counts one open socket until the guard drops.
-    pub(crate) fn socket_opened(self: &Arc<Self>) -> SocketGuard {
-        self.sockets.fetch_add(1, Ordering::Relaxed);
-        SocketGuard(self.clone())
     }
 
     pub(crate) fn note_notification(&self) {
@@ -189,15 +193,6 @@ impl Drop for Subscription {
         {
             map.remove(&self.account);
         }
-    }
-}
-
-/// Decrements the open-socket gauge when dropped.
-pub(crate) struct SocketGuard(Arc<ChangeHub>);
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        self.0.sockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -13,6 +13,12 @@
 //!   [`PushMessage::Changed`] whenever the log advances (bursts coalesce
 //!   to the newest cursor). Nothing else is sent but pings; anything the
 //!   client sends other than pings, pongs and close is ignored.
+//! - **Bounds**: sockets are counted before the upgrade and capped per
+//!   device, account and server ([`super::open`]: 429
+//!   `too_many_sockets`). A client has nothing to say, so a frame or
+//!   message over [`MAX_CLIENT_MESSAGE`] bytes is closed with 1009, and a
+//!   protocol violation (bad framing, a text frame that is not UTF-8) with
+//!   1002 or 1007 (RFC 6455 §7.4.1), each with a reason.
 //! - **Heartbeats** ([`Heartbeat`]): a ping every [`PING_EVERY`]; a
 //!   socket from which nothing (pong, ping, message) arrived for
 //!   [`SILENCE_LIMIT`] is dropped without a close frame (a silent peer may
@@ -23,6 +29,7 @@
 use super::super::auth::{bearer_token, hash_token, session_of, Auth};
 use super::super::meta_store::TokenHash;
 use super::super::{AppState, ServerError};
+use super::open::SocketGuard;
 use super::Subscription;
 use crate::protocol::{PushMessage, PUSH_CLOSE_UNAUTHORIZED};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -59,6 +66,10 @@ impl Default for Heartbeat {
 /// Close code when the server stops ("going away").
 const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// The largest frame or message a client may send, in bytes: it only
+/// needs control frames (at most 125 bytes each).
+pub const MAX_CLIENT_MESSAGE: usize = 4096;
+
 /// The route's handler: authenticates, then upgrades.
 pub async fn sync_ws(
     auth: Auth,
@@ -70,12 +81,18 @@ pub async fn sync_ws(
         ServerError::BadRequest(format!("this route takes a WebSocket upgrade: {e}"))
     })?;
     let token_hash = hash_token(bearer_token(&headers).ok_or(ServerError::Unauthorized)?);
+    let open = st
+        .push
+        .open_socket(auth.account, auth.device)
+        .map_err(|e| ServerError::TooManySockets(e.to_string()))?;
     // Head first, then subscribe: a commit between the two is published
     // to the subscription (a newer head replaces this one).
     let head = st.meta.last_seq(auth.account).await?;
     let sub = st.push.subscribe(auth.account, head);
     Ok(ws
-        .on_upgrade(move |socket| serve(socket, st, auth, token_hash, sub))
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, st, auth, token_hash, sub, open))
         .into_response())
 }
 
@@ -93,8 +110,8 @@ async fn serve(
     auth: Auth,
     token: TokenHash,
     mut sub: Subscription,
+    _open: SocketGuard,
 ) {
-    let _open = st.push.socket_opened();
     tracing::debug!(device = %auth.device, "push socket open");
     let (mut tx, mut rx) = socket.split();
     let Heartbeat {
@@ -154,7 +171,8 @@ async fn serve(
                 }
             }
             msg = rx.next() => match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Gone,
+                None | Some(Ok(Message::Close(_))) => break End::Gone,
+                Some(Err(e)) => break end_of_error(e),
                 Some(Ok(Message::Text(t))) => {
                     heard = Instant::now();
                     tracing::debug!(device = %auth.device, len = t.len(), "ignoring a client message");
@@ -172,6 +190,25 @@ async fn serve(
             .await;
     }
     tracing::debug!(device = %auth.device, "push socket closed");
+}
+
+/// How a socket whose read failed with `e` ends: a client that broke the
+/// protocol is told why (RFC 6455 §7.4.1); a broken transport gets nothing.
+fn end_of_error(e: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>().map(|e| *e) {
+        Ok(WsError::Capacity(_)) => End::Close(1009, "message too big"),
+        Ok(WsError::Protocol(_)) => End::Close(1002, "protocol error"),
+        Ok(WsError::Utf8(_)) => End::Close(1007, "invalid UTF-8 in a text frame"),
+        Ok(other) => {
+            tracing::debug!(error = %other, "push socket read failed");
+            End::Gone
+        }
+        Err(other) => {
+            tracing::debug!(error = %other, "push socket read failed");
+            End::Gone
+        }
+    }
 }
 
 /// The session behind the socket is still valid; else the error code to

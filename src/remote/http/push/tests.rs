@@ -301,22 +301,135 @@ async fn open_sockets(url: &str) -> u64 {
         .unwrap_or_else(|| panic!("no nimbus_push_connections in /metrics:\n{text}"))
 }
 
+type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A raw socket of `user`'s new device (no listener: the test decides
 /// whether it reads, and so whether it answers pings).
-async fn raw_socket(
-    url: &str,
-    user: &str,
-    device: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+async fn raw_socket(url: &str, user: &str, device: &str) -> RawSocket {
     let tokens = login(url, user, "pw", device).await.unwrap();
+    socket_with(url, &tokens.access_token).await.unwrap()
+}
+
+/// Opens a push socket with access token `token`.
+async fn socket_with(
+    url: &str,
+    token: &str,
+) -> Result<RawSocket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = (url.replace("http://", "ws://") + PUSH_PATH)
         .into_client_request()
         .unwrap();
-    let bearer = format!("Bearer {}", tokens.access_token).parse().unwrap();
+    let bearer = format!("Bearer {token}").parse().unwrap();
     req.headers_mut()
         .insert(reqwest::header::AUTHORIZATION, bearer);
-    tokio_tungstenite::connect_async(req).await.unwrap().0
+    tokio_tungstenite::connect_async(req).await.map(|(s, _)| s)
+}
+
+/// The close frame `socket` ends with (skipping the cursor and pings).
+async fn close_frame(socket: &mut RawSocket) -> Option<(u16, String)> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let read = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(f))) => {
+                    return f.map(|f| (u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, read)
+        .await
+        .expect("the socket never ended")
+}
+
+/// Push sockets are capped per device: one over the cap is refused with
+/// 429 `too_many_sockets` before the upgrade, the device's open sockets
+/// and other devices are untouched, and a closed socket frees its place.
+#[tokio::test]
+async fn a_device_over_its_socket_cap_is_refused_before_the_upgrade() {
+    use crate::server::push::SocketLimits;
+    let fx = fixture(&["alice"]).await;
+    let tokens = login(&fx.url, "alice", "pw", "desk").await.unwrap();
+    let cap = SocketLimits::default().per_device as usize;
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        open.push(socket_with(&fx.url, &tokens.access_token).await.unwrap());
+    }
+    match socket_with(&fx.url, &tokens.access_token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("too_many_sockets"), "{body}");
+        }
+        other => panic!("socket {} over the cap: {:?}", cap + 1, other.map(|_| ())),
+    }
+    assert_eq!(open_sockets(&fx.url).await, cap as u64);
+    // Another device of the account is not limited by this one's cap.
+    let _other = raw_socket(&fx.url, "alice", "laptop").await;
+
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let again = loop {
+        match socket_with(&fx.url, &tokens.access_token).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place freed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    drop(again);
+    drop(open);
+    fx.server.unwrap().shutdown().await.unwrap();
+}
+
+/// A client that sends a big frame, or breaks the framing (an unmasked
+/// frame, RFC 6455 §5.1), is told why with a close code, and the
+/// server's other sockets are untouched.
+#[tokio::test]
+async fn a_client_breaking_the_protocol_gets_a_close_code() {
+    use crate::server::push::socket::MAX_CLIENT_MESSAGE;
+    use futures::SinkExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let fx = fixture(&["alice"]).await;
+
+    let mut big = raw_socket(&fx.url, "alice", "big").await;
+    let payload = vec![7u8; MAX_CLIENT_MESSAGE + 1];
+    big.send(Message::Binary(payload.into())).await.unwrap();
+    let (code, reason) = close_frame(&mut big).await.expect("no close frame");
+    assert_eq!(code, 1009, "{reason}");
+
+    let mut rude = raw_socket(&fx.url, "alice", "rude").await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = rude.get_mut() else {
+        panic!("plain HTTP expected");
+    };
+    // FIN + text, no mask bit, "hi".
+    tcp.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let (code, reason) = close_frame(&mut rude).await.expect("no close frame");
+    assert_eq!(code, 1002, "{reason}");
+
+    let mut calm = raw_socket(&fx.url, "alice", "calm").await;
+    calm.send(Message::Text("hello".into())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while open_sockets(&fx.url).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken sockets stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(calm);
+    fx.server.unwrap().shutdown().await.unwrap();
 }
 
 /// The server's half of the heartbeat: a peer that never answers pings is
