@@ -235,6 +235,10 @@ fn sync_wait_times_out_listing_what_is_pending_while_offline() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
+    std::fs::create_dir(mnt.join("quiet")).unwrap();
+    let out = env.nimbus(&["sync", "--wait", m, "--timeout", "60s"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // The server goes away; a new file cannot be uploaded.
     server.kill().unwrap();
     server.wait().unwrap();
@@ -269,6 +273,36 @@ fn sync_wait_times_out_listing_what_is_pending_while_offline() {
     );
     assert!(err.lines().any(|l| l.trim() == "d/new.txt"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+
+    // Nothing pending below `quiet`, but a pull cannot happen: the wait
+    // says so while it waits and when it gives up.
+    let out = env.nimbus(
+        &[
+            "sync",
+            "--wait",
+            "--pull",
+            mnt.join("quiet").to_str().unwrap(),
+            "--timeout",
+            "3s",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .next()
+            .unwrap_or_default()
+            .starts_with("nimbus: waiting for changes from the server (this device is at cursor"),
+        "{err}"
+    );
+    let verdict = err.lines().last().unwrap_or_default();
+    assert!(
+        verdict
+            .starts_with("nimbus: nothing pending here; not yet applied: changes from the server"),
+        "{err}"
+    );
+    assert!(verdict.contains("is unreachable"), "{err}");
 
     // Status says so too.
     let out = env.nimbus(&["status", m, "--json"], None);

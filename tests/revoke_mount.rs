@@ -88,8 +88,30 @@ fn a_revoked_mount_keeps_its_journal_says_so_and_drains_after_login() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("revoked"), "{err}");
 
+    // A script waiting on the phone is told why nothing moves, and fails
+    // at its timeout.
+    let out = phone.nimbus(
+        &[
+            "sync",
+            "--wait",
+            "--pull",
+            "--timeout",
+            "2s",
+            phone.mnt.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("revoked") && err.contains("log in"), "{err}");
+
+    // Let the paused uploader's probe interval grow past what the drain
+    // below may take (1 + 2 + 4 + 8 s: the next probe is 16 s away). This
+    // wait is part of what is tested, not a stand-in for a condition.
+    std::thread::sleep(Duration::from_secs(16));
+
     // Logging in again there reinstates the same device; the mount
-    // picks the new tokens up and drains its journal.
+    // picks the new tokens up at once and drains its journal.
     let out = phone.nimbus(
         &["login", &server.url, "--user", "ann", "--password-stdin"],
         "pw\n",
@@ -100,11 +122,14 @@ fn a_revoked_mount_keeps_its_journal_says_so_and_drains_after_login() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&phone_id));
-    phone.sync();
-    wait_for("after.txt on the server", Duration::from_secs(30), || {
+    let logged_in = std::time::Instant::now();
+    // Well under the 16 s probe interval: the new login woke the mount.
+    wait_for("after.txt on the server", Duration::from_secs(8), || {
         (server_file(&server, &token, "/after.txt").as_deref() == Some(&b"kept in the journal"[..]))
             .then_some(())
     });
+    eprintln!("drained {:?} after the login", logged_in.elapsed());
+    phone.sync();
     let st = status_json(&phone);
     assert_eq!(st["connection"], "online", "{st}");
     phone.unmount();

@@ -60,19 +60,37 @@ impl Progress {
     pub fn show(&mut self, p: &Pending, note: Option<&str>) {
         let now = Instant::now();
         let rate = self.rate(now, p.bytes);
-        let line = render(p, rate, note);
+        self.show_line(render(p, rate, note), line_without_rate(p, note));
+    }
+
+    /// Shows that nothing is left to upload but changes from the server
+    /// are still to be applied: `note` says how far this device is, and
+    /// `connection` why nothing moves, if known.
+    pub fn show_pull(&mut self, note: &str, connection: Option<&str>) {
+        let line = match connection {
+            Some(c) => format!("waiting for {note}: {c}"),
+            None => format!("waiting for {note}"),
+        };
+        self.show_line(line.clone(), line);
+    }
+
+    /// Draws `line` (in place on a terminal; else printed when `key`, what
+    /// counts as a change, differs from the last and [`PLAIN_EVERY`] passed).
+    fn show_line(&mut self, line: String, key: String) {
+        let now = Instant::now();
         let mut err = std::io::stderr().lock();
         if self.terminal {
             let _ = write!(err, "\r\x1b[K{line}");
             let _ = err.flush();
             self.drawn = true;
         } else {
-            let changed = self.last_plain.as_ref().is_none_or(|(t, last)| {
-                *last != line_without_rate(p, note) && now.duration_since(*t) >= PLAIN_EVERY
-            });
+            let changed = self
+                .last_plain
+                .as_ref()
+                .is_none_or(|(t, last)| *last != key && now.duration_since(*t) >= PLAIN_EVERY);
             if changed {
                 let _ = writeln!(err, "nimbus: {line}");
-                self.last_plain = Some((now, line_without_rate(p, note)));
+                self.last_plain = Some((now, key));
             }
         }
     }

@@ -262,7 +262,7 @@ fn pulled(root: &Path, ticket: Option<u64>) -> Result<(bool, Option<String>)> {
         return Ok((true, None));
     }
     let mut note = format!(
-        "changes from the server not applied yet (this device is at cursor {}",
+        "changes from the server (this device is at cursor {}",
         s.cursor
     );
     if let Some(p) = s.push.as_ref().filter(|p| p.server_cursor > s.cursor) {
@@ -300,6 +300,8 @@ pub fn sync_wait(path: Option<&Path>, pull: bool, timeout: Duration) -> Result<(
         }
         if p.count > 0 {
             progress.show(&p, connection_note(&root).as_deref());
+        } else if let Some(note) = &pull_note {
+            progress.show_pull(note, connection_note(&root).as_deref());
         }
         // Only refused changes left: waiting cannot help.
         if p.count > 0 && p.count == p.failed {
@@ -326,7 +328,7 @@ pub fn sync_wait(path: Option<&Path>, pull: bool, timeout: Duration) -> Result<(
                 "nothing pending here".to_string()
             };
             if let Some(note) = pull_note {
-                msg.push_str(&format!("; {note}"));
+                msg.push_str(&format!("; not yet applied: {note}"));
             }
             if let Some(note) = connection_note(&root) {
                 msg.push_str(&format!("; {note}"));

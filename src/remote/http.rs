@@ -715,7 +715,37 @@ impl Remote for HttpRemote {
     fn subscribe(self: Arc<Self>) -> Option<PushSubscription> {
         Some(spawn_listener(push::HttpDial::new(self)))
     }
+
+    /// Compares, every [`CREDENTIALS_POLL`], the refresh token in use at
+    /// the call with the one in use now (another worker adopted new
+    /// credentials) and with the token source's (a local file: no
+    /// request); resolves when either differs. Without a token source:
+    /// never.
+    async fn credentials_renewed(&self) {
+        if self.token_source.is_none() {
+            return std::future::pending().await;
+        }
+        let at_start = self.refreshing.lock().await.clone();
+        loop {
+            tokio::time::sleep(CREDENTIALS_POLL).await;
+            if *self.refreshing.lock().await != at_start {
+                return;
+            }
+            if let Some(saved) = self.saved_tokens().await {
+                if saved.device_id == self.device_id
+                    && !saved.refresh_token.is_empty()
+                    && saved.refresh_token != at_start
+                {
+                    return;
+                }
+            }
+        }
+    }
 }
+
+/// How often [`HttpRemote`] looks for credentials saved by `nimbus login`
+/// while a worker waits for them.
+pub const CREDENTIALS_POLL: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod message_tests {

@@ -216,6 +216,13 @@ pub trait Remote: Send + Sync + 'static {
     fn subscribe(self: std::sync::Arc<Self>) -> Option<push::PushSubscription> {
         None
     }
+    /// Resolves once this remote has credentials other than the ones it
+    /// uses now (`nimbus login` saved new ones for this device), so that a
+    /// worker paused because the server refused this device retries at
+    /// once instead of at its next probe. The default never resolves.
+    async fn credentials_renewed(&self) {
+        std::future::pending().await
+    }
 }
 
 #[cfg(test)]

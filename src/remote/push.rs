@@ -94,6 +94,12 @@ pub enum DialError {
 pub trait PushDial: Send + Sync + 'static {
     /// Connects and upgrades; refreshes credentials on a 401 itself.
     async fn dial(&self) -> Result<PushSocket, DialError>;
+    /// Resolves when a failed dial is worth retrying at once (new
+    /// credentials were saved, [`super::Remote::credentials_renewed`]);
+    /// the default never resolves.
+    async fn renewed(&self) {
+        std::future::pending().await
+    }
 }
 
 /// Starts a listener for `dial` on the current tokio runtime.
@@ -147,6 +153,10 @@ async fn run_listener(dial: impl PushDial, tx: watch::Sender<PushState>, stop: C
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
+            _ = dial.renewed() => {
+                tracing::info!("new credentials saved; reconnecting the push socket now");
+                backoff.reset();
+            }
         }
     }
 }

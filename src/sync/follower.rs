@@ -92,6 +92,7 @@ impl Follower {
         loop {
             let request = self.vfs.status().pull_requested();
             let result = self.pull_all().await;
+            let mut unauthorized = false;
             let delay = match result {
                 Ok(()) => {
                     backoff.reset();
@@ -110,10 +111,26 @@ impl Follower {
                 Err(e) => {
                     set_connection(&self.vfs, &e);
                     tracing::info!("change follower: {e}");
+                    unauthorized = matches!(
+                        e.class(),
+                        FailureClass::NeedsUser(NeedsUser::Unauthorized(_))
+                    );
                     backoff.next_delay().max(POLL)
                 }
             };
-            if self.wait(delay, &mut push, &stop).await {
+            // Refused credentials: new ones (`nimbus login`) end the wait.
+            let stopped = if unauthorized {
+                tokio::select! {
+                    stopped = self.wait(delay, &mut push, &stop) => stopped,
+                    _ = self.remote.credentials_renewed() => {
+                        backoff.reset();
+                        false
+                    }
+                }
+            } else {
+                self.wait(delay, &mut push, &stop).await
+            };
+            if stopped {
                 return;
             }
         }

@@ -108,6 +108,11 @@ impl PushDial for HttpDial {
             other => DialError::Failed(tls_hint(format!("push connection: {other}"))),
         })
     }
+
+    async fn renewed(&self) {
+        use crate::remote::Remote;
+        self.remote.credentials_renewed().await
+    }
 }
 
 fn refused(e: RemoteError) -> DialError {

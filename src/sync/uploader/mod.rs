@@ -26,8 +26,9 @@
 //! - **needs the user** (credentials refused after a refresh, a proxy's
 //!   413 body limit, an unknown route): the queue pauses, the connection
 //!   state says why (`unauthorized`, `misconfigured`), and a probe round
-//!   runs every 1 s doubling to 60 s, so uploads resume by themselves after
-//!   `nimbus login` or once the server accepts the requests. When only
+//!   runs every 1 s doubling to 60 s, so uploads resume by themselves once
+//!   the server accepts the requests; new credentials saved by
+//!   `nimbus login` end the pause at once (`Remote::credentials_renewed`). When only
 //!   some chunk uploads are refused (a body limit that large chunks
 //!   exceed), only the files needing them wait (`held_back`, tried again
 //!   on the same schedule): files the server never had keep their records,
@@ -220,8 +221,10 @@ impl Uploader {
         let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut paused = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            // The last round failed because the server did not answer.
+            // The last round failed because the server did not answer, or
+            // because it refused this device's credentials.
             let mut unreachable = false;
+            let mut unauthorized = false;
             let limit = round_limit(self.vfs.journal_len());
             let wait = match self.round(limit).await {
                 Ok(n) if n >= limit => {
@@ -250,6 +253,7 @@ impl Uploader {
                     let delay = match e.class() {
                         FailureClass::NeedsUser(n) => {
                             tracing::warn!("uploads paused: {e}");
+                            unauthorized = matches!(n, NeedsUser::Unauthorized(_));
                             self.vfs.status().set_connection(match n {
                                 NeedsUser::Unauthorized(m) => Connection::Unauthorized(m),
                                 NeedsUser::Misconfigured(m) => Connection::Misconfigured(m),
@@ -281,12 +285,23 @@ impl Uploader {
                             false => std::future::pending().await,
                         }
                     };
+                    // New credentials (`nimbus login`) end a pause for them.
+                    let renewed = async {
+                        match unauthorized {
+                            true => self.remote.credentials_renewed().await,
+                            false => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(d) => {}
                         _ = back => {
                             tracing::info!("uploader: the server answers again; retrying now");
                             transient.reset();
+                        }
+                        _ = renewed => {
+                            tracing::info!("uploader: new credentials saved; retrying now");
+                            paused.reset();
                         }
                     }
                 }
