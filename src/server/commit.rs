@@ -354,10 +354,16 @@ async fn write_state(
     let mut taken = HashSet::new();
     let mut entries = Vec::new();
     let mut renamed = false;
+    // The node that holds the name the first entry asked for, when this
+    // node gets a conflict name instead.
+    let mut kept_name_by = None;
     for (parent, name) in place {
         let (parent, name) = (*parent, name.as_str());
         restore_ancestors(txn, ctx, parent).await?;
         let mut final_name = free_name(txn, ctx, parent, name, meta.kind, node_id).await?;
+        if entries.is_empty() && final_name != name {
+            kept_name_by = txn.lookup(parent, name).await?;
+        }
         if taken.contains(&(parent, final_name.clone())) {
             // Two entries of this node took the same conflict name.
             final_name =
@@ -372,19 +378,29 @@ async fn write_state(
     }
     let first = entries.remove(0);
     entries.sort();
+    let mut meta = meta.clone();
+    if let (Some(of), None) = (kept_name_by, &meta.conflict) {
+        // Moved aside from a name another node holds: a conflict copy
+        // like that of a content conflict, listed and resolved the same.
+        meta.conflict = Some(ConflictMark {
+            of,
+            device: ctx.device_name.clone(),
+            at: Timestamp::from_ns(ctx.now_ns),
+        });
+    }
     let node = NodeRecord {
         node_id,
         parent: Some(first.parent),
         name: first.name,
         links: entries,
         deleted: false,
-        meta: meta.clone(),
+        meta,
         vv,
         seq: txn.next_seq().await?,
     };
     txn.write_node(&node).await?;
     let previous_hash = previous.and_then(|p| p.meta.content.as_ref().map(|c| c.hash()));
-    if let Some(content) = &meta.content {
+    if let Some(content) = &node.meta.content {
         if previous_hash != Some(content.hash()) {
             txn.append_version(&NewVersion {
                 node: node_id,

@@ -322,6 +322,11 @@ async fn a_remote_node_displaces_both_names_of_a_pending_local_node() {
     assert!(z_names[0].starts_with("p (conflict desktop"), "{z_names:?}");
     assert!(z_names[1].starts_with("q (conflict desktop"), "{z_names:?}");
     assert_eq!(nlink(&b, z), 2);
+    // Marked as a conflict copy of the node that took the names, here
+    // and, once uploaded, on the other device too.
+    let y_id = a.meta.inode_required(y).unwrap().node_id;
+    let mark = b.conflict_of(z).unwrap().expect("a conflict mark");
+    assert_eq!((mark.of, mark.device.as_str()), (y_id, "desktop"));
     let up_b = Uploader::new(b.clone(), rb.clone());
     while up_b.run_once().await.unwrap() {}
     assert_eq!(b.meta.journal_len(), 0);
@@ -330,6 +335,7 @@ async fn a_remote_node_displaces_both_names_of_a_pending_local_node() {
         .await
         .unwrap();
     let az = a.lookup(ROOT_INO, z_names[0].as_bytes()).unwrap();
+    assert_eq!(a.conflict_of(az.ino).unwrap().map(|m| m.of), Some(y_id));
     assert_eq!(
         a.lookup(ROOT_INO, z_names[1].as_bytes()).unwrap().ino,
         az.ino

@@ -325,7 +325,7 @@ impl Vfs {
             }
         }
         for (other, names) in held {
-            self.displace(t, other, &names)?;
+            self.displace(t, other, &names, inode.node_id)?;
         }
         for (p, n) in &want {
             if self.meta.dentry(*p, n)?.is_some_and(|d| d.ino == inode.ino) {
@@ -351,19 +351,24 @@ impl Vfs {
         Ok(())
     }
 
-    /// A remote node takes names (`names`: folder ino, name) that local
+    /// Remote node `by` takes names (`names`: folder ino, name) that local
     /// node `ino` holds. If the local node has changes to push, those
     /// entries move aside under conflict names (the first commit wins the
-    /// name); otherwise it is stale and loses them (all of its names: it is
-    /// unlinked) until its own record arrives.
+    /// name), and the node is marked a conflict copy of `by`, as the
+    /// server marks a node it moves aside (`vfs::conflicts`); otherwise it
+    /// is stale and loses them (all of its names: it is unlinked) until
+    /// its own record arrives.
     pub(super) fn displace(
         &self,
         t: &mut meta::Txn<'_>,
         ino: u64,
         names: &[(u64, String)],
+        by: NodeId,
     ) -> VfsResult<()> {
         let mut other = self.meta.inode_required(ino)?;
         let moves_aside = other.has_local_changes();
+        // One time for the names and the mark.
+        let at = now_ns();
         let mut taken: Vec<(u64, String)> = Vec::new();
         for (parent, name) in names {
             t.remove_dentry(*parent, name);
@@ -375,13 +380,8 @@ impl Vfs {
             }
             let mut n = 1;
             let new_name = loop {
-                let candidate = crate::protocol::conflict_name(
-                    name,
-                    other.kind,
-                    &self.device_name,
-                    now_ns(),
-                    n,
-                );
+                let candidate =
+                    crate::protocol::conflict_name(name, other.kind, &self.device_name, at, n);
                 let free = self.meta.dentry(*parent, &candidate)?.is_none()
                     && !taken.contains(&(*parent, candidate.clone()));
                 if free {
@@ -402,6 +402,16 @@ impl Vfs {
         }
         if moves_aside {
             other.local_rev += 1;
+            if self.meta.conflict(ino)?.is_none() {
+                t.set_conflict(
+                    ino,
+                    Some(&crate::protocol::ConflictMark {
+                        of: by,
+                        device: self.device_name.clone(),
+                        at: crate::protocol::Timestamp::from_ns(at),
+                    }),
+                );
+            }
             t.put_inode(&other).journal_upsert(&other, true)?;
         } else {
             t.put_inode(&other);

@@ -366,6 +366,11 @@ async fn two_nodes_renamed_to_one_name_give_the_later_a_conflict_name() {
         panic!("expected renamed, got {o:?}");
     };
     assert_eq!(node.name, format!("c (conflict phone {STAMP}).txt"));
+    // Marked like a content conflict's copy: listed, and resolvable.
+    let mark = node.meta.conflict.expect("a conflict mark");
+    assert_eq!((mark.of, mark.device.as_str()), (a.node_id, "phone"));
+    // The node that kept the name carries no mark.
+    assert_eq!(fx.node(a.node_id).await.meta.conflict, None);
 }
 
 #[tokio::test]

@@ -425,6 +425,11 @@ impl Device {
         hist: &mut History,
     ) {
         hist.answered(outcome_name(&outcome));
+        if let CommitOutcome::Renamed { node } | CommitOutcome::Merged { node } = &outcome {
+            if node.meta.conflict.is_some() {
+                hist.moved_aside(node.node_id);
+            }
+        }
         match outcome {
             CommitOutcome::Applied { node }
             | CommitOutcome::Renamed { node }

@@ -37,6 +37,9 @@ pub(super) struct History {
     aliases: BTreeMap<NodeId, NodeId>,
     /// Conflict copies the server made (`ConflictCopy` answers).
     pub conflicts_made: usize,
+    /// Nodes the server moved aside from a name another node holds (a
+    /// conflict name and mark, but no copy of content).
+    pub moved_aside: std::collections::HashSet<NodeId>,
     /// How many answers of each kind the devices got (for the report).
     pub outcomes: BTreeMap<&'static str, u64>,
 }
@@ -51,6 +54,7 @@ impl History {
             replaced: vec![BTreeSet::new(); devices],
             aliases: BTreeMap::new(),
             conflicts_made: 0,
+            moved_aside: Default::default(),
             outcomes: BTreeMap::new(),
         }
     }
@@ -195,15 +199,23 @@ impl History {
         Ok(())
     }
 
+    /// The server answered an op of `node` with a conflict name and mark
+    /// because another node holds the name asked for.
+    pub fn moved_aside(&mut self, node: NodeId) {
+        self.moved_aside.insert(node);
+    }
+
     /// Property 3: conflict copies only from concurrent writes, at most
-    /// one per concurrent pair, and no more marked nodes than copies made.
+    /// one per concurrent pair, and no more marked nodes than copies made
+    /// and nodes moved aside from a taken name.
     pub fn check_conflicts(&self, live: &BTreeMap<NodeId, NodeRecord>) -> Result<(), String> {
         let pairs = self.concurrent_pairs();
         let marked = live.values().filter(|r| r.meta.conflict.is_some()).count();
-        if self.conflicts_made > pairs || marked > self.conflicts_made {
+        let aside = self.moved_aside.len();
+        if self.conflicts_made > pairs || marked > self.conflicts_made + aside {
             return Err(format!(
-                "{} conflict copies made, {marked} marked nodes live, \
-                 but {pairs} pairs of concurrent content writes",
+                "{} conflict copies made and {aside} nodes moved aside, {marked} marked \
+                 nodes live, but {pairs} pairs of concurrent content writes",
                 self.conflicts_made
             ));
         }
