@@ -231,11 +231,28 @@ impl Vfs {
         } else {
             t.put_inode(&inode);
         }
-        // Taken last: reading the attributes above looks at the open state,
-        // and nothing returns early between here and the release below.
-        let switch = content_changed.then(|| self.ensure_open_state(inode.ino));
+        // Last: reading the attributes above looks at the open state.
+        self.commit_content_switch(t, &inode, content_changed)?;
+        Ok(true)
+    }
+
+    /// Commits `t`; when it switches `inode`'s content to one from the
+    /// server (`switch`), that is a new content generation: open handles
+    /// keep reading theirs (a clean working copy they read is retired, not
+    /// dropped), new opens read the new content, and the kernel's pages of
+    /// the file are dropped now and at the next open. The generation moves
+    /// on under the open-state lock held across the commit, so an open
+    /// never pairs one version's content with the other's generation.
+    /// Must be the caller's last use of the open state before the commit.
+    pub(super) fn commit_content_switch(
+        &self,
+        t: meta::Txn<'_>,
+        inode: &Inode,
+        switch: bool,
+    ) -> VfsResult<()> {
+        let state = switch.then(|| self.ensure_open_state(inode.ino));
         let mut retired = false;
-        let guard = switch.as_ref().map(|o| {
+        let guard = state.as_ref().map(|o| {
             let mut st = o.state.lock();
             retired = st.next_generation();
             self.open.mark_stale(inode.ino);
@@ -243,29 +260,14 @@ impl Vfs {
         });
         let committed = t.commit();
         drop(guard);
-        if let Some(o) = &switch {
+        if let Some(o) = &state {
             if retired {
                 self.remove_work_durably(&inode.node_id);
             }
             self.release_state_ref(inode.ino, o);
         }
         committed?;
-        Ok(true)
-    }
-
-    /// A new content generation of `inode` (content from the server
-    /// replaced what it had): open handles keep reading theirs (a clean
-    /// working copy they read is retired, not dropped), new opens read the
-    /// new content, and the kernel's pages of the file are dropped now and
-    /// at the next open.
-    pub(super) fn new_content_generation(&self, inode: &Inode) {
-        if let Some(o) = self.open.get(inode.ino) {
-            let retired = o.state.lock().next_generation();
-            if retired {
-                self.remove_work_durably(&inode.node_id);
-            }
-            self.open.mark_stale(inode.ino);
-        }
+        Ok(())
     }
 
     /// Takes the synced attributes of `meta` (a server record) into
@@ -485,6 +487,8 @@ impl Vfs {
                 notify_ino |= self.adopt_answer_fields(&mut t, &mut inode, sent, rec)?;
             }
             let server_hash = rec.meta.content.as_ref().map(|c| c.hash());
+            // Another device's content, adopted: a new generation.
+            let mut switch = false;
             if (content_pushed || server_hash != inode.content_hash) && inode.kind == NodeKind::File
             {
                 notify_ino |= sent.conflict;
@@ -500,7 +504,7 @@ impl Vfs {
                 if foreign {
                     inode.size = rec.meta.size();
                     notify_ino = true;
-                    self.new_content_generation(&inode);
+                    switch = true;
                 }
             }
             let mut base = SeenState::of(rec);
@@ -518,7 +522,7 @@ impl Vfs {
             }
             t.put_seen(ino, base.as_ref());
             t.put_inode(&inode);
-            t.commit()?;
+            self.commit_content_switch(t, &inode, switch)?;
             // The working copy of a node clean now goes in `after_round`,
             // once this commit is durable.
         }
