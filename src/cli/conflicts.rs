@@ -18,6 +18,11 @@
 //!   file (a symlink) replaces the original by a rename;
 //! - "both" removes the copy's `user.nimbus.conflict` attribute: the mount
 //!   clears the mark and the copy is an ordinary file.
+//!
+//! The kernel allows `user.*` attributes on files and folders only
+//! (xattr(7)): a symlink copy's mark is read from the root's list, and
+//! "both" clears it by renaming the copy away and back (a rename clears a
+//! mark as well).
 
 use super::mountinfo::{absolute_no_follow, nimbus_mount_containing, nimbus_mounts, read_mounts};
 use super::status::{parse_attr, read_attr};
@@ -160,12 +165,32 @@ fn locate_copy(path: &Path) -> Result<Copy> {
         .with_context(|| format!("{} is not inside a nimbus mount", abs.display()))?
         .mount_point
         .clone();
-    let raw = match xattr::get(&abs, CONFLICT_XATTR) {
-        Ok(raw) => raw,
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => bail!(
+    let not_a_copy = || {
+        anyhow!(
             "{} is not a conflict copy (see `nimbus conflicts`)",
             path.display()
-        ),
+        )
+    };
+    if !has_user_xattrs(&abs) {
+        // The kernel keeps `user.*` attributes to files and folders: a
+        // symlink's mark is found in the root's list.
+        let rel = abs.strip_prefix(&root).unwrap_or(&abs).to_string_lossy();
+        let raw = read_attr(&root, CONFLICTS_XATTR)?;
+        let list: ConflictList = parse_attr(&raw, &root, CONFLICTS_XATTR)?;
+        let info = list
+            .copies
+            .into_iter()
+            .find(|c| c.path.as_deref() == Some(&*rel))
+            .ok_or_else(not_a_copy)?;
+        return Ok(Copy {
+            path: abs,
+            root,
+            info,
+        });
+    }
+    let raw = match xattr::get(&abs, CONFLICT_XATTR) {
+        Ok(raw) => raw,
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Err(not_a_copy()),
         Err(_) => read_attr(&abs, CONFLICT_XATTR)?,
     };
     let info = parse_attr(&raw, &abs, CONFLICT_XATTR)?;
@@ -173,6 +198,38 @@ fn locate_copy(path: &Path) -> Result<Copy> {
         path: abs,
         root,
         info,
+    })
+}
+
+/// True when `path` (not followed) may carry `user.*` attributes: a
+/// regular file or a folder (the kernel's rule, xattr(7)).
+fn has_user_xattrs(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() || m.is_dir())
+}
+
+/// Clears the conflict mark of `copy`: removes its `user.nimbus.conflict`,
+/// or, where the kernel allows no `user.*` attribute (a symlink), renames
+/// it away and back, since a rename clears the mark too.
+fn clear_mark(copy: &Path) -> Result<()> {
+    let shown = copy.display();
+    if has_user_xattrs(copy) {
+        return xattr::remove(copy, CONFLICT_XATTR)
+            .with_context(|| format!("cannot clear the conflict mark of {shown}"));
+    }
+    let name = copy
+        .file_name()
+        .ok_or_else(|| anyhow!("{shown} has no name"))?;
+    let mut aside = std::ffi::OsString::from(".");
+    aside.push(name);
+    aside.push(".nimbus-resolve");
+    let aside = copy.with_file_name(aside);
+    std::fs::rename(copy, &aside)
+        .with_context(|| format!("cannot clear the conflict mark of {shown} (rename)"))?;
+    std::fs::rename(&aside, copy).with_context(|| {
+        format!(
+            "cannot rename {} back to {shown}; rename it yourself",
+            aside.display()
+        )
     })
 }
 
@@ -223,8 +280,7 @@ pub fn resolve(path: &Path, keep: Keep) -> Result<()> {
             );
         }
         (Keep::Both, orig) => {
-            xattr::remove(&copy.path, CONFLICT_XATTR)
-                .with_context(|| format!("cannot clear the conflict mark of {shown}"))?;
+            clear_mark(&copy.path)?;
             match orig {
                 Some(o) => println!(
                     "kept both: {shown} is now an ordinary file beside {}",

@@ -463,6 +463,8 @@ mod posix_tests;
 #[cfg(test)]
 mod power_loss_tests;
 #[cfg(test)]
+mod revive_tests;
+#[cfg(test)]
 mod round_tests;
 #[cfg(test)]
 pub(crate) mod test_support;

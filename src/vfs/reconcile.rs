@@ -105,7 +105,19 @@ impl Vfs {
                     return Ok(false);
                 }
             }
-            if inode.vv.dominates(&rec.vv) && !rec.deleted {
+            // Already this state — unless the node lost its names here
+            // while the server kept it: deleted here and brought back by
+            // another device's edit inside it (the server revives it
+            // without a new version, at a later seq), or displaced by a
+            // pulled node although the server's answer this device had
+            // already applied named it elsewhere (`displace`; the same
+            // record again, at the same seq). Without local changes
+            // (returned above), an unlinked node takes any record the
+            // server wrote since its own last one. An older record (a
+            // stale page from before this device's delete reached the
+            // server) stays ignored: the delete's seq is newer.
+            let brought_back = inode.unlinked && rec.seq >= inode.server_seq;
+            if inode.vv.dominates(&rec.vv) && !rec.deleted && !brought_back {
                 return Ok(true);
             }
         }

@@ -7,6 +7,8 @@ use super::kv::{Kv, KvWrite};
 use super::*;
 use crate::remote::in_process::InProcessServer;
 use crate::remote::Remote;
+use crate::sync::follower::Follower;
+use crate::sync::uploader::Uploader;
 use std::collections::BTreeMap;
 
 /// Opens (or reopens) the core with its cache in `dir` (sled under
@@ -202,4 +204,56 @@ impl SimDisk {
             }
         }
     }
+}
+
+/// Uploads the whole journal, then applies everything the server has.
+pub(crate) async fn sync(vfs: &Arc<Vfs>, remote: &Arc<dyn Remote>) {
+    let up = Uploader::new(vfs.clone(), remote.clone());
+    while vfs.journal_len() > 0 {
+        assert!(up.run_once().await.unwrap(), "the upload made progress");
+    }
+    Follower::new(vfs.clone(), remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+}
+
+/// Applies everything the server has.
+pub(crate) async fn pull(vfs: &Arc<Vfs>, remote: &Arc<dyn Remote>) {
+    Follower::new(vfs.clone(), remote.clone())
+        .pull_all()
+        .await
+        .unwrap();
+}
+
+/// Creates file `name` in `parent` holding `data`; its inode.
+pub(crate) fn write_file(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = vfs.create(parent, name.as_bytes(), 0o644, true).unwrap();
+    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
+    vfs.release(fh).unwrap();
+    attr.ino
+}
+
+/// The whole content of file `ino`.
+pub(crate) async fn read_all(vfs: &Vfs, ino: u64) -> Vec<u8> {
+    let fh = vfs.open_file(ino, false, false).unwrap();
+    let size = vfs.getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let part = vfs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
+        assert!(!part.is_empty());
+        out.extend_from_slice(&part);
+    }
+    vfs.release(fh).unwrap();
+    out
+}
+
+/// The names in folder `dir` (without `.` and `..`).
+pub(crate) fn names(vfs: &Vfs, dir: u64) -> Vec<String> {
+    vfs.readdir(dir, None, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n != "." && n != "..")
+        .collect()
 }
