@@ -287,3 +287,84 @@ fn resolve_refuses_what_is_not_a_conflict_copy() {
     assert!(err.contains("is not inside a nimbus mount"), "{err}");
     assert!(file.exists());
 }
+
+/// A node moved aside because another took its name first — two devices
+/// repointing one symlink (`ln -sfn`: a new link renamed over the name),
+/// two different files renamed to one name — is a conflict copy too:
+/// listed on both devices and resolved like any other, symlinks included
+/// (the kernel allows them no `user.*` attributes).
+#[test]
+fn copies_moved_aside_from_a_taken_name_are_listed_and_resolved() {
+    use std::os::unix::fs::symlink;
+    let (mut server, a, b) = two_devices();
+    symlink("base-target", a.path("link")).unwrap();
+    fs::write(a.path("p.txt"), b"p from a").unwrap();
+    fs::write(a.path("q.txt"), b"q from a").unwrap();
+    a.sync();
+    wait_content(&b.path("q.txt"), b"q from a", ARRIVE);
+
+    server.stop();
+    for (dev, target) in [(&a, "laptop-target"), (&b, "desktop-target")] {
+        symlink(target, dev.path("link.tmp")).unwrap();
+        fs::rename(dev.path("link.tmp"), dev.path("link")).unwrap();
+    }
+    fs::rename(a.path("p.txt"), a.path("same.txt")).unwrap();
+    fs::rename(b.path("q.txt"), b.path("same.txt")).unwrap();
+    server.restart();
+    a.sync();
+    b.sync();
+    a.sync();
+
+    for dev in [&a, &b] {
+        wait_for(
+            &format!("both copies listed on {}", dev.name),
+            ARRIVE,
+            || (copy_of(dev, "link").is_some() && copy_of(dev, "same.txt").is_some()).then_some(()),
+        );
+    }
+    // The symlink copy: kept as an ordinary link beside the original.
+    let c = copy_of(&b, "link").unwrap();
+    let link_copy = Path::new(c["path"].as_str().unwrap()).to_path_buf();
+    assert!(fs::symlink_metadata(&link_copy).unwrap().is_symlink());
+    let out = nimbus_in(
+        &b,
+        &b.mnt,
+        &[
+            "conflicts",
+            "resolve",
+            link_copy.to_str().unwrap(),
+            "--keep",
+            "both",
+        ],
+    );
+    assert!(stdout(&out).starts_with("kept both"));
+    assert!(fs::symlink_metadata(&link_copy).unwrap().is_symlink());
+    // The renamed file's copy: its content takes the name.
+    let c = copy_of(&b, "same.txt").unwrap();
+    let file_copy = Path::new(c["path"].as_str().unwrap()).to_path_buf();
+    let mine = fs::read(&file_copy).unwrap();
+    let out = nimbus_in(
+        &b,
+        &b.mnt,
+        &[
+            "conflicts",
+            "resolve",
+            file_copy.to_str().unwrap(),
+            "--keep",
+            "mine",
+        ],
+    );
+    stdout(&out);
+    b.sync();
+    for dev in [&a, &b] {
+        wait_for(&format!("no copies left on {}", dev.name), ARRIVE, || {
+            listed(dev).is_empty().then_some(())
+        });
+        wait_content(&dev.path("same.txt"), &mine, ARRIVE);
+        let link_name = link_copy.file_name().unwrap();
+        let kept = dev.mnt.join(link_name);
+        wait_for(&format!("the kept link on {}", dev.name), ARRIVE, || {
+            fs::symlink_metadata(&kept).is_ok().then_some(())
+        });
+    }
+}

@@ -58,7 +58,14 @@ pub fn conflict_name(
     n: u32,
 ) -> String {
     let (stem, ext) = match name.rfind('.') {
-        Some(pos) if pos > 0 && kind != super::NodeKind::Dir && name.len() - pos <= 32 => {
+        // A dot that starts the name (`.bashrc`) or ends it (`trail.`)
+        // does not start an extension.
+        Some(pos)
+            if pos > 0
+                && pos + 1 < name.len()
+                && kind != super::NodeKind::Dir
+                && name.len() - pos <= 32 =>
+        {
             name.split_at(pos)
         }
         _ => (name, ""),
@@ -153,6 +160,7 @@ mod tests {
             ("Makefile", NodeKind::File),
             (".bashrc", NodeKind::File),
             ("a (conflict x).tar.gz", NodeKind::File),
+            ("trail.", NodeKind::File),
         ] {
             for n in [1, 2, 17] {
                 let copy = conflict_name(name, kind, "my/laptop", at, n);
@@ -163,6 +171,11 @@ mod tests {
                 );
             }
         }
+        let stamp = utc_stamp(at);
+        assert_eq!(
+            conflict_name("trail.", NodeKind::File, "desk", at, 1),
+            format!("trail. (conflict desk {stamp})")
+        );
         let copy = conflict_name("r.txt", NodeKind::File, "desk", at, 1);
         assert_eq!(original_name(&copy, "laptop", at), None);
         assert_eq!(original_name(&copy, "desk", at + 2_000_000_000), None);
