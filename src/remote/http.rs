@@ -1,7 +1,9 @@
 //! [`HttpRemote`]: the [`Remote`] trait over the server's HTTP API.
 //!
 //! - One pooled `reqwest` client (rustls); connect timeout 3 s, whole
-//!   request 60 s.
+//!   request 60 s ([`PULL_TIMEOUT`], 15 s, for pulls); idle connections
+//!   are dropped after [`POOL_IDLE`] (a silently dead one is otherwise
+//!   found only by the timeout of the request that reuses it).
 //! - The access token sits behind a lock. A 401 triggers one refresh
 //!   (`/auth/refresh`, single-flight: concurrent requests that hit the same
 //!   expired token share one refresh) and one retry; a refused refresh is
@@ -75,6 +77,16 @@ mod push;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The deadline of a pull (one page of change records, which the server
+/// reads from an index): well under [`REQUEST_TIMEOUT`], so that a
+/// connection that went silent (a NAT timeout, a network switch, a hung
+/// server) costs the follower seconds, not a minute, and the device shows
+/// `offline` meanwhile.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an idle pooled connection is kept. Short, because a pooled
+/// connection that silently died is only found out by the request that
+/// reuses it: a reconnect costs one handshake, a dead one a timeout.
+pub const POOL_IDLE: Duration = Duration::from_secs(5);
 /// zstd level for uploads.
 const UPLOAD_ZSTD_LEVEL: i32 = 3;
 
@@ -144,7 +156,7 @@ fn build_client(tls: &ClientTls) -> Client {
     let mut builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(POOL_IDLE)
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(user_agent())
         .default_headers(header::HeaderMap::from_iter([(
@@ -702,13 +714,15 @@ impl Remote for HttpRemote {
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, RemoteError> {
         let url = self.url("sync/pull");
         let query = [("cursor", cursor.to_string()), ("limit", limit.to_string())];
-        let resp = self.send(|c| c.get(&url).query(&query)).await?;
+        let resp = self
+            .send(|c| c.get(&url).query(&query).timeout(PULL_TIMEOUT))
+            .await?;
         json_of(resp).await
     }
 
     async fn space(&self) -> Result<SpaceReport, RemoteError> {
         let url = self.url("account/space");
-        let resp = self.send(|c| c.get(&url)).await?;
+        let resp = self.send(|c| c.get(&url).timeout(PULL_TIMEOUT)).await?;
         json_of(resp).await
     }
 
