@@ -439,6 +439,8 @@ impl Vfs {
 }
 
 #[cfg(test)]
+mod atomic_save_tests;
+#[cfg(test)]
 mod coherence_tests;
 #[cfg(test)]
 mod conflict_tests;

@@ -171,12 +171,12 @@ impl Uploader {
             .is_some_and(|at| Instant::now() < *at)
     }
 
-    /// Files whose content was held back this round: those the server
-    /// never had leave the round (their records stay; nothing depends on
-    /// them), the others go with the content the server has. `Err` when
-    /// nothing else is left to send.
+    /// Files whose content was held back this round, or changed while it
+    /// was read: those the server never had leave the round (their
+    /// records stay; nothing depends on them), the others go with the
+    /// content the server has. `Err` when nothing else is left to send.
     fn hold_back(&self, plan: &mut plan::Plan) -> Result<(), RemoteError> {
-        let never_sent: HashSet<u64> = plan
+        let mut never_sent: HashSet<u64> = plan
             .held
             .iter()
             .copied()
@@ -189,6 +189,7 @@ impl Uploader {
                     .is_some_and(|i| i.on_server())
             })
             .collect();
+        never_sent.extend(plan.changed_new.iter().copied());
         let pairs = std::mem::take(&mut plan.ops)
             .into_iter()
             .zip(std::mem::take(&mut plan.origins));

@@ -70,6 +70,12 @@ pub(super) struct Plan {
     /// ([`Plan::refusal`]).
     pub held: Vec<u64>,
     pub refusal: Option<crate::remote::RemoteError>,
+    /// Files the server has never had whose content changed while the
+    /// round read it (a temporary file renamed over another and replaced
+    /// again, as editors save): their ops leave the round and their
+    /// records stay, so that no other device ever sees such a file
+    /// without its content.
+    pub changed_new: HashSet<u64>,
 }
 
 /// True when a record must wait: content or attribute pushes of a file

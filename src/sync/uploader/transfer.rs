@@ -53,11 +53,7 @@ impl Uploader {
                     if e.kind() == std::io::ErrorKind::NotFound
                         && self.changed_since_planned(&inode)? =>
                 {
-                    for i in op_indices {
-                        if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
-                            sent.content = false;
-                        }
-                    }
+                    self.without_new_content(plan, &inode, op_indices);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -79,8 +75,16 @@ impl Uploader {
                 manifest: manifest.clone(),
             }
             .hash();
+            if !unchanged {
+                self.without_new_content(plan, &inode, op_indices);
+                continue;
+            }
             for i in op_indices {
-                if unchanged && !refused {
+                if refused {
+                    if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
+                        sent.content = false;
+                    }
+                } else {
                     if let NodeChange::Upsert { meta, .. } = &mut plan.ops[i].change {
                         meta.content = Some(FileContent {
                             manifest: manifest.clone(),
@@ -95,13 +99,26 @@ impl Uploader {
                     if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
                         sent.state.content = Some(hash);
                     }
-                } else if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
-                    sent.content = false;
                 }
             }
         }
         plan.refusal = group.refusal.take();
         Ok(())
+    }
+
+    /// The ops `op_indices` of file `inode` go without the new content
+    /// planned: with the content the server has — or, for a file the server
+    /// has never had, not at all this round ([`Plan::changed_new`]; a
+    /// refused chunk is handled by [`Plan::held`]).
+    fn without_new_content(&self, plan: &mut Plan, inode: &Inode, op_indices: Vec<usize>) {
+        for i in op_indices {
+            if let (_, Origin::Node { sent, .. }) = &mut plan.origins[i] {
+                sent.content = false;
+            }
+        }
+        if !inode.on_server() {
+            plan.changed_new.insert(inode.ino);
+        }
     }
 
     /// True when `planned` was removed or changed after the round planned
