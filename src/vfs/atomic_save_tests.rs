@@ -2,9 +2,10 @@
 //! document, often many times a second. A temporary file the server has
 //! never had, replaced again while its content was being uploaded, must
 //! never reach the server (and so other devices) without its content: the
-//! break test saw another device read the document empty after such saves.
+//! break test saw another device read the document empty after such saves,
+//! or not find it while the new file waited for its upload.
 
-use super::test_support::{pull, read_all, sync, two_devices, write_file, TwoDevices};
+use super::test_support::{names, pull, read_all, sync, two_devices, write_file, TwoDevices};
 use super::*;
 use crate::remote::faulty::FaultyRemote;
 use crate::remote::Remote;
@@ -41,6 +42,12 @@ async fn a_file_replaced_during_its_first_upload_never_reaches_the_server_empty(
     round.await.unwrap();
     slow.clear();
 
+    // The other device has the document all along, never empty.
+    pull(&b, &rb).await;
+    let doc = b.lookup(ROOT_INO, b"doc").unwrap().ino;
+    let mid = read_all(&b, doc).await;
+    assert!(mid.starts_with(b"version "), "{mid:?}");
+
     // Whatever the server has now, no file of it lacks its content.
     let records = rb.pull(0, 1000).await.unwrap().changes;
     for r in records.iter().filter(|r| !r.deleted) {
@@ -56,4 +63,8 @@ async fn a_file_replaced_during_its_first_upload_never_reaches_the_server_empty(
     pull(&b, &rb).await;
     let doc = b.lookup(ROOT_INO, b"doc").unwrap().ino;
     assert_eq!(read_all(&b, doc).await, b"version 2");
+    // One document: no save was taken for a concurrent one.
+    for vfs in [&a, &b] {
+        assert_eq!(names(vfs, ROOT_INO), vec!["doc".to_string()]);
+    }
 }

@@ -32,6 +32,31 @@ impl Vfs {
         self.meta.ino_of(node)
     }
 
+    /// For a node deleted here (`node`), the other inode that now holds
+    /// its last name (a rename over it replaced it, as editors save), and
+    /// that name as (folder's node id, name). `None` when the node is not
+    /// deleted here or its name is free.
+    pub fn replacement_of(&self, node: &NodeId) -> VfsResult<Option<(u64, (NodeId, String))>> {
+        let Some(ino) = self.meta.ino_of(node)? else {
+            return Ok(None);
+        };
+        let Some(tomb) = self.meta.inode(ino)?.filter(|i| i.unlinked) else {
+            return Ok(None);
+        };
+        let Some(holder) = self
+            .meta
+            .dentry(tomb.parent, &tomb.name)?
+            .map(|d| d.ino)
+            .filter(|&holder| holder != ino)
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            holder,
+            (self.meta.node_id_of(tomb.parent)?, tomb.name),
+        )))
+    }
+
     /// The sync base of `ino`: the server state this device last adopted
     /// (what an op sends as `seen`); `None` for a node the server has not
     /// answered for yet, or one kept by a store from before protocol 6.

@@ -190,11 +190,40 @@ impl Uploader {
             })
             .collect();
         never_sent.extend(plan.changed_new.iter().copied());
+        // Nodes this round sends, and the places they take.
+        let mut sent = HashSet::new();
+        let mut places = HashSet::new();
+        for (_, o) in &plan.origins {
+            if let Origin::Node { ino, sent: s } = o {
+                if !never_sent.contains(ino) {
+                    sent.insert(*ino);
+                    places.extend(s.entries.iter().cloned());
+                }
+            }
+        }
         let pairs = std::mem::take(&mut plan.ops)
             .into_iter()
             .zip(std::mem::take(&mut plan.origins));
         for (op, (seq, origin)) in pairs {
-            if matches!(&origin, Origin::Node { ino, .. } if never_sent.contains(ino)) {
+            let stays = match &origin {
+                Origin::Node { ino, .. } => never_sent.contains(ino),
+                // The delete of a node that a file new to the server
+                // replaced (a rename over it, as editors save) goes only
+                // with that file, so that other devices never see the name
+                // missing meanwhile (see `plan::deferred`) — unless another
+                // op of the round takes the name (it must be free by then).
+                Origin::Delete(node) => {
+                    let replaced = self.vfs.replacement_of(node).ok().flatten();
+                    replaced.is_some_and(|(r, place)| {
+                        !sent.contains(&r)
+                            && !places.contains(&place)
+                            && self.vfs.inode(r).ok().flatten().is_some_and(|i| {
+                                i.kind == crate::protocol::NodeKind::File && !i.on_server()
+                            })
+                    })
+                }
+            };
+            if stays {
                 continue;
             }
             plan.ops.push(op);

@@ -79,18 +79,28 @@ pub(super) struct Plan {
 }
 
 /// True when a record must wait: content or attribute pushes of a file
-/// still open for writing (its close journals again), and anything of a
-/// file that never reached the server while it is open for writing
-/// (nothing depends on such a file).
+/// still open for writing (its close journals again), anything of a file
+/// that never reached the server while it is open for writing (nothing
+/// depends on such a file), and the delete of a node such a file replaced
+/// by a rename over it (an editor's save): the two go together, so that
+/// other devices never see the name missing while the new file waits.
 pub(super) fn deferred(vfs: &Vfs, op: &JournalOp) -> bool {
-    let JournalOp::Upsert { ino, moved, .. } = op else {
-        return false;
-    };
-    if !vfs.has_writers(*ino) || vfs.fsync_waiting(*ino) {
+    match op {
+        JournalOp::Upsert { ino, moved, .. } => upsert_deferred(vfs, *ino, *moved),
+        JournalOp::Delete { node_id, .. } => vfs
+            .replacement_of(node_id)
+            .ok()
+            .flatten()
+            .is_some_and(|(r, _)| upsert_deferred(vfs, r, true)),
+    }
+}
+
+fn upsert_deferred(vfs: &Vfs, ino: u64, moved: bool) -> bool {
+    if !vfs.has_writers(ino) || vfs.fsync_waiting(ino) {
         return false;
     }
-    match vfs.inode(*ino) {
-        Ok(Some(i)) => i.kind == NodeKind::File && !i.unlinked && (!*moved || !i.on_server()),
+    match vfs.inode(ino) {
+        Ok(Some(i)) => i.kind == NodeKind::File && !i.unlinked && (!moved || !i.on_server()),
         _ => false,
     }
 }

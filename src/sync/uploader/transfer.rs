@@ -67,7 +67,12 @@ impl Uploader {
                 .iter()
                 .any(|c| group.refused.contains(&c.id));
             let now = self.vfs.inode(inode.ino)?;
-            let unchanged = now.is_some_and(|n| n.local_rev == inode.local_rev && !n.unlinked);
+            // Renamed, chmodded or even deleted since it was planned, but
+            // not written (a write moves mtime): what was read is a whole
+            // version, and goes. (An editor's temporary file renamed over
+            // the document and replaced again is such a version: sending
+            // it without content would show other devices an empty file.)
+            let unchanged = now.is_some_and(|n| n.mtime == inode.mtime && n.size == inode.size);
             if refused {
                 plan.held.push(inode.ino);
             }
