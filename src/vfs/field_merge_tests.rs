@@ -452,3 +452,35 @@ async fn a_folder_removed_after_a_create_in_it_elsewhere_comes_back_with_the_new
     pull(b, &d.rb).await;
     assert_eq!(names(b, db), vec!["new.txt"]);
 }
+
+/// Device a removes `d` with its file (`rm -rf`) and pushes; device b,
+/// which has not pulled that, edits the file and pushes: the server
+/// brings the file and its folder back, and a, which still keeps the
+/// tombstones of its deletes, takes both back when it pulls.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_elsewhere_brings_back_a_folder_removed_here_before_it() {
+    let (d, _held) = two_devices().await;
+    let (a, b) = (&d.a, &d.b);
+    let da = a.mkdir(ROOT_INO, b"d", 0o755).unwrap().ino;
+    write_file(a, da, "f.txt", b"original");
+    sync(a, &d.ra).await;
+    pull(b, &d.rb).await;
+
+    a.unlink(da, b"f.txt").unwrap();
+    a.rmdir(ROOT_INO, b"d").unwrap();
+    let up = Uploader::new(a.clone(), d.ra.clone());
+    while a.journal_len() > 0 {
+        assert!(up.run_once().await.unwrap(), "the upload made progress");
+    }
+    let db = b.lookup(ROOT_INO, b"d").unwrap().ino;
+    let fb = b.lookup(db, b"f.txt").unwrap().ino;
+    overwrite(b, fb, b"edited on b");
+    sync(b, &d.rb).await;
+
+    pull(a, &d.ra).await;
+    assert_eq!(names(a, ROOT_INO), vec!["d"], "the folder came back");
+    let da = a.lookup(ROOT_INO, b"d").unwrap().ino;
+    assert_eq!(names(a, da), vec!["f.txt"], "with the edited file");
+    let fa = a.lookup(da, b"f.txt").unwrap().ino;
+    assert_eq!(read_all(a, fa).await, b"edited on b");
+}
