@@ -155,17 +155,17 @@ fn setup() -> (Server, Device, Device) {
     two_devices()
 }
 
-/// Which device's changes the server hears first.
+/// Which device's queued changes the server hears first: a's or b's.
 #[derive(Clone, Copy)]
 enum First {
-    Deleter,
-    Other,
+    A,
+    B,
 }
 
 fn restart(server: &mut Server, a: &mut Device, b: &mut Device, first: First) {
     match first {
-        First::Deleter => restart_in_order(server, a, b),
-        First::Other => restart_in_order(server, b, a),
+        First::A => restart_in_order(server, a, b),
+        First::B => restart_in_order(server, b, a),
     }
 }
 
@@ -193,12 +193,12 @@ fn delete_against_edit(first: First) {
 
 #[test]
 fn an_edit_brings_back_its_file_and_folder_deleted_before_it() {
-    delete_against_edit(First::Deleter);
+    delete_against_edit(First::A);
 }
 
 #[test]
 fn a_delete_after_an_edit_keeps_the_edited_file_and_its_folder() {
-    delete_against_edit(First::Other);
+    delete_against_edit(First::B);
 }
 
 /// Device a removes folder `d` (and the file it held) while device b
@@ -224,12 +224,12 @@ fn delete_against_create(first: First) {
 
 #[test]
 fn a_file_created_in_a_folder_deleted_before_it_brings_the_folder_back() {
-    delete_against_create(First::Deleter);
+    delete_against_create(First::A);
 }
 
 #[test]
 fn a_folder_deleted_after_a_file_was_created_in_it_stays_with_the_file() {
-    delete_against_create(First::Other);
+    delete_against_create(First::B);
 }
 
 #[test]
@@ -403,9 +403,10 @@ impl Model {
     }
 }
 
-#[test]
-fn a_device_back_after_hundreds_of_operations_converges_to_their_end_state() {
-    let (mut server, a, mut b) = setup();
+/// Device a does 300+ operations offline, in an order that matters, while
+/// device b changes other files and edits one file a edits too.
+fn hundreds_of_operations(first: First) {
+    let (mut server, mut a, mut b) = setup();
     let (ra, rb) = (a.mnt.clone(), b.mnt.clone());
     let mut m = Model {
         tree: Tree::new(),
@@ -544,21 +545,37 @@ fn a_device_back_after_hundreds_of_operations_converges_to_their_end_state() {
     m.chmod(&rb, "other/o3.txt", 0o600);
     fs::write(rb.join("both.txt"), b"edited on b").unwrap();
 
-    // a's queue reaches the server first: its edit of both.txt keeps the
-    // name, b's is the one conflict copy.
-    restart_in_order(&mut server, &a, &mut b);
-    let want = m.tree;
+    // The queue the server hears first keeps the name of both.txt; the
+    // other device's edit is the one conflict copy.
+    restart(&mut server, &mut a, &mut b, first);
+    let (kept, copied, loser) = match first {
+        First::A => ("edited on a", "edited on b", "desktop"),
+        First::B => ("edited on b", "edited on a", "laptop"),
+    };
+    let mut want = m.tree;
+    want.insert("both.txt".into(), file(kept));
     converge(&a, &b, "a's end state with b's changes", |t| {
         let mut rest = t.clone();
         let copies: Vec<String> = rest
             .keys()
-            .filter(|k| is_conflict_name(k, "both", ".txt", "desktop"))
+            .filter(|k| is_conflict_name(k, "both", ".txt", loser))
             .cloned()
             .collect();
         if copies.len() != 1 {
             return false;
         }
         let copy = rest.remove(&copies[0]).unwrap();
-        matches!(copy, Entry::File { ref content, .. } if content == b"edited on b") && rest == want
+        matches!(copy, Entry::File { ref content, .. } if content == copied.as_bytes())
+            && rest == want
     });
+}
+
+#[test]
+fn a_device_back_after_hundreds_of_operations_converges_to_their_end_state() {
+    hundreds_of_operations(First::A);
+}
+
+#[test]
+fn hundreds_of_queued_operations_arriving_second_converge_too() {
+    hundreds_of_operations(First::B);
 }
