@@ -169,25 +169,43 @@ fn restart(server: &mut Server, a: &mut Device, b: &mut Device, first: First) {
     }
 }
 
-/// Device a removes folder `d` with its file (`rm -rf`) while device b
-/// edits the file: the edit wins, and the folder comes back with it.
+/// Device a removes folder `d` with everything in it (`rm -rf`) while
+/// device b edits `d/f.txt` and `d/sub/deep.txt`: the edits win, and the
+/// folder chain above each comes back with it; what b did not change
+/// stays deleted.
 fn delete_against_edit(first: First) {
     let (mut server, mut a, mut b) = setup();
-    fs::create_dir(a.path("d")).unwrap();
-    fs::write(a.path("d/f.txt"), b"original").unwrap();
+    for d in ["d", "d/sub", "d/untouched"] {
+        fs::create_dir(a.path(d)).unwrap();
+    }
+    for f in [
+        "d/f.txt",
+        "d/other.txt",
+        "d/sub/deep.txt",
+        "d/untouched/u.txt",
+    ] {
+        fs::write(a.path(f), b"original").unwrap();
+    }
     a.sync();
-    wait_content(&b.path("d/f.txt"), b"original", ARRIVE);
+    wait_content(&b.path("d/untouched/u.txt"), b"original", ARRIVE);
+    wait_content(&b.path("d/sub/deep.txt"), b"original", ARRIVE);
 
     server.stop();
     fs::remove_dir_all(a.path("d")).unwrap();
     assert!(!a.path("d").exists());
     fs::write(b.path("d/f.txt"), b"edited on b").unwrap();
+    fs::write(b.path("d/sub/deep.txt"), b"deep edit on b").unwrap();
     restart(&mut server, &mut a, &mut b, first);
 
     converge_to(
         &a,
         &b,
-        &tree(&[("d", dir()), ("d/f.txt", file("edited on b"))]),
+        &tree(&[
+            ("d", dir()),
+            ("d/f.txt", file("edited on b")),
+            ("d/sub", dir()),
+            ("d/sub/deep.txt", file("deep edit on b")),
+        ]),
     );
 }
 
