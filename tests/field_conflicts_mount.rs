@@ -11,50 +11,6 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
-
-const ARRIVE: Duration = Duration::from_secs(90);
-
-/// Stops the server (SIGKILL); [`Server::restart`] brings it back.
-fn stop(server: &mut Server) {
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-}
-
-/// The names in folder `dir`, sorted (none if it cannot be read).
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Waits until folder `rel` of `dev` holds exactly `want`.
-fn wait_names(dev: &Device, rel: &str, want: &[&str]) {
-    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    let dir = dev.path(rel);
-    wait_for(
-        &format!("{} on {} to hold {want:?}", dir.display(), dev.name),
-        ARRIVE,
-        || {
-            let got = names(&dir);
-            (got == want).then_some(())
-        },
-    );
-}
-
-/// Starts the server again and waits until both devices pushed everything.
-fn restart_and_sync(server: &mut Server, a: &Device, b: &Device) {
-    server.restart();
-    a.sync();
-    b.sync();
-    a.sync();
-}
 
 fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -67,7 +23,7 @@ fn a_rename_and_an_edit_of_one_file_both_apply_without_a_copy() {
     a.sync();
     wait_content(&b.path("g.txt"), b"original", ARRIVE);
 
-    stop(&mut server);
+    server.stop();
     fs::rename(a.path("g.txt"), a.path("h.txt")).unwrap();
     fs::write(b.path("g.txt"), b"edited on b").unwrap();
     restart_and_sync(&mut server, &a, &b);
@@ -86,7 +42,7 @@ fn a_chmod_and_a_rename_of_one_file_both_apply() {
     a.sync();
     wait_content(&b.path("g.txt"), b"content", ARRIVE);
 
-    stop(&mut server);
+    server.stop();
     fs::set_permissions(a.path("g.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::rename(b.path("g.txt"), b.path("h.txt")).unwrap();
     restart_and_sync(&mut server, &a, &b);
@@ -104,7 +60,7 @@ fn a_chmod_and_a_rename_of_one_file_both_apply() {
 #[test]
 fn the_same_file_created_on_both_devices_is_one_file() {
     let (mut server, a, b) = two_devices();
-    stop(&mut server);
+    server.stop();
     let bytes = data(300_000, 9);
     fs::write(a.path("same.txt"), &bytes).unwrap();
     fs::write(b.path("same.txt"), &bytes).unwrap();
@@ -119,7 +75,7 @@ fn the_same_file_created_on_both_devices_is_one_file() {
 #[test]
 fn the_same_folder_created_on_both_devices_is_one_folder_with_both_files() {
     let (mut server, a, b) = two_devices();
-    stop(&mut server);
+    server.stop();
     fs::create_dir(a.path("photos")).unwrap();
     fs::write(a.path("photos/a.jpg"), b"from a").unwrap();
     fs::create_dir(b.path("photos")).unwrap();
@@ -141,7 +97,7 @@ fn content_against_content_keeps_the_original_and_a_conflict_copy() {
     a.sync();
     wait_content(&b.path("c.txt"), b"original", ARRIVE);
 
-    stop(&mut server);
+    server.stop();
     fs::write(a.path("c.txt"), b"edited on a").unwrap();
     fs::write(b.path("c.txt"), b"edited on b").unwrap();
     restart_and_sync(&mut server, &a, &b);

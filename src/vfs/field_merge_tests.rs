@@ -1,14 +1,16 @@
 //! Field-by-field conflicts on the client (issue 9): the sync base, the
 //! answer of a commit adopted per field (`vfs::answer`), a node re-keyed
 //! by a `Merged` answer, and a never-uploaded node merged with an equal
-//! pulled one (`vfs::rekey`), and the `seen` of a node's second op in one
-//! round (`sync::uploader::plan`). Answers the server's rules do not give yet
-//! are built by hand from the node's base; the rest runs on the real
-//! rules ([`two_devices`]).
+//! pulled one (`vfs::rekey`), the `seen` of a node's second op in one
+//! round (`sync::uploader::plan`), and deletes that lose against a change
+//! elsewhere (`Vfs::delete_lost`, a folder the server revived). Answers
+//! the server's rules do not give yet are built by hand from the node's
+//! base; the rest runs on the real rules ([`two_devices`]).
 
-use super::test_support::{names, pull, read_all, sync, two_devices, write_file};
+use super::test_support::{names, overwrite, pull, read_all, sync, two_devices, write_file};
 use super::*;
 use crate::protocol::{NodeMeta, SeenState};
+use crate::sync::uploader::Uploader;
 use xattr::XattrFlags;
 
 fn set_xattr(vfs: &Vfs, ino: u64, name: &str, value: &[u8]) {
@@ -344,4 +346,91 @@ async fn an_answer_for_the_node_an_id_is_an_alias_of_re_keys_too() {
     assert_eq!(a.ino_of(&theirs).unwrap(), Some(dir));
     assert_eq!(a.sync_base(dir).unwrap(), SeenState::of(&rec));
     assert_eq!(names(a, ROOT_INO), vec!["photos"]);
+}
+
+/// Device b edits `d/f.txt` and pushes; device a, which has not pulled
+/// that yet, removes `d` with its file (`rm -rf`): a's deletes lose
+/// against the edit, and a gets the folder and the edited file back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_removed_after_an_edit_elsewhere_comes_back_with_the_file() {
+    let (d, _held) = two_devices().await;
+    let (a, b) = (&d.a, &d.b);
+    let da = a.mkdir(ROOT_INO, b"d", 0o755).unwrap().ino;
+    write_file(a, da, "f.txt", b"original");
+    sync(a, &d.ra).await;
+    pull(b, &d.rb).await;
+    let db = b.lookup(ROOT_INO, b"d").unwrap().ino;
+    let fb = b.lookup(db, b"f.txt").unwrap().ino;
+    overwrite(b, fb, b"edited on b");
+    sync(b, &d.rb).await;
+
+    a.unlink(da, b"f.txt").unwrap();
+    a.rmdir(ROOT_INO, b"d").unwrap();
+    pull(a, &d.ra).await;
+    sync(a, &d.ra).await;
+    assert_eq!(names(a, ROOT_INO), vec!["d"], "the folder came back");
+    let da = a.lookup(ROOT_INO, b"d").unwrap().ino;
+    assert_eq!(names(a, da), vec!["f.txt"], "with the edited file");
+    let fa = a.lookup(da, b"f.txt").unwrap().ino;
+    assert_eq!(read_all(a, fa).await, b"edited on b");
+}
+
+/// Device b creates `d/new.txt` and pushes; device a removes `d` with
+/// its old file: the folder stays (with the new file, not the old one)
+/// on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_removed_after_a_create_in_it_elsewhere_comes_back_with_the_new_file() {
+    let (d, _held) = two_devices().await;
+    let (a, b) = (&d.a, &d.b);
+    let da = a.mkdir(ROOT_INO, b"d", 0o755).unwrap().ino;
+    write_file(a, da, "old.txt", b"old");
+    sync(a, &d.ra).await;
+    pull(b, &d.rb).await;
+    let db = b.lookup(ROOT_INO, b"d").unwrap().ino;
+    write_file(b, db, "new.txt", b"new on b");
+    sync(b, &d.rb).await;
+
+    a.unlink(da, b"old.txt").unwrap();
+    a.rmdir(ROOT_INO, b"d").unwrap();
+    pull(a, &d.ra).await;
+    sync(a, &d.ra).await;
+    assert_eq!(names(a, ROOT_INO), vec!["d"], "the folder came back");
+    let da = a.lookup(ROOT_INO, b"d").unwrap().ino;
+    assert_eq!(names(a, da), vec!["new.txt"], "with the new file only");
+    let na = a.lookup(da, b"new.txt").unwrap().ino;
+    assert_eq!(read_all(a, na).await, b"new on b");
+    pull(b, &d.rb).await;
+    assert_eq!(names(b, db), vec!["new.txt"]);
+}
+
+/// Device a removes `d` with its file (`rm -rf`) and pushes; device b,
+/// which has not pulled that, edits the file and pushes: the server
+/// brings the file and its folder back, and a, which still keeps the
+/// tombstones of its deletes, takes both back when it pulls.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_elsewhere_brings_back_a_folder_removed_here_before_it() {
+    let (d, _held) = two_devices().await;
+    let (a, b) = (&d.a, &d.b);
+    let da = a.mkdir(ROOT_INO, b"d", 0o755).unwrap().ino;
+    write_file(a, da, "f.txt", b"original");
+    sync(a, &d.ra).await;
+    pull(b, &d.rb).await;
+
+    a.unlink(da, b"f.txt").unwrap();
+    a.rmdir(ROOT_INO, b"d").unwrap();
+    let up = Uploader::new(a.clone(), d.ra.clone());
+    while a.journal_len() > 0 {
+        assert!(up.run_once().await.unwrap(), "the upload made progress");
+    }
+    let db = b.lookup(ROOT_INO, b"d").unwrap().ino;
+    let fb = b.lookup(db, b"f.txt").unwrap().ino;
+    overwrite(b, fb, b"edited on b");
+    sync(b, &d.rb).await;
+
+    pull(a, &d.ra).await;
+    assert_eq!(names(a, ROOT_INO), vec!["d"], "the folder came back");
+    let da = a.lookup(ROOT_INO, b"d").unwrap().ino;
+    assert_eq!(names(a, da), vec!["f.txt"], "with the edited file");
+    let fa = a.lookup(da, b"f.txt").unwrap().ino;
+    assert_eq!(read_all(a, fa).await, b"edited on b");
 }

@@ -394,6 +394,43 @@ impl Vfs {
         self.purge_if_unused(ino)
     }
 
+    /// The server kept node `rec` against this device's delete of it (an
+    /// edit elsewhere won, or the folder got a new child elsewhere): the
+    /// node comes back here as the server has it, under its server entries.
+    ///
+    /// The tombstone still holds the state this device deleted, which may
+    /// be exactly the server's (a folder nobody changed since): that state
+    /// is forgotten first, or [`Vfs::apply_remote`] would take the record
+    /// for one it already has and leave the node deleted here (and its
+    /// children, which the server kept too, in an invisible folder).
+    pub fn delete_lost(&self, node: &NodeId, rec: &NodeRecord) -> VfsResult<()> {
+        let ino = {
+            let ns = self.meta.lock_ns();
+            let Some(ino) = self.meta.ino_of(node)? else {
+                drop(ns);
+                self.apply_remote(rec)?;
+                return Ok(());
+            };
+            let Some(mut inode) = self.meta.inode(ino)? else {
+                drop(ns);
+                self.apply_remote(rec)?;
+                return Ok(());
+            };
+            if inode.unlinked {
+                inode.synced_rev = inode.local_rev;
+                inode.vv = crate::protocol::VersionVector::default();
+                let mut t = self.meta.txn(&ns);
+                t.put_inode(&inode);
+                t.commit()?;
+            }
+            ino
+        };
+        if !self.apply_remote(rec)? {
+            tracing::warn!(node = %node, "a node whose delete lost waits for its folder");
+        }
+        self.purge_if_unused(ino)
+    }
+
     /// Path of an inode relative to the root ("" for the root).
     pub fn path_of(&self, ino: u64) -> VfsResult<String> {
         let mut parts = Vec::new();

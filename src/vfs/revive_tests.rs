@@ -6,15 +6,10 @@
 //! Found by trying two devices as a user would; run on the real server
 //! rules ([`two_devices`]).
 
-use super::test_support::{names, pull, read_all, sync, two_devices, write_file, TwoDevices};
+use super::test_support::{
+    names, overwrite, pull, read_all, sync, two_devices, write_file, TwoDevices,
+};
 use super::*;
-
-/// Overwrites file `ino` with `data`.
-fn rewrite(vfs: &Vfs, ino: u64, data: &[u8]) {
-    let fh = vfs.open_file(ino, true, true).unwrap();
-    assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
-    vfs.release(fh).unwrap();
-}
 
 /// `name` in folder `dir`, which must exist.
 fn child(vfs: &Vfs, dir: u64, name: &str) -> u64 {
@@ -38,7 +33,7 @@ async fn a_folder_deleted_here_and_brought_back_by_an_edit_inside_returns_here()
     // edits the file in it.
     a.unlink(t, b"f").unwrap();
     a.rmdir(ROOT_INO, b"t").unwrap();
-    rewrite(&b, bf, b"edited on b");
+    overwrite(&b, bf, b"edited on b");
     sync(&a, &ra).await;
     sync(&b, &rb).await;
     pull(&a, &ra).await;

@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod offline;
+// Not every test crate that includes `common` uses these.
+#[allow(unused_imports)]
+pub use offline::*;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

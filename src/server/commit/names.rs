@@ -28,7 +28,8 @@ pub(super) async fn is_ancestor(
 }
 
 /// Revives `dir` and its deleted ancestors, top-down, each under its last
-/// name (or a conflict name if that was taken meanwhile).
+/// name (or a conflict name if that was taken meanwhile), each with a new
+/// version (the committing device's counter moves).
 pub(super) async fn restore_ancestors(
     txn: &mut dyn MetaTxn,
     ctx: &CommitCtx,
@@ -57,6 +58,11 @@ pub(super) async fn restore_ancestors(
         let parent = node.parent.unwrap_or(NodeId::ROOT);
         node.name = free_name(txn, ctx, parent, &node.name, node.meta.kind, node.node_id).await?;
         node.deleted = false;
+        // The revival is a change of the folder by the committing device:
+        // a device that deleted it keeps the delete's vector, and a revived
+        // record its delete dominates would read there as old news (the
+        // folder, and what the server kept in it, would stay gone there).
+        node.vv.increment(ctx.device);
         node.seq = txn.next_seq().await?;
         txn.write_node(&node).await?;
     }

@@ -39,10 +39,9 @@ impl Uploader {
                 self.vfs.commit_done(*ino, &sent, node)?;
             }
             (CommitOutcome::Superseded { node }, Origin::Delete(id)) => {
-                // The delete lost against an edit elsewhere: the node
-                // comes back.
-                self.vfs.delete_done(id, None)?;
-                self.vfs.apply_remote(node)?;
+                // The delete lost against an edit elsewhere (or, for a
+                // folder, a child the server kept): the node comes back.
+                self.vfs.delete_lost(id, node)?;
             }
             (
                 CommitOutcome::Applied { node } | CommitOutcome::Renamed { node },

@@ -353,8 +353,11 @@ async fn edit_after_delete_wins_and_restores_parents() {
     let f_vv = applied(res[2].clone()).vv;
     let (a_vv, b_vv) = (applied(res[0].clone()).vv, applied(res[1].clone()).vv);
     // The laptop deletes the whole tree.
+    let mut deletes = Vec::new();
     for (id, base) in [(f, &f_vv), (b, &b_vv), (a, &a_vv)] {
-        assert!(applied(fx.one(&fx.laptop, delete(id, base)).await).deleted);
+        let gone = applied(fx.one(&fx.laptop, delete(id, base)).await);
+        assert!(gone.deleted);
+        deletes.push(gone);
     }
     // Meanwhile a new "a" appeared at the root.
     fx.one(
@@ -383,6 +386,21 @@ async fn edit_after_delete_wins_and_restores_parents() {
         a_now.seq < b_now.seq && b_now.seq < n.seq,
         "restored top-down, each logged"
     );
+    // Each revival is a new state of its node, after its delete: the
+    // laptop, which keeps the delete's state, must take the folders back
+    // (a vector its delete dominates would read as old news).
+    for (now, gone) in [
+        (&n, &deletes[0]),
+        (&b_now, &deletes[1]),
+        (&a_now, &deletes[2]),
+    ] {
+        assert!(
+            !gone.vv.dominates(&now.vv),
+            "{:?} revived with a vector its delete dominates",
+            now.name
+        );
+        assert!(now.vv.dominates(&gone.vv), "{:?}", now.name);
+    }
 }
 
 #[tokio::test]
