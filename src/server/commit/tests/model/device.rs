@@ -425,7 +425,13 @@ impl Device {
         hist: &mut History,
     ) {
         hist.answered(outcome_name(&outcome));
-        if let CommitOutcome::Renamed { node } | CommitOutcome::Merged { node } = &outcome {
+        // A node the server gave a conflict name because another holds
+        // the name it asked for is marked too (also the original of a
+        // content conflict whose move met a taken name).
+        if let CommitOutcome::Renamed { node }
+        | CommitOutcome::Merged { node }
+        | CommitOutcome::ConflictCopy { node, .. } = &outcome
+        {
             if node.meta.conflict.is_some() {
                 hist.moved_aside(node.node_id);
             }
