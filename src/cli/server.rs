@@ -32,6 +32,7 @@ fn server_config(
         chunks: storage.chunks,
         tls,
         heartbeat: Default::default(),
+        header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
     })
 }
 

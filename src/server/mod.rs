@@ -157,7 +157,6 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use chunk_store::ChunkStore;
 use meta_store::{MetaError, MetaStore};
@@ -200,6 +199,9 @@ pub struct ServerConfig {
     /// The push sockets' ping interval and silence limit (tests shorten
     /// them; `nimbus serve` keeps the defaults).
     pub heartbeat: push::Heartbeat,
+    /// How long a client may take to send a request's head
+    /// ([`HEADER_READ_TIMEOUT`]; tests shorten it).
+    pub header_read_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -213,6 +215,7 @@ impl ServerConfig {
             chunks: None,
             tls: None,
             heartbeat: push::Heartbeat::default(),
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -263,6 +266,24 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
         }))
     }
+}
+
+/// A client gets this long to send a request's head, on a new connection
+/// and between requests of a kept-alive one; then the connection closes.
+/// A slowloris peer (a request head sent a byte at a time, or never ended)
+/// cannot hold connections, and so file descriptors, for longer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sets the header read timeout (see [`HEADER_READ_TIMEOUT`]) on the
+/// HTTP/1 side of `builder`.
+fn bound_header_reads(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -459,33 +480,29 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let state = AppState::new(meta, chunks, cfg.heartbeat);
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
+    let std_listener = listener.into_std()?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let _ = stopped.await;
+        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    let service = app.into_make_service();
+    // TCP_NODELAY: a streamed answer (chunks/batch, file content) goes out
+    // in several writes, and Nagle's algorithm would hold each one back
+    // until the client's delayed ACK of the last.
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
     let task = match &rustls {
-        None => tokio::spawn(async move {
-            // TCP_NODELAY: a streamed answer (chunks/batch, file content)
-            // goes out in several writes, and Nagle's algorithm would hold
-            // each one back until the client's delayed ACK of the last.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        }),
+        None => {
+            let mut server = axum_server::from_tcp(std_listener)?.acceptor(nodelay);
+            bound_header_reads(server.http_builder(), cfg.header_read_timeout);
+            tokio::spawn(async move { server.handle(handle).serve(service).await })
+        }
         Some((config, _)) => {
-            let std_listener = listener.into_std()?;
-            let server = axum_server::from_tcp_rustls(std_listener, config.clone())?
-                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()));
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                let _ = stopped.await;
-                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
-            });
-            tokio::spawn(async move { server.handle(handle).serve(app.into_make_service()).await })
+            let mut server = axum_server::from_tcp_rustls(std_listener, config.clone())?
+                .map(|tls| tls.acceptor(nodelay));
+            bound_header_reads(server.http_builder(), cfg.header_read_timeout);
+            tokio::spawn(async move { server.handle(handle).serve(service).await })
         }
     };
     let housekeeping = tokio::spawn(housekeeping(state.clone()));

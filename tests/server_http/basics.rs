@@ -504,3 +504,36 @@ async fn the_protocol_version_is_checked_and_told() {
         .await
         .unwrap();
 }
+
+/// A client that never finishes a request's head (slowloris) loses the
+/// connection after the header read timeout; other clients are served.
+#[tokio::test]
+async fn a_request_head_never_finished_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::loopback(dir.path().join("data"));
+    cfg.header_read_timeout = std::time::Duration::from_millis(500);
+    let running = server::start(cfg).await.unwrap();
+    let addr = running.local_addr();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let opened = std::time::Instant::now();
+    // Meanwhile a well-behaved client is answered.
+    let ok = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert!(ok.status().is_success());
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the unfinished request's connection stayed open");
+    // Closed (with or without a 408 first), and not before the timeout.
+    assert!(read.is_ok() || buf.is_empty(), "{read:?}");
+    assert!(opened.elapsed() >= std::time::Duration::from_millis(400));
+    running.shutdown().await.unwrap();
+}
