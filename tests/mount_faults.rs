@@ -98,3 +98,69 @@ fn offline_reads_of_uncached_content_fail_promptly_and_writes_queue() {
     assert!(!out.status.success(), "sync --wait cannot succeed offline");
     assert!(String::from_utf8_lossy(&out.stderr).contains("offline.txt"));
 }
+
+/// A mount whose process died (kill -9) leaves "transport endpoint is not
+/// connected" behind; `nimbus mount` there cleans it up, says so in one
+/// line, and mounts, with nothing written before the crash lost.
+#[test]
+fn a_mount_left_by_a_killed_process_is_cleaned_up_by_the_next_mount() {
+    use std::process::{Command, Stdio};
+    let server = Server::start();
+    server.add_user("cat", "pw-cat-123");
+    let mut a = Device::login(&server, "cat", "pw-cat-123", "a");
+    a.mount(&[]);
+    fs::write(a.path("kept.txt"), b"before the crash").unwrap();
+    a.sync();
+    a.crash();
+    let err = fs::metadata(&a.mnt).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+
+    let out = Command::new(BIN)
+        .env("NIMBUS_CONFIG_DIR", &a.config)
+        .arg("mount")
+        .arg(&a.mnt)
+        .arg("--cache-dir")
+        .arg(&a.cache)
+        .arg("--daemon")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was still mounted by a nimbus mount that is gone"),
+        "{stderr}"
+    );
+    wait_content(
+        &a.path("kept.txt"),
+        b"before the crash",
+        Duration::from_secs(30),
+    );
+    let (config, mnt) = (a.config.clone(), a.mnt.clone());
+    let unmount = || {
+        Command::new(BIN)
+            .env("NIMBUS_CONFIG_DIR", &config)
+            .arg("unmount")
+            .arg(&mnt)
+            .output()
+            .unwrap()
+    };
+    let out = unmount();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `nimbus unmount` clears a dead mount too.
+    a.mount(&[]);
+    a.crash();
+    assert!(is_mounted(&a.mnt));
+    let out = unmount();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&a.mnt));
+}

@@ -66,7 +66,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
 }
 
 /// The mount point must be an existing directory that is not already a
-/// Nimbus mount. Returns its canonical path.
+/// Nimbus mount. A Nimbus mount left behind by a mount process that is
+/// gone (a crash, kill -9: "transport endpoint is not connected") is
+/// unmounted first, with a note. Returns its canonical path.
 fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     let shown = path.display();
     match fs::metadata(path) {
@@ -75,10 +77,16 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             bail!("mount point {shown} does not exist (create it first: mkdir -p {shown})")
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mount point {shown} is a stale mount (transport endpoint is not connected); \
-             run `nimbus unmount {shown}` first"
-        ),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            clear_stale_mount(path)?;
+            eprintln!(
+                "nimbus: {shown} was still mounted by a nimbus mount that is gone \
+                 (transport endpoint is not connected); unmounted it"
+            );
+            if let Err(e) = fs::metadata(path) {
+                return Err(e).with_context(|| format!("cannot use mount point {shown}"));
+            }
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot use mount point {shown}")),
     }
     let canon = path
@@ -216,6 +224,46 @@ fn last_log_line(path: &Path, offset: u64) -> Option<String> {
     f.take(1 << 20).read_to_string(&mut text).ok()?;
     let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     Some(line.strip_prefix("nimbus: ").unwrap_or(line).to_string())
+}
+
+/// Detaches the dead Nimbus mount at `path` (its serving process is gone):
+/// `fusermount3 -uz` when installed, else `umount2(MNT_DETACH)`. Anything
+/// else mounted there is refused with one line.
+fn clear_stale_mount(path: &Path) -> Result<()> {
+    let abs = absolute_no_follow(path)?;
+    let shown = abs.display();
+    match mount_at(&read_mounts()?, &abs) {
+        Some(m) if m.is_nimbus() => {}
+        Some(m) => bail!(
+            "mount point {shown} is a {} mount of {} whose process is gone (transport endpoint \
+             is not connected); unmount it first (fusermount3 -u {shown})",
+            m.fstype,
+            m.source
+        ),
+        None => bail!("mount point {shown} cannot be used (transport endpoint is not connected)"),
+    }
+    if let Some(fusermount) = find_in_path("fusermount3") {
+        let out = Command::new(&fusermount)
+            .arg("-uz")
+            .arg(&abs)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", fusermount.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        tracing::debug!(
+            "fusermount3 -uz failed ({}); trying umount2(2)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    nix::mount::umount2(&abs, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        anyhow!(
+            "mount point {shown} is a stale nimbus mount (transport endpoint is not connected) \
+             and cannot be unmounted ({e}); run `fusermount3 -uz {shown}` or, as root, \
+             `umount -l {shown}`"
+        )
+    })
 }
 
 fn is_mounted(path: &Path) -> Result<bool> {

@@ -308,6 +308,14 @@ impl Device {
 
     /// Kills the mount process with SIGKILL (a crash of the process, no
     /// clean shutdown) and detaches the dead mount it leaves.
+    /// Kills the mount process (SIGKILL) and leaves its dead mount in
+    /// place, as a crash does ("transport endpoint is not connected").
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("mounted");
         child.kill().unwrap();
