@@ -4,7 +4,7 @@
 //! the server's real commit rules. The kernel-facing half is
 //! `tests/hardlinks_mount.rs`.
 
-use super::test_support::{open_vfs, overwrite, two_devices, TwoDevices};
+use super::test_support::{open_vfs, overwrite, read_all, two_devices, TwoDevices};
 use super::*;
 use crate::remote::memory::MemoryRemote;
 use crate::sync::follower::Follower;
@@ -20,19 +20,6 @@ fn file(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
     assert_eq!(vfs.write(fh, 0, data).ready().unwrap(), data.len() as u32);
     vfs.release(fh).unwrap();
     attr.ino
-}
-
-async fn read_all(vfs: &Vfs, ino: u64) -> Vec<u8> {
-    let fh = vfs.open_file(ino, false, false).unwrap();
-    let size = vfs.getattr(ino).unwrap().size;
-    let mut out = Vec::new();
-    while (out.len() as u64) < size {
-        let part = vfs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
-        assert!(!part.is_empty());
-        out.extend_from_slice(&part);
-    }
-    vfs.release(fh).unwrap();
-    out
 }
 
 fn nlink(vfs: &Vfs, ino: u64) -> u32 {

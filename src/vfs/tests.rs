@@ -1,6 +1,7 @@
 //! Core tests without a kernel: the vfs over a real sled store and chunk
 //! cache, with the in-memory remote.
 
+use super::test_support::read_all;
 use super::*;
 use crate::remote::memory::{folder_meta, MemoryRemote};
 use crate::sync::follower::Follower;
@@ -32,19 +33,6 @@ fn write_file(vfs: &Vfs, parent: u64, name: &str, data: &[u8]) -> u64 {
     vfs.flush(fh).unwrap();
     vfs.release(fh).unwrap();
     attr.ino
-}
-
-async fn read_all(vfs: &Vfs, ino: u64) -> Vec<u8> {
-    let fh = vfs.open_file(ino, false, false).unwrap();
-    let size = vfs.getattr(ino).unwrap().size;
-    let mut out = Vec::new();
-    while (out.len() as u64) < size {
-        let part = vfs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
-        assert!(!part.is_empty());
-        out.extend_from_slice(&part);
-    }
-    vfs.release(fh).unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
