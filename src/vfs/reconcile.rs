@@ -475,6 +475,12 @@ impl Vfs {
                     inode.server_seq = rec.seq;
                     let mut t = self.meta.txn(&ns);
                     t.put_inode(&inode).put_base(ino, rec);
+                    // What the server holds now: a later op of the node
+                    // (its rename, before the delete) carries it, and must
+                    // not carry an empty file instead.
+                    if inode.kind == NodeKind::File {
+                        t.put_content(ino, rec.meta.content.as_ref());
+                    }
                     t.commit()?;
                 }
                 return Ok(());
