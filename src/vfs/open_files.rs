@@ -362,6 +362,12 @@ impl Vfs {
         if h.write {
             // The uploader defers files open for writing.
             self.journal_notify.notify_one();
+            // So does the follower with pulled changes of them (a delete
+            // waits for the writer's close): retry those now, not at the
+            // next safety pull.
+            if !self.has_writers(h.ino) && self.status().snapshot().waiting_remote > 0 {
+                self.status().request_pull();
+            }
         }
         self.purge_if_unused(h.ino)?;
         r

@@ -3,8 +3,9 @@
 //! to move past: a folder this device deleted that another device's edit
 //! inside brought back (edit beats delete), and this device's own node
 //! that a pulled twin displaced before the server's answer renamed it.
-//! Found by trying two devices as a user would; run on the real server
-//! rules ([`two_devices`]).
+//! Also a pulled delete that waited for a writer here: it applies when
+//! the writer closes. Found by trying two devices as a user would; run on
+//! the real server rules ([`two_devices`]).
 
 use super::test_support::{
     names, overwrite, pull, read_all, sync, two_devices, write_file, TwoDevices,
@@ -78,4 +79,33 @@ async fn one_folder_and_one_file_name_created_on_both_keep_both_files_on_both() 
         seen.push(got);
     }
     assert_eq!(seen[0], seen[1]);
+}
+
+/// A delete pulled while the file is open for writing here waits for the
+/// close; the close asks for a pull at once, so the delete applies then,
+/// not at the next safety pull 30 s later (found by the retest).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_waiting_for_a_writer_is_retried_when_it_closes() {
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
+    write_file(&a, ROOT_INO, "f", b"base");
+    sync(&a, &ra).await;
+    pull(&b, &rb).await;
+    let bf = child(&b, ROOT_INO, "f");
+    let fh = b.open_file(bf, true, false).unwrap();
+    a.unlink(ROOT_INO, b"f").unwrap();
+    sync(&a, &ra).await;
+    pull(&b, &rb).await;
+    assert_eq!(
+        names(&b, ROOT_INO),
+        vec!["f".to_string()],
+        "waits for the writer"
+    );
+    let before = b.status().pull_requested();
+    b.release(fh).unwrap();
+    assert!(
+        b.status().pull_requested() > before,
+        "the close asked for a pull"
+    );
+    pull(&b, &rb).await;
+    assert!(names(&b, ROOT_INO).is_empty());
 }
