@@ -19,6 +19,10 @@
 //! - "both" removes the copy's `user.nimbus.conflict` attribute: the mount
 //!   clears the mark and the copy is an ordinary file.
 //!
+//! A folder copy (a folder brought back under a conflict name, because an
+//! edit inside it beat its delete while another folder took its name) is
+//! resolved only with "both": its contents are the user's to sort.
+//!
 //! The kernel allows `user.*` attributes on files and folders only
 //! (xattr(7)): a symlink copy's mark is read from the root's list, and
 //! "both" clears it by renaming the copy away and back (a rename clears a
@@ -239,6 +243,12 @@ pub fn resolve(path: &Path, keep: Keep) -> Result<()> {
     let copy = locate_copy(path)?;
     let original = copy.info.of_path.as_ref().map(|p| copy.root.join(p));
     let shown = copy.path.display();
+    if keep != Keep::Both && std::fs::symlink_metadata(&copy.path).is_ok_and(|m| m.is_dir()) {
+        bail!(
+            "{shown} is a folder: move what you want from it yourself, then resolve it with \
+             --keep both (or delete it)"
+        );
+    }
     match (keep, original) {
         (Keep::Theirs, None) => bail!(
             "the original of {shown} was deleted: keeping theirs would drop the only version \
@@ -283,10 +293,10 @@ pub fn resolve(path: &Path, keep: Keep) -> Result<()> {
             clear_mark(&copy.path)?;
             match orig {
                 Some(o) => println!(
-                    "kept both: {shown} is now an ordinary file beside {}",
+                    "kept both: {shown} is no longer a conflict copy of {}",
                     o.display()
                 ),
-                None => println!("kept {shown} as an ordinary file"),
+                None => println!("kept {shown}; it is no longer a conflict copy"),
             }
         }
     }

@@ -56,7 +56,19 @@ pub(super) async fn restore_ancestors(
     }
     while let Some(mut node) = chain.pop() {
         let parent = node.parent.unwrap_or(NodeId::ROOT);
-        node.name = free_name(txn, ctx, parent, &node.name, node.meta.kind, node.node_id).await?;
+        let name = free_name(txn, ctx, parent, &node.name, node.meta.kind, node.node_id).await?;
+        if name != node.name && node.meta.conflict.is_none() {
+            // Another node took the name meanwhile: the revived folder is
+            // a conflict copy of it, listed like any other.
+            if let Some(of) = txn.lookup(parent, &node.name).await? {
+                node.meta.conflict = Some(ConflictMark {
+                    of,
+                    device: ctx.device_name.clone(),
+                    at: Timestamp::from_ns(ctx.now_ns),
+                });
+            }
+        }
+        node.name = name;
         node.deleted = false;
         // The revival is a change of the folder by the committing device:
         // a device that deleted it keeps the delete's vector, and a revived

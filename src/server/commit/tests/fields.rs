@@ -391,3 +391,26 @@ async fn an_edit_into_a_deleted_folder_brings_the_folder_back() {
     assert_eq!(node.parent, Some(d.node_id));
     assert!(!fx.node(d.node_id).await.deleted, "the folder came back");
 }
+
+#[tokio::test]
+async fn a_folder_brought_back_under_a_taken_name_is_a_marked_copy() {
+    let fx = Fx::new().await;
+    let d = fx.create(NodeId::ROOT, "d", dir_meta()).await;
+    let f = fx.create(d.node_id, "f.txt", fx.file("v1").await).await;
+    // The laptop deletes f and d and makes a new folder d; the phone
+    // edits f meanwhile.
+    applied(fx.one(&fx.laptop, delete(f.node_id, &f.vv)).await);
+    applied(fx.one(&fx.laptop, delete(d.node_id, &d.vv)).await);
+    let new_d = fx.create(NodeId::ROOT, "d", dir_meta()).await;
+    let v2 = fx.file("v2").await;
+    applied(
+        fx.one(&fx.phone, edit(&f, |n| n.meta.content = v2.content.clone()))
+            .await,
+    );
+    let back = fx.node(d.node_id).await;
+    assert!(!back.deleted);
+    assert_eq!(back.name, format!("d (conflict phone {STAMP})"));
+    let mark = back.meta.conflict.expect("marked as a conflict copy");
+    assert_eq!(mark.of, new_d.node_id);
+    assert_eq!(fx.node(new_d.node_id).await.meta.conflict, None);
+}

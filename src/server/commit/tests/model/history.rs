@@ -210,7 +210,13 @@ impl History {
     /// and nodes moved aside from a taken name.
     pub fn check_conflicts(&self, live: &BTreeMap<NodeId, NodeRecord>) -> Result<(), String> {
         let pairs = self.concurrent_pairs();
-        let marked = live.values().filter(|r| r.meta.conflict.is_some()).count();
+        // Folders brought back under a conflict name (an edit inside beat
+        // their delete while another folder took the name) are marked
+        // too; they are no copies of content.
+        let marked = live
+            .values()
+            .filter(|r| r.meta.conflict.is_some() && r.meta.kind != NodeKind::Dir)
+            .count();
         let aside = self.moved_aside.len();
         if self.conflicts_made > pairs || marked > self.conflicts_made + aside {
             return Err(format!(
