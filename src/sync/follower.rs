@@ -33,6 +33,12 @@
 //! parent appears — the folder of every entry of the node, its hard links
 //! included (`vfs::reconcile`). Their count is in the status
 //! (`waiting_remote`).
+//!
+//! A page is applied in change-log order but for one move: the delete of
+//! a file or symlink whose name a later record of the page takes (an
+//! editor's save renamed a new file over it) goes right after that record
+//! (`replacements_first`), so the new node takes the name in one batch
+//! and a lookup never finds it missing in between.
 
 use super::Backoff;
 use crate::protocol::{NodeId, NodeRecord, MAX_PULL_LIMIT};
@@ -40,7 +46,7 @@ use crate::remote::push::{PushState, PushSubscription};
 use crate::remote::{FailureClass, NeedsUser, Remote, RemoteError};
 use crate::vfs::capacity::{SPACE_REFRESH_MAX, SPACE_REFRESH_MIN};
 use crate::vfs::{Connection, PushStatus, Vfs};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -274,7 +280,8 @@ impl Follower {
                 }
                 other => other?,
             };
-            for rec in &page.changes {
+            for i in replacements_first(&page.changes) {
+                let rec = &page.changes[i];
                 // Each record carries its node's latest state: it replaces
                 // an older waiting one of the same node, applied or not.
                 if self.vfs.apply_remote(rec).map_err(store_err)? {
@@ -301,6 +308,53 @@ impl Follower {
         self.vfs.status().note_pulled();
         Ok(())
     }
+}
+
+/// The order to apply a page of records in: the change log's, except that
+/// the delete of a file or symlink goes right after the first later
+/// record that takes its name (an editor's save: the old file deleted, the
+/// new one renamed to its name). The new node then takes the name from
+/// the old one in one batch (it displaces it, see `vfs::reconcile`), so a
+/// lookup here never finds the name missing in between.
+fn replacements_first(changes: &[NodeRecord]) -> Vec<usize> {
+    fn place(r: &NodeRecord) -> Option<(NodeId, &str)> {
+        r.parent.map(|p| (p, r.name.as_str()))
+    }
+    // Per place, the last record that takes it.
+    let mut last_taker: HashMap<(NodeId, &str), usize> = HashMap::new();
+    for (i, rec) in changes.iter().enumerate() {
+        if let (false, Some(p)) = (rec.deleted, place(rec)) {
+            last_taker.insert(p, i);
+        }
+    }
+    let mut order: Vec<usize> = Vec::with_capacity(changes.len());
+    // Deletes held back, each until the record that takes its place.
+    let mut held: Vec<usize> = Vec::new();
+    for (i, rec) in changes.iter().enumerate() {
+        let replaced_later = rec.deleted
+            && rec.meta.kind != crate::protocol::NodeKind::Dir
+            && place(rec)
+                .and_then(|p| last_taker.get(&p))
+                .is_some_and(|&t| t > i);
+        if replaced_later {
+            held.push(i);
+            continue;
+        }
+        order.push(i);
+        if !rec.deleted {
+            let here = place(rec);
+            held.retain(|&h| {
+                if place(&changes[h]) == here {
+                    order.push(h);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+    order.extend(held);
+    order
 }
 
 impl Follower {

@@ -39,3 +39,46 @@ async fn a_pull_request_is_answered_once_the_server_s_changes_are_applied() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// An editor's save on A (a new file renamed over the document): applied
+/// on B in the order `replacements_first` gives, the document's name is
+/// never missing in between, and B ends with the new content.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_file_never_leaves_its_name_missing_while_applied() {
+    use crate::vfs::test_support::{pull, read_all, sync, write_file};
+    let (TwoDevices { ra, rb, a, b, .. }, _held) = two_devices().await;
+    write_file(&a, ROOT_INO, "doc", b"version 0");
+    sync(&a, &ra).await;
+    pull(&b, &rb).await;
+    let cursor = b.cursor().unwrap();
+    for v in 1..=3 {
+        write_file(&a, ROOT_INO, ".doc.tmp", format!("version {v}").as_bytes());
+        a.rename(ROOT_INO, b".doc.tmp", ROOT_INO, b"doc", false)
+            .unwrap();
+    }
+    sync(&a, &ra).await;
+
+    let page = rb.pull(cursor, 1000).await.unwrap().changes;
+    assert!(
+        page.iter().any(|r| r.deleted),
+        "the old document's delete is in the page"
+    );
+    let order = replacements_first(&page);
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..page.len()).collect::<Vec<_>>(),
+        "each record once"
+    );
+    for i in order {
+        b.apply_remote(&page[i]).unwrap();
+        assert!(
+            b.lookup(ROOT_INO, b"doc").is_ok(),
+            "doc missing after applying {:?}",
+            page[i]
+        );
+    }
+    let doc = b.lookup(ROOT_INO, b"doc").unwrap().ino;
+    assert_eq!(read_all(&b, doc).await, b"version 3");
+}
